@@ -1,0 +1,272 @@
+"""Comparison tables: one row per model, one column per data size (or any pivot).
+
+`build_table` turns trial rows into a `Table` (display strings plus a machine-readable
+frame); `render` writes it as Markdown, LaTeX (booktabs) or CSV. Cells aggregate seeds as
+"mean ± std (n)"; a cell whose trials all failed says `failed: <reason>` instead of going
+blank, so a missing number is never mistaken for "not run".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.io import as_fraction, is_accuracy, require_columns
+from harness.errors import StudyError
+
+# Fixed family order so tables, plots and reports list families the same way.
+FAMILY_ORDER = ("resnet", "vit", "mixer", "convnext", "swin", "linear", "mlp")
+# Per-model attributes shown next to the row keys: (column, header, kind).
+MODEL_ATTRS = (
+    ("params", "params", "count"),
+    ("fwd_gmacs", "GMACs", "sig"),
+    ("infer_img_s", "infer img/s", "sig"),
+    ("train_img_s", "train img/s", "sig"),
+)
+NOT_RUN = "—"  # no trial exists for this cell (distinct from failed)
+FORMATS = ("md", "latex", "csv")
+AGGS = ("mean", "max")
+_REASON_WIDTH = 40  # characters of a failure reason kept in a cell
+_ERROR_ALIASES = {"OutOfMemoryError": "OOM"}  # torch.cuda.OutOfMemoryError et al.
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def fmt_sig(v: float, sig: int = 3) -> str:
+    """3 significant figures without scientific notation: 0.0123, 4.41, 17.6, 1,234."""
+    if v is None or not math.isfinite(v):
+        return NOT_RUN
+    if v == 0:
+        return "0"
+    decimals = max(0, sig - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:,.{decimals}f}"
+
+
+def fmt_count(v: float) -> str:
+    """Parameter-style counts: 950, 11.7k, 1.2M, 86.6M, 1.35B (3 significant figures)."""
+    if v is None or not math.isfinite(v):
+        return NOT_RUN
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            text = f"{v / scale:.3g}"
+            return text + suffix
+    return f"{v:.0f}"
+
+
+def short_reason(error: str, width: int = _REASON_WIDTH) -> str:
+    """'OutOfMemoryError: CUDA out of memory. Tried…' -> 'OOM: CUDA out of memory. Tried…'."""
+    kind, _, msg = (error or "unknown error").partition(":")
+    kind = kind.strip().split(".")[-1]  # torch.cuda.OutOfMemoryError -> OutOfMemoryError
+    kind = _ERROR_ALIASES.get(kind, kind)
+    text = f"{kind}: {' '.join(msg.split())}" if msg.strip() else kind
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Table:
+    """Display cells (`rows`, strings) and the same content as numbers (`frame`, for CSV)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    align: list[str]  # "l" or "r" per column
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ValueSpec:
+    column: str
+    agg: str
+    percent: bool  # accuracy shown as % with one decimal
+
+    def fmt(self, v: float) -> str:
+        return f"{100 * v:.1f}" if self.percent else fmt_sig(v)
+
+    def label(self) -> str:
+        unit = " (%)" if self.percent else ""
+        how = "mean ± std (n seeds)" if self.agg == "mean" else "max over seeds"
+        return f"{self.column}{unit}, {how}"
+
+
+def default_rows(df: pd.DataFrame) -> list[str]:
+    """family, model, plus image_size/dataset when they vary (else cells would mix them)."""
+    keys = [c for c in ("family", "model") if c in df]
+    keys += [c for c in ("image_size", "dataset") if c in df and df[c].nunique(dropna=True) > 1]
+    if not keys:
+        raise StudyError("results have neither a family nor a model column",
+                         key="--rows", fix="name the row columns with --rows COL1,COL2")
+    return keys
+
+
+def build_table(
+    df: pd.DataFrame, rows: list[str] | None = None, cols: str = "data_size",
+    value: str = "test_acc", agg: str = "mean",
+) -> Table:
+    """Pivot trial rows: `rows` keys × distinct `cols` values, cells aggregate `value`."""
+    if agg not in AGGS:
+        raise StudyError(f"unknown aggregation {agg!r}", key="--agg", fix=f"use one of {', '.join(AGGS)}")
+    rows = list(rows) if rows else default_rows(df)
+    require_columns(df, [*rows, cols, value], key="table")
+    df = df.copy()
+    if is_accuracy(value):
+        df[value], _ = as_fraction(df[value])
+    spec = _ValueSpec(value, agg, percent=is_accuracy(value))
+    attrs = [a for a in MODEL_ATTRS if "model" in rows and a[0] in df]
+    keys = _ordered_keys(df, rows)
+    col_values = sorted(df[cols].dropna().unique().tolist())
+    groups = {k: g for k, g in df.groupby(rows, sort=False, dropna=False)}
+
+    display, records = [], []
+    for key in keys:
+        g = groups[key]
+        rec = dict(zip(rows, key))
+        line = [_fmt_key(v) for v in key]
+        for col, _, kind in attrs:
+            v = _attr_value(g, col)
+            rec[col] = v
+            line.append(fmt_count(v) if kind == "count" else fmt_sig(v))
+        for cv in col_values:
+            text, numbers = _cell(g[g[cols] == cv], spec)
+            line.append(text)
+            rec |= {f"{value}@{cols}={_fmt_key(cv)}{suffix}": n for suffix, n in numbers.items()}
+        display.append(line)
+        records.append(rec)
+
+    headers = [*rows, *(h for _, h, _ in attrs), *(f"{cols}={_fmt_header(v)}" for v in col_values)]
+    align = ["l"] * len(rows) + ["r"] * (len(headers) - len(rows))
+    title = f"{spec.label()} by {cols}"
+    notes = [f"{NOT_RUN} = no trial; failed: <reason> = every trial of that cell failed"]
+    return Table(title, headers, display, align, pd.DataFrame(records), notes)
+
+
+def _ordered_keys(df: pd.DataFrame, rows: list[str]) -> list[tuple]:
+    """Families in FAMILY_ORDER, then models by parameter count, then by name."""
+    keyframe = df[rows].drop_duplicates().copy()
+    sort_cols, helper = [], {}
+    if "family" in rows:
+        rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+        helper["_fam"] = keyframe["family"].map(lambda f: rank.get(f, len(rank)))
+    if "model" in rows and "params" in df:
+        med = df.groupby("model")["params"].median()
+        helper["_par"] = keyframe["model"].map(med).fillna(np.inf)
+    keyframe = keyframe.assign(**helper)
+    sort_cols = [*helper, *rows]
+    keyframe = keyframe.sort_values(sort_cols, kind="stable", key=_sortable)
+    return [tuple(r) for r in keyframe[rows].itertuples(index=False, name=None)]
+
+
+def _sortable(s: pd.Series) -> pd.Series:
+    """Numbers sort numerically, everything else as text (mixed keys must not raise)."""
+    return s if pd.api.types.is_numeric_dtype(s) else s.astype(str)
+
+
+def _attr_value(g: pd.DataFrame, col: str) -> float:
+    """Median over the model's ok trials (speeds vary run to run; params/GMACs do not)."""
+    ok = pd.to_numeric(g.loc[g["status"] == "ok", col], errors="coerce").dropna()
+    if ok.empty:  # all failed: config-derived columns such as params may still be filled
+        ok = pd.to_numeric(g[col], errors="coerce").dropna()
+    return float(ok.median()) if not ok.empty else math.nan
+
+
+def _cell(g: pd.DataFrame, spec: _ValueSpec) -> tuple[str, dict[str, float | str]]:
+    """Display text and CSV numbers ('' mean/max, _std, _n) of one pivot cell."""
+    if g.empty:
+        return NOT_RUN, {"": NOT_RUN}
+    ok = g[g["status"] == "ok"]
+    vals = pd.to_numeric(ok[spec.column], errors="coerce").dropna().to_numpy(dtype=float)
+    n_failed = int((g["status"] != "ok").sum())
+    if vals.size == 0:
+        if n_failed:
+            reason = f"failed: {short_reason(_common_error(g))}"
+            return reason, {"": reason}
+        return "n/a", {"": "n/a"}  # ok trials that did not record this value
+    centre = float(vals.mean() if spec.agg == "mean" else vals.max())
+    std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+    text = spec.fmt(centre)
+    if spec.agg == "mean" and vals.size > 1:
+        text += f" ± {spec.fmt(std)} ({vals.size})"
+    if n_failed:
+        text += f" (+{n_failed} failed)"
+    return text, {"": round(centre, 6), "_std": round(std, 6), "_n": int(vals.size)}
+
+
+def _common_error(g: pd.DataFrame) -> str:
+    errors = g.loc[g["status"] != "ok", "error"].astype(str)
+    return errors.value_counts().index[0] if not errors.empty else ""
+
+
+def _fmt_key(v: object) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _fmt_header(v: object) -> str:
+    """data_size=1000 reads better as 1k; non-numeric pivot values stay as they are."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return fmt_count(float(v)) if abs(float(v)) >= 1000 else _fmt_key(v)
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def render(table: Table, fmt: str = "md") -> str:
+    if fmt == "md":
+        return to_markdown(table)
+    if fmt == "latex":
+        return to_latex(table)
+    if fmt == "csv":
+        return to_csv(table)
+    raise StudyError(f"unknown table format {fmt!r}", key="--format", fix=f"use one of {', '.join(FORMATS)}")
+
+
+def to_markdown(table: Table, title: bool = True) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    out = [f"**{esc(table.title)}**", ""] if title else []
+    out.append("| " + " | ".join(esc(c) for c in table.columns) + " |")
+    out.append("|" + "|".join("---:" if a == "r" else ":---" for a in table.align) + "|")
+    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in table.rows]
+    out += ["", *(f"_{esc(n)}_" for n in table.notes)] if table.notes else []
+    return "\n".join(out) + "\n"
+
+
+_LATEX_SPECIAL = re.compile(r"([&%$#_{}])")
+
+
+def _latex_escape(s: str) -> str:
+    s = s.replace("\\", r"\textbackslash{}")
+    s = _LATEX_SPECIAL.sub(r"\\\1", s)
+    return s.replace("±", r"$\pm$").replace("—", "---").replace("…", r"\ldots{}").replace("~", r"\~{}")
+
+
+def to_latex(table: Table) -> str:
+    """booktabs tabular (needs \\usepackage{booktabs}); the title becomes a comment + caption."""
+    out = [
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.title)}}}",
+        rf"\begin{{tabular}}{{{''.join(table.align)}}}", r"\toprule",
+        " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule",
+    ]
+    out += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in table.rows]
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Numbers stay numbers: one value, _std and _n column per pivot value."""
+    buf = io.StringIO()
+    table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return buf.getvalue()

@@ -1,0 +1,118 @@
+"""The `harness` command. Thin: every verb delegates to one function elsewhere.
+
+Exit codes: 0 all ok, 1 some trials failed (their rows are written), 2 bad input (nothing
+written), 130 interrupted (finished trials kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from rich.console import Console
+
+from harness import __version__
+from harness.errors import StudyError
+
+# modules that add their own verbs: each has register(subparsers)
+PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.runner import run_study
+
+    return run_study(args.study, backend=args.backend, results=args.results, address=args.address,
+                     smoke=args.smoke, dry_run=args.dry_run, report=not args.no_report)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from harness.runner import status
+
+    table, code = status(args.target, results=args.results)
+    Console().print(table)
+    return code
+
+
+def _models(args: argparse.Namespace) -> int:
+    from harness import flops, zoo
+
+    if args.family and args.family not in zoo.families():
+        from harness.errors import did_you_mean
+
+        raise StudyError(f"unknown family '{args.family}'", key="--family", fix=did_you_mean(args.family, zoo.families()))
+    rows = []
+    for ms in zoo.list_models(args.family):
+        size = args.image_size or zoo.default_image_size(ms)
+        dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes}
+        try:
+            zoo.check(ms, size, args.in_chans)
+        except StudyError:
+            continue  # this model cannot take that resolution: not listed
+        rows.append({"name": ms.name, "family": ms.family, "size": ms.size, "image_size": size,
+                     "params": flops.param_count(ms, **dims), "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6)})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"models ({args.in_chans} channels, {args.num_classes} classes)")
+    for c in ("name", "family", "size", "px", "params", "GMACs"):
+        t.add_column(c, justify="right" if c in ("px", "params", "GMACs") else "left")
+    for r in rows:
+        t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
+    Console().print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="Architecture scaling studies: ResNet vs ViT vs Mixer vs ConvNeXt.")
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a study (skips finished trials)")
+    r.add_argument("study", help="studies/NAME.yaml")
+    r.add_argument("--backend", default="ray", help="ray (default; embedded local Ray without --address) | local (in process, sequential)")
+    r.add_argument("--results", default="results", help="results root; the study writes to RESULTS/NAME (default: results)")
+    r.add_argument("--address", default=None, help="Ray cluster address host:port (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--smoke", action="store_true", help="same grid shape, tiny budget: any study in seconds (results go to NAME-smoke)")
+    r.add_argument("--dry-run", action="store_true", help="print the trials with params, GMACs and training compute; run nothing")
+    r.add_argument("--no-report", action="store_true", help="do not write RESULTS/NAME/report when the study finishes")
+    r.set_defaults(func=_run)
+
+    s = sub.add_parser("status", help="ok / failed / pending trials of a study file or results directory")
+    s.add_argument("target", help="studies/NAME.yaml or results/NAME")
+    s.add_argument("--results", default="results")
+    s.set_defaults(func=_status)
+
+    m = sub.add_parser("models", help="list registered models with params and GMACs")
+    m.add_argument("--json", action="store_true", help="a JSON list of {name, family, size, image_size, params, fwd_gmacs}")
+    m.add_argument("--family", default=None)
+    m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")
+    m.add_argument("--in-chans", type=int, default=3)
+    m.add_argument("--num-classes", type=int, default=1000)
+    m.set_defaults(func=_models)
+
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StudyError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""`harness run`: load + validate -> expand -> skip finished -> backend -> store -> report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness import backends, data, flops, spec, store
+from harness.spec import Study, Trial
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def prepare(path: str | Path, *, smoke: bool = False) -> tuple[Study, list[Trial]]:
+    study = spec.load_study(path)
+    if smoke:
+        study = spec.smoke(study)
+    return study, spec.expand(study)
+
+
+def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
+    """The --dry-run table: what would run, its size and its compute."""
+    info = data.describe(study.dataset)
+    t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
+    for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
+        t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
+    total = 0.0
+    for tr in trials:
+        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+        gmacs = flops.forward_gmacs(tr.model, **dims)
+        from harness.train import total_steps
+
+        steps = total_steps(tr.train, tr.data_size)
+        compute = flops.train_flops(gmacs, steps * min(tr.train["batch_size"], tr.data_size))
+        total += compute
+        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(steps),
+                  f"{flops.param_count(tr.model, **dims) / 1e6:.3f}M", f"{gmacs:.4f}", f"{compute:.3g}",
+                  "done" if tr.trial_id in done else "pending")
+    t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward = 3x forward)"
+    return t
+
+
+def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,
+              smoke: bool = False, dry_run: bool = False, report: bool = True, console: Console | None = None) -> int:
+    console = console or Console(stderr=True)
+    study, trials = prepare(path, smoke=smoke)
+    be = backends.get(backend)  # validate the name before anything is written
+    out_dir = store.study_dir(results, study.name)
+    done = store.done_ids(out_dir)
+    if dry_run:
+        Console().print(trial_table(study, trials, done))
+        return EXIT_OK
+    pending = [t for t in trials if t.trial_id not in done]
+    console.print(f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
+                  f"{len(pending)} to run on {backend} -> {out_dir}")
+    store.save_study_file(path, out_dir)
+    failed = 0
+    try:
+        with _progress(console) as bar:
+            task = bar.add_task(study.name, total=len(pending))
+            for out in be.execute(pending, address=address):
+                store.write(out, out_dir)
+                failed += not out.ok
+                bar.console.print(_one_line(out))
+                bar.advance(task)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: finished trials are stored in {out_dir}; run the same command again to continue")
+        return EXIT_INTERRUPTED
+    if report and len(trials) > failed:
+        _write_report(out_dir, console)
+    ok = len(store.done_ids(out_dir) & {t.trial_id for t in trials})
+    console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
+    return EXIT_OK if ok == len(trials) else EXIT_FAILED
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _one_line(out: store.TrialOutput) -> str:
+    r = out.row
+    cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px seed={r['seed']}"
+    if out.ok:
+        speed = r.get("train_img_s", math.nan)
+        return f"  [green]ok[/]     {cell}  acc={r['test_acc']:.4f}  train {speed:,.0f} img/s  {r['duration_s']:.1f}s"
+    return f"  [red]failed[/] {cell}  {escape(r['error'])}"
+
+
+def _write_report(out_dir: Path, console: Console) -> None:
+    try:
+        from harness.analysis.report import write_report
+    except ImportError:  # analysis is optional for running
+        return
+    try:
+        path = write_report(out_dir)
+        console.print(f"report: {path}")
+    except Exception as e:  # a report problem must not turn finished trials into a failed run
+        console.print(f"[yellow]report not written[/]: {type(e).__name__}: {e} (try 'harness report {out_dir}')")
+
+
+def status(target: str | Path, *, results: str | Path = "results") -> tuple[Table, int]:
+    """Counts of ok / failed / pending for a study file or a results directory."""
+    target = Path(target)
+    if target.is_file():
+        study, trials = prepare(target)
+        out_dir = store.study_dir(results, study.name)
+        expected = {t.trial_id: t.label for t in trials}
+    else:
+        out_dir, expected = target, {}
+        if not (target / "trials").is_dir():
+            from harness.errors import StudyError
+
+            raise StudyError("not a study file or a results directory (no trials/ inside)", where=str(target),
+                             fix="give studies/NAME.yaml or results/NAME")
+    df = store.read(out_dir)
+    on_disk = dict(zip(df["trial_id"], df["status"]))
+    t = Table(title=f"{out_dir}")
+    for c in ("state", "trials"):
+        t.add_column(c)
+    ok = sum(1 for s in on_disk.values() if s == "ok")
+    failed = {tid for tid, s in on_disk.items() if s != "ok"}
+    t.add_row("ok", str(ok))
+    t.add_row("failed", str(len(failed)))
+    if expected:
+        t.add_row("pending", str(len(set(expected) - set(on_disk))))
+    for _, r in df[df["status"] != "ok"].iterrows():
+        t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
+    pending = len(set(expected) - set(on_disk)) if expected else 0
+    return t, EXIT_OK if not failed and not pending else EXIT_FAILED

@@ -1,0 +1,329 @@
+"""Study files: load, validate (with precise error paths), expand into trials.
+
+A study is one YAML file (see studies/quickstart.yaml). `load_study` returns a `Study` or
+raises `StudyError` naming the file, the key path and the fix; `expand` turns it into the
+cartesian product of its grid as `Trial`s, each with a stable `trial_id`: the hash of its
+canonical resolved config (model shape, data, training budget, profiling), so renaming the
+study or moving files never changes an id, while changing anything that changes the result does.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness import data, zoo
+from harness.errors import StudyError, did_you_mean
+
+# Defaults a study may override. Every key a study may set appears here; anything else is a typo.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": None,  # fixed number of optimizer steps (equal compute across data sizes) ...
+    "epochs": None,  # ... or passes over the subset; exactly one of the two (steps=500 if neither)
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 2.0e-3,
+    "weight_decay": 0.05,
+    "momentum": 0.9,  # sgd only
+    "schedule": "cosine",
+    "warmup_steps": 25,
+    "label_smoothing": 0.0,
+    "augment": "none",  # none | flip | flip_shift (random horizontal flip, +-2 px shift)
+    "eval_every": None,  # steps between learning-curve points; None = 10 points per run
+    "curve_eval_size": 2000,  # test images per intermediate curve point (final eval uses eval_size)
+    "eval_size": None,  # None = the full test split
+}
+PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
+RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
+TOP_KEYS = {"name", "description", "dataset", "grid", "train", "profile", "resources", "slurm"}
+GRID_KEYS = {"model", "data_size", "image_size", "seed"}
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("cosine", "constant"),
+    "augment": ("none", "flip", "flip_shift"),
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One cell of the grid. `config()` is exactly what `trial_id` hashes."""
+
+    study: str
+    model: zoo.ModelSpec
+    image_size: int
+    data_size: int
+    seed: int
+    dataset: dict
+    train: dict
+    profile: dict
+    resources: dict = field(default_factory=lambda: dict(RESOURCE_DEFAULTS))
+    study_hash: str = ""
+
+    def config(self) -> dict:
+        return {
+            "model": {"family": self.model.family, "size": self.model.size, "shape": self.model.shape},
+            "image_size": self.image_size,
+            "data_size": self.data_size,
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "train": self.train,
+            "profile": self.profile,
+        }
+
+    @property
+    def trial_id(self) -> str:
+        return config_hash(self.config())
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name} n={self.data_size} {self.image_size}px seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    path: str
+    dataset: dict
+    grid: dict  # model: [ModelSpec], data_size/image_size/seed: [int]
+    train: dict
+    profile: dict
+    resources: dict
+    slurm: dict
+    smoke: bool = False
+
+    @property
+    def study_hash(self) -> str:
+        grid = dict(self.grid, model=[m.name + json.dumps(m.shape, sort_keys=True) for m in self.grid["model"]])
+        cfg = {"dataset": self.dataset, "grid": grid, "train": self.train, "profile": self.profile}
+        return config_hash(cfg)
+
+
+def config_hash(cfg: dict) -> str:
+    """12 hex chars of sha256 over canonical JSON (sorted keys, no whitespace)."""
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        hint = ", ".join(sorted(p.name for p in Path("studies").glob("*.yaml"))) if Path("studies").is_dir() else ""
+        raise StudyError("study file not found", where=where, fix=f"check the path{'; shipped studies: ' + hint if hint else ''}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise StudyError(f"YAML syntax error at {pos}: {problem}", where=where, fix="fix the YAML syntax (indentation, colons, brackets)") from None
+    if not isinstance(raw, dict):
+        raise StudyError("a study must be a YAML mapping", where=where, fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)")
+    return parse_study(raw, where=where)
+
+
+def parse_study(raw: dict, *, where: str = "<study>") -> Study:
+    _check_keys(raw, TOP_KEYS, where, "")
+    for key in ("name", "grid"):
+        if key not in raw:
+            raise StudyError(f"missing required key '{key}'", where=where, key=key, fix="see studies/quickstart.yaml for the shape of a study")
+    name = raw["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise StudyError(f"invalid study name {name!r}", where=where, key="name", fix="use letters, digits, '_', '-', '.' (it names the results directory)")
+
+    dataset = _section(raw, "dataset", {"name": "fashion_mnist"}, where)
+    try:
+        info = data.describe(dataset)
+    except StudyError as e:
+        raise e.at(where, e.key or "dataset") from None
+    dataset = info.config  # canonical: name + the keys that change the data (not where it lives)
+
+    train = _merged(raw, "train", TRAIN_DEFAULTS, where)
+    _check_train(train, where)
+    profile = _merged(raw, "profile", PROFILE_DEFAULTS, where)
+    for key in ("batch_size", "iters"):
+        _positive_int(profile[key], where, f"profile.{key}")
+    _nonneg_int(profile["warmup"], where, "profile.warmup")
+    resources = _merged(raw, "resources", RESOURCE_DEFAULTS, where)
+    _check_resources(resources, where)
+    slurm = _section(raw, "slurm", {}, where)
+
+    grid = _parse_grid(raw["grid"], info, where)
+    return Study(
+        name=name,
+        description=str(raw.get("description", "")),
+        path=where,
+        dataset=dataset,
+        grid=grid,
+        train=train,
+        profile=profile,
+        resources=resources,
+        slurm=slurm,
+    )
+
+
+def _parse_grid(grid: Any, info: data.DataInfo, where: str) -> dict:
+    if not isinstance(grid, dict):
+        raise StudyError("grid must be a mapping of axes to lists", where=where, key="grid", fix="e.g. grid: {model: [vit@xs], data_size: [1000]}")
+    _check_keys(grid, GRID_KEYS, where, "grid")
+    for key in ("model", "data_size"):
+        if key not in grid:
+            raise StudyError(f"missing required axis '{key}'", where=where, key=f"grid.{key}", fix="every grid needs model and data_size lists")
+    axes = {k: _as_list(grid[k]) for k in grid}
+    for k, values in axes.items():
+        if not values:
+            raise StudyError("empty axis", where=where, key=f"grid.{k}", fix="give at least one value")
+    models = []
+    for i, m in enumerate(axes["model"]):
+        try:
+            models.append(zoo.resolve(m))
+        except StudyError as e:
+            raise e.at(where, f"grid.model[{i}]") from None
+    image_sizes = axes.get("image_size", [info.native_size])
+    seeds = axes.get("seed", [0])
+    for i, v in enumerate(axes["data_size"]):
+        _positive_int(v, where, f"grid.data_size[{i}]")
+        if v > info.train_size:
+            raise StudyError(
+                f"data_size {v} is larger than the {info.name} training split ({info.train_size} images)",
+                where=where, key=f"grid.data_size[{i}]", fix=f"use at most {info.train_size}")
+        if v < info.num_classes:
+            raise StudyError(
+                f"data_size {v} is smaller than the number of classes ({info.num_classes})",
+                where=where, key=f"grid.data_size[{i}]", fix=f"use at least {info.num_classes} so every class is seen")
+    for i, v in enumerate(image_sizes):
+        _positive_int(v, where, f"grid.image_size[{i}]")
+    for i, v in enumerate(seeds):
+        _nonneg_int(v, where, f"grid.seed[{i}]")
+    # every model must take every resolution: an impossible cell is a bad study, not a failed trial
+    for i, m in enumerate(models):
+        for j, s in enumerate(image_sizes):
+            try:
+                zoo.check(m, s, info.in_chans)
+            except StudyError as e:
+                raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
+                                 key=f"grid.model[{i}] x grid.image_size[{j}]", fix=e.fix) from None
+    return {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
+
+
+def _check_train(train: dict, where: str) -> None:
+    if train["steps"] is not None and train["epochs"] is not None:
+        raise StudyError("both train.steps and train.epochs are set", where=where, key="train", fix="give one budget: steps (equal compute across data sizes) or epochs")
+    if train["steps"] is None and train["epochs"] is None:
+        train["steps"] = 500
+    budget = "steps" if train["steps"] is not None else "epochs"
+    if budget == "steps":
+        _positive_int(train["steps"], where, "train.steps")
+    elif not isinstance(train["epochs"], (int, float)) or isinstance(train["epochs"], bool) or train["epochs"] <= 0:
+        raise StudyError(f"train.epochs must be a positive number, got {train['epochs']!r}", where=where, key="train.epochs", fix="e.g. epochs: 10")
+    _positive_int(train["batch_size"], where, "train.batch_size")
+    _nonneg_int(train["warmup_steps"], where, "train.warmup_steps")
+    for key in ("lr", "weight_decay", "momentum", "label_smoothing"):
+        v = train[key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise StudyError(f"train.{key} must be a non-negative number, got {v!r}", where=where, key=f"train.{key}", fix="e.g. lr: 2.0e-3 (YAML needs the '.0' before 'e')")
+    for key, allowed in CHOICES.items():
+        if train[key] not in allowed:
+            raise StudyError(f"unknown {key} {train[key]!r}", where=where, key=f"train.{key}", fix=did_you_mean(str(train[key]), allowed))
+    for key in ("eval_every", "eval_size"):
+        if train[key] is not None:
+            _positive_int(train[key], where, f"train.{key}")
+    _positive_int(train["curve_eval_size"], where, "train.curve_eval_size")
+
+
+def _check_resources(res: dict, where: str) -> None:
+    for key in ("cpus", "gpus"):
+        v = res[key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise StudyError(f"resources.{key} must be a non-negative number, got {v!r}", where=where, key=f"resources.{key}", fix="e.g. resources: {cpus: 1, gpus: 0.25}")
+    if res["cpus"] < 1 or int(res["cpus"]) != res["cpus"]:
+        raise StudyError(f"resources.cpus must be a whole number >= 1, got {res['cpus']!r}", where=where, key="resources.cpus", fix="each trial runs one torch thread per CPU; use 1, 2, ...")
+    if res["gpus"] > 1 and int(res["gpus"]) != res["gpus"]:
+        raise StudyError("fractional GPUs above 1 are not schedulable", where=where, key="resources.gpus", fix="use a fraction below 1 (packing) or a whole number")
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def expand(study: Study) -> list[Trial]:
+    """Cartesian product model x data_size x image_size x seed, in that order, duplicates dropped."""
+    trials, seen = [], set()
+    g = study.grid
+    for model, n, size, seed in itertools.product(g["model"], g["data_size"], g["image_size"], g["seed"]):
+        t = Trial(study=study.name, model=model, image_size=size, data_size=n, seed=seed,
+                  dataset=study.dataset, train=study.train, profile=study.profile,
+                  resources=study.resources, study_hash=study.study_hash)
+        if t.trial_id not in seen:
+            seen.add(t.trial_id)
+            trials.append(t)
+    return trials
+
+
+SMOKE_STEPS = 3
+SMOKE_DATA_DIVISOR = 50  # 1k/4k/16k -> 20/80/320: keeps the grid's shape, runs in seconds
+
+
+def smoke(study: Study) -> Study:
+    """Same grid shape, tiny budget: every axis value kept, steps/subsets/profiling shrunk."""
+    info = data.describe(study.dataset)
+    floor = 2 * info.num_classes
+    sizes = [max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) for n in study.grid["data_size"]]
+    train = dict(study.train, steps=SMOKE_STEPS, epochs=None, batch_size=min(study.train["batch_size"], 32),
+                 warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
+    profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
+    return Study(
+        name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
+        grid=dict(study.grid, data_size=sizes), train=train, profile=profile,
+        resources=study.resources, slurm=study.slurm, smoke=True,
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _section(raw: dict, key: str, default: dict, where: str) -> dict:
+    value = raw.get(key, default)
+    if value is None:
+        value = default
+    if not isinstance(value, dict):
+        raise StudyError(f"'{key}' must be a mapping, got {type(value).__name__}", where=where, key=key, fix=f"write it as '{key}: {{...}}'")
+    return copy.deepcopy(value)
+
+
+def _merged(raw: dict, key: str, defaults: dict, where: str) -> dict:
+    section = _section(raw, key, {}, where)
+    _check_keys(section, set(defaults), where, key)
+    return {**defaults, **section}
+
+
+def _check_keys(section: dict, allowed: set[str], where: str, prefix: str) -> None:
+    for k in section:
+        if k not in allowed:
+            path = f"{prefix}.{k}" if prefix else str(k)
+            raise StudyError(f"unknown key '{k}'", where=where, key=path, fix=did_you_mean(str(k), allowed))
+
+
+def _as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _positive_int(v: Any, where: str, key: str) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise StudyError(f"must be a positive integer, got {v!r}", where=where, key=key, fix="use a whole number > 0")
+
+
+def _nonneg_int(v: Any, where: str, key: str) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise StudyError(f"must be a non-negative integer, got {v!r}", where=where, key=key, fix="use a whole number >= 0")

@@ -1,0 +1,129 @@
+"""`run_trial`: the one function every backend's worker calls.
+
+build model (zoo) -> count params/FLOPs (flops) -> profile (profile) -> train + evaluate
+(data, train) -> one row + learning curve. Any exception (OOM, NaN loss, a bug) becomes a
+`status="failed"` row carrying the config and the error, never a crashed study. It knows
+nothing of backends or files: it returns a `TrialOutput` and the caller stores it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+import os
+import socket
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from harness import __version__, data, flops, zoo
+from harness.profile import profile_model
+from harness.spec import Trial
+from harness.store import SCHEMA_VERSION, TrialOutput
+from harness.train import total_steps, train
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    """sha of the harness checkout (+ '-dirty' when it has local changes); HARNESS_GIT_SHA wins."""
+    if os.environ.get("HARNESS_GIT_SHA"):
+        return os.environ["HARNESS_GIT_SHA"]
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip()[:12] + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pick_device(trial: Trial) -> torch.device:
+    """CUDA when the trial was given a GPU (or a share of one) and one is visible; else CPU."""
+    if trial.resources.get("gpus", 0) > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def base_row(trial: Trial) -> dict:
+    """Identity, config and provenance: filled for ok and failed rows alike."""
+    import timm
+
+    device = pick_device(trial)
+    cfg = trial.train
+    return {
+        "study": trial.study, "trial_id": trial.trial_id, "status": "failed", "error": "",
+        "schema_version": SCHEMA_VERSION,
+        "family": trial.model.family, "size": trial.model.size, "model": trial.model.name,
+        "image_size": trial.image_size, "data_size": trial.data_size, "seed": trial.seed,
+        "steps": total_steps(cfg, trial.data_size), "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+        "dataset": trial.dataset["name"], "config_json": json.dumps(trial.config(), sort_keys=True),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__, "timm_version": timm.__version__, "harness_version": __version__,
+        "git_sha": git_sha(), "host": socket.gethostname(), "study_hash": trial.study_hash,
+    }
+
+
+def describe_error(e: BaseException, trial: Trial) -> str:
+    if isinstance(e, torch.OutOfMemoryError):
+        # out-of-memory is data (STYLE 7): say which batch did not fit, never retry smaller
+        return f"OutOfMemoryError: batch_size={trial.train['batch_size']} (profile batch {trial.profile['batch_size']}) does not fit on {pick_device(trial)}"
+    last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+    return f"{type(e).__name__}: {last}"[:500]
+
+
+def run_trial(trial: Trial) -> TrialOutput:
+    torch.set_num_threads(int(trial.resources.get("cpus", 1)))  # one thread per allocated CPU
+    started = time.time()
+    row = base_row(trial)
+    row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    curve: list[dict] = []
+    try:
+        row.update(_measure_and_train(trial, curve))
+        row["status"] = "ok"
+    except Exception as e:  # NonFiniteLoss, torch.OutOfMemoryError, bugs: all become failed rows
+        row["error"] = describe_error(e, trial)
+        row["traceback"] = traceback.format_exc(limit=-8)
+        if pick_device(trial).type == "cuda":
+            torch.cuda.empty_cache()
+    row["duration_s"] = time.time() - started
+    return TrialOutput(row=row, curve=curve)
+
+
+def _measure_and_train(trial: Trial, curve: list[dict]) -> dict:
+    device = pick_device(trial)
+    ds = data.load(trial.dataset)
+    info = ds.info
+    dims = {"image_size": trial.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(trial.seed)  # same init for the profiled copy and the trained one
+        return zoo.build(trial.model, **dims)
+
+    out: dict = {"fwd_gmacs": flops.forward_gmacs(trial.model, **dims)}
+    if trial.profile["enabled"]:
+        p = trial.profile
+        out.update(profile_model(build, in_chans=info.in_chans, image_size=trial.image_size, num_classes=info.num_classes,
+                                 batch_size=p["batch_size"], warmup=p["warmup"], iters=p["iters"], device=device))
+    model = build()
+    out["params"] = flops.count_params(model)
+    res = train(model, ds, image_size=trial.image_size, data_size=trial.data_size, seed=trial.seed,
+                cfg=trial.train, device=device)
+    curve.extend(res.curve)
+    out.update({
+        "test_acc": res.test_acc, "test_loss": res.test_loss, "train_loss": res.train_loss,
+        "best_test_acc": res.best_test_acc, "steps": res.steps, "samples_seen": res.samples_seen,
+        "epochs": res.epochs, "train_time_s": res.train_time_s,
+        "train_flops": flops.train_flops(out["fwd_gmacs"], res.samples_seen),
+        "mfu": math.nan,  # needs the device's peak FLOP/s; unknown for CPUs (issue 5 adds the table)
+    })
+    return out

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny synthetic studies written to a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see ../shared/ci/NOTES.md (token auth trap)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TINY = """
+name: {name}
+dataset: {{name: synthetic, num_classes: 4, channels: 1, image_size: 16, train_size: 256, test_size: 64}}
+grid:
+  model: {models}
+  data_size: {data_sizes}
+  image_size: [16]
+  seed: [0]
+train: {{steps: {steps}, batch_size: 16, lr: {lr}, warmup_steps: 1, eval_every: 2}}
+profile: {{batch_size: 4, warmup: 1, iters: 2}}
+resources: {{cpus: 1, gpus: 0}}
+"""
+
+
+def write_study(directory: Path, name: str = "tiny", models: str = "[resnet@xs, vit@xs]", data_sizes: str = "[32, 64]",
+                steps: int = 4, lr: str = "1.0e-3", extra: str = "") -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(TINY.format(name=name, models=models, data_sizes=data_sizes, steps=steps, lr=lr) + textwrap.dedent(extra))
+    return path
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> Path:
+    return write_study(tmp_path)

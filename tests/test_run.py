@@ -1,0 +1,111 @@
+"""End to end on synthetic data: both backends, resume, failed rows, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import store
+from harness.cli import main
+from harness.trial import run_trial
+from harness import spec
+from tests.conftest import write_study
+
+
+def _results(root: Path, name: str = "tiny") -> pd.DataFrame:
+    return store.read(root / name)
+
+
+def test_run_trial_row_has_schema_and_provenance(tiny_study: Path) -> None:
+    trial = spec.expand(spec.load_study(tiny_study))[0]
+    out = run_trial(trial)
+    r = out.row
+    assert r["status"] == "ok", r.get("traceback")
+    assert set(store.COLUMNS) - {"mfu"} <= {k for k, v in r.items() if v is not None}
+    assert r["params"] > 0 and r["fwd_gmacs"] > 0 and r["train_flops"] == pytest.approx(3 * r["fwd_gmacs"] * 1e9 * 4 * 16)
+    assert r["infer_img_s"] > 0 and r["train_img_s"] > 0 and r["latency_ms_p50"] > 0
+    assert 0 <= r["test_acc"] <= 1 and r["device"] == "cpu" and r["dtype"] == "fp32"
+    assert r["torch_version"] and r["timm_version"] and r["git_sha"] and r["host"]
+    assert json.loads(r["config_json"])["data_size"] == 32
+    assert [p["step"] for p in out.curve] == [2, 4]
+
+
+def test_local_backend_end_to_end_and_resume(tmp_path: Path, tiny_study: Path) -> None:
+    res = tmp_path / "res"
+    assert main(["run", str(tiny_study), "--backend", "local", "--results", str(res), "--no-report"]) == 0
+    df = _results(res)
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert len(store.read_curves(res / "tiny")["trial_id"].unique()) == 4
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (res / "tiny" / "trials").iterdir()}
+    # a re-run finds everything done and touches nothing
+    assert main(["run", str(tiny_study), "--backend", "local", "--results", str(res), "--no-report"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (res / "tiny" / "trials").iterdir()} == mtimes
+
+
+def test_failing_trial_is_a_row_and_exit_code_1_then_retried(tmp_path: Path) -> None:
+    # lr 1e30: AdamW steps are ~lr in size, so the logits overflow and the loss is non-finite at once
+    bad = write_study(tmp_path, name="boom", models="[vit@xs]", data_sizes="[32]", lr="1.0e+30")
+    res = tmp_path / "res"
+    assert main(["run", str(bad), "--backend", "local", "--results", str(res), "--no-report"]) == 1
+    row = _results(res, "boom").iloc[0]
+    assert row["status"] == "failed" and "NonFiniteLoss" in row["error"] and math.isnan(row["test_acc"])
+    assert row["model"] == "vit@xs" and row["data_size"] == 32  # config columns are filled
+    assert main(["status", str(res / "boom")]) == 1
+    # failed trials are retried on the next run (here still failing: still one row)
+    assert main(["run", str(bad), "--backend", "local", "--results", str(res), "--no-report"]) == 1
+    assert len(_results(res, "boom")) == 1
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\ngrid: {model: [vit@xss], data_size: [100]}\n")
+    res = tmp_path / "res"
+    assert main(["run", str(p), "--results", str(res)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {p}: grid.model[0]") and "vit@xs" in err and len(err.splitlines()) == 1
+    assert not res.exists()
+    assert main(["run", str(write_study(tmp_path)), "--backend", "slurmm", "--results", str(res)]) == 2
+    assert not res.exists()
+
+
+def test_dry_run_prints_trials_and_runs_nothing(tmp_path: Path, tiny_study: Path, capsys: pytest.CaptureFixture) -> None:
+    res = tmp_path / "res"
+    assert main(["run", str(tiny_study), "--dry-run", "--results", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet@xs" in out and "vit@xs" in out and "GMACs" in out and "4 to run" in out
+    assert not res.exists()
+
+
+def test_models_json(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--json", "--family", "vit"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    b16 = next(r for r in rows if r["name"] == "vit@b16")
+    assert b16 == {"name": "vit@b16", "family": "vit", "size": "b16", "image_size": 224,
+                   "params": 86567656, "fwd_gmacs": pytest.approx(17.58, rel=0.01)}
+    assert main(["models", "--family", "vitt"]) == 2
+
+
+@pytest.mark.slow
+def test_ray_backend_end_to_end(tmp_path: Path, tiny_study: Path) -> None:
+    """Embedded local Ray: every trial a task, the driver writes each row as it arrives."""
+    res = tmp_path / "res"
+    assert main(["run", str(tiny_study), "--results", str(res), "--no-report"]) == 0
+    df = _results(res)
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert df["trial_id"].is_unique
+
+
+def test_console_script_smoke(tmp_path: Path) -> None:
+    """The installed `harness` command, as a user runs it (subprocess, exit code and output)."""
+    exe = Path(sys.executable).parent / "harness"
+    p = subprocess.run([str(exe), "run", str(write_study(tmp_path, models="[mixer@xs]", data_sizes="[16]")),
+                        "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "1/1 ok" in p.stderr
