@@ -11,10 +11,9 @@ import importlib
 import json
 import sys
 
-from rich.console import Console
-
 from harness import __version__
 from harness.errors import StudyError
+from harness.runner import out_console
 
 # modules that add their own verbs: each has register(subparsers)
 PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan"]
@@ -31,7 +30,7 @@ def _status(args: argparse.Namespace) -> int:
     from harness.runner import status
 
     table, code = status(args.target, results=args.results)
-    Console().print(table)
+    out_console().print(table)
     return code
 
 
@@ -62,7 +61,7 @@ def _models(args: argparse.Namespace) -> int:
         t.add_column(c, justify="right" if c in ("px", "params", "GMACs") else "left")
     for r in rows:
         t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
-    Console().print(t)
+    out_console().print(t)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +15,11 @@ from harness import backends, data, flops, spec, store
 from harness.spec import Study, Trial
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def out_console() -> Console:
+    """stdout; wide when piped (rich would otherwise squeeze tables into 80 columns)."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def prepare(path: str | Path, *, smoke: bool = False) -> tuple[Study, list[Trial]]:
@@ -53,7 +59,7 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     out_dir = store.study_dir(results, study.name)
     done = store.done_ids(out_dir)
     if dry_run:
-        Console().print(trial_table(study, trials, done))
+        out_console().print(trial_table(study, trials, done))
         return EXIT_OK
     pending = [t for t in trials if t.trial_id not in done]
     console.print(f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
@@ -88,7 +94,7 @@ def _one_line(out: store.TrialOutput) -> str:
     cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px seed={r['seed']}"
     if out.ok:
         speed = r.get("train_img_s", math.nan)
-        return f"  [green]ok[/]     {cell}  acc={r['test_acc']:.4f}  train {speed:,.0f} img/s  {r['duration_s']:.1f}s"
+        return f"  [green]ok[/]     {cell}  acc={r.get('test_acc', math.nan):.4f}  train {speed:,.0f} img/s  {r['duration_s']:.1f}s"
     return f"  [red]failed[/] {cell}  {escape(r['error'])}"
 
 

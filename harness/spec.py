@@ -26,7 +26,7 @@ from harness.errors import StudyError, did_you_mean
 
 # Defaults a study may override. Every key a study may set appears here; anything else is a typo.
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": None,  # fixed number of optimizer steps (equal compute across data sizes) ...
+    "steps": None,  # fixed number of optimizer steps (equal compute across data sizes; 0 = profile only) ...
     "epochs": None,  # ... or passes over the subset; exactly one of the two (steps=500 if neither)
     "batch_size": 128,
     "optimizer": "adamw",
@@ -160,7 +160,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     _check_resources(resources, where)
     slurm = _section(raw, "slurm", {}, where)
 
-    grid = _parse_grid(raw["grid"], info, where)
+    grid = _parse_grid(raw["grid"], info, train, where)
     return Study(
         name=name,
         description=str(raw.get("description", "")),
@@ -174,14 +174,18 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     )
 
 
-def _parse_grid(grid: Any, info: data.DataInfo, where: str) -> dict:
+def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> dict:
     if not isinstance(grid, dict):
         raise StudyError("grid must be a mapping of axes to lists", where=where, key="grid", fix="e.g. grid: {model: [vit@xs], data_size: [1000]}")
     _check_keys(grid, GRID_KEYS, where, "grid")
-    for key in ("model", "data_size"):
+    profile_only = train["steps"] == 0
+    for key in ("model",) if profile_only else ("model", "data_size"):
         if key not in grid:
-            raise StudyError(f"missing required axis '{key}'", where=where, key=f"grid.{key}", fix="every grid needs model and data_size lists")
+            raise StudyError(f"missing required axis '{key}'", where=where, key=f"grid.{key}",
+                             fix="every grid needs model and data_size lists (data_size may be left out when train.steps is 0: profile only)")
     axes = {k: _as_list(grid[k]) for k in grid}
+    if profile_only:
+        axes["data_size"] = [0]  # nothing is trained: one trial per model x resolution x seed
     for k, values in axes.items():
         if not values:
             raise StudyError("empty axis", where=where, key=f"grid.{k}", fix="give at least one value")
@@ -193,7 +197,7 @@ def _parse_grid(grid: Any, info: data.DataInfo, where: str) -> dict:
             raise e.at(where, f"grid.model[{i}]") from None
     image_sizes = axes.get("image_size", [info.native_size])
     seeds = axes.get("seed", [0])
-    for i, v in enumerate(axes["data_size"]):
+    for i, v in enumerate(axes["data_size"] if not profile_only else []):
         _positive_int(v, where, f"grid.data_size[{i}]")
         if v > info.train_size:
             raise StudyError(
@@ -225,7 +229,7 @@ def _check_train(train: dict, where: str) -> None:
         train["steps"] = 500
     budget = "steps" if train["steps"] is not None else "epochs"
     if budget == "steps":
-        _positive_int(train["steps"], where, "train.steps")
+        _nonneg_int(train["steps"], where, "train.steps")  # 0 = profile only (throughput/FLOPs studies)
     elif not isinstance(train["epochs"], (int, float)) or isinstance(train["epochs"], bool) or train["epochs"] <= 0:
         raise StudyError(f"train.epochs must be a positive number, got {train['epochs']!r}", where=where, key="train.epochs", fix="e.g. epochs: 10")
     _positive_int(train["batch_size"], where, "train.batch_size")
@@ -279,8 +283,8 @@ def smoke(study: Study) -> Study:
     """Same grid shape, tiny budget: every axis value kept, steps/subsets/profiling shrunk."""
     info = data.describe(study.dataset)
     floor = 2 * info.num_classes
-    sizes = [max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) for n in study.grid["data_size"]]
-    train = dict(study.train, steps=SMOKE_STEPS, epochs=None, batch_size=min(study.train["batch_size"], 32),
+    sizes = [max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) if n else 0 for n in study.grid["data_size"]]
+    train = dict(study.train, steps=SMOKE_STEPS if study.train["steps"] != 0 else 0, epochs=None, batch_size=min(study.train["batch_size"], 32),
                  warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
     profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
     return Study(

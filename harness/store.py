@@ -24,22 +24,22 @@ SCHEMA_VERSION = 1
 # DESIGN.md's results schema, in order; extend, never rename without a SCHEMA_VERSION bump
 COLUMNS: dict[str, str] = {
     # identity
-    "study": "string", "trial_id": "string", "status": "string", "error": "string", "schema_version": "int64",
+    "study": "string", "trial_id": "string", "status": "string", "error": "string", "schema_version": "Int64",
     # config
-    "family": "string", "size": "string", "model": "string", "image_size": "int64", "data_size": "int64",
-    "seed": "int64", "steps": "int64", "epochs": "float64", "batch_size": "int64", "lr": "float64",
+    "family": "string", "size": "string", "model": "string", "image_size": "Int64", "data_size": "Int64",
+    "seed": "Int64", "steps": "Int64", "epochs": "float64", "batch_size": "Int64", "lr": "float64",
     "dataset": "string", "config_json": "string",
     # model
-    "params": "int64", "fwd_gmacs": "float64", "train_flops": "float64",
+    "params": "Int64", "fwd_gmacs": "float64", "train_flops": "float64",
     # speed
     "infer_img_s": "float64", "infer_img_s_iqr": "float64", "train_img_s": "float64", "train_img_s_iqr": "float64",
     "latency_ms_p50": "float64", "peak_mem_mb": "float64", "peak_mem_kind": "string", "mfu": "float64",
-    "profile_batch_size": "int64",
+    "profile_batch_size": "Int64",
     # quality
     "test_acc": "float64", "test_loss": "float64", "train_loss": "float64", "best_test_acc": "float64",
-    "samples_seen": "int64", "train_time_s": "float64",
+    "samples_seen": "Int64", "train_time_s": "float64",
     # provenance
-    "device": "string", "dtype": "string", "threads": "int64", "torch_version": "string", "timm_version": "string",
+    "device": "string", "dtype": "string", "threads": "Int64", "torch_version": "string", "timm_version": "string",
     "harness_version": "string", "git_sha": "string", "host": "string", "started_at": "string",
     "duration_s": "float64", "study_hash": "string",
 }

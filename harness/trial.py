@@ -116,6 +116,8 @@ def _measure_and_train(trial: Trial, curve: list[dict]) -> dict:
                                  batch_size=p["batch_size"], warmup=p["warmup"], iters=p["iters"], device=device))
     model = build()
     out["params"] = flops.count_params(model)
+    if trial.train["steps"] == 0:  # profile-only study: nothing to train or evaluate
+        return out
     res = train(model, ds, image_size=trial.image_size, data_size=trial.data_size, seed=trial.seed,
                 cfg=trial.train, device=device)
     curve.extend(res.curve)

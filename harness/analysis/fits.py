@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq, minimize
-from scipy.special import logsumexp, softmax
 
+from harness.analysis.io import as_fraction, is_accuracy, require_columns
+from harness.analysis.tables import FAMILY_ORDER
 from harness.errors import StudyError
 
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022; larger deltas turn the fit into least squares
@@ -31,13 +32,14 @@ HUBER_DELTA = 1e-3  # Hoffmann et al. 2022; larger deltas turn the fit into leas
 # far below one data point's contribution; gtol 1e-9 on gradients that are O(n) at a start.
 _LBFGS_OPTIONS = {"ftol": 1e-12, "gtol": 1e-9, "maxiter": 5000, "maxfun": 20000}
 N_LOCAL_STARTS = 6  # best grid points polished by L-BFGS-B (the grid itself is scored exactly)
-N_BOOT_STARTS = 2  # per bootstrap resample: the full-data optimum plus this many grid starts
+N_BOOT_STARTS = 1  # per bootstrap resample: the full-data optimum plus this many grid starts
 MIN_DISTINCT_X = 3  # a 3-parameter curve through 2 distinct x values is not identified
 
 # Bounds keep the search in physically meaningful territory: exponents in [0, 5]
-# (published ones are 0.05–1), log-coefficients generous enough for x up to ~1e15.
+# (published ones are 0.05–1); log-coefficients are bounded at the data's centre x (see
+# `_centre`), where a term above e^30 or below e^-30 times any plausible y is meaningless.
 _EXP_BOUNDS = (0.0, 5.0)
-_LOGCOEF_BOUNDS = (-30.0, 80.0)
+_LOGCOEF_BOUNDS = (-30.0, 30.0)
 _LOGE_BOUNDS = (-25.0, 10.0)
 
 
@@ -62,7 +64,9 @@ def _terms(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
 
 
 def log_predict(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
-    return logsumexp(_terms(theta, logx), axis=1)
+    terms = _terms(theta, logx)
+    top = terms.max(axis=1)
+    return top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
 
 
 def _huber_over_delta(r: np.ndarray, delta: float) -> np.ndarray:
@@ -111,15 +115,16 @@ def start_grid(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
 
 
 def _grid_losses(grid: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float) -> np.ndarray:
-    """Objective at every grid point at once, in chunks to cap memory (~64 MB)."""
-    k = logx.shape[1]
+    """Objective at every grid point at once, in chunks of ~8M terms (~64 MB) each."""
+    k, n = logx.shape[1], logx.shape[0]
     out = np.empty(len(grid))
-    chunk = max(1, 8_000_000 // max(1, logx.shape[0] * (k + 1)))
+    chunk = max(1, 8_000_000 // (n * (k + 1)))
     for i in range(0, len(grid), chunk):
         g = grid[i : i + chunk]
         power = g[:, None, 0 : 2 * k : 2] - g[:, None, 1 : 2 * k : 2] * logx[None, :, :]
-        e = np.broadcast_to(g[:, None, -1:], (len(g), logx.shape[0], 1))
-        r = logsumexp(np.concatenate([power, e], axis=2), axis=2) - logy[None, :]
+        terms = np.concatenate([power, np.broadcast_to(g[:, None, -1:], (len(g), n, 1))], axis=2)
+        top = terms.max(axis=2)
+        r = top + np.log(np.exp(terms - top[:, :, None]).sum(axis=2)) - logy[None, :]
         out[i : i + chunk] = _huber_over_delta(r, delta).sum(axis=1)
     return out
 
@@ -129,19 +134,33 @@ def best_starts(logx: np.ndarray, logy: np.ndarray, n: int, delta: float) -> np.
     return grid[np.argsort(_grid_losses(grid, logx, logy, delta))[:n]]
 
 
+def _centre(theta: np.ndarray, shift: np.ndarray, sign: float) -> np.ndarray:
+    """Move log-coefficients between x and x/exp(shift): log A' = log A − alpha·shift.
+
+    Optimising around the data's centre decorrelates log A and alpha (log x ~ 7–25 makes
+    them nearly collinear otherwise), which roughly halves L-BFGS iterations.
+    """
+    out = np.array(theta, dtype=float)
+    k = len(shift)
+    out[0 : 2 * k : 2] -= sign * theta[1 : 2 * k : 2] * shift
+    return out
+
+
 def minimise(
     logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = HUBER_DELTA
 ) -> tuple[np.ndarray, float]:
     """L-BFGS-B from each start; the lowest final objective wins."""
+    shift = logx.mean(axis=0)
+    centred = logx - shift
     best_theta, best_loss = starts[0], math.inf
     bounds = _bounds(logx.shape[1])
     for s in starts:
         res = minimize(
-            _objective, s, args=(logx, logy, delta), jac=True, method="L-BFGS-B",
-            bounds=bounds, options=_LBFGS_OPTIONS,
+            _objective, _centre(s, shift, 1.0), args=(centred, logy, delta), jac=True,
+            method="L-BFGS-B", bounds=bounds, options=_LBFGS_OPTIONS,
         )
         if np.isfinite(res.fun) and res.fun < best_loss:
-            best_theta, best_loss = res.x, float(res.fun)
+            best_theta, best_loss = _centre(res.x, shift, -1.0), float(res.fun)
     return np.asarray(best_theta, dtype=float), best_loss
 
 
@@ -251,7 +270,357 @@ def describe_params(fit: LawFit) -> str:
     return ", ".join(parts)
 
 
-__all__ = [
-    "HUBER_DELTA", "LawFit", "fit_arrays", "predict", "derived", "param_names", "form_text",
-    "describe_params", "params_to_theta", "theta_to_params", "StudyError", "brentq", "Any",
-]
+# ----------------------------------------------------------------------------- results frames
+
+# Columns that, if they vary inside a group but are neither x nor the grouping, mean the
+# group pools different experiments (e.g. error vs data_size pooled over model sizes).
+_CONTROL_COLUMNS = ("model", "data_size", "image_size", "dataset")
+_SIZE_LIKE = ("params", "fwd_gmacs", "train_flops")  # an x that *is* the model size
+
+
+@dataclass
+class GroupFit:
+    """The fit of one group (a family, a model, or "all")."""
+
+    group: str
+    y: str  # the column asked for
+    target: str  # what was fitted: the column, or "1 - column" for accuracies
+    x: list[str]
+    n: int
+    n_dropped: int
+    law: LawFit | None
+    x_range: tuple[float, float] | None  # of the first x, over the rows used
+    holdout: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        law = self.law
+        return _clean({
+            "group": self.group, "form": form_text(len(self.x)), "y": self.y, "target": self.target,
+            "x": self.x, "n": self.n, "n_dropped": self.n_dropped,
+            "params": law.params if law else None,
+            "derived": derived(law.params) if law else None,
+            "ci95": {k: list(v) for k, v in law.ci95.items()} if law else None,
+            "se": law.se if law else None, "n_boot": law.n_boot if law else 0,
+            "rmse_log": law.rmse_log if law else None, "x_range": self.x_range,
+            "holdout": self.holdout, "notes": self.notes,
+        })
+
+
+@dataclass
+class Crossover:
+    """Where two groups' fitted curves cross (lower y is better), or that they do not."""
+
+    winner: str  # the group with lower y above the crossing (or throughout, if none)
+    other: str
+    x_name: str
+    x: float | None
+    searched: tuple[float, float]
+    ci95: tuple[float, float] | None = None
+    frac_boot: float | None = None  # share of bootstrap pairs that cross in `searched`
+
+    def text(self) -> str:
+        lo, hi = (fmt_x(v) for v in self.searched)
+        share = f"crossing in {self.frac_boot:.0%} of bootstrap pairs" if self.frac_boot is not None else ""
+        if self.x is None:
+            tail = f" ({share})" if share else ""
+            return (f"{self.winner} and {self.other} do not cross for {self.x_name} in "
+                    f"[{lo}, {hi}]; {self.winner} is lower throughout{tail}")
+        ci = f"95% CI {fmt_x(self.ci95[0])}–{fmt_x(self.ci95[1])}" if self.ci95 else ""
+        extra = "; ".join(p for p in (ci, share) if p)
+        return (f"{self.winner} overtakes {self.other} at {self.x_name} ≈ {fmt_x(self.x)}"
+                + (f" ({extra})" if extra else ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean({
+            "winner": self.winner, "other": self.other, "x": self.x_name, "at": self.x,
+            "searched": list(self.searched), "ci95": list(self.ci95) if self.ci95 else None,
+            "frac_boot": self.frac_boot, "text": self.text(),
+        })
+
+
+@dataclass
+class FitReport:
+    y: str
+    target: str
+    x: list[str]
+    by: str | None
+    bootstrap: int
+    fits: list[GroupFit]
+    crossovers: list[Crossover]
+    dropped: dict[str, int]  # reason -> rows
+    n_rows: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean({
+            "y": self.y, "target": self.target, "x": self.x, "by": self.by,
+            "bootstrap": self.bootstrap, "n_rows": self.n_rows, "dropped": self.dropped,
+            "notes": self.notes, "fits": [f.to_json() for f in self.fits],
+            "crossovers": [c.to_json() for c in self.crossovers],
+        })
+
+    def summary(self) -> str:
+        return "\n".join(summary_lines(self)) + "\n"
+
+
+def fmt_x(v: float) -> str:
+    """Scale values for prose: 6.1k, 1.2M, 0.35, 224."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def fit_results(
+    df: pd.DataFrame, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
+    bootstrap: int = 200, seed: int = 0,
+) -> FitReport:
+    """Fit `y` against one or two `x` columns, per `by` group; see the module docstring."""
+    _check_request(df, y, x, by, holdout, bootstrap)
+    data, target, dropped, notes = _usable(df, y, x)
+    groups = [("all", data)] if by is None else sorted(
+        ((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(kg[0]))
+    dropped_by_group = _dropped_per_group(df, data, by)
+    fits = [
+        _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0))
+        for name, g in groups
+    ]
+    if by is not None:  # groups whose rows were all dropped still get a line saying so
+        fitted_names = {name for name, _ in groups}
+        for name in sorted(set(dropped_by_group) - fitted_names, key=_group_rank):
+            fits.append(GroupFit(name, y, target, list(x), 0, dropped_by_group[name], None, None,
+                                 notes=["no usable rows (all failed or non-positive)"]))
+    cross = crossovers(fits, x[0]) if len(x) == 1 else []
+    if len(x) == 2 and by is not None:
+        notes.append("crossovers are computed for one-x fits only")
+    return FitReport(y, target, list(x), by, bootstrap, fits, cross, dropped, len(df), notes)
+
+
+def _group_rank(name: str) -> tuple[int, str]:
+    fam = name.split("@")[0]
+    return (FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), name)
+
+
+def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int,
+                   bootstrap: int) -> None:
+    if len(x) not in (1, 2):
+        raise StudyError(f"got {len(x)} x columns", key="--x",
+                         fix="give one --x (E + A·x^-alpha) or two (E + A·x1^-alpha + B·x2^-beta)")
+    require_columns(df, [y, *x], key="--y/--x")
+    if by is not None:
+        require_columns(df, [by], key="--by")
+    if holdout < 0 or bootstrap < 0:
+        raise StudyError("--holdout and --bootstrap must be >= 0", key="--holdout/--bootstrap",
+                         fix="pass a non-negative count (0 disables)")
+
+
+def _usable(df: pd.DataFrame, y: str, x: list[str]) -> tuple[pd.DataFrame, str, dict[str, int], list[str]]:
+    """Rows with status ok and finite positive target and x; `_y`, `_x0`, `_x1` hold them."""
+    notes: list[str] = []
+    out = df.copy()
+    if is_accuracy(y):
+        frac, percent = as_fraction(out[y])
+        out["_y"] = 1.0 - frac
+        target = f"1 - {y}"
+        notes.append(f"{y} is an accuracy: fitting the error 1 - {y}"
+                     + (" (values were percentages, divided by 100)" if percent else ""))
+    else:
+        out["_y"] = pd.to_numeric(out[y], errors="coerce").astype(float)
+        target = y
+    for i, col in enumerate(x):
+        out[f"_x{i}"] = pd.to_numeric(out[col], errors="coerce").astype(float)
+    failed = out["status"] != "ok"
+    vals = out[["_y", *(f"_x{i}" for i in range(len(x)))]].to_numpy(dtype=float)
+    bad = ~(np.isfinite(vals) & (vals > 0)).all(axis=1) & ~failed
+    dropped = {k: int(v) for k, v in (("failed", failed.sum()), ("non-finite or non-positive", bad.sum())) if v}
+    return out[~failed & ~bad], target, dropped, notes
+
+
+def _dropped_per_group(df: pd.DataFrame, used: pd.DataFrame, by: str | None) -> dict[str, int]:
+    if by is None:
+        return {"all": len(df) - len(used)}
+    total = df[by].astype(str).value_counts()
+    kept = used[by].astype(str).value_counts()
+    return {str(k): int(total[k] - kept.get(k, 0)) for k in total.index}
+
+
+def _fit_group(
+    name: str, g: pd.DataFrame, y: str, target: str, x: list[str], by: str | None, holdout: int,
+    bootstrap: int, seed: int, n_dropped: int,
+) -> GroupFit:
+    X = g[[f"_x{i}" for i in range(len(x))]].to_numpy(dtype=float)
+    Y = g["_y"].to_numpy(dtype=float)
+    xr = (float(X[:, 0].min()), float(X[:, 0].max())) if len(Y) else None
+    fit = GroupFit(name, y, target, list(x), len(Y), n_dropped, None, xr, notes=_pooling_notes(g, x, by))
+    short = [c for i, c in enumerate(x) if len(np.unique(X[:, i])) < MIN_DISTINCT_X]
+    if short:
+        have = ", ".join(f"{len(np.unique(X[:, x.index(c)]))} {c}" for c in short)
+        fit.notes.append(f"not fitted: needs >= {MIN_DISTINCT_X} distinct values of each x, has {have}")
+        return fit
+    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed)
+    if bootstrap and fit.law.n_boot < bootstrap:
+        fit.notes.append(f"{bootstrap - fit.law.n_boot} of {bootstrap} bootstrap resamples had too "
+                         f"few distinct x values and were skipped")
+    if holdout:
+        fit.holdout, note = holdout_check(X, Y, holdout)
+        if note:
+            fit.notes.append(note)
+    return fit
+
+
+def _pooling_notes(g: pd.DataFrame, x: list[str], by: str | None) -> list[str]:
+    """Warn when a group mixes experiments that the law does not model."""
+    skip = set(x) | {by}
+    if any(c in _SIZE_LIKE for c in x):
+        skip |= {"model"}  # the model varies *because* x is its size
+    if "train_flops" in x:
+        skip |= {"data_size"}  # compute bundles data
+    notes = []
+    for col in _CONTROL_COLUMNS:
+        if col in g and col not in skip and g[col].nunique() > 1:
+            notes.append(f"pools {g[col].nunique()} {col} values; consider --by {col} or filtering")
+    return notes
+
+
+def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, Any] | None, str]:
+    """Refit without the `n_hold` largest distinct first-x values; errors on those rows."""
+    values = np.unique(X[:, 0])
+    if len(values) - n_hold < MIN_DISTINCT_X:
+        return None, (f"holdout of {n_hold} skipped: needs >= {n_hold + MIN_DISTINCT_X} distinct "
+                      f"x values, has {len(values)}")
+    cut = values[-n_hold]
+    train = X[:, 0] < cut
+    if any(len(np.unique(X[train, j])) < MIN_DISTINCT_X for j in range(X.shape[1])):
+        return None, f"holdout of {n_hold} skipped: the remaining rows have < {MIN_DISTINCT_X} distinct x2"
+    law = fit_arrays(X[train], Y[train])
+    pred, obs = predict(law.params, X[~train]), Y[~train]
+    per_x = [
+        {"x": float(v), "observed_mean": float(obs[X[~train, 0] == v].mean()),
+         "predicted_mean": float(pred[X[~train, 0] == v].mean())}
+        for v in values[-n_hold:]
+    ]
+    return {
+        "held_out_x": [float(v) for v in values[-n_hold:]], "n_train": int(train.sum()),
+        "n_test": int((~train).sum()), "params": law.params,
+        "log_rmse": float(np.sqrt(np.mean((np.log(pred) - np.log(obs)) ** 2))),
+        "max_rel_error": float(np.max(np.abs(pred - obs) / obs)), "per_x": per_x,
+    }, ""
+
+
+# ----------------------------------------------------------------------------- crossovers
+
+_CROSS_GRID = 512  # log-spaced evaluation points to bracket sign changes
+
+
+def _roots(p: dict[str, float], q: dict[str, float], lo: float, hi: float) -> list[float]:
+    """x in [lo, hi] where the one-x curves p and q are equal (bracketed, then brentq in log x)."""
+    grid = np.linspace(math.log(lo), math.log(hi), _CROSS_GRID)
+
+    def diff(t: float | np.ndarray) -> np.ndarray:
+        xs = np.exp(np.atleast_1d(t))
+        return predict(p, xs) - predict(q, xs)
+
+    d = diff(grid)
+    out = []
+    for i in np.nonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)[0]:
+        out.append(math.exp(brentq(lambda t: float(diff(t)[0]), grid[i], grid[i + 1], xtol=1e-10)))
+    return out
+
+
+def _lower_above(p: dict[str, float], q: dict[str, float], x: float) -> bool:
+    """Is p below q just above x (1% further)?"""
+    xs = np.array([x * 1.01])
+    return bool(predict(p, xs)[0] < predict(q, xs)[0])
+
+
+def crossovers(fits: list[GroupFit], x_name: str) -> list[Crossover]:
+    """For every pair of fitted groups: crossings within 2x of their joint x range."""
+    fitted = [f for f in fits if f.law is not None and f.x_range is not None]
+    out = []
+    for f, g in itertools.combinations(fitted, 2):
+        lo = min(f.x_range[0], g.x_range[0]) / 2
+        hi = max(f.x_range[1], g.x_range[1]) * 2
+        roots = _roots(f.law.params, g.law.params, lo, hi)
+        boot = _boot_roots(f.law, g.law, lo, hi, roots)
+        if not roots:
+            mid = np.array([math.sqrt(lo * hi)])
+            f_lower = predict(f.law.params, mid)[0] < predict(g.law.params, mid)[0]
+            win, other = (f, g) if f_lower else (g, f)
+            out.append(Crossover(win.group, other.group, x_name, None, (lo, hi), None, boot[1]))
+            continue
+        for r, ci in zip(roots, boot[0]):
+            win, other = (f, g) if _lower_above(f.law.params, g.law.params, r) else (g, f)
+            out.append(Crossover(win.group, other.group, x_name, r, (lo, hi), ci, boot[1]))
+    return out
+
+
+def _boot_roots(
+    f: LawFit, g: LawFit, lo: float, hi: float, roots: list[float]
+) -> tuple[list[tuple[float, float] | None], float | None]:
+    """Per point-estimate root: 95% interval of the nearest bootstrap root; share that cross."""
+    pairs = list(zip(f.boot, g.boot))
+    if len(pairs) < 2:
+        return [None] * len(roots), None
+    found = [_roots(p, q, lo, hi) for p, q in pairs]
+    share = sum(1 for r in found if r) / len(pairs)
+    cis: list[tuple[float, float] | None] = []
+    for r0 in roots:
+        near = [min(r, key=lambda v: abs(math.log(v / r0))) for r in found if r]
+        cis.append((float(np.percentile(near, 2.5)), float(np.percentile(near, 97.5)))
+                   if len(near) >= 2 else None)
+    return cis, share
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def summary_lines(rep: FitReport) -> list[str]:
+    xs = " and ".join(rep.x)
+    lines = [f"fit: {rep.target} = {form_text(len(rep.x))}  (x = {xs}"
+             + (f", per {rep.by}" if rep.by else "") + ")"]
+    lines += [f"note: {n}" for n in rep.notes]
+    used = rep.n_rows - sum(rep.dropped.values())
+    drop = ", ".join(f"{v} {k}" for k, v in rep.dropped.items()) or "none"
+    lines.append(f"rows: {used} of {rep.n_rows} used; dropped: {drop}")
+    if rep.bootstrap:
+        lines.append(f"intervals: 95% percentile, bootstrap over trials ({rep.bootstrap} resamples)")
+    for f in rep.fits:
+        lines.append("")
+        lines += group_lines(f)
+    if rep.crossovers:
+        lines += ["", "crossovers (lower is better):"]
+        lines += [f"  {c.text()}" for c in rep.crossovers]
+    return lines
+
+
+def group_lines(f: GroupFit) -> list[str]:
+    head = f"[{f.group}] n={f.n}" + (f" ({f.n_dropped} dropped)" if f.n_dropped else "")
+    if f.x_range:
+        head += f", {f.x[0]} {fmt_x(f.x_range[0])}–{fmt_x(f.x_range[1])}"
+    out = [head]
+    if f.law:
+        out.append(f"  {describe_params(f.law)}")
+        out.append(f"  rmse(log) = {f.law.rmse_log:.4f}")
+    if f.holdout:
+        h = f.holdout
+        held = ", ".join(fmt_x(v) for v in h["held_out_x"])
+        out.append(f"  holdout ({f.x[0]} = {held}; fitted on {h['n_train']} rows): "
+                   f"log-RMSE {h['log_rmse']:.3f}, worst relative error {h['max_rel_error']:.1%}")
+    out += [f"  note: {n}" for n in f.notes]
+    return out

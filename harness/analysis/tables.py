@@ -32,7 +32,7 @@ MODEL_ATTRS = (
 NOT_RUN = "—"  # no trial exists for this cell (distinct from failed)
 FORMATS = ("md", "latex", "csv")
 AGGS = ("mean", "max")
-_REASON_WIDTH = 40  # characters of a failure reason kept in a cell
+_REASON_WIDTH = 32  # characters of a failure reason kept in a cell (~ a column width)
 _ERROR_ALIASES = {"OutOfMemoryError": "OOM"}  # torch.cuda.OutOfMemoryError et al.
 
 
@@ -147,7 +147,17 @@ def build_table(
     align = ["l"] * len(rows) + ["r"] * (len(headers) - len(rows))
     title = f"{spec.label()} by {cols}"
     notes = [f"{NOT_RUN} = no trial; failed: <reason> = every trial of that cell failed"]
-    return Table(title, headers, display, align, pd.DataFrame(records), notes)
+    return Table(title, headers, display, align, _typed(pd.DataFrame(records)), notes)
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as integers in the CSV (a NaN would otherwise turn 2 into 2.0)."""
+    for col in frame.columns:
+        if col == "params" or col.endswith("_n"):
+            numeric = pd.to_numeric(frame[col], errors="coerce")
+            if numeric.dropna().apply(float.is_integer).all():
+                frame[col] = numeric.round().astype("Int64")
+    return frame
 
 
 def _ordered_keys(df: pd.DataFrame, rows: list[str]) -> list[tuple]:
@@ -268,5 +278,7 @@ def to_latex(table: Table) -> str:
 def to_csv(table: Table) -> str:
     """Numbers stay numbers: one value, _std and _n column per pivot value."""
     buf = io.StringIO()
-    table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    # 6 significant digits: more than any measurement here carries, and stable for golden files
+    table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL,
+                       float_format="%.6g")
     return buf.getvalue()

@@ -1,0 +1,192 @@
+"""Model zoo: architecture families built from timm's classes, sizes decoded from one table each.
+
+A model is written `family@size` ("vit@xs", "resnet@50"), or as a mapping: an explicit shape
+({family: vit, patch: 4, width: 96, depth: 6, heads: 3}; keys left out take the family's `xs`
+values) or a table size with overrides ({family: vit, size: xs, depth: 8}). Each family module's
+docstring lists its shape keys. Every family has the small-image ladder xs/s/m/l (28-64 px) and
+its published ImageNet sizes (224 px).
+
+Adding a family: one module with the `Family` attributes below, and one line in FAMILIES.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch.nn as nn
+
+from harness.errors import StudyError, did_you_mean
+from harness.zoo import convnext, mixer, resnet, vit
+
+SMALL_IMAGE = 28  # Fashion-MNIST; the default input of every non-ImageNet size
+IMAGENET_IMAGE = 224
+
+
+class Family(Protocol):
+    """What a family module provides (modules satisfy it structurally)."""
+
+    SIZES: dict[str, dict]  # the one table: size name -> shape (key order = shape key order)
+    IMAGENET: tuple[str, ...]  # the sizes that are published ImageNet configs
+    DEFAULT: str  # the size whose shape fills the keys an explicit shape leaves out
+    PATCH_GRID: bool  # True: the image size must be a multiple of stride() (a grid of tokens)
+    # optional: CHOICES: dict[str, tuple[str, ...]], the allowed values of string-valued keys
+
+    def validate(self, shape: dict) -> None: ...  # image-independent constraints -> StudyError
+
+    def stride(self, shape: dict) -> int: ...  # total downsampling = the smallest image size
+
+    def build(self, shape: dict, image_size: int, in_chans: int, num_classes: int) -> nn.Module: ...
+
+
+FAMILIES: dict[str, Family] = {"resnet": resnet, "vit": vit, "mixer": mixer, "convnext": convnext}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    size: str  # table name, "" for an explicit shape
+    shape: dict  # fully resolved shape, plain JSON values, in the family table's key order
+    name: str  # "vit@xs", "vit@xs{depth=8}", "vit{depth=6,heads=3,mlp_ratio=4,patch=4,width=96}"
+    canonical: bool  # a published ImageNet config, unmodified
+
+    def __hash__(self) -> int:  # the dict field would make the generated hash raise
+        return hash((self.family, self.size, self.name, json.dumps(self.shape)))
+
+
+def families() -> list[str]:
+    return list(FAMILIES)
+
+
+def sizes(family: str) -> list[str]:
+    return list(_family(family).SIZES)
+
+
+def list_models(family: str | None = None) -> list[ModelSpec]:
+    names = [family] if family is not None else families()
+    return [resolve(f"{f}@{s}") for f in names for s in sizes(f)]
+
+
+def resolve(spec: str | dict) -> ModelSpec:
+    if isinstance(spec, str):
+        family, at, size = spec.strip().lower().partition("@")
+        if not at:
+            _family(family)
+            raise StudyError(f"model '{spec}' names no size", fix=did_you_mean(spec, _names(family)))
+        return _make(family, size, {})
+    if isinstance(spec, Mapping):
+        raw = dict(spec)
+        if "family" not in raw:
+            raise StudyError("a model mapping needs a 'family' key", fix=f"one of {', '.join(FAMILIES)}")
+        family = str(raw.pop("family")).strip().lower()
+        size = raw.pop("size", None)
+        return _make(family, "" if size is None else str(size).strip().lower(), raw)
+    raise StudyError(f"a model is 'family@size' or a mapping, not {type(spec).__name__}",
+                     fix="e.g. vit@xs or {family: vit, size: xs, depth: 8}")
+
+
+def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
+    fam = _family(ms.family)
+    fam.validate(ms.shape)
+    for key, value in (("image_size", image_size), ("in_chans", in_chans)):
+        if not _posint(value):
+            raise StudyError(f"{key} must be a positive integer, not {value!r}")
+    stride = fam.stride(ms.shape)
+    if image_size < stride:
+        others = [f"{ms.family}@{s}" for s, row in fam.SIZES.items() if _fits(fam, row, image_size)]
+        hint = f", or a size that takes {image_size} px: {', '.join(others)}" if others else ""
+        raise StudyError(f"image size {image_size} px is too small for {ms.name}, which downsamples "
+                         f"by {stride}", fix=f"use image_size >= {stride}{hint}")
+    if fam.PATCH_GRID and image_size % stride:
+        below, above = image_size // stride * stride, (image_size // stride + 1) * stride
+        raise StudyError(f"image size {image_size} px is not a multiple of the patch size {stride} "
+                         f"of {ms.name}", fix=f"use image_size {below} or {above}")
+
+
+def build(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> nn.Module:
+    check(ms, image_size, in_chans)
+    if not _posint(num_classes):
+        raise StudyError(f"num_classes must be a positive integer, not {num_classes!r}")
+    return _family(ms.family).build(ms.shape, image_size, in_chans, num_classes)
+
+
+def default_image_size(ms: ModelSpec) -> int:
+    """224 for ImageNet sizes (also with overrides), else the smallest valid size >= 28 px."""
+    fam = _family(ms.family)
+    if ms.size in fam.IMAGENET:
+        return IMAGENET_IMAGE
+    stride = fam.stride(ms.shape)
+    smallest = max(SMALL_IMAGE, stride)
+    return -(-smallest // stride) * stride if fam.PATCH_GRID else smallest
+
+
+def _family(family: str) -> Family:
+    if family not in FAMILIES:
+        raise StudyError(f"unknown model family '{family}'", fix=did_you_mean(family, FAMILIES))
+    return FAMILIES[family]
+
+
+def _names(family: str) -> list[str]:
+    return [f"{family}@{s}" for s in sizes(family)]
+
+
+def _make(family: str, size: str, overrides: dict) -> ModelSpec:
+    fam = _family(family)
+    if size and size not in fam.SIZES:
+        raise StudyError(f"unknown size '{size}' for family '{family}'",
+                         fix=did_you_mean(f"{family}@{size}", _names(family)))
+    base = fam.SIZES[size or fam.DEFAULT]
+    for key in overrides:
+        if key not in base:
+            raise StudyError(f"unknown shape key '{key}' for family '{family}'",
+                             fix=did_you_mean(str(key), ["size", *base]))
+    shape = {k: _coerce(fam, family, k, overrides.get(k, v), v) for k, v in base.items()}
+    fam.validate(shape)
+    if not size:
+        return ModelSpec(family, "", shape, family + _braces(shape), False)
+    changed = {k: v for k, v in shape.items() if v != base[k]}
+    return ModelSpec(family, size, shape, f"{family}@{size}{_braces(changed)}",
+                     size in fam.IMAGENET and not changed)
+
+
+def _coerce(fam: Family, family: str, key: str, value: object, like: object) -> object:
+    """`value` as the type of the table's `like`: a choice, a list of counts, a ratio or a count."""
+    what = f"{family} {key}"
+    if isinstance(like, str):
+        choices = getattr(fam, "CHOICES", {}).get(key, ())
+        if str(value).lower() not in choices:
+            raise StudyError(f"{what} '{value}' is not valid", fix=did_you_mean(str(value), choices))
+        return str(value).lower()
+    if isinstance(like, list):
+        if not isinstance(value, (list, tuple)) or not value or not all(map(_posint, value)):
+            raise StudyError(f"{what} must be a list of positive integers, not {value!r}", fix=f"e.g. {like}")
+        return [int(v) for v in value]
+    if isinstance(like, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise StudyError(f"{what} must be a positive number, not {value!r}", fix=f"e.g. {like}")
+        return float(value)
+    if not _posint(value):
+        raise StudyError(f"{what} must be a positive integer, not {value!r}", fix=f"e.g. {like}")
+    return int(value)
+
+
+def _posint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _braces(shape: dict) -> str:
+    """{depth=6,heads=3}: sorted keys, so the name does not depend on how the shape was written."""
+    return "{" + ",".join(f"{k}={_text(shape[k])}" for k in sorted(shape)) + "}" if shape else ""
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _fits(fam: Family, shape: dict, image_size: int) -> bool:
+    stride = fam.stride(shape)
+    return image_size >= stride and not (fam.PATCH_GRID and image_size % stride)

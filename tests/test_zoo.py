@@ -1,0 +1,203 @@
+"""Zoo: every family x small size trains a step on CPU; ImageNet sizes match timm to the unit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+
+from harness import zoo
+from harness.errors import StudyError
+from harness.flops import count_params
+
+SMALL = ["xs", "s", "m", "l"]
+LADDER = [(f, s) for f in zoo.families() for s in SMALL]
+
+# Parameters at 28 px, 1 channel, 10 classes (Fashion-MNIST): a changed table row shows up here.
+LADDER_PARAMS = {
+    "resnet@xs": 308_538, "resnet@s": 701_178, "resnet@m": 1_574_770, "resnet@l": 2_797_034,
+    "vit@xs": 205_066, "vit@s": 678_730, "vit@m": 1_596_426, "vit@l": 3_574_282,
+    "mixer@xs": 221_232, "mixer@s": 637_938, "mixer@m": 1_667_030, "mixer@l": 3_679_894,
+    "convnext@xs": 306_074, "convnext@s": 827_994, "convnext@m": 1_813_378, "convnext@l": 3_179_690,
+}
+
+# Each ImageNet size and the timm model it must equal (224 px, 3 channels, 1000 classes).
+TIMM_NAMES = {
+    "resnet@18": "resnet18", "resnet@34": "resnet34", "resnet@50": "resnet50", "resnet@101": "resnet101",
+    "vit@ti16": "vit_tiny_patch16_224", "vit@s16": "vit_small_patch16_224",
+    "vit@b16": "vit_base_patch16_224", "vit@l16": "vit_large_patch16_224",
+    "vit@h14": "vit_huge_patch14_224",
+    "mixer@s16": "mixer_s16_224", "mixer@b16": "mixer_b16_224", "mixer@l16": "mixer_l16_224",
+    "convnext@tiny": "convnext_tiny", "convnext@small": "convnext_small",
+    "convnext@base": "convnext_base", "convnext@large": "convnext_large",
+}
+
+
+def train_step(model: torch.nn.Module, image_size: int, in_chans: int, num_classes: int) -> float:
+    x = torch.randn(2, in_chans, image_size, image_size)
+    y = torch.randint(0, num_classes, (2,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    out = model(x)
+    assert out.shape == (2, num_classes)
+    loss = torch.nn.functional.cross_entropy(out, y)
+    loss.backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    return loss.item()
+
+
+@pytest.mark.parametrize("family,size", LADDER)
+def test_every_small_size_trains_a_step(family: str, size: str) -> None:
+    torch.manual_seed(0)
+    ms = zoo.resolve(f"{family}@{size}")
+    assert not ms.canonical and zoo.default_image_size(ms) == 28
+    # Fashion-MNIST: 1 x 28 x 28, 10 classes
+    model = zoo.build(ms, image_size=28, in_chans=1, num_classes=10)
+    assert count_params(model) == LADDER_PARAMS[ms.name]
+    assert math.isfinite(train_step(model, 28, 1, 10))
+    # CIFAR-10: 3 x 32 x 32
+    model = zoo.build(ms, image_size=32, in_chans=3, num_classes=10)
+    assert math.isfinite(train_step(model, 32, 3, 10))
+
+
+def test_ladder_is_every_family_times_every_small_size() -> None:
+    assert sorted(LADDER_PARAMS) == sorted(f"{f}@{s}" for f, s in LADDER)
+    for family in zoo.families():
+        assert zoo.sizes(family)[:4] == SMALL
+        # each rung grows the model: xs < s < m < l
+        counts = [LADDER_PARAMS[f"{family}@{s}"] for s in SMALL]
+        assert counts == sorted(counts) and 1e5 < counts[0] < 5e5 and counts[-1] < 5e6
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_NAMES))
+def test_imagenet_sizes_match_timm_to_the_unit(name: str) -> None:
+    ms = zoo.resolve(name)
+    assert ms.canonical and zoo.default_image_size(ms) == 224
+    with torch.device("meta"):
+        ours = zoo.build(ms, image_size=224, in_chans=3, num_classes=1000)
+        theirs = timm.create_model(TIMM_NAMES[name], num_classes=1000)
+    assert type(ours) is type(theirs)
+    assert count_params(ours) == count_params(theirs)
+
+
+def test_every_imagenet_size_has_a_timm_reference() -> None:
+    assert sorted(ms.name for ms in zoo.list_models() if ms.canonical) == sorted(TIMM_NAMES)
+
+
+def test_list_models_covers_the_registry_and_names_round_trip() -> None:
+    models = zoo.list_models()
+    assert len(models) == sum(len(zoo.sizes(f)) for f in zoo.families())
+    assert len({ms.name for ms in models}) == len(models)
+    for ms in models:
+        assert zoo.resolve(ms.name) == ms
+    assert [ms.size for ms in zoo.list_models("mixer")] == zoo.sizes("mixer")
+
+
+def test_resolve_strings_and_dicts() -> None:
+    ms = zoo.resolve("vit@xs")
+    assert (ms.family, ms.size, ms.name, ms.canonical) == ("vit", "xs", "vit@xs", False)
+    assert list(ms.shape) == ["patch", "width", "depth", "heads", "mlp_ratio"]
+    assert zoo.resolve("resnet@50").shape == {"block": "bottleneck", "layers": [3, 4, 6, 3],
+                                              "width": 64, "stem": "imagenet"}
+    assert zoo.resolve({"family": "resnet", "size": 50}) == zoo.resolve("resnet@50")  # YAML int
+
+
+def test_resolve_explicit_shape_fills_defaults_and_has_a_stable_name() -> None:
+    ms = zoo.resolve({"family": "vit", "patch": 4, "width": 96, "depth": 6, "heads": 3})
+    assert ms.size == "" and not ms.canonical
+    assert ms.shape == {"patch": 4, "width": 96, "depth": 6, "heads": 3, "mlp_ratio": 4.0}
+    assert ms.name == "vit{depth=6,heads=3,mlp_ratio=4,patch=4,width=96}"
+    same = zoo.resolve({"heads": 3, "depth": 6, "mlp_ratio": 4, "family": "vit", "width": 96})
+    assert same == ms and hash(same) == hash(ms)
+    cnx = zoo.resolve({"family": "convnext", "patch": 4, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]})
+    assert cnx.name == "convnext{depths=[1,1,1,1],dims=[8,16,32,64],patch=4}"
+
+
+def test_resolve_size_with_overrides() -> None:
+    ms = zoo.resolve({"family": "vit", "size": "xs", "depth": 8})
+    assert (ms.size, ms.name, ms.shape["depth"], ms.shape["width"]) == ("xs", "vit@xs{depth=8}", 8, 64)
+    assert zoo.resolve({"family": "vit", "size": "xs", "depth": 4}) == zoo.resolve("vit@xs")  # no-op
+    big = zoo.resolve({"family": "vit", "size": "b16", "depth": 6})
+    assert not big.canonical and zoo.default_image_size(big) == 224
+
+
+@pytest.mark.parametrize("spec,hint", [
+    ("vit@xss", "vit@xs"),
+    ("vitt@xs", "vit"),
+    ("convnext@t", "convnext@tiny"),
+    ({"family": "mixr", "size": "xs"}, "mixer"),
+    ({"family": "vit", "size": "xs", "dpeth": 8}, "depth"),
+    ({"family": "resnet", "block": "bottlenek"}, "bottleneck"),
+    ("resnet", "resnet@"),
+])
+def test_resolve_unknown_names_suggest_the_nearest(spec: str | dict, hint: str) -> None:
+    with pytest.raises(StudyError) as err:
+        zoo.resolve(spec)
+    assert hint in str(err.value) and not err.value.where and not err.value.key
+
+
+def test_resolve_error_wording() -> None:
+    with pytest.raises(StudyError, match=r"unknown size 'xss' for family 'vit' — did you mean vit@xs\?"):
+        zoo.resolve("vit@xss")
+
+
+@pytest.mark.parametrize("spec", [
+    {"family": "vit", "depth": 0},
+    {"family": "vit", "depth": 2.5},
+    {"family": "vit", "depth": True},
+    {"family": "vit", "mlp_ratio": -1},
+    {"family": "convnext", "dims": [16, 32]},
+    {"family": "resnet", "layers": "2,2,2,2"},
+    {"family": "resnet", "width": 15},
+    {"family": "vit", "width": 100, "heads": 3},
+    {"size": "xs"},
+    42,
+])
+def test_resolve_rejects_bad_values(spec: object) -> None:
+    with pytest.raises(StudyError):
+        zoo.resolve(spec)
+
+
+def test_check_rejects_images_the_model_cannot_take() -> None:
+    with pytest.raises(StudyError, match="not a multiple of the patch size 4") as err:
+        zoo.check(zoo.resolve("vit@xs"), 30)
+    assert "28 or 32" in err.value.fix
+    with pytest.raises(StudyError, match="patch size 16"):
+        zoo.check(zoo.resolve("mixer@b16"), 200, 3)
+    with pytest.raises(StudyError, match="too small") as err:
+        zoo.check(zoo.resolve("convnext@tiny"), 28)
+    assert ">= 32" in err.value.fix and "convnext@xs" in err.value.fix
+    with pytest.raises(StudyError, match="too small") as err:
+        zoo.check(zoo.resolve("resnet@50"), 24)
+    assert ">= 32" in err.value.fix and "resnet@xs" in err.value.fix
+    with pytest.raises(StudyError, match=">= 16"):
+        zoo.check(zoo.resolve("resnet@xs"), 8)
+    with pytest.raises(StudyError, match="in_chans"):
+        zoo.check(zoo.resolve("vit@xs"), 28, 0)
+
+
+def test_check_rejects_heads_not_dividing_width() -> None:
+    # a ModelSpec can be made without resolve(); check() still validates the shape
+    bad = zoo.ModelSpec("vit", "", dict(zoo.resolve("vit@xs").shape, heads=3), "vit-bad", False)
+    with pytest.raises(StudyError, match="heads 3 do not divide width 64") as err:
+        zoo.check(bad, 28)
+    assert "heads: 2" in err.value.fix or "heads: 4" in err.value.fix
+    with pytest.raises(StudyError):
+        zoo.build(bad, image_size=28, in_chans=1, num_classes=10)
+
+
+def test_smallest_images_and_defaults() -> None:
+    # small ConvNeXt: stride-2 stem + three 2x downsamples = 16 px; ImageNet stem needs 32 px
+    for name, smallest in [("convnext@xs", 16), ("convnext@tiny", 32), ("resnet@xs", 16), ("resnet@18", 32)]:
+        ms = zoo.resolve(name)
+        zoo.check(ms, smallest)
+        with pytest.raises(StudyError):
+            zoo.check(ms, smallest - 1)
+    with torch.device("meta"):
+        zoo.build(zoo.resolve("convnext@xs"), image_size=16, in_chans=1, num_classes=10)(
+            torch.empty(1, 1, 16, 16))
+    assert zoo.default_image_size(zoo.resolve({"family": "vit", "patch": 16})) == 32
+    assert zoo.default_image_size(zoo.resolve({"family": "convnext", "patch": 4})) == 32
