@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import timm
@@ -11,6 +12,18 @@ import torch
 from harness import zoo
 from harness.errors import StudyError
 from harness.flops import count_params
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # Tiny models at batch 2 gain nothing from intra-op threads, and on a shared 2-core machine
+    # (Ray trials alongside) OpenMP threads spin against each other: measured under load, a
+    # convnext@l step took 2.7 s with 2 threads and 0.07 s with 1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SMALL = ["xs", "s", "m", "l"]
 LADDER = [(f, s) for f in zoo.families() for s in SMALL]
@@ -45,7 +58,7 @@ def train_step(model: torch.nn.Module, image_size: int, in_chans: int, num_class
     loss.backward()
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     return loss.item()
 
 
@@ -132,6 +145,7 @@ def test_resolve_size_with_overrides() -> None:
     ({"family": "vit", "size": "xs", "dpeth": 8}, "depth"),
     ({"family": "resnet", "block": "bottlenek"}, "bottleneck"),
     ("resnet", "resnet@"),
+    ("resnet@", "resnet@18"),
 ])
 def test_resolve_unknown_names_suggest_the_nearest(spec: str | dict, hint: str) -> None:
     with pytest.raises(StudyError) as err:
@@ -140,8 +154,12 @@ def test_resolve_unknown_names_suggest_the_nearest(spec: str | dict, hint: str) 
 
 
 def test_resolve_error_wording() -> None:
-    with pytest.raises(StudyError, match=r"unknown size 'xss' for family 'vit' — did you mean vit@xs\?"):
+    with pytest.raises(StudyError, match=r"unknown size 'xss' for family 'vit' — did you mean vit@xs "):
         zoo.resolve("vit@xss")
+    with pytest.raises(StudyError, match=r"did you mean convnext@tiny\? \(known"):
+        zoo.resolve("convnext@t")  # not convnext@s, the small-ladder rung
+    with pytest.raises(StudyError, match="names no size — add one: vit@xs, vit@s"):
+        zoo.resolve("vit")
 
 
 @pytest.mark.parametrize("spec", [

@@ -72,9 +72,9 @@ def list_models(family: str | None = None) -> list[ModelSpec]:
 def resolve(spec: str | dict) -> ModelSpec:
     if isinstance(spec, str):
         family, at, size = spec.strip().lower().partition("@")
-        if not at:
+        if not at or not size:
             _family(family)
-            raise StudyError(f"model '{spec}' names no size", fix=did_you_mean(spec, _names(family)))
+            raise StudyError(f"model '{spec}' names no size", fix=f"add one: {', '.join(_names(family))}")
         return _make(family, size, {})
     if isinstance(spec, Mapping):
         raw = dict(spec)
@@ -135,8 +135,7 @@ def _names(family: str) -> list[str]:
 def _make(family: str, size: str, overrides: dict) -> ModelSpec:
     fam = _family(family)
     if size and size not in fam.SIZES:
-        raise StudyError(f"unknown size '{size}' for family '{family}'",
-                         fix=did_you_mean(f"{family}@{size}", _names(family)))
+        raise _unknown_size(family, size)
     base = fam.SIZES[size or fam.DEFAULT]
     for key in overrides:
         if key not in base:
@@ -149,6 +148,15 @@ def _make(family: str, size: str, overrides: dict) -> ModelSpec:
     changed = {k: v for k, v in shape.items() if v != base[k]}
     return ModelSpec(family, size, shape, f"{family}@{size}{_braces(changed)}",
                      size in fam.IMAGENET and not changed)
+
+
+def _unknown_size(family: str, size: str) -> StudyError:
+    names = _names(family)
+    # a paper's initial names one size: convnext@t -> convnext@tiny (difflib would offer convnext@s)
+    longer = [n for n in names if n.startswith(f"{family}@{size}")]
+    fix = (f"did you mean {' or '.join(longer)}? (known: {', '.join(sorted(names))})" if longer
+           else did_you_mean(f"{family}@{size}", names))
+    return StudyError(f"unknown size '{size}' for family '{family}'", fix=fix)
 
 
 def _coerce(fam: Family, family: str, key: str, value: object, like: object) -> object:
