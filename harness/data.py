@@ -5,16 +5,26 @@ slower per pass than slicing one uint8 tensor. A split is one `[N, C, H, W]` uin
 labels; a batch is an index gather, then one `grid_sample` that converts to float, resizes to
 the trial's resolution and applies the (optional) flip/shift augmentation in a single op.
 
-Datasets: `fashion_mnist` (IDX .gz files), `synthetic` (tests and throughput-only studies;
-never a stand-in for a real result).
+Datasets: `fashion_mnist` (IDX .gz files), `cifar10` (the python-pickle batches),
+`imagefolder` (any class-per-folder directory of images, decoded once to a native size),
+`synthetic` (tests and throughput-only studies; never a stand-in for a real result).
+
+Streamed splits: an ImageFolder that does not fit `max_memory_mb` keeps its images as files
+(`ImageFiles`) and DataLoader workers decode each batch ahead of the training step. `BatchFetcher`
+and `eval_batches` hide the difference from `train`; both paths yield the same uint8 batches in
+the same order, so the memory budget never changes a result.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import itertools
 import json
 import os
+import pickle
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +60,7 @@ class DataInfo:
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 [N, C, H, W]
+    images: torch.Tensor | ImageFiles  # uint8 [N, C, H, W], or files decoded per batch (streamed)
     labels: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
@@ -135,7 +145,204 @@ def _describe_synthetic(cfg: dict) -> DataInfo:
                     full["test_size"], config=dict(sorted(full.items())), source={})
 
 
-DESCRIBERS = {"fashion_mnist": _describe_fashion, "synthetic": _describe_synthetic}
+# ----------------------------------------------------------------------------- CIFAR-10
+
+CIFAR_DIR = "cifar-10-batches-py"  # what cifar-10-python.tar.gz unpacks to
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _describe_cifar10(cfg: dict) -> DataInfo:
+    _only_keys(cfg, {"name", "root", "download"})
+    root = _find_cifar(cfg)
+    # A given root is kept in the hashed config: a trial reloads the data from this config alone,
+    # so a directory that HARNESS_DATA does not point at must travel with it.
+    found = root.parent if root.name == CIFAR_DIR else root
+    config = {"name": "cifar10", **({"root": str(found)} if cfg.get("root") else {})}
+    return DataInfo("cifar10", 10, 3, 32, 50000, 10000, config=config, source={"root": str(root)})
+
+
+def _cifar_candidates(cfg: dict) -> list[Path]:
+    roots = [Path(r).expanduser().resolve() for r in (cfg.get("root"), os.environ.get("HARNESS_DATA")) if r]
+    return [d for r in roots for d in (r, r / CIFAR_DIR)]
+
+
+def _find_cifar(cfg: dict) -> Path:
+    for d in _cifar_candidates(cfg):
+        if all((d / f).is_file() for f in CIFAR_FILES):
+            return d
+    if cfg.get("download"):
+        return _download_cifar(Path(cfg.get("root") or os.environ.get("HARNESS_DATA") or "data").expanduser().resolve())
+    partial = [d for d in _cifar_candidates(cfg) if (d / CIFAR_FILES[0]).is_file()]
+    if partial:
+        missing = [f for f in CIFAR_FILES if not (partial[0] / f).is_file()]
+        raise StudyError(f"CIFAR-10 in {partial[0]} is incomplete: {', '.join(missing)} missing", key="dataset.root",
+                         fix=f"unpack cifar-10-python.tar.gz ({CIFAR_URL}) again there, or set dataset.download: true")
+    looked = ", ".join(str(d) for d in _cifar_candidates(cfg)[::2]) or "nowhere (no dataset.root, HARNESS_DATA unset)"
+    raise StudyError(
+        f"CIFAR-10 python batches ({CIFAR_DIR}/data_batch_1..5, test_batch) not found; looked in {looked}",
+        key="dataset.root",
+        fix=f"download {CIFAR_URL}, unpack it ('tar xzf cifar-10-python.tar.gz') in a directory and set dataset.root "
+            "or HARNESS_DATA to it, or set dataset.download: true (torchvision downloads it)",
+    )
+
+
+def _download_cifar(root: Path) -> Path:
+    from torchvision.datasets import CIFAR10  # only when asked: it needs the network
+
+    try:
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as e:  # network errors come in many types; name the cause, keep it one line
+        raise StudyError(f"download of CIFAR-10 failed ({type(e).__name__}: {e})", key="dataset.download",
+                         fix=f"put the unpacked {CIFAR_DIR} ({CIFAR_URL}) in dataset.root") from None
+    return root / CIFAR_DIR
+
+
+def _read_cifar(root: Path) -> tuple[Split, Split]:
+    """The python batches: pickled dicts, b"data" uint8 [N, 3072] (R, G, B planes of 32x32), b"labels"."""
+
+    def read(names: list[str]) -> Split:
+        images, labels = [], []
+        for name in names:
+            with open(root / name, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")  # the format is pickle; the files are the user's own
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(batch[b"labels"])
+        return Split(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
+
+    return read(CIFAR_FILES[:5]), read(CIFAR_FILES[5:])
+
+
+# ----------------------------------------------------------------------------- ImageFolder
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+IMAGEFOLDER_DEFAULTS = {"channels": 3, "test_fraction": 0.2, "max_memory_mb": 4096, "workers": 2}
+SPLIT_SEED = 0  # the per-class shuffle that picks test_fraction of each class as the test split
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    classes: tuple[str, ...]
+    train: tuple[tuple[str, int], ...]  # (path, label), sorted by class then path
+    test: tuple[tuple[str, int], ...]
+    layout: str  # "train/test", "train/val" or "flat"
+    fingerprint: str  # 12 hex of sha256 over (relative path, bytes) of every image
+
+
+def _describe_imagefolder(cfg: dict) -> DataInfo:
+    _only_keys(cfg, {"name", "root", "image_size", "channels", "test_fraction", "max_memory_mb", "workers", "fingerprint"})
+    if not cfg.get("root"):
+        raise StudyError("an imagefolder dataset needs its root directory", key="dataset.root",
+                         fix="e.g. dataset: {name: imagefolder, root: ~/data/flowers, image_size: 64}")
+    root = Path(cfg["root"]).expanduser().resolve()
+    if not root.is_dir():
+        raise StudyError(f"ImageFolder root {root} is not a directory", key="dataset.root",
+                         fix="point dataset.root at a directory with one sub-folder of images per class "
+                             "(or train/ and test/ or val/ folders holding those)")
+    if "image_size" not in cfg:
+        raise StudyError("an imagefolder dataset needs image_size, the size its images are decoded to",
+                         key="dataset.image_size", fix="e.g. image_size: 64 (shorter side resized, centre crop)")
+    full = {**IMAGEFOLDER_DEFAULTS, **cfg}
+    for key in ("image_size", "max_memory_mb", "workers"):  # max_memory_mb 0: always stream
+        if not isinstance(full[key], int) or isinstance(full[key], bool) or full[key] < (key == "image_size"):
+            raise StudyError(f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, "
+                             f"got {full[key]!r}", key=f"dataset.{key}", fix="use a whole number")
+    if full["channels"] not in (1, 3):
+        raise StudyError(f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
+                         key="dataset.channels", fix="use channels: 3 or channels: 1")
+    tf = full["test_fraction"]
+    if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
+        raise StudyError(f"dataset.test_fraction must be between 0 and 1, got {tf!r}", key="dataset.test_fraction",
+                         fix="e.g. test_fraction: 0.2")
+    scan = _scan_imagefolder(str(root), float(tf))
+    if scan.layout != "flat" and "test_fraction" in cfg:
+        raise StudyError(f"{root} has its own {scan.layout} split, so test_fraction does not apply",
+                         key="dataset.test_fraction", fix="remove test_fraction (or use a folder of class folders)")
+    if "fingerprint" in cfg and cfg["fingerprint"] != scan.fingerprint:
+        raise StudyError(f"the images in {root} changed since this study was planned (fingerprint "
+                         f"{scan.fingerprint}, expected {cfg['fingerprint']})", key="dataset.root",
+                         fix="restore the folder, or run the study again under a new name (its trial ids change)")
+    # Hashed: what the images are (fingerprint, decode size, channels, split) and, because a trial
+    # reloads the data from this config alone, where they live and how to load them (root,
+    # max_memory_mb, workers: those never change a result; see the module docstring).
+    config = {"name": "imagefolder", "root": str(root), "image_size": full["image_size"], "channels": full["channels"],
+              **({"test_fraction": float(tf)} if scan.layout == "flat" else {}),
+              **{k: cfg[k] for k in ("max_memory_mb", "workers") if k in cfg}, "fingerprint": scan.fingerprint}
+    return DataInfo("imagefolder", len(scan.classes), full["channels"], full["image_size"], len(scan.train),
+                    len(scan.test), config=config,
+                    source={"root": str(root), "layout": scan.layout, "classes": list(scan.classes),
+                            "max_memory_mb": full["max_memory_mb"], "workers": full["workers"]})
+
+
+@functools.lru_cache(maxsize=8)
+def _scan_imagefolder(root_str: str, test_fraction: float) -> FolderScan:
+    """Classes are the sorted sub-folder names (torchvision's ImageFolder rule), images found recursively."""
+    root = Path(root_str)
+    held_out = next((d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and held_out:
+        classes = _class_dirs(root / "train")
+        train = _images_by_class(root / "train", classes)
+        test_classes = _class_dirs(root / held_out)
+        unknown = sorted(set(test_classes) - set(classes))
+        if unknown:
+            raise StudyError(f"{root / held_out} has classes that train/ lacks: {', '.join(unknown[:5])}",
+                             key="dataset.root", fix="give every test class a train/ folder of the same name")
+        test = _images_by_class(root / held_out, test_classes, labels={c: classes.index(c) for c in test_classes})
+        layout = f"train/{held_out}"
+    else:
+        classes = _class_dirs(root)
+        everything = _images_by_class(root, classes)
+        train, test = _split_by_class(everything, classes, test_fraction)
+        layout = "flat"
+    digest = hashlib.sha256()
+    for path, _ in sorted(train + test):
+        digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\n".encode())
+    return FolderScan(tuple(classes), tuple(train), tuple(test), layout, digest.hexdigest()[:12])
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise StudyError(f"{folder} holds {len(classes)} class folder(s); a classification dataset needs at least 2",
+                         key="dataset.root", fix="put each class's images in its own sub-folder (e.g. cat/, dog/)")
+    return classes
+
+
+def _images_by_class(folder: Path, classes: list[str], labels: dict[str, int] | None = None) -> list[tuple[str, int]]:
+    out = []
+    for i, name in enumerate(classes):
+        found = sorted(os.path.join(d, f) for d, _, files in os.walk(folder / name, followlinks=True)
+                       for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not found:
+            raise StudyError(f"class folder {folder / name} has no images ({', '.join(IMAGE_EXTENSIONS)})",
+                             key="dataset.root", fix="remove the empty folder or add its images")
+        label = labels[name] if labels else i
+        out.extend((p, label) for p in found)
+    return out
+
+
+def _split_by_class(items: list[tuple[str, int]], classes: list[str], test_fraction: float) -> tuple[list, list]:
+    """Per class, a fixed-seed shuffle; its first round(test_fraction * n) images (>= 1, < n) are test."""
+    by_class: list[list[tuple[str, int]]] = [[] for _ in classes]
+    for item in items:
+        by_class[item[1]].append(item)
+    train, test = [], []
+    for c, members in enumerate(by_class):
+        if len(members) < 2:
+            raise StudyError(f"class {classes[c]} has {len(members)} image; test_fraction needs at least 2 per class",
+                             key="dataset.root", fix="add images, or give train/ and test/ folders")
+        g = torch.Generator().manual_seed(SPLIT_SEED * 1_000_003 + c)
+        order = torch.randperm(len(members), generator=g).tolist()
+        k = min(max(1, round(test_fraction * len(members))), len(members) - 1)
+        held = set(order[:k])
+        test.extend(m for j, m in enumerate(members) if j in held)
+        train.extend(m for j, m in enumerate(members) if j not in held)
+    return train, test
+
+
+DESCRIBERS = {"fashion_mnist": _describe_fashion, "cifar10": _describe_cifar10, "imagefolder": _describe_imagefolder,
+              "synthetic": _describe_synthetic}
 
 
 def _only_keys(cfg: dict, allowed: set[str]) -> None:
@@ -160,6 +367,10 @@ def _load_cached(cfg_json: str) -> Dataset:
         root = Path(info.source["root"])
         train = Split(_read_idx(root / FASHION_FILES["train_images"]), _read_idx(root / FASHION_FILES["train_labels"]))
         test = Split(_read_idx(root / FASHION_FILES["test_images"]), _read_idx(root / FASHION_FILES["test_labels"]))
+    elif info.name == "cifar10":
+        train, test = _read_cifar(Path(info.source["root"]))
+    elif info.name == "imagefolder":
+        return _load_imagefolder(info)
     else:
         train, test = _make_synthetic(info.config)
     x = train.images.float() / 255
@@ -212,7 +423,8 @@ def subset(split: Split, size: int, seed: int) -> Split:
         g = torch.Generator().manual_seed(seed * 1_000_003 + cls)
         picked.append(members[torch.randperm(len(members), generator=g)[:q]])
     idx = torch.cat(picked).sort().values
-    return Split(split.images[idx], labels[idx])
+    images = split.images[idx] if isinstance(split.images, torch.Tensor) else split.images.take(idx)
+    return Split(images, labels[idx])
 
 
 def _largest_remainder(shares: torch.Tensor) -> torch.Tensor:
@@ -268,9 +480,158 @@ class EpochSampler:
         self.g = torch.Generator().manual_seed(seed)
         self.perm, self.pos = torch.randperm(n, generator=self.g), 0
 
+    def copy(self) -> EpochSampler:
+        """An independent sampler that draws the same indices from here on."""
+        twin = EpochSampler.__new__(EpochSampler)
+        twin.n, twin.batch_size, twin.pos, twin.perm = self.n, self.batch_size, self.pos, self.perm.clone()
+        twin.g = torch.Generator().manual_seed(0)
+        twin.g.set_state(self.g.get_state())
+        return twin
+
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.n:
             self.perm, self.pos = torch.randperm(self.n, generator=self.g), 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
+
+
+# ----------------------------------------------------------------------------- ImageFolder loading
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded on demand to uint8 [C, S, S]: shorter side resized to S, centre crop."""
+
+    def __init__(self, paths: list[str], image_size: int, channels: int, workers: int) -> None:
+        self.paths, self.image_size, self.channels, self.workers = paths, image_size, channels, workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return decode_image(self.paths[i], self.image_size, self.channels)
+
+    def take(self, idx: torch.Tensor) -> ImageFiles:
+        return ImageFiles([self.paths[i] for i in idx.tolist()], self.image_size, self.channels, self.workers)
+
+
+def decode_image(path: str, size: int, channels: int) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB" if channels == 3 else "L")
+        scale = size / min(im.size)
+        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+        im = im.resize((w, h), Image.Resampling.BILINEAR)  # PIL filters over the source when shrinking
+        left, top = (w - size) // 2, (h - size) // 2
+        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return torch.from_numpy(arr.reshape(size, size, channels).transpose(2, 0, 1).copy())
+
+
+STATS_SAMPLE = 5000  # training images the ImageFolder mean/std come from (a fixed stratified subset)
+
+
+def _load_imagefolder(info: DataInfo) -> Dataset:
+    cfg, src = info.config, info.source
+    scan = _scan_imagefolder(src["root"], float(cfg.get("test_fraction", IMAGEFOLDER_DEFAULTS["test_fraction"])))
+
+    def files(items: tuple[tuple[str, int], ...]) -> Split:
+        return Split(ImageFiles([p for p, _ in items], info.native_size, info.in_chans, src["workers"]),
+                     torch.tensor([c for _, c in items], dtype=torch.long))
+
+    train, test = files(scan.train), files(scan.test)
+    need_mb = (len(train) + len(test)) * info.in_chans * info.native_size**2 / 2**20
+    if need_mb <= src["max_memory_mb"]:
+        train, test = _decode_all(train), _decode_all(test)
+    mean, std = _channel_stats(subset(train, STATS_SAMPLE, seed=0))
+    return Dataset(info, train, test, mean, std)
+
+
+def _decode_all(split: Split) -> Split:
+    """Every image of a streamed split, decoded once (by the DataLoader workers) into one uint8 tensor."""
+    files = split.images
+    out = torch.empty(len(files), files.channels, files.image_size, files.image_size, dtype=torch.uint8)
+    pos = 0
+    for images, _ in eval_batches(split, 256):
+        out[pos : pos + len(images)] = images
+        pos += len(images)
+    return Split(out, split.labels)
+
+
+def _channel_stats(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, in float64 batch sums: the same numbers whether
+    the split is in memory or streamed."""
+    total = total_sq = None
+    n = 0
+    for images, _ in eval_batches(split, 500):
+        x = images.double().div_(255).transpose(0, 1).flatten(1)  # [C, pixels]
+        total = x.sum(1) if total is None else total + x.sum(1)
+        total_sq = (x * x).sum(1) if total_sq is None else total_sq + (x * x).sum(1)
+        n += x.shape[1]
+    mean = total / n
+    std = ((total_sq - n * mean * mean) / max(1, n - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+# ----------------------------------------------------------------------------- batch streams
+
+
+class BatchFetcher:
+    """(uint8 images, labels) for the indices the training loop's EpochSampler drew: an index
+    gather from memory, or for a streamed split the next batch of a DataLoader whose workers decode
+    ahead along a copy of the same sampler (created at the first call, so a sampler restored from a
+    checkpoint is followed too; every batch is checked against the drawn indices)."""
+
+    def __init__(self, split: Split, sampler: EpochSampler) -> None:
+        self.split, self.sampler = split, sampler
+        self._stream: Iterator | None = None
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.split.images, torch.Tensor):
+            return self.split.images[idx], self.split.labels[idx]
+        if self._stream is None:
+            ahead = itertools.chain([idx.tolist()], _EndlessBatches(self.sampler.copy()))
+            self._stream = iter(_loader(self.split, ahead))
+        got, images, labels = next(self._stream)
+        if not torch.equal(got, idx):
+            raise RuntimeError("streamed batch out of step with the sampler (indices drawn elsewhere?)")
+        return images, labels
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The split in order, `batch_size` at a time, as (uint8 images, labels)."""
+    if isinstance(split.images, torch.Tensor):
+        for i in range(0, len(split), batch_size):
+            yield split.images[i : i + batch_size], split.labels[i : i + batch_size]
+        return
+    order = list(range(len(split)))
+    for _, images, labels in _loader(split, [order[i : i + batch_size] for i in range(0, len(split), batch_size)]):
+        yield images, labels
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """(index, decoded image, label): the index lets BatchFetcher check the order."""
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        return i, self.split.images[i], self.split.labels[i]
+
+
+class _EndlessBatches:
+    def __init__(self, sampler: EpochSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            yield self.sampler.next().tolist()
+
+
+def _loader(split: Split, batch_sampler: Iterable[list[int]]) -> torch.utils.data.DataLoader:
+    workers = split.images.workers  # decoding runs in these processes; 0 = in this one
+    return torch.utils.data.DataLoader(_Indexed(split), batch_sampler=batch_sampler, num_workers=workers,
+                                       prefetch_factor=4 if workers else None)

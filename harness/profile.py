@@ -1,31 +1,59 @@
-"""Throughput, latency and peak memory of a model, measured with timing discipline.
+"""Throughput, latency, peak memory and MFU of a model: the one profiler `harness profile` and trials use.
 
-Method (nanoGPT/airbench style, written down): build, warm up (`warmup` untimed iterations,
-which also absorb cuDNN autotuning and allocator growth), then `iters` timed iterations, each
-bracketed by a device synchronisation so that a clock read never races queued CUDA kernels.
-We report the median and the inter-quartile range of per-iteration times, converted to img/s.
-Inputs are random tensors of the trial's shape: throughput does not depend on pixel values.
+Method, written down (nanoGPT/airbench style):
+1. Compile (with `compile`): the first call of the compiled step is timed on its own and reported
+   as `*_compile_s`; it never hides in warm-up or in throughput.
+2. Warm up: `warmup` untimed steps (allocator growth, cuDNN/oneDNN kernel choice, lazy init).
+3. Timed blocks: `iters` steps split into `blocks` equal blocks; each block is bracketed by clock reads
+   that synchronise the device first (CUDA events on GPU, perf_counter after a no-op sync on
+   CPU). One reading per block, not per step, keeps clock and sync cost out of the steps and
+   lets the GPU queue run as it would in training. Per-step time = block time / steps.
+4. Spread: median and IQR over blocks, and CV = stdev / mean. When CV > `cv_threshold`
+   (5%) another round of blocks runs, up to `max_rounds` rounds; `*_extended` says it did, and
+   `*_unstable` that the CV is still above the threshold at the end (trust the median, not
+   the mean, and rerun on a quiet machine). Fewer than 3 blocks (smoke runs) are not judged.
+5. Out of memory: the measurement is recorded as failed (`*_status = "oom"`) with the batch
+   size tried. The batch is never shrunk; `search_max_batch` finds the largest batch that
+   fits as a separate, explicit measurement.
 
-Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over the training-step measurement
-(weights + gradients + optimizer state + activations). On CPU there is no allocator counter,
-so we report the growth of the process's peak resident set (VmHWM, reset through
-/proc/self/clear_refs) over its resident set before the model was built; `peak_mem_kind`
-says which of the two a row holds.
+Peak memory: CUDA `max_memory_allocated` per mode (weights + gradients + optimizer state +
+activations); on CPU the growth of the process's peak resident set (VmHWM, reset through
+/proc/self/clear_refs) over the resident set before the model was built. `peak_mem_kind` says
+which. FLOPs: forward and training MACs per image counted on the meta device
+(harness/flops.py, harness/flops_train.py); achieved TFLOP/s = 2 FLOPs per MAC x MACs/img x
+img/s, and MFU divides it by the device peak of harness/hardware.py (NaN with a reason on CPUs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from harness.train import autocast
+from harness import hardware
+from harness.errors import StudyError
+from harness.flops_train import built_train_gmacs
 
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16")
+MODES = ("infer", "train", "both")
+CV_THRESHOLD = 0.05  # 5%: above this a median of 5 blocks is off by a few % between runs (benchmarks/)
+BLOCKS = 5  # timed blocks per round: the smallest count with a meaningful median and IQR
+MAX_ROUNDS = 3  # at most 3x the planned timed steps when the spread is high
+MIN_BLOCKS_FOR_CV = 3  # the CV of two blocks says nothing: no extension, no unstable flag below three
 LATENCY_ITERS_MIN = 5
+CPU_MEM_HEADROOM = 0.8  # max-batch search on CPU: never try a batch predicted to need > 80% of MemAvailable
+
+
+# ----------------------------------------------------------------------------- clocks
 
 
 def sync(device: torch.device) -> None:
@@ -33,45 +61,265 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_iters(step: Callable[[], None], *, warmup: int, iters: int, device: torch.device,
-               clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    """Seconds per iteration for `iters` timed calls after `warmup` untimed ones."""
+class Clock(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> float: ...  # seconds since start(), once the device has finished the work
+
+
+class WallClock:
+    """perf_counter, read only after the device has drained its queue."""
+
+    def __init__(self, device: torch.device, now: Callable[[], float] = time.perf_counter) -> None:
+        self.device, self.now, self.t0 = device, now, 0.0
+
+    def start(self) -> None:
+        sync(self.device)
+        self.t0 = self.now()
+
+    def stop(self) -> float:
+        sync(self.device)
+        return self.now() - self.t0
+
+
+class CudaEventClock:
+    """CUDA events: timestamps on the GPU stream itself, so host-side jitter does not count."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        torch.cuda.synchronize(self.device)  # earlier work must not leak into this interval
+        self.begin.record()
+
+    def stop(self) -> float:
+        self.end.record()
+        self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1e3
+
+
+def clock_for(device: torch.device) -> Clock:
+    return CudaEventClock(device) if device.type == "cuda" else WallClock(device)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def spread(xs: list[float]) -> tuple[float, float, float]:
+    """(median, IQR, CV = stdev / mean); IQR and CV are NaN for a single value."""
+    if len(xs) < 2:
+        return xs[0], math.nan, math.nan
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return statistics.median(xs), q[2] - q[0], statistics.stdev(xs) / statistics.fmean(xs)
+
+
+@dataclass
+class Timing:
+    per_step_s: list[float]  # one value per timed block: block seconds / steps in the block
+    steps: int  # timed steps in all rounds
+    rounds: int  # rounds of blocks run; > 1 means the spread was high and we measured longer
+    cv_threshold: float
+    compile_s: float = math.nan
+
+    @property
+    def median_s(self) -> float:
+        return spread(self.per_step_s)[0]
+
+    @property
+    def cv(self) -> float:
+        return spread(self.per_step_s)[2]
+
+    @property
+    def extended(self) -> bool:
+        return self.rounds > 1
+
+    @property
+    def unstable(self) -> bool:  # False for NaN and for too few blocks to judge
+        return len(self.per_step_s) >= MIN_BLOCKS_FOR_CV and self.cv > self.cv_threshold
+
+
+def time_blocks(step: Callable[[], object], clock: Clock, *, steps_per_block: int, blocks: int) -> list[float]:
+    out = []
+    for _ in range(blocks):
+        clock.start()
+        for _ in range(steps_per_block):
+            step()
+        out.append(clock.stop() / steps_per_block)
+    return out
+
+
+def measure(step: Callable[[], object], clock: Clock, *, warmup: int, iters: int, blocks: int = BLOCKS,
+            cv_threshold: float = CV_THRESHOLD, max_rounds: int = MAX_ROUNDS, compile_first: bool = False) -> Timing:
+    """Per-step times of `step`: [compile call], warm-up, then rounds of timed blocks (module docstring)."""
+    compile_s = math.nan
+    if compile_first:
+        clock.start()
+        step()
+        compile_s = clock.stop()
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(iters):
-        sync(device)
-        t0 = clock()
-        step()
-        sync(device)
-        times.append(clock() - t0)
-    return times
+    n_blocks = max(1, min(blocks, iters))
+    per_block = iters // n_blocks  # never more timed steps than asked for (at most n_blocks - 1 fewer)
+    times = time_blocks(step, clock, steps_per_block=per_block, blocks=n_blocks)
+    rounds = 1
+    while rounds < max_rounds and n_blocks >= MIN_BLOCKS_FOR_CV and spread(times)[2] > cv_threshold:
+        times += time_blocks(step, clock, steps_per_block=per_block, blocks=n_blocks)
+        rounds += 1
+    return Timing(times, per_block * n_blocks * rounds, rounds, cv_threshold, compile_s)
 
 
-def median_iqr(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 2:
-        return xs[0], 0.0
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return statistics.median(xs), q[2] - q[0]
+# ----------------------------------------------------------------------------- settings
 
 
-def rate_stats(times: list[float], batch: int) -> tuple[float, float]:
-    """(median img/s, IQR of img/s) from per-iteration times."""
-    return median_iqr([batch / t for t in times])
+@dataclass(frozen=True)
+class Settings:
+    batch_size: int = 32
+    mode: str = "both"  # infer | train | both
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16 | amp-bf16
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None  # None: keep torch's current setting (trials set one per CPU)
+    warmup: int = 3
+    iters: int = 10  # timed steps per round
+    blocks: int = BLOCKS
+    cv_threshold: float = CV_THRESHOLD
+    max_rounds: int = MAX_ROUNDS
+    latency: bool = True  # batch-1 inference latency, measured with its own blocks of one step
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("infer", "train") if self.mode == "both" else (self.mode,)
 
 
-def _rss_mb() -> float:
+def trial_precision(device: torch.device) -> str:
+    """What harness.train.autocast runs: bf16 autocast on CUDA, fp32 on CPU."""
+    return "amp-bf16" if device.type == "cuda" else "fp32"
+
+
+def check_settings(s: Settings, device: torch.device) -> str:
+    """Raise StudyError for what cannot be measured; return the note a measurement must carry."""
+    if s.mode not in MODES:
+        raise StudyError(f"unknown mode {s.mode!r}", key="--mode", fix=f"one of {', '.join(MODES)}")
+    if s.precision not in PRECISIONS:
+        raise StudyError(f"unknown precision {s.precision!r}", key="--precision", fix=f"one of {', '.join(PRECISIONS)}")
+    for key, v in (("batch_size", s.batch_size), ("iters", s.iters), ("blocks", s.blocks), ("max_rounds", s.max_rounds)):
+        if not isinstance(v, int) or v < 1:
+            raise StudyError(f"{key} must be a positive integer, got {v!r}", key=f"--{key.replace('_', '-')}", fix="use a whole number > 0")
+    if s.threads is not None and s.threads < 1:
+        raise StudyError(f"threads must be >= 1, got {s.threads}", key="--threads", fix="e.g. --threads 2")
+    if device.type == "cpu":
+        if s.precision == "fp16":
+            raise StudyError("fp16 on CPU is not measured: CPU fp16 kernels are reference paths, not what "
+                             "anyone trains with", key="--precision", fix="use fp32, bf16 or amp-bf16 on CPU, fp16 on a GPU")
+        if s.precision == "tf32":
+            raise StudyError("tf32 is a CUDA tensor-core mode", key="--precision", fix="use fp32 on CPU")
+        if s.precision in ("bf16", "amp-bf16"):
+            return hardware.cpu_bf16_note()
+    if device.type == "cuda" and s.precision in ("bf16", "amp-bf16") and not torch.cuda.is_bf16_supported():
+        return f"{hardware.device_name(device)} has no native bf16: emulated, far below fp16 speed"
+    return ""
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
+    """On CUDA, fp32 means strict fp32 and tf32 means TF32 matmuls and convolutions, whatever the
+    process default (matmul off, cuDNN on in torch): one precision, one peak to divide by."""
+    if device.type != "cuda" or precision not in ("fp32", "tf32"):
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "amp-bf16" else nullcontext()
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+@dataclass
+class Workload:
+    """A model on its device in its precision and layout, with the steps we time."""
+
+    model: torch.nn.Module  # possibly compiled
+    settings: Settings
+    device: torch.device
+    in_chans: int
+    image_size: int
+    num_classes: int
+    optimizer: torch.optim.Optimizer | None = None
+    dtype: torch.dtype = torch.float32
+
+    def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(batch, self.in_chans, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
+        if self.settings.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.randint(0, self.num_classes, (batch,), device=self.device)
+
+    def infer_step(self, x: torch.Tensor) -> Callable[[], object]:
+        model, cast = self.model, autocast_for(self.settings.precision, self.device)
+
+        def step() -> object:
+            with torch.no_grad(), cast:
+                return model(x)
+
+        return step
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+        model, cast = self.model, autocast_for(self.settings.precision, self.device)
+        if self.optimizer is None:  # lr tiny: weights barely move, so every step costs the same
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        opt = self.optimizer
+
+        def step() -> object:
+            with cast:
+                loss = F.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+
+def make_workload(build: Callable[[], torch.nn.Module], s: Settings, device: torch.device, *,
+                  in_chans: int, image_size: int, num_classes: int) -> Workload:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision, torch.float32)
+    model = build().to(device=device, dtype=dtype)
+    if s.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if s.compile:
+        torch._dynamo.reset()  # compile time is measured from scratch, not from an earlier profile's cache
+        model = torch.compile(model)
+    return Workload(model, s, device, in_chans, image_size, num_classes, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _proc_status_mb(field_name: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return math.nan
 
 
 def _reset_hwm() -> bool:
@@ -82,55 +330,267 @@ def _reset_hwm() -> bool:
         return False
 
 
-def profile_model(build: Callable[[], torch.nn.Module], *, in_chans: int, image_size: int, num_classes: int,
-                  batch_size: int, warmup: int, iters: int, device: torch.device) -> dict:
-    """Inference and training throughput, batch-1 latency and peak memory of `build()`."""
-    rss0 = _rss_mb() if device.type == "cpu" else 0.0
-    model = build().to(device)
-    x = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
 
-    model.eval()
 
-    @torch.no_grad()
-    def infer(inp: torch.Tensor = x) -> None:
-        with autocast(device):
-            model(inp)
+class PeakMemory:
+    """Peak memory of what runs between reset() and read(): (MB, kind)."""
 
-    infer_t = time_iters(infer, warmup=warmup, iters=iters, device=device)
-    x1 = x[:1].clone()
-    lat_t = time_iters(lambda: infer(x1), warmup=warmup, iters=max(iters, LATENCY_ITERS_MIN), device=device)
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.rss0 = _proc_status_mb("VmRSS") if device.type == "cpu" else 0.0  # before the model exists
+        self.hwm_ok = False
 
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.hwm_ok = _reset_hwm()
 
-    def train_step() -> None:
-        with autocast(device):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def read(self) -> tuple[float, str]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda_max_allocated"
+        if self.hwm_ok:
+            return _proc_status_mb("VmHWM") - self.rss0, "cpu_peak_rss_growth"
+        return math.nan, "unavailable"
 
+
+def is_oom(e: BaseException) -> bool:
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError with this text
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
+def _free(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    hwm_ok = device.type == "cpu" and _reset_hwm()
-    train_t = time_iters(train_step, warmup=warmup, iters=iters, device=device)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    elif hwm_ok:
-        peak, kind = _hwm_mb() - rss0, "cpu_peak_rss_growth"
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    status: str  # ok | oom
+    batch_size: int
+    timing: Timing | None = None
+    peak_mem_mb: float = math.nan
+    peak_mem_kind: str = ""
+    error: str = ""
+
+    def columns(self, gmacs_per_img: float, peak: float) -> dict:
+        p, t = self.mode, self.timing
+        if t is None:
+            nan = math.nan
+            return {f"{p}_status": self.status, f"{p}_error": self.error, f"{p}_img_s": nan, f"{p}_img_s_iqr": nan,
+                    f"{p}_step_ms": nan, f"{p}_step_ms_iqr": nan, f"{p}_cv": nan, f"{p}_steps": 0,
+                    f"{p}_extended": False, f"{p}_unstable": False, f"{p}_compile_s": nan,
+                    f"{p}_peak_mem_mb": self.peak_mem_mb, f"{p}_tflops_s": nan, f"{p}_mfu": nan}
+        med_s, iqr_s, cv = spread(t.per_step_s)
+        img_s, img_iqr, _ = spread([self.batch_size / s for s in t.per_step_s])
+        achieved = 2 * gmacs_per_img * 1e9 * img_s  # 2 FLOPs per MAC, as device peaks count
+        return {f"{p}_status": self.status, f"{p}_error": self.error, f"{p}_img_s": img_s, f"{p}_img_s_iqr": img_iqr,
+                f"{p}_step_ms": med_s * 1e3, f"{p}_step_ms_iqr": iqr_s * 1e3, f"{p}_cv": cv, f"{p}_steps": t.steps,
+                f"{p}_extended": t.extended, f"{p}_unstable": t.unstable, f"{p}_compile_s": t.compile_s,
+                f"{p}_peak_mem_mb": self.peak_mem_mb, f"{p}_tflops_s": achieved / 1e12, f"{p}_mfu": achieved / peak}
+
+
+def _timing_kwargs(s: Settings) -> dict:
+    return {"warmup": s.warmup, "iters": s.iters, "blocks": s.blocks, "cv_threshold": s.cv_threshold,
+            "max_rounds": s.max_rounds, "compile_first": s.compile}
+
+
+def measure_mode(w: Workload, mode: str, clock: Clock, mem: PeakMemory) -> ModeResult:
+    """One mode at the settings' batch size; out of memory is a result, not an exception."""
+    s = w.settings
+    w.model.train(mode == "train")
+    mem.reset()
+    try:
+        x, y = w.inputs(s.batch_size)
+        step = w.train_step(x, y) if mode == "train" else w.infer_step(x)
+        timing = measure(step, clock, **_timing_kwargs(s))
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        _free(w.device)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return ModeResult(mode, "oom", s.batch_size, error=f"out of memory at batch_size={s.batch_size} ({mode}): {first}")
+    peak, kind = mem.read()
+    return ModeResult(mode, "ok", s.batch_size, timing, peak, kind)
+
+
+def measure_latency(w: Workload, clock: Clock) -> Timing:
+    """Batch-1 inference, one step per block: a latency is a single request's time."""
+    s = w.settings
+    w.model.eval()
+    x, _ = w.inputs(1)
+    iters = max(s.iters, LATENCY_ITERS_MIN)
+    return measure(w.infer_step(x), clock, warmup=s.warmup, iters=iters, blocks=iters,
+                   cv_threshold=s.cv_threshold, max_rounds=s.max_rounds)
+
+
+def profile(build: Callable[[], torch.nn.Module], settings: Settings, device: torch.device, *, in_chans: int,
+            image_size: int, num_classes: int, gmacs: tuple[float, float] | None = None,
+            clock: Clock | None = None) -> dict:
+    """One flat record: settings, FLOPs, per-mode speed and spread, latency, memory, MFU, fingerprint.
+
+    `gmacs` = (forward, forward + backward) MACs per image in units of 1e9; counted on the meta
+    device from `build` when not given."""
+    note = check_settings(settings, device)
+    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes}
+    fwd, train = gmacs if gmacs is not None else built_train_gmacs(build, **dims)
+    with num_threads(settings.threads), precision_mode(settings.precision, device):
+        clock = clock or clock_for(device)
+        mem = PeakMemory(device)
+        w = make_workload(build, settings, device, **dims)
+        results = {m: measure_mode(w, m, clock, mem) for m in settings.modes}
+        infer_ok = "infer" in results and results["infer"].status == "ok"
+        lat = measure_latency(w, clock) if settings.latency and infer_ok else None
+        rec = _record(settings, dims, fwd, train, note, results, lat, device)
+        rec.update(hardware.fingerprint(device))  # inside: threads and TF32 as measured
+    return rec
+
+
+def _record(s: Settings, dims: dict, fwd: float, train: float, note: str, results: dict[str, ModeResult],
+            lat: Timing | None, device: torch.device) -> dict:
+    peak, reason = hardware.peak_flops(hardware.device_name(device), s.precision)
+    rec: dict = {**dims, "batch_size": s.batch_size, "mode": s.mode, "precision": s.precision, "precision_note": note,
+                 "channels_last": s.channels_last, "compile": s.compile, "warmup": s.warmup, "iters": s.iters,
+                 "blocks": s.blocks, "cv_threshold": s.cv_threshold,
+                 "fwd_gmacs": fwd, "train_gmacs": train, "train_fwd_ratio": train / fwd if fwd else math.nan,
+                 "peak_tflops": peak / 1e12, "mfu_reason": reason}
+    for mode, r in results.items():
+        rec.update(r.columns(fwd if mode == "infer" else train, peak))
+    if "train" not in results:
+        rec["mfu_reason"] = reason or "training not measured (mode infer): see infer_mfu"
+    main = results.get("train") or results["infer"]
+    rec["mfu"] = rec.get("train_mfu", math.nan)
+    rec["peak_mem_mb"], rec["peak_mem_kind"] = main.peak_mem_mb, main.peak_mem_kind
+    rec["extended"] = any(r.timing is not None and r.timing.extended for r in results.values())
+    rec["unstable"] = any(r.timing is not None and r.timing.unstable for r in results.values())
+    rec["status"] = "ok" if all(r.status == "ok" for r in results.values()) else "oom"
+    rec["error"] = "; ".join(r.error for r in results.values() if r.error)
+    if lat is not None:
+        med, iqr, cv = spread(lat.per_step_s)
+        rec.update({"latency_ms_p50": med * 1e3, "latency_ms_iqr": iqr * 1e3, "latency_cv": cv})
     else:
-        peak, kind = float("nan"), "unavailable"
+        rec.update({"latency_ms_p50": math.nan, "latency_ms_iqr": math.nan, "latency_cv": math.nan})
+    return rec
 
-    infer_med, infer_iqr = rate_stats(infer_t, batch_size)
-    train_med, train_iqr = rate_stats(train_t, batch_size)
-    return {
-        "infer_img_s": infer_med,
-        "infer_img_s_iqr": infer_iqr,
-        "train_img_s": train_med,
-        "train_img_s_iqr": train_iqr,
-        "latency_ms_p50": statistics.median(lat_t) * 1e3,
-        "peak_mem_mb": peak,
-        "peak_mem_kind": kind,
-        "profile_batch_size": batch_size,
-    }
+
+# ----------------------------------------------------------------------------- max batch
+
+
+def search_max_batch(fits: Callable[[int], bool], start: int, limit: int) -> tuple[int, int | None]:
+    """(largest batch <= limit that fits, smallest batch seen not to fit or None).
+
+    Doubling from `start` until a batch fails or `limit` fits, then bisection; if `start`
+    itself fails, bisection below it. Assumes memory grows with the batch."""
+    lo, hi = 0, None
+    b = max(1, min(start, limit))
+    while True:
+        if not fits(b):
+            hi = b
+            break
+        lo = b
+        if b >= limit:
+            break
+        b = min(2 * b, limit)
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+@dataclass
+class BatchProbe:
+    """fits(b): two steps at batch b run without running out of memory.
+
+    On CPU an allocation too large for the machine rarely raises: Linux overcommits and the
+    OOM killer ends the process (and may hit a neighbour). So on CPU a batch is first predicted
+    from the largest one that ran, proportionally (an overestimate: weights do not grow), and
+    one needing more than CPU_MEM_HEADROOM of MemAvailable is declared not to fit untried."""
+
+    w: Workload
+    mode: str
+    mem: PeakMemory
+    seen: dict[int, float] = field(default_factory=dict)  # batch -> peak MB of the runs that fitted
+    predicted: list[int] = field(default_factory=list)  # batches declared too big without running
+
+    def __call__(self, b: int) -> bool:
+        if self.w.device.type == "cpu" and self.seen:
+            ref = max(self.seen)
+            if self.seen[ref] * b / ref > CPU_MEM_HEADROOM * mem_available_mb():
+                self.predicted.append(b)
+                return False
+        self.w.model.train(self.mode == "train")
+        self.mem.reset()
+        try:
+            x, y = self.w.inputs(b)
+            step = self.w.train_step(x, y) if self.mode == "train" else self.w.infer_step(x)
+            for _ in range(2):  # the second step holds optimizer state and gradients together
+                step()
+            sync(self.w.device)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            _free(self.w.device)
+            return False
+        self.seen[b] = self.mem.read()[0]
+        return True
+
+
+def max_batch(build: Callable[[], torch.nn.Module], settings: Settings, device: torch.device, *, in_chans: int,
+              image_size: int, num_classes: int, limit: int) -> dict:
+    """Largest batch per mode that fits (<= limit), reported apart from the throughput record."""
+    check_settings(settings, device)
+    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes}
+    out: dict = {"max_batch_limit": limit}
+    with num_threads(settings.threads), precision_mode(settings.precision, device):
+        for mode in settings.modes:
+            w = make_workload(build, replace(settings, compile=False), device, **dims)  # probes need no compile
+            probe = BatchProbe(w, mode, PeakMemory(device))
+            fits, fails = search_max_batch(probe, settings.batch_size, limit)
+            out[f"max_batch_{mode}"] = fits
+            out[f"max_batch_{mode}_fails"] = fails  # smallest batch that did not fit (None: none up to limit)
+            out[f"max_batch_{mode}_note"] = (f"batches {sorted(set(probe.predicted))} not tried: predicted from peak RSS to "
+                                             f"exceed {CPU_MEM_HEADROOM:.0%} of MemAvailable" if probe.predicted else "")
+            del w, probe
+            _free(device)
+    return out
+
+
+# ----------------------------------------------------------------------------- trials
+
+
+TRIAL_KEYS = (
+    "infer_img_s", "infer_img_s_iqr", "infer_step_ms", "infer_cv", "train_img_s", "train_img_s_iqr", "train_step_ms",
+    "train_cv", "latency_ms_p50", "latency_cv", "extended", "unstable", "peak_mem_mb", "peak_mem_kind",
+    "infer_tflops_s", "train_tflops_s", "infer_mfu", "mfu", "mfu_reason", "peak_tflops", "precision", "train_gmacs",
+    # fingerprint columns the trial row does not already carry (device, threads, torch_version)
+    "device_count", "driver", "cpu_model", "cpu_count", "cpu_capability", "cuda_version", "cudnn_version", "tf32",
+)
+TRIAL_RENAMES = {"extended": "profile_extended", "unstable": "profile_unstable", "precision": "profile_precision"}
+
+
+def profile_model(build: Callable[[], torch.nn.Module], *, in_chans: int, image_size: int, num_classes: int,
+                  batch_size: int, warmup: int, iters: int, device: torch.device,
+                  gmacs: tuple[float, float] | None = None) -> dict:
+    """The trial's profile step: both modes at the precision training uses; the row's columns.
+
+    Out of memory raises torch.OutOfMemoryError naming the batch, so the trial becomes a failed
+    row that says which batch did not fit (STYLE 7) rather than an ok row with holes."""
+    s = Settings(batch_size=batch_size, mode="both", precision=trial_precision(device), warmup=warmup, iters=iters)
+    rec = profile(build, s, device, in_chans=in_chans, image_size=image_size, num_classes=num_classes, gmacs=gmacs)
+    if rec["status"] != "ok":
+        raise torch.OutOfMemoryError(rec["error"])
+    out = {TRIAL_RENAMES.get(k, k): rec[k] for k in TRIAL_KEYS}
+    out["profile_batch_size"] = batch_size
+    return out

@@ -11,7 +11,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import backends, data, flops, spec, store
+from harness import backends, claims, data, flops, spec, store
+from harness.backends import slurm as slurm_backend
+from harness.errors import StudyError
 from harness.spec import Study, Trial
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -52,10 +54,14 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
 
 
 def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,
-              smoke: bool = False, dry_run: bool = False, report: bool = True, console: Console | None = None) -> int:
+              smoke: bool = False, dry_run: bool = False, report: bool = True, console: Console | None = None,
+              wait: bool = True, slurm: dict | None = None) -> int:
+    """`slurm`: CLI overrides of the study's `slurm:` section; `wait=False` (SLURM only): submit and return."""
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke)
     be = backends.get(backend)  # validate the name before anything is written
+    slurm_backend.options(study, slurm)  # the `slurm:` section is checked whatever the backend, so typos surface early
+    _check_slurm_only(backend, wait, slurm)
     out_dir = store.study_dir(results, study.name)
     done = store.done_ids(out_dir)
     if dry_run:
@@ -66,22 +72,52 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
                   f"{len(pending)} to run on {backend} -> {out_dir}")
     store.save_study_file(path, out_dir)
     failed = 0
+    opts = {"address": address, "out_dir": out_dir, "study": study, "slurm": slurm, "wait": wait}
+    stored_by_backend = getattr(be, "WRITES_RESULTS", False)  # SLURM jobs write their own rows
     try:
         with _progress(console) as bar:
             task = bar.add_task(study.name, total=len(pending))
-            for out in be.execute(pending, address=address):
-                store.write(out, out_dir)
-                failed += not out.ok
-                bar.console.print(_one_line(out))
+            # claims: a second driver of this study skips (and waits for) the trials this one runs
+            for ev in claims.run_exclusive(pending, lambda ts, held: be.execute(ts, claims=held, **opts), out_dir,
+                                           wait=wait, on_others=lambda held: _report_others(held, bar.console)):
+                if ev.output is None:
+                    bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
+                else:
+                    if not stored_by_backend:
+                        store.write(ev.output, out_dir)
+                    failed += not ev.output.ok
+                    bar.console.print(_one_line(ev.output))
                 bar.advance(task)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: finished trials are stored in {out_dir}; run the same command again to continue")
+        more = f"; SLURM jobs keep running ('harness status {out_dir}')" if backend == "slurm" else ""
+        console.print(f"[yellow]interrupted[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
         return EXIT_INTERRUPTED
+    if not wait:
+        console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
+                      "run the same command again to wait for the rest")
+        return EXIT_OK
     if report and len(trials) > failed:
         _write_report(out_dir, console)
     ok = len(store.done_ids(out_dir) & {t.trial_id for t in trials})
     console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
     return EXIT_OK if ok == len(trials) else EXIT_FAILED
+
+
+def _check_slurm_only(backend: str, wait: bool, slurm: dict | None) -> None:
+    given = [k for k, v in (slurm or {}).items() if v not in (None, [], {})]
+    if backend != "slurm" and (given or not wait):
+        flag = "--no-wait" if not wait else f"--{given[0].replace('_', '-')}"
+        raise StudyError(f"{flag} applies to --backend slurm only", key=flag,
+                         fix="add --backend slurm, or drop the flag (Ray and local drivers stay to collect results)")
+
+
+def _report_others(held: dict[str, dict], console: Console) -> None:
+    by: dict[str, int] = {}
+    for info in held.values():
+        by[claims.describe(info)] = by.get(claims.describe(info), 0) + 1
+    who = ", ".join(f"{n} by {h}" for h, n in sorted(by.items()))
+    console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): waiting for their rows "
+                  "(a trial whose holder stops without one is run here)")
 
 
 def _progress(console: Console) -> Progress:
@@ -119,9 +155,7 @@ def status(target: str | Path, *, results: str | Path = "results") -> tuple[Tabl
         expected = {t.trial_id: t.label for t in trials}
     else:
         out_dir, expected = target, {}
-        if not (target / "trials").is_dir():
-            from harness.errors import StudyError
-
+        if not (target / "trials").is_dir() and not (target / "study.yaml").is_file():
             raise StudyError("not a study file or a results directory (no trials/ inside)", where=str(target),
                              fix="give studies/NAME.yaml or results/NAME")
     df = store.read(out_dir)
@@ -130,12 +164,19 @@ def status(target: str | Path, *, results: str | Path = "results") -> tuple[Tabl
     for c in ("state", "trials"):
         t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
-    failed = {tid for tid, s in on_disk.items() if s != "ok"}
+    # in flight: SLURM jobs squeue lists (queued / running), and trials another live driver holds
+    jobs = slurm_backend.job_states(out_dir)
+    held = {tid for tid, info in claims.holders(out_dir).items() if not info.get("slurm_job")}
+    queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
+    running = ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}
+    failed = {tid for tid, s in on_disk.items() if s != "ok"} - queued - running
     t.add_row("ok", str(ok))
     t.add_row("failed", str(len(failed)))
+    t.add_row("queued", str(len(queued)))
+    t.add_row("running", str(len(running)))
+    pending = len(set(expected) - set(on_disk) - queued - running) if expected else 0
     if expected:
-        t.add_row("pending", str(len(set(expected) - set(on_disk))))
-    for _, r in df[df["status"] != "ok"].iterrows():
+        t.add_row("pending", str(pending))
+    for _, r in df[df["trial_id"].isin(failed)].iterrows():
         t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
-    pending = len(set(expected) - set(on_disk)) if expected else 0
-    return t, EXIT_OK if not failed and not pending else EXIT_FAILED
+    return t, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED

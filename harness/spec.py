@@ -43,7 +43,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
-TOP_KEYS = {"name", "description", "dataset", "grid", "train", "profile", "resources", "slurm"}
+TOP_KEYS = {"name", "description", "dataset", "grid", "train", "profile", "resources", "slurm", "smoke"}
+SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
@@ -99,6 +100,7 @@ class Study:
     resources: dict
     slurm: dict
     smoke: bool = False
+    smoke_grid: dict = field(default_factory=dict)  # axes --smoke uses instead of the grid's (`smoke:` key)
 
     @property
     def study_hash(self) -> str:
@@ -161,6 +163,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     slurm = _section(raw, "slurm", {}, where)
 
     grid = _parse_grid(raw["grid"], info, train, where)
+    smoke_grid = _parse_smoke(raw, grid, info, where)
     return Study(
         name=name,
         description=str(raw.get("description", "")),
@@ -171,6 +174,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         profile=profile,
         resources=resources,
         slurm=slurm,
+        smoke_grid=smoke_grid,
     )
 
 
@@ -220,6 +224,27 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> dict
                 raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
                                  key=f"grid.model[{i}] x grid.image_size[{j}]", fix=e.fix) from None
     return {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
+
+
+def _parse_smoke(raw: dict, grid: dict, info: data.DataInfo, where: str) -> dict:
+    """`smoke: {image_size: [...]}`: one smaller resolution per grid value (so the trial count stays)."""
+    section = _section(raw, "smoke", {}, where)
+    _check_keys(section, SMOKE_KEYS, where, "smoke")
+    if "image_size" not in section:
+        return {}
+    sizes = _as_list(section["image_size"])
+    if len(sizes) != len(grid["image_size"]) or len(set(sizes)) != len(sizes):
+        raise StudyError(f"smoke.image_size needs {len(grid['image_size'])} distinct values, one per grid.image_size",
+                         where=where, key="smoke.image_size", fix="list as many smaller resolutions as the grid has")
+    for j, s in enumerate(sizes):
+        _positive_int(s, where, f"smoke.image_size[{j}]")
+        for i, m in enumerate(grid["model"]):
+            try:
+                zoo.check(m, s, info.in_chans)
+            except StudyError as e:
+                raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
+                                 key=f"grid.model[{i}] x smoke.image_size[{j}]", fix=e.fix) from None
+    return {"image_size": list(sizes)}
 
 
 def _check_train(train: dict, where: str) -> None:
@@ -289,7 +314,7 @@ def smoke(study: Study) -> Study:
     profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
     return Study(
         name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
-        grid=dict(study.grid, data_size=sizes), train=train, profile=profile,
+        grid=dict(study.grid, data_size=sizes, **study.smoke_grid), train=train, profile=profile,
         resources=study.resources, slurm=study.slurm, smoke=True,
     )
 

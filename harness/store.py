@@ -35,6 +35,11 @@ COLUMNS: dict[str, str] = {
     "infer_img_s": "float64", "infer_img_s_iqr": "float64", "train_img_s": "float64", "train_img_s_iqr": "float64",
     "latency_ms_p50": "float64", "peak_mem_mb": "float64", "peak_mem_kind": "string", "mfu": "float64",
     "profile_batch_size": "Int64",
+    # speed, issue 5 (harness/profile.py): spreads, achieved rate, MFU and its reason, counted training MACs/img
+    "infer_step_ms": "float64", "infer_cv": "float64", "train_step_ms": "float64", "train_cv": "float64",
+    "latency_cv": "float64", "profile_extended": "boolean", "profile_unstable": "boolean", "profile_precision": "string",
+    "infer_tflops_s": "float64", "train_tflops_s": "float64", "infer_mfu": "float64", "mfu_reason": "string",
+    "peak_tflops": "float64", "train_gmacs": "float64",
     # quality
     "test_acc": "float64", "test_loss": "float64", "train_loss": "float64", "best_test_acc": "float64",
     "samples_seen": "Int64", "train_time_s": "float64",
@@ -42,6 +47,9 @@ COLUMNS: dict[str, str] = {
     "device": "string", "dtype": "string", "threads": "Int64", "torch_version": "string", "timm_version": "string",
     "harness_version": "string", "git_sha": "string", "host": "string", "started_at": "string",
     "duration_s": "float64", "study_hash": "string",
+    # hardware fingerprint (harness/hardware.py), filled when the trial is profiled
+    "device_count": "Int64", "driver": "string", "cpu_model": "string", "cpu_count": "Int64", "cpu_capability": "string",
+    "cuda_version": "string", "cudnn_version": "string", "tf32": "string",
 }
 CURVE_COLUMNS = ["trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr", "elapsed_s"]
 

@@ -4,20 +4,28 @@ Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or 
 (passes over the subset). AdamW (timm's optimizer factory: no weight decay on biases and
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
 `NonFiniteLoss`, which the trial records as failed.
+
+Optional checkpointing (SLURM preemption/timeouts): with `checkpoint_path` and
+`checkpoint_every=N`, the complete training state (model, optimizer, sampler and augmentation
+generators, global RNG, step, losses, curve, clocks) is saved atomically every N steps, and a
+run that finds the file resumes from it, so a requeued job continues where it stopped and ends
+with the same result as an uninterrupted run. Without these arguments nothing is written.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness.data import Batcher, Dataset, EpochSampler, Split, subset
+from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 
 EVAL_BATCH = 500
 CURVE_POINTS = 10  # learning-curve evaluations per run when eval_every is not set
@@ -38,6 +46,8 @@ class TrainResult:
     epochs: float
     train_time_s: float  # wall time of the optimisation steps only, evaluations excluded
     curve: list[dict] = field(default_factory=list)
+    resumes: int = 0  # times this run continued from a checkpoint (0 without checkpointing)
+    resumed_from_step: int = 0  # the step the last resume started at
 
 
 def autocast(device: torch.device):
@@ -74,9 +84,9 @@ def evaluate(model: torch.nn.Module, split: Split, batcher: Batcher) -> tuple[fl
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
-    for i in range(0, len(split), EVAL_BATCH):
-        x = batcher(split.images[i : i + EVAL_BATCH])
-        y = split.labels[i : i + EVAL_BATCH].to(batcher.device)
+    for images, labels in eval_batches(split, EVAL_BATCH):  # from memory, or decoded by DataLoader workers
+        x = batcher(images)
+        y = labels.to(batcher.device)
         with autocast(batcher.device):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
@@ -86,12 +96,14 @@ def evaluate(model: torch.nn.Module, split: Split, batcher: Batcher) -> tuple[fl
 
 
 def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: int, seed: int,
-          cfg: dict, device: torch.device) -> TrainResult:
+          cfg: dict, device: torch.device, checkpoint_path: Path | None = None,
+          checkpoint_every: int = 0) -> TrainResult:
     train_split = subset(ds.train, data_size, seed)
     test_split = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
     curve_split = subset(test_split, cfg["curve_eval_size"], seed=0)  # same images at every point
     batcher = Batcher(ds, image_size, device, cfg["augment"])
     sampler = EpochSampler(len(train_split), cfg["batch_size"], seed)
+    fetch = BatchFetcher(train_split, sampler)  # streamed splits: workers decode ahead along the sampler
     aug_gen = torch.Generator().manual_seed(seed + 1)
     total = total_steps(cfg, len(train_split))
     every = cfg["eval_every"] or max(1, total // CURVE_POINTS)
@@ -101,13 +113,21 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
     losses: list[float] = []
     curve: list[dict] = []
     seen, train_time, since = 0, 0.0, 0
-    for step in range(total):
+    start, resumes = 0, 0
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None and checkpoint_every > 0 else None
+    if ckpt is not None and ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt, sampler, aug_gen, device, total)
+        if state is not None:
+            start, losses, curve = state["step"], state["losses"], state["curve"]
+            seen, train_time, since, resumes = state["seen"], state["train_time"], state["since"], state["resumes"] + 1
+    for step in range(start, total):
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
         idx = sampler.next()
-        x = batcher(train_split.images[idx], train=True, generator=aug_gen)
-        y = train_split.labels[idx].to(device, non_blocking=True)
+        images, labels = fetch(idx)
+        x = batcher(images, train=True, generator=aug_gen)
+        y = labels.to(device, non_blocking=True)
         with autocast(device):
             loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg["label_smoothing"])
         opt.zero_grad(set_to_none=True)
@@ -124,6 +144,10 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
             acc, tl = evaluate(model, curve_split, batcher)
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
+        if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            _save_checkpoint(ckpt, model, opt, sampler, aug_gen, {
+                "step": step + 1, "total": total, "losses": losses, "curve": curve, "seen": seen,
+                "train_time": train_time, "since": since, "resumes": resumes})
 
     acc, test_loss = evaluate(model, test_split, batcher)
     curve.append(_point(total, seen, len(train_split), losses[-since:] if since else losses[-1:], acc, test_loss,
@@ -133,7 +157,42 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
         test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail),
         best_test_acc=max(p["test_acc"] for p in curve), steps=total, samples_seen=seen,
         epochs=seen / len(train_split), train_time_s=train_time, curve=curve,
+        resumes=resumes, resumed_from_step=start,
     )
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sampler: EpochSampler,
+                     aug_gen: torch.Generator, progress: dict) -> None:
+    """Everything the next step depends on, written to a temporary name and renamed (never half a file)."""
+    state = dict(progress, model=model.state_dict(), opt=opt.state_dict(), sampler_rng=sampler.g.get_state(),
+                 sampler_perm=sampler.perm, sampler_pos=sampler.pos, aug_rng=aug_gen.get_state(),
+                 torch_rng=torch.get_rng_state(),
+                 cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a signal (preemption) mid-save leaves the previous checkpoint intact
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sampler: EpochSampler,
+                     aug_gen: torch.Generator, device: torch.device, total: int) -> dict | None:
+    """Restore in place and return the progress; None (start from step 0) if it belongs to another budget."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors + plain lists
+    if state.get("total") != total:
+        return None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sampler.g.set_state(state["sampler_rng"])
+    sampler.perm, sampler.pos = state["sampler_perm"], state["sampler_pos"]
+    aug_gen.set_state(state["aug_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state
 
 
 def _point(step: int, seen: int, n: int, losses: list[float], acc: float, test_loss: float, lr: float, elapsed: float) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness import __version__, data, flops, zoo
+from harness import __version__, data, flops, flops_train, zoo
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -81,14 +81,15 @@ def describe_error(e: BaseException, trial: Trial) -> str:
     return f"{type(e).__name__}: {last}"[:500]
 
 
-def run_trial(trial: Trial) -> TrialOutput:
+def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> TrialOutput:
+    """`checkpoint_path`/`checkpoint_every`: see harness.train (the SLURM backend resumes requeued jobs)."""
     torch.set_num_threads(int(trial.resources.get("cpus", 1)))  # one thread per allocated CPU
     started = time.time()
     row = base_row(trial)
     row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     curve: list[dict] = []
     try:
-        row.update(_measure_and_train(trial, curve))
+        row.update(_measure_and_train(trial, curve, checkpoint_path, checkpoint_every))
         row["status"] = "ok"
     except Exception as e:  # NonFiniteLoss, torch.OutOfMemoryError, bugs: all become failed rows
         row["error"] = describe_error(e, trial)
@@ -99,7 +100,7 @@ def run_trial(trial: Trial) -> TrialOutput:
     return TrialOutput(row=row, curve=curve)
 
 
-def _measure_and_train(trial: Trial, curve: list[dict]) -> dict:
+def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> dict:
     device = pick_device(trial)
     ds = data.load(trial.dataset)
     info = ds.info
@@ -109,23 +110,26 @@ def _measure_and_train(trial: Trial, curve: list[dict]) -> dict:
         torch.manual_seed(trial.seed)  # same init for the profiled copy and the trained one
         return zoo.build(trial.model, **dims)
 
-    out: dict = {"fwd_gmacs": flops.forward_gmacs(trial.model, **dims)}
+    out: dict = {"fwd_gmacs": flops.forward_gmacs(trial.model, **dims), "train_gmacs": flops_train.train_gmacs(trial.model, **dims)}
     if trial.profile["enabled"]:
         p = trial.profile
         out.update(profile_model(build, in_chans=info.in_chans, image_size=trial.image_size, num_classes=info.num_classes,
-                                 batch_size=p["batch_size"], warmup=p["warmup"], iters=p["iters"], device=device))
+                                 batch_size=p["batch_size"], warmup=p["warmup"], iters=p["iters"], device=device,
+                                 gmacs=(out["fwd_gmacs"], out["train_gmacs"])))
     model = build()
     out["params"] = flops.count_params(model)
     if trial.train["steps"] == 0:  # profile-only study: nothing to train or evaluate
         return out
     res = train(model, ds, image_size=trial.image_size, data_size=trial.data_size, seed=trial.seed,
-                cfg=trial.train, device=device)
+                cfg=trial.train, device=device, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every)
     curve.extend(res.curve)
+    if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
+        out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
     out.update({
         "test_acc": res.test_acc, "test_loss": res.test_loss, "train_loss": res.train_loss,
         "best_test_acc": res.best_test_acc, "steps": res.steps, "samples_seen": res.samples_seen,
         "epochs": res.epochs, "train_time_s": res.train_time_s,
-        "train_flops": flops.train_flops(out["fwd_gmacs"], res.samples_seen),
-        "mfu": math.nan,  # needs the device's peak FLOP/s; unknown for CPUs (issue 5 adds the table)
+        "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
+        "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
     })
     return out

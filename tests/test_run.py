@@ -109,3 +109,26 @@ def test_console_script_smoke(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "1/1 ok" in p.stderr
+
+
+def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path: Path) -> None:
+    """SIGINT after the first stored trial: exit 130, stored rows intact, the re-run does the rest."""
+    import signal
+
+    study = write_study(tmp_path, name="intr", models="[resnet@xs, vit@xs, mixer@xs]", data_sizes="[32, 64]", steps=6)
+    exe = Path(sys.executable).parent / "harness"
+    cmd = [str(exe), "run", str(study), "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the runner prints one line per stored trial: wait for the first
+        if line.lstrip().startswith("ok"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, rest
+    assert "interrupted" in rest
+    first = _results(tmp_path / "r", "intr")
+    assert 1 <= len(first) < 6 and (first["status"] == "ok").all()
+    assert main(cmd[1:]) == 0
+    final = _results(tmp_path / "r", "intr")
+    assert len(final) == 6 and final["trial_id"].is_unique and (final["status"] == "ok").all()

@@ -26,7 +26,7 @@ def one_thread() -> Iterator[None]:
 
 
 SMALL = ["xs", "s", "m", "l"]
-LADDER = [(f, s) for f in zoo.families() for s in SMALL]
+LADDER = [(f, s) for f in zoo.families() for s in SMALL if s in zoo.sizes(f)]  # linear: xs only
 
 # Parameters at 28 px, 1 channel, 10 classes (Fashion-MNIST): a changed table row shows up here.
 LADDER_PARAMS = {
@@ -34,6 +34,9 @@ LADDER_PARAMS = {
     "vit@xs": 205_066, "vit@s": 678_730, "vit@m": 1_596_426, "vit@l": 3_574_282,
     "mixer@xs": 221_232, "mixer@s": 637_938, "mixer@m": 1_667_030, "mixer@l": 3_679_894,
     "convnext@xs": 306_074, "convnext@s": 827_994, "convnext@m": 1_813_378, "convnext@l": 3_179_690,
+    "swin@xs": 144_856, "swin@s": 568_230, "swin@m": 1_362_886, "swin@l": 3_051_940,
+    "mlp@xs": 203_530, "mlp@s": 669_706, "mlp@m": 1_863_690, "mlp@l": 3_581_962,
+    "linear@xs": 7_850,  # (784 + 1) x 10
 }
 
 # Each ImageNet size and the timm model it must equal (224 px, 3 channels, 1000 classes).
@@ -45,6 +48,8 @@ TIMM_NAMES = {
     "mixer@s16": "mixer_s16_224", "mixer@b16": "mixer_b16_224", "mixer@l16": "mixer_l16_224",
     "convnext@tiny": "convnext_tiny", "convnext@small": "convnext_small",
     "convnext@base": "convnext_base", "convnext@large": "convnext_large",
+    "swin@tiny": "swin_tiny_patch4_window7_224", "swin@small": "swin_small_patch4_window7_224",
+    "swin@base": "swin_base_patch4_window7_224", "swin@large": "swin_large_patch4_window7_224",
 }
 
 
@@ -78,7 +83,8 @@ def test_every_small_size_trains_a_step(family: str, size: str) -> None:
 
 def test_ladder_is_every_family_times_every_small_size() -> None:
     assert sorted(LADDER_PARAMS) == sorted(f"{f}@{s}" for f, s in LADDER)
-    for family in zoo.families():
+    assert zoo.sizes("linear") == ["xs"]  # its shape is fixed by the input: no ladder
+    for family in (f for f in zoo.families() if f != "linear"):
         assert zoo.sizes(family)[:4] == SMALL
         # each rung grows the model: xs < s < m < l
         counts = [LADDER_PARAMS[f"{family}@{s}"] for s in SMALL]
@@ -219,3 +225,75 @@ def test_smallest_images_and_defaults() -> None:
             torch.empty(1, 1, 16, 16))
     assert zoo.default_image_size(zoo.resolve({"family": "vit", "patch": 16})) == 32
     assert zoo.default_image_size(zoo.resolve({"family": "convnext", "patch": 4})) == 32
+
+
+# ----------------------------------------------------------------------------- Swin and baselines
+
+
+@pytest.mark.parametrize("name,published", [
+    ("swin@tiny", 4.5), ("swin@small", 8.7), ("swin@base", 15.4),  # Liu et al. 2021, Table 1(a)
+])
+def test_swin_gmacs_match_the_paper(name: str, published: float) -> None:
+    from harness import flops  # attention is counted: windowed q @ k^T and attn @ v matmuls
+
+    counted = flops.forward_gmacs(zoo.resolve(name), image_size=224, in_chans=3, num_classes=1000)
+    assert counted == pytest.approx(published, rel=0.03)
+
+
+def test_swin_windows_scale_with_the_grid_like_the_published_384_px_model() -> None:
+    # windows 8: 224 / 4 / 8 = 7-token windows, 384 / 4 / 8 = 12 (swin_base_patch4_window12_384)
+    with torch.device("meta"):
+        ours = zoo.build(zoo.resolve("swin@base"), image_size=384, in_chans=3, num_classes=1000)
+        theirs = timm.create_model("swin_base_patch4_window12_384", num_classes=1000)
+    assert count_params(ours) == count_params(theirs)
+
+
+def test_small_swin_has_shifted_windows_at_28_and_32_px() -> None:
+    for image_size, window in ((28, 7), (32, 8)):  # patch 2: 14x14 / 16x16 tokens, 2x2 windows
+        model = zoo.build(zoo.resolve("swin@xs"), image_size=image_size, in_chans=1, num_classes=10)
+        first, second = model.layers[0].blocks
+        assert first.window_size == second.window_size == (window, window)
+        assert first.shift_size == (0, 0) and second.shift_size == (window // 2, window // 2)
+        last = model.layers[-1].blocks[0]  # 4x4 tokens: one window, global attention, no shift
+        assert last.window_size == (4, 4) and last.shift_size == (0, 0)
+
+
+def test_swin_image_sizes() -> None:
+    xs, tiny = zoo.resolve("swin@xs"), zoo.resolve("swin@tiny")
+    for image_size in (8, 28, 32, 36, 64):
+        zoo.check(xs, image_size)
+    for image_size in (224, 256, 384):
+        zoo.check(tiny, image_size)
+    with pytest.raises(StudyError, match="15x15 patch grid does not split into 2x2 windows") as err:
+        zoo.check(xs, 30)
+    assert err.value.fix == "use image_size 28 or 32"
+    with pytest.raises(StudyError, match="not a multiple of the patch size 4") as err:
+        zoo.check(tiny, 250)
+    assert err.value.fix == "use image_size 224 or 256"
+    with pytest.raises(StudyError, match=">= 32"):
+        zoo.check(tiny, 28)
+    assert zoo.default_image_size(zoo.resolve({"family": "swin", "patch": 4, "windows": 4})) == 32
+
+
+@pytest.mark.parametrize("spec,match", [
+    ({"family": "swin", "windows": 3}, "windows 3 cannot tile all 3 stages"),
+    ({"family": "swin", "heads": [3, 2, 4]}, "heads\\[0\\] = 3 do not divide stage 1's 16 channels"),
+    ({"family": "swin", "heads": [1, 2]}, "must list the same number of stages"),
+    ({"family": "mlp", "depth": 0}, "positive integer"),
+    ({"family": "linear", "width": 8}, "unknown shape key 'width'"),
+])
+def test_swin_and_baseline_shapes_are_validated(spec: dict, match: str) -> None:
+    with pytest.raises(StudyError, match=match):
+        zoo.resolve(spec)
+
+
+def test_pixel_baselines() -> None:
+    linear = zoo.build(zoo.resolve("linear@xs"), image_size=32, in_chans=3, num_classes=10)
+    assert count_params(linear) == (3 * 32 * 32 + 1) * 10
+    ms = zoo.resolve({"family": "mlp", "width": 100, "depth": 3})
+    assert ms.name == "mlp{depth=3,width=100}"
+    model = zoo.build(ms, image_size=28, in_chans=1, num_classes=10)
+    assert count_params(model) == 785 * 100 + 2 * 101 * 100 + 101 * 10
+    assert sum(isinstance(m, torch.nn.ReLU) for m in model) == 3
+    with pytest.raises(StudyError, match="did you mean linear@xs"):
+        zoo.resolve("linear@s")

@@ -14,16 +14,19 @@ objective is ~ sum |r| in log units) and tighten ftol/gtol.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq, minimize
 
-from harness.analysis.io import as_fraction, is_accuracy, require_columns
+from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER
 from harness.errors import StudyError
 
@@ -32,7 +35,10 @@ HUBER_DELTA = 1e-3  # Hoffmann et al. 2022; larger deltas turn the fit into leas
 # far below one data point's contribution; gtol 1e-9 on gradients that are O(n) at a start.
 _LBFGS_OPTIONS = {"ftol": 1e-12, "gtol": 1e-9, "maxiter": 5000, "maxfun": 20000}
 N_LOCAL_STARTS = 6  # best grid points polished by L-BFGS-B (the grid itself is scored exactly)
-N_BOOT_STARTS = 1  # per bootstrap resample: the full-data optimum plus this many grid starts
+# Bootstrap resamples start from the full-data optimum only (a warm start): on the Chinchilla
+# data adding the best grid start changed no SE in the 4th digit and doubled the run time.
+N_BOOT_STARTS = 0
+DEFAULT_BOOTSTRAP = 200  # resamples; ~2-3 s per one-x group on one core
 MIN_DISTINCT_X = 3  # a 3-parameter curve through 2 distinct x values is not identified
 
 # Bounds keep the search in physically meaningful territory: exponents in [0, 5]
@@ -101,17 +107,20 @@ def _bounds(k: int) -> list[tuple[float, float]]:
 
 
 def start_grid(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
-    """Starting points: Hoffmann et al.'s exponent/coefficient grid, E relative to min(y).
+    """Starting points on a grid, scale-free: each power term at the data's centre x is a
+    fraction of the median y, and E a fraction of the smallest y.
 
-    Hoffmann's E grid (log E in −1..1) suits LM losses ~2–3; vision errors are 0.01–0.9, so
-    E starts are fractions of the smallest observed y instead.
+    Hoffmann et al. used fixed grids (log A in 0..25, log E in −1..1) that suit LM losses
+    ~2–3 and x ~ 1e9; vision errors are 0.01–0.9 and x may be 32 px or 1e16 FLOPs, so the
+    grid is placed relative to the data instead. Exponents follow Hoffmann: 0..2.
     """
     k = logx.shape[1]
     exps = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
-    coefs = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
+    coefs = tuple(float(np.median(logy) + math.log(f)) for f in (0.01, 0.05, 0.2, 0.5, 1.0, 2.0))
     es = tuple(float(logy.min() + math.log(f)) for f in (0.02, 0.2, 0.5, 0.8, 0.95))
-    axes = [coefs, exps] * k + [es]
-    return np.array(list(itertools.product(*axes)), dtype=float)
+    centred = np.array(list(itertools.product(*([coefs, exps] * k + [es]))), dtype=float)
+    shift = logx.mean(axis=0)
+    return np.array([_centre(t, shift, -1.0) for t in centred])
 
 
 def _grid_losses(grid: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float) -> np.ndarray:
@@ -213,18 +222,39 @@ class LawFit:
     boot: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """Run L-BFGS-B with a single BLAS thread.
+
+    scipy's L-BFGS-B calls OpenBLAS on 5x5-sized problems; with OpenBLAS's default thread
+    pool each call pays a thread wake-up, measured here at 0.6–2 ms per function evaluation
+    instead of 0.17 ms on a 2-core machine (4–12x slower bootstraps). threadpoolctl is
+    optional: without it fits are only slower.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def fit_arrays(
     x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, seed: int = 0,
     delta: float = HUBER_DELTA,
 ) -> LawFit:
     """Fit the law to positive finite x (n,) or (n, 2) and y (n,); bootstrap over rows."""
+    with _one_blas_thread():
+        return _fit_arrays(x, y, bootstrap, seed, delta)
+
+
+def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float) -> LawFit:
     logx = np.log(np.asarray(x, dtype=float).reshape(len(y), -1))
     logy = np.log(np.asarray(y, dtype=float))
     starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
     theta, _ = minimise(logx, logy, starts, delta)
     params = theta_to_params(theta)
     rmse = float(np.sqrt(np.mean((log_predict(theta, logx) - logy) ** 2)))
-    boot = _bootstrap(logx, logy, np.vstack([theta, starts[:N_BOOT_STARTS]]), bootstrap, seed, delta)
+    boot_starts = np.vstack([theta, starts[:N_BOOT_STARTS]])
+    boot = _bootstrap(logx, logy, boot_starts, bootstrap, seed, delta)
     ci, se = _intervals(boot)
     return LawFit(params, ci, se, len(logy), rmse, len(boot), boot)
 
@@ -292,6 +322,7 @@ class GroupFit:
     x_range: tuple[float, float] | None  # of the first x, over the rows used
     holdout: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # family, image_size, params if constant
 
     def to_json(self) -> dict[str, Any]:
         law = self.law
@@ -365,9 +396,12 @@ class FitReport:
 
 
 def fmt_x(v: float) -> str:
-    """Scale values for prose: 6.1k, 1.2M, 0.35, 224."""
+    """Scale values for prose: 6.1k, 1.2M, 0.35, 224, 3.2e15."""
     if v is None or not math.isfinite(v):
         return "n/a"
+    if abs(v) >= 1e12:  # FLOPs: T/P/E suffixes read worse than an exponent
+        mant, exp = f"{v:.2e}".split("e")
+        return f"{float(mant):.3g}e{int(exp)}"
     for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= scale:
             return f"{v / scale:.3g}{suffix}"
@@ -387,15 +421,21 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+PairFilter = Callable[[GroupFit, GroupFit], bool]
+
+
 def fit_results(
     df: pd.DataFrame, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
-    bootstrap: int = 200, seed: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, pairs: PairFilter | None = None,
 ) -> FitReport:
-    """Fit `y` against one or two `x` columns, per `by` group; see the module docstring."""
+    """Fit `y` against one or two `x` columns, per `by` group; see the module docstring.
+
+    `pairs` limits which groups are compared for crossovers (default: every pair).
+    """
     _check_request(df, y, x, by, holdout, bootstrap)
     data, target, dropped, notes = _usable(df, y, x)
     groups = [("all", data)] if by is None else sorted(
-        ((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(kg[0]))
+        ((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(*kg))
     dropped_by_group = _dropped_per_group(df, data, by)
     fits = [
         _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0))
@@ -403,18 +443,27 @@ def fit_results(
     ]
     if by is not None:  # groups whose rows were all dropped still get a line saying so
         fitted_names = {name for name, _ in groups}
-        for name in sorted(set(dropped_by_group) - fitted_names, key=_group_rank):
+        for name in sorted(set(dropped_by_group) - fitted_names, key=lambda n: _group_rank(n, None)):
             fits.append(GroupFit(name, y, target, list(x), 0, dropped_by_group[name], None, None,
                                  notes=["no usable rows (all failed or non-positive)"]))
-    cross = crossovers(fits, x[0]) if len(x) == 1 else []
+    cross = crossovers(fits, x[0], pairs) if len(x) == 1 else []
     if len(x) == 2 and by is not None:
         notes.append("crossovers are computed for one-x fits only")
     return FitReport(y, target, list(x), by, bootstrap, fits, cross, dropped, len(df), notes)
 
 
-def _group_rank(name: str) -> tuple[int, str]:
-    fam = name.split("@")[0]
-    return (FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), name)
+def _group_rank(name: str, rows: pd.DataFrame | None) -> tuple[int, float, float, str]:
+    """Families in FAMILY_ORDER, then small to large models, then low to high resolution."""
+    fam = re.split(r"[@ ]", name)[0]  # "vit", "vit@s", "vit@s 64px", "vit 64px"
+    rank = FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER)
+
+    def median(col: str) -> float:
+        if rows is None or col not in rows:
+            return math.inf
+        v = pd.to_numeric(rows[col], errors="coerce").median()
+        return float(v) if pd.notna(v) else math.inf
+
+    return (rank, median("params"), median("image_size"), name)
 
 
 def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int,
@@ -467,21 +516,57 @@ def _fit_group(
     X = g[[f"_x{i}" for i in range(len(x))]].to_numpy(dtype=float)
     Y = g["_y"].to_numpy(dtype=float)
     xr = (float(X[:, 0].min()), float(X[:, 0].max())) if len(Y) else None
-    fit = GroupFit(name, y, target, list(x), len(Y), n_dropped, None, xr, notes=_pooling_notes(g, x, by))
+    fit = GroupFit(name, y, target, list(x), len(Y), n_dropped, None, xr,
+                   notes=_pooling_notes(g, x, by), meta=_group_meta(g))
     short = [c for i, c in enumerate(x) if len(np.unique(X[:, i])) < MIN_DISTINCT_X]
     if short:
         have = ", ".join(f"{len(np.unique(X[:, x.index(c)]))} {c}" for c in short)
         fit.notes.append(f"not fitted: needs >= {MIN_DISTINCT_X} distinct values of each x, has {have}")
         return fit
+    n_params = 1 + 2 * len(x)
+    if bootstrap and len(Y) <= n_params:
+        fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit "
+                         f"(add seeds or x values)")
+        bootstrap = 0
     fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed)
-    if bootstrap and fit.law.n_boot < bootstrap:
-        fit.notes.append(f"{bootstrap - fit.law.n_boot} of {bootstrap} bootstrap resamples had too "
-                         f"few distinct x values and were skipped")
+    if bootstrap:
+        _check_bootstrap(fit.law, bootstrap, fit.notes)
     if holdout:
         fit.holdout, note = holdout_check(X, Y, holdout)
         if note:
             fit.notes.append(note)
     return fit
+
+
+def _check_bootstrap(law: LawFit, requested: int, notes: list[str]) -> None:
+    """Resamples missing a distinct x are skipped; if most were, the survivors are a biased
+    conditional sample (all near-permutations of the data), so no intervals are given."""
+    skipped = requested - law.n_boot
+    if law.n_boot < requested / 2:
+        notes.append(f"no intervals: {skipped} of {requested} bootstrap resamples lacked "
+                     f"{MIN_DISTINCT_X} distinct x values (too few trials per x)")
+        law.ci95, law.se, law.boot = {}, {}, []
+    elif skipped:
+        notes.append(f"{skipped} of {requested} bootstrap resamples lacked {MIN_DISTINCT_X} "
+                     f"distinct x values and were skipped")
+
+
+def _group_meta(g: pd.DataFrame) -> dict[str, Any]:
+    meta: dict[str, Any] = {c: g[c].iloc[0] for c in ("family", "image_size")
+                            if c in g and len(g) and g[c].nunique() == 1}
+    if "params" in g and len(g):
+        meta["params"] = float(pd.to_numeric(g["params"], errors="coerce").median())
+    return meta
+
+
+def comparable_models(f: GroupFit, g: GroupFit) -> bool:
+    """Crossovers worth reporting between per-model curves: different families, same
+    resolution, parameter counts within 2x (a 5M ViT overtaking a 0.3M ResNet says little)."""
+    a, b = f.meta, g.meta
+    if a.get("family") == b.get("family") or a.get("image_size") != b.get("image_size"):
+        return False
+    pa, pb = a.get("params", math.nan), b.get("params", math.nan)
+    return bool(math.isfinite(pa) and math.isfinite(pb) and max(pa, pb) <= 2 * min(pa, pb))
 
 
 def _pooling_notes(g: pd.DataFrame, x: list[str], by: str | None) -> list[str]:
@@ -549,11 +634,13 @@ def _lower_above(p: dict[str, float], q: dict[str, float], x: float) -> bool:
     return bool(predict(p, xs)[0] < predict(q, xs)[0])
 
 
-def crossovers(fits: list[GroupFit], x_name: str) -> list[Crossover]:
-    """For every pair of fitted groups: crossings within 2x of their joint x range."""
+def crossovers(fits: list[GroupFit], x_name: str, pairs: PairFilter | None = None) -> list[Crossover]:
+    """For every (allowed) pair of fitted groups: crossings within 2x of their joint x range."""
     fitted = [f for f in fits if f.law is not None and f.x_range is not None]
     out = []
     for f, g in itertools.combinations(fitted, 2):
+        if pairs is not None and not pairs(f, g):
+            continue
         lo = min(f.x_range[0], g.x_range[0]) / 2
         hi = max(f.x_range[1], g.x_range[1]) * 2
         roots = _roots(f.law.params, g.law.params, lo, hi)
@@ -573,18 +660,36 @@ def crossovers(fits: list[GroupFit], x_name: str) -> list[Crossover]:
 def _boot_roots(
     f: LawFit, g: LawFit, lo: float, hi: float, roots: list[float]
 ) -> tuple[list[tuple[float, float] | None], float | None]:
-    """Per point-estimate root: 95% interval of the nearest bootstrap root; share that cross."""
-    pairs = list(zip(f.boot, g.boot))
-    if len(pairs) < 2:
+    """Per point-estimate root: 95% interval of the nearest bootstrap root; share that cross.
+
+    Vectorised over bootstrap pairs: sign changes on the log grid, root by linear
+    interpolation in log x (grid step ~1% of x for a 100x range, far below the CI width).
+    """
+    n = min(len(f.boot), len(g.boot))
+    if n < 2:
         return [None] * len(roots), None
-    found = [_roots(p, q, lo, hi) for p, q in pairs]
-    share = sum(1 for r in found if r) / len(pairs)
+    t = np.linspace(math.log(lo), math.log(hi), _CROSS_GRID)
+    d = _boot_curves(f.boot[:n], t) - _boot_curves(g.boot[:n], t)  # (n, grid)
+    change = np.sign(d[:, :-1]) * np.sign(d[:, 1:]) < 0
+    share = float(change.any(axis=1).mean())
+    frac = d[:, :-1] / np.where(change, d[:, :-1] - d[:, 1:], 1.0)
+    cand = np.where(change, t[:-1] + frac * (t[1] - t[0]), np.nan)  # log-roots, NaN elsewhere
     cis: list[tuple[float, float] | None] = []
     for r0 in roots:
-        near = [min(r, key=lambda v: abs(math.log(v / r0))) for r in found if r]
-        cis.append((float(np.percentile(near, 2.5)), float(np.percentile(near, 97.5)))
-                   if len(near) >= 2 else None)
+        dist = np.abs(cand - math.log(r0))
+        has = change.any(axis=1)
+        nearest = cand[has, np.nanargmin(np.where(np.isnan(dist), np.inf, dist)[has], axis=1)]
+        cis.append((float(np.exp(np.percentile(nearest, 2.5))), float(np.exp(np.percentile(nearest, 97.5))))
+                   if len(nearest) >= 2 else None)
     return cis, share
+
+
+def _boot_curves(boot: list[dict[str, float]], t: np.ndarray) -> np.ndarray:
+    """One-x predictions of every bootstrap fit at x = exp(t), shape (len(boot), len(t))."""
+    e = np.array([p["E"] for p in boot])[:, None]
+    a = np.array([p["A"] for p in boot])[:, None]
+    alpha = np.array([p["alpha"] for p in boot])[:, None]
+    return e + a * np.exp(-alpha * t[None, :])
 
 
 # ----------------------------------------------------------------------------- text
@@ -592,8 +697,9 @@ def _boot_roots(
 
 def summary_lines(rep: FitReport) -> list[str]:
     xs = " and ".join(rep.x)
+    per = "curve" if rep.by == "_group" else rep.by  # internal grouping column of fit_view
     lines = [f"fit: {rep.target} = {form_text(len(rep.x))}  (x = {xs}"
-             + (f", per {rep.by}" if rep.by else "") + ")"]
+             + (f", per {per}" if per else "") + ")"]
     lines += [f"note: {n}" for n in rep.notes]
     used = rep.n_rows - sum(rep.dropped.values())
     drop = ", ".join(f"{v} {k}" for k, v in rep.dropped.items()) or "none"
@@ -624,3 +730,59 @@ def group_lines(f: GroupFit) -> list[str]:
                    f"log-RMSE {h['log_rmse']:.3f}, worst relative error {h['max_rel_error']:.1%}")
     out += [f"  note: {n}" for n in f.notes]
     return out
+
+
+# ----------------------------------------------------------------------------- curves to fit
+
+
+@dataclass
+class ScalingView:
+    """Rows to fit `y vs x`, one curve per `_group` (coloured by `_family`), and why."""
+
+    frame: pd.DataFrame
+    note: str
+    per_model: bool  # curves are models (several per family), not families
+
+
+def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
+    """Choose the curves a 'y vs x' study means, so fits do not pool unlike experiments.
+
+    - x = data_size (or any non-size x): one curve per model when a family has several
+      sizes, else per family.
+    - x = params / fwd_gmacs: one curve per family at the largest data_size (smaller data
+      sizes would mix data-limited points into a model-size law).
+    - x = train_flops: per family over all trials (compute bundles model and data).
+    - several image sizes: curves are further split by resolution (unless x is image_size).
+    """
+    d = df.copy()
+    fam = d["family"].astype(str) if "family" in d else pd.Series("all", index=d.index)
+    d["_family"] = fam
+    notes = []
+    if x in ("params", "fwd_gmacs") and "data_size" in d and d["data_size"].nunique() > 1:
+        top = d["data_size"].max()
+        d = d[d["data_size"] == top]
+        notes.append(f"at the largest data_size, {fmt_x(float(top))}")
+    per_model = (x not in _SIZE_LIKE and "model" in d
+                 and d.groupby("_family")["model"].nunique().max() > 1)
+    group = d["model"].astype(str) if per_model else d["_family"]
+    if "image_size" in d and d["image_size"].nunique() > 1 and x != "image_size":
+        group = group + " " + d["image_size"].astype(str) + "px"
+        notes.append("one curve per resolution")
+    d["_group"] = group
+    return ScalingView(d, "; ".join(notes), bool(per_model))
+
+
+def fit_view(df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: int = DEFAULT_BOOTSTRAP,
+             seed: int = 0) -> tuple[FitReport, ScalingView]:
+    """`fit_results` over the curves `scaling_view` picks (used by plots and the report)."""
+    view = scaling_view(df, x)
+    pairs = comparable_models if view.per_model else None
+    return fit_results(view.frame, y, [x], by="_group", holdout=holdout, bootstrap=bootstrap,
+                       seed=seed, pairs=pairs), view
+
+
+def fit_path(path: str, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
+             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> FitReport:
+    """`harness fit`: load a results path and fit."""
+    df, _ = load_results(path)
+    return fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analysis.io import as_fraction, is_accuracy, require_columns
+from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.errors import StudyError
 
 # Fixed family order so tables, plots and reports list families the same way.
@@ -154,8 +154,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Counts as integers in the CSV (a NaN would otherwise turn 2 into 2.0)."""
     for col in frame.columns:
         if col == "params" or col.endswith("_n"):
-            numeric = pd.to_numeric(frame[col], errors="coerce")
-            if numeric.dropna().apply(float.is_integer).all():
+            numeric = pd.to_numeric(frame[col], errors="coerce").astype(float)
+            if (numeric.dropna() % 1 == 0).all():
                 frame[col] = numeric.round().astype("Int64")
     return frame
 
@@ -282,3 +282,10 @@ def to_csv(table: Table) -> str:
     table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL,
                        float_format="%.6g")
     return buf.getvalue()
+
+
+def table_path(path: str, *, rows: list[str] | None = None, cols: str = "data_size",
+               value: str = "test_acc", agg: str = "mean", fmt: str = "md") -> str:
+    """`harness table`: load a results path, build and render the table."""
+    df, _ = load_results(path)
+    return render(build_table(df, rows=rows, cols=cols, value=value, agg=agg), fmt)

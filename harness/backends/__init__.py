@@ -14,7 +14,7 @@ from harness.errors import StudyError, did_you_mean
 from harness.spec import Trial
 from harness.store import TrialOutput
 
-BACKENDS = {"ray": "harness.backends.ray_backend", "local": "harness.backends.local"}
+BACKENDS = {"ray": "harness.backends.ray_backend", "local": "harness.backends.local", "slurm": "harness.backends.slurm"}
 
 
 def get(name: str) -> ModuleType:

@@ -4,7 +4,8 @@ A model is written `family@size` ("vit@xs", "resnet@50"), or as a mapping: an ex
 ({family: vit, patch: 4, width: 96, depth: 6, heads: 3}; keys left out take the family's `xs`
 values) or a table size with overrides ({family: vit, size: xs, depth: 8}). Each family module's
 docstring lists its shape keys. Every family has the small-image ladder xs/s/m/l (28-64 px) and
-its published ImageNet sizes (224 px).
+its published ImageNet sizes (224 px); the pixel baselines have no ImageNet sizes, and `linear`,
+whose shape the input fixes, has the one size xs.
 
 Adding a family: one module with the `Family` attributes below, and one line in FAMILIES.
 """
@@ -19,7 +20,7 @@ from typing import Protocol
 import torch.nn as nn
 
 from harness.errors import StudyError, did_you_mean
-from harness.zoo import convnext, mixer, resnet, vit
+from harness.zoo import convnext, linear, mixer, mlp, resnet, swin, vit
 
 SMALL_IMAGE = 28  # Fashion-MNIST; the default input of every non-ImageNet size
 IMAGENET_IMAGE = 224
@@ -33,6 +34,8 @@ class Family(Protocol):
     DEFAULT: str  # the size whose shape fills the keys an explicit shape leaves out
     PATCH_GRID: bool  # True: the image size must be a multiple of stride() (a grid of tokens)
     # optional: CHOICES: dict[str, tuple[str, ...]], the allowed values of string-valued keys
+    # optional: check_image(shape, image_size) -> str | None, why an image size >= stride() does
+    #           not fit beyond PATCH_GRID (Swin: its windows must tile every stage), None if it does
 
     def validate(self, shape: dict) -> None: ...  # image-independent constraints -> StudyError
 
@@ -41,7 +44,8 @@ class Family(Protocol):
     def build(self, shape: dict, image_size: int, in_chans: int, num_classes: int) -> nn.Module: ...
 
 
-FAMILIES: dict[str, Family] = {"resnet": resnet, "vit": vit, "mixer": mixer, "convnext": convnext}
+FAMILIES: dict[str, Family] = {"resnet": resnet, "vit": vit, "mixer": mixer, "convnext": convnext,
+                               "swin": swin, "linear": linear, "mlp": mlp}
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
         below, above = image_size // stride * stride, (image_size // stride + 1) * stride
         raise StudyError(f"image size {image_size} px is not a multiple of the patch size {stride} "
                          f"of {ms.name}", fix=f"use image_size {below} or {above}")
+    problem = _image_problem(fam, ms.shape, image_size)
+    if problem:
+        near = sorted((s for s in range(max(stride, image_size - 64), image_size + 65) if _fits(fam, ms.shape, s)),
+                      key=lambda s: (abs(s - image_size), s))[:2]
+        hint = f"use image_size {' or '.join(map(str, sorted(near)))}" if near else "see the family's docstring"
+        raise StudyError(f"image size {image_size} px does not fit {ms.name}: {problem}", fix=hint)
 
 
 def build(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> nn.Module:
@@ -119,7 +129,8 @@ def default_image_size(ms: ModelSpec) -> int:
         return IMAGENET_IMAGE
     stride = fam.stride(ms.shape)
     smallest = max(SMALL_IMAGE, stride)
-    return -(-smallest // stride) * stride if fam.PATCH_GRID else smallest
+    first = -(-smallest // stride) * stride if fam.PATCH_GRID else smallest
+    return next((s for s in range(first, first + 64 * stride) if _fits(fam, ms.shape, s)), first)
 
 
 def _family(family: str) -> Family:
@@ -197,4 +208,10 @@ def _text(value: object) -> str:
 
 def _fits(fam: Family, shape: dict, image_size: int) -> bool:
     stride = fam.stride(shape)
-    return image_size >= stride and not (fam.PATCH_GRID and image_size % stride)
+    return (image_size >= stride and not (fam.PATCH_GRID and image_size % stride)
+            and not _image_problem(fam, shape, image_size))
+
+
+def _image_problem(fam: Family, shape: dict, image_size: int) -> str | None:
+    check_image = getattr(fam, "check_image", None)
+    return check_image(shape, image_size) if check_image else None

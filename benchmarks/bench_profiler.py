@@ -1,0 +1,187 @@
+"""The harness profiler vs a bare PyTorch loop vs torch.utils.benchmark.Timer, side by side in one run.
+
+Same model object, same input batch, same threads, same warm-up and about the same number of
+timed steps for all three; the order of the three rotates every repetition so drift (another
+job starting on a shared machine) does not favour one. Each method reports one img/s number per
+repetition, as a user would read it:
+
+  harness  harness.profile.profile(): median over 5 timed blocks, CV extension on (the trials' code)
+  bare     for-loop between two perf_counter reads after warm-up: mean img/s (timm benchmark style)
+  timer    torch.utils.benchmark.Timer.blocked_autorange(min_run_time = the same budget): median
+
+Printed per (model, mode): the median over repetitions of each method's number, its spread
+across repetitions (CV and max-min range, in % of the median), and the ratios harness/bare and
+timer/bare. Goal (issue 5): harness within 3% of bare, with less spread across repetitions.
+
+    python benchmarks/bench_profiler.py                       # defaults: ~3-4 min on 2 busy cores
+    python benchmarks/bench_profiler.py --models resnet@s:32 --reps 3 --threads 2 --json out.json
+
+Not a test: tests never assert on wall-clock time (DESIGN.md). Results: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
+from harness import flops, flops_train, hardware, zoo
+from harness.profile import Settings, profile
+
+METHODS = ("harness", "bare", "timer")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """What a user writes by hand: the same work as the harness's steps, written independently."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def infer() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    def train() -> object:
+        loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return {"infer": infer, "train": train}
+
+
+def bare_loop(step: Callable[[], object], device: torch.device, *, warmup: int, iters: int, batch: int) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(device)
+    return iters * batch / (time.perf_counter() - t0)
+
+
+def timer_run(step: Callable[[], object], *, warmup: int, budget_s: float, batch: int, threads: int) -> float:
+    for _ in range(warmup):
+        step()
+    m = Timer(stmt="step()", globals={"step": step}, num_threads=threads).blocked_autorange(min_run_time=budget_s)
+    return batch / m.median
+
+
+def harness_run(model: torch.nn.Module, mode: str, device: torch.device, dims: dict, gmacs: tuple[float, float], *,
+                warmup: int, iters: int, batch: int, threads: int) -> tuple[float, float, int]:
+    """(img/s, within-run CV, timed steps) from the profiler trials use, on the shared model."""
+    s = Settings(batch_size=batch, mode=mode, warmup=warmup, iters=iters, threads=threads, latency=False)
+    rec = profile(lambda: model, s, device, gmacs=gmacs, **dims)
+    return rec[f"{mode}_img_s"], rec[f"{mode}_cv"], rec[f"{mode}_steps"]
+
+
+def across(xs: list[float]) -> tuple[float, float, float]:
+    """(median, CV, (max - min) / median) over repetitions."""
+    med = statistics.median(xs)
+    cv = statistics.stdev(xs) / statistics.fmean(xs) if len(xs) > 1 else math.nan
+    return med, cv, (max(xs) - min(xs)) / med
+
+
+def bench_model(name: str, size: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    ms = zoo.resolve(name)
+    dims = {"image_size": size, "in_chans": 3, "num_classes": args.num_classes}
+    gmacs = (flops.forward_gmacs(ms, **dims), flops_train.train_gmacs(ms, **dims))
+    torch.manual_seed(0)
+    model = zoo.build(ms, **dims).to(device)
+    x = torch.randn(args.batch, 3, size, size, device=device)
+    y = torch.randint(0, args.num_classes, (args.batch,), device=device)
+    steps = bare_steps(model, x, y)
+    rows = []
+    for mode in ("infer", "train"):
+        model.train(mode == "train")
+        t0 = time.perf_counter()  # one calibration pass: warm-up for everyone, and the timer's budget
+        for _ in range(args.warmup):
+            steps[mode]()
+        sync(device)
+        step_s = (time.perf_counter() - t0) / args.warmup
+        got: dict[str, list[float]] = {m: [] for m in METHODS}
+        inner_cv, harness_steps = [], []
+        for rep in range(args.reps):
+            for k in range(len(METHODS)):
+                method = METHODS[(rep + k) % len(METHODS)]
+                model.train(mode == "train")
+                if method == "harness":
+                    v, cv, n = harness_run(model, mode, device, dims, gmacs, warmup=args.warmup, iters=args.iters,
+                                           batch=args.batch, threads=args.threads)
+                    inner_cv.append(cv)
+                    harness_steps.append(n)
+                elif method == "bare":
+                    v = bare_loop(steps[mode], device, warmup=args.warmup, iters=args.iters, batch=args.batch)
+                else:
+                    v = timer_run(steps[mode], warmup=args.warmup, budget_s=args.iters * step_s, batch=args.batch,
+                                  threads=args.threads)
+                got[method].append(v)
+        row = {"model": name, "image_size": size, "batch": args.batch, "mode": mode, "step_ms": step_s * 1e3,
+               "harness_within_run_cv": statistics.median(inner_cv), "harness_steps": statistics.median(harness_steps)}
+        for m in METHODS:
+            med, cv, rng = across(got[m])
+            row.update({f"{m}_img_s": med, f"{m}_cv": cv, f"{m}_range": rng, f"{m}_all": got[m]})
+        row["harness_vs_bare"] = row["harness_img_s"] / row["bare_img_s"]
+        row["timer_vs_bare"] = row["timer_img_s"] / row["bare_img_s"]
+        rows.append(row)
+        print(line(row), flush=True)
+    return rows
+
+
+HEADER = (f"{'model':<14}{'px':>4}{'mode':>6}{'step ms':>9} | {'harness img/s':>13}{'CV':>6}{'range':>7} | "
+          f"{'bare img/s':>10}{'CV':>6}{'range':>7} | {'timer img/s':>11}{'CV':>6}{'range':>7} | "
+          f"{'h/bare':>7}{'t/bare':>7}")
+
+
+def line(r: dict) -> str:
+    def trio(m: str, w: int) -> str:
+        return f"{r[f'{m}_img_s']:>{w}.1f}{r[f'{m}_cv']:>6.1%}{r[f'{m}_range']:>7.1%}"
+
+    return (f"{r['model']:<14}{r['image_size']:>4}{r['mode']:>6}{r['step_ms']:>9.1f} | {trio('harness', 13)} | "
+            f"{trio('bare', 10)} | {trio('timer', 11)} | {r['harness_vs_bare']:>7.3f}{r['timer_vs_bare']:>7.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet@s:32,vit@s:32,convnext@s:32,mixer@s:32",
+                   help="comma-separated family@size:image_size")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for all three (default 1: a shared machine)")
+    p.add_argument("--reps", type=int, default=5, help="repetitions of each method (order rotates)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=15, help="timed steps per repetition (the timer gets the same time budget)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", default=None, help="also write the rows here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fp = hardware.fingerprint(device)
+    print(f"# {fp['cpu_model']} ({fp['cpu_count']} CPUs, {fp['cpu_capability']}), device {fp['device']}, "
+          f"{args.threads} threads, torch {fp['torch_version']}, batch {args.batch}, {args.reps} reps x "
+          f"({args.warmup} warm-up + {args.iters} timed steps); load average {open('/proc/loadavg').read().split()[:3]}")
+    print(HEADER)
+    t0 = time.time()
+    rows = []
+    for spec in args.models.split(","):
+        name, _, size = spec.partition(":")
+        rows += bench_model(name.strip(), int(size or zoo.default_image_size(zoo.resolve(name.strip()))), args, device)
+    print(f"# {time.time() - t0:.0f} s; load average after: {open('/proc/loadavg').read().split()[:3]}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"fingerprint": fp, "args": vars(args), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

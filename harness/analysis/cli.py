@@ -1,0 +1,110 @@
+"""`harness table | fit | plot | report`: argument parsing only, each verb calls one function.
+
+The lead's `harness/cli.py` calls `register(subparsers)` and turns a `StudyError` into its
+one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harness.analysis.fits import DEFAULT_BOOTSTRAP, fit_path
+from harness.analysis.plots import KINDS, plot_path
+from harness.analysis.report import REPORT_BOOTSTRAP, write_report
+from harness.analysis.tables import AGGS, FORMATS, table_path
+
+_RESULTS_HELP = "results directory (with trials/*.parquet) or a .parquet/.csv file of trial rows"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the analysis verbs to the `harness` command."""
+    _add_table(subparsers)
+    _add_fit(subparsers)
+    _add_plot(subparsers)
+    _add_report(subparsers)
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="comparison table: models x data sizes",
+                       description="One row per model, one column per data size (by default); "
+                                   "cells are mean ± std (n seeds); failed cells say why.")
+    p.add_argument("results", help=_RESULTS_HELP)
+    p.add_argument("--rows", type=_csv_list, default=None, metavar="COLS",
+                   help="comma-separated row columns (default: family,model[,image_size,dataset])")
+    p.add_argument("--cols", default="data_size", metavar="COL", help="pivot column (default data_size)")
+    p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
+    p.add_argument("--agg", choices=AGGS, default="mean", help="over seeds: mean ± std (n), or max")
+    p.add_argument("--format", choices=FORMATS, default="md", dest="fmt")
+    p.set_defaults(func=_table)
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
+                       description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
+                                   "from a grid of starts, bootstrap 95%% intervals. Accuracy-type "
+                                   "y are fitted as error 1 - y.")
+    p.add_argument("results", help=_RESULTS_HELP)
+    p.add_argument("--y", required=True, metavar="COL", help="e.g. test_acc, test_loss")
+    p.add_argument("--x", required=True, action="append", metavar="COL",
+                   help="e.g. data_size; give twice for E + A·x1^-alpha + B·x2^-beta")
+    p.add_argument("--by", default=None, metavar="COL", help="fit per group, e.g. family; reports crossovers")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="refit without the N largest x values and report the extrapolation error")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
+                   help=f"bootstrap resamples over trials (default {DEFAULT_BOOTSTRAP}; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    p.add_argument("--json", action="store_true", help="print the fits as JSON")
+    p.set_defaults(func=_fit)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="scaling / Pareto / cost / learning-curve figures (PNG+SVG)")
+    p.add_argument("results", help=_RESULTS_HELP)
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--x", default=None, metavar="COL", help="x column (scaling: data_size; pareto: one cost column)")
+    p.add_argument("--y", default=None, metavar="COL", help="y column (default test_acc)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
+                   help="resamples for the scaling fit's band")
+    p.set_defaults(func=_plot)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RESULTS/report/index.md and index.html")
+    p.add_argument("results", help="results directory")
+    p.add_argument("--bootstrap", type=int, default=REPORT_BOOTSTRAP, metavar="B",
+                   help=f"resamples per fitted curve (default {REPORT_BOOTSTRAP})")
+    p.set_defaults(func=_report)
+
+
+def _csv_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _table(args: argparse.Namespace) -> int:
+    print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
+                     agg=args.agg, fmt=args.fmt), end="")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
+                      bootstrap=args.bootstrap, seed=args.seed)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
+                        bootstrap=args.bootstrap)
+    for p in outcome.paths:
+        print(p)
+    for why in outcome.skipped:
+        print(f"skipped {why}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(write_report(args.results, bootstrap=args.bootstrap))
+    return 0

@@ -1,0 +1,330 @@
+"""SLURM: the trials become one submitit job array; each job writes its own row.
+
+One `sbatch --array=0-(N-1)%P` per run (submitit `map_array`); each array task runs
+`run_trial` on one trial and writes its row and curve straight into the results directory
+with `store.write` (atomic), which therefore must be on a filesystem the compute nodes share.
+The driver then waits with a progress bar (rows appearing on disk, job states from `squeue`)
+or returns at once (`--no-wait`); `harness status` shows queued / running / done / failed from
+the jobs manifest `results/<study>/slurm/jobs.json` and `squeue`.
+
+Parameters come from the study's `slurm:` section, overridden by `harness run` flags:
+
+    slurm:
+      partition: gpu            # --partition
+      time: 60                  # minutes or a SLURM time "HH:MM:SS" / "D-HH:MM:SS" (--time)
+      cpus_per_task: 4          # default: resources.cpus (--cpus-per-task)
+      gpus_per_task: 1          # default: resources.gpus rounded up: SLURM allocates whole GPUs (--gpus-per-task)
+      mem_gb: 16                # default: the cluster's DefMemPerCPU (--mem-gb)
+      account: proj42           # --account
+      qos: normal               # --qos
+      array_parallelism: 16     # at most this many trials at once (--array-parallelism)
+      setup: ["module load cuda/12.4"]   # shell lines before the trial starts (--setup, repeatable)
+      checkpoint_every: 50      # steps; 0 = off (--checkpoint-every)
+      max_timeouts: 3           # requeues after hitting the time limit (with checkpoint_every)
+      signal_delay_s: 90        # SIGUSR2 this long before the limit: time to requeue
+      sbatch: {constraint: a100}  # any other sbatch option, passed through
+
+Why `checkpoint_every` lives here and not under `train:`: a trial's id hashes its `train`
+section, and checkpointing does not change what a trial computes (a resumed run reproduces the
+uninterrupted one step for step), so it must not change ids or split results.
+
+Timeouts and preemption: every job is a `submitit.helpers.Checkpointable`. On SIGUSR2 (sent
+`signal_delay_s` before the time limit, or on preemption) submitit requeues the job, and the
+requeued job finds `results/<study>/slurm/checkpoints/<trial_id>.pt` and resumes from that step.
+Rows of checkpointed trials carry `resumes` and `resumed_from_step`. Without checkpointing a
+timeout is not requeued (it would only start again from step 0): the row says the trial hit the
+time limit. Preemption is always requeued.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from harness import claims as claimlib
+from harness import store
+from harness.errors import StudyError, did_you_mean
+from harness.spec import Study, Trial
+from harness.store import TrialOutput
+
+WRITES_RESULTS = True  # jobs store their own rows: the runner must not write them again
+POLL_S = 2.0  # rows on disk are checked this often; squeue at most every claims.SQUEUE_EVERY_S
+GONE_POLLS = 3  # a job squeue no longer lists, still without a row after this many squeue answers: failed
+
+DEFAULTS: dict[str, Any] = {
+    "partition": None, "time": 60, "cpus_per_task": None, "gpus_per_task": None, "mem_gb": None,
+    "account": None, "qos": None, "array_parallelism": 256, "setup": [], "checkpoint_every": 0,
+    "max_timeouts": 3, "signal_delay_s": 90, "sbatch": {},
+}
+QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
+RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def parse_time(value: Any, key: str = "slurm.time", where: str = "") -> int:
+    """Minutes (int) from 90, "90", "1:30:00", "2-00:00:00" or "45:00" (MM:SS); rounded up to whole minutes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(value).strip())
+    if not m or isinstance(value, bool):
+        raise StudyError(f"invalid time limit {value!r}", where=where, key=key, fix="minutes (e.g. 90) or HH:MM:SS or D-HH:MM:SS")
+    days, a, b, c = (int(x) if x else None for x in m.groups())
+    if c is not None:  # H:M:S
+        seconds = a * 3600 + b * 60 + c
+    elif b is not None:  # D-H:M or M:S, as sbatch reads them
+        seconds = a * 3600 + b * 60 if days is not None else a * 60 + b
+    else:  # D-H or M
+        seconds = a * 3600 if days is not None else a * 60
+    seconds += (days or 0) * 86400
+    if seconds <= 0:
+        raise StudyError(f"time limit {value!r} is zero", where=where, key=key, fix="give at least 1 minute")
+    return math.ceil(seconds / 60)
+
+
+def validate(section: dict, where: str = "", prefix: str = "slurm") -> dict:
+    """The study's `slurm:` section (or the CLI flags) checked key by key; returns only the keys given."""
+    out = {}
+    for key, value in section.items():
+        path = f"{prefix}.{key}" if prefix else f"--{key.replace('_', '-')}"
+        if key not in DEFAULTS:
+            raise StudyError(f"unknown key '{key}'", where=where, key=path, fix=did_you_mean(str(key), DEFAULTS))
+        if value is None:
+            continue
+        if key == "time":
+            value = parse_time(value, path, where)
+        elif key in ("partition", "account", "qos"):
+            if not isinstance(value, str) or not value.strip():
+                raise StudyError(f"must be a name, got {value!r}", where=where, key=path, fix=f"e.g. {key}: gpu")
+        elif key in ("cpus_per_task", "array_parallelism"):
+            _int(value, 1, where, path)
+        elif key in ("gpus_per_task", "checkpoint_every", "max_timeouts", "signal_delay_s"):
+            _int(value, 0, where, path)
+        elif key == "mem_gb":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise StudyError(f"must be a positive number of GB, got {value!r}", where=where, key=path, fix="e.g. mem_gb: 16")
+        elif key == "setup":
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise StudyError("must be a list of shell lines", where=where, key=path, fix='e.g. setup: ["module load cuda"]')
+        elif key == "sbatch":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise StudyError("must be a mapping of sbatch options", where=where, key=path, fix="e.g. sbatch: {constraint: a100}")
+        out[key] = value
+    return out
+
+
+def _int(value: Any, low: int, where: str, key: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise StudyError(f"must be a whole number >= {low}, got {value!r}", where=where, key=key, fix=f"use an integer >= {low}")
+
+
+def options(study: Study, flags: dict | None = None) -> dict:
+    """Defaults < resources < study `slurm:` < CLI flags, validated."""
+    opts = dict(DEFAULTS, cpus_per_task=int(study.resources["cpus"]), gpus_per_task=math.ceil(study.resources["gpus"]))
+    opts.update(validate(study.slurm, where=study.path))
+    opts.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, prefix=""))
+    return opts
+
+
+def executor_parameters(study: Study, opts: dict) -> dict:
+    """submitit SlurmExecutor parameters (the sbatch lines)."""
+    params: dict[str, Any] = {
+        "job_name": f"harness-{study.name}", "time": opts["time"], "cpus_per_task": opts["cpus_per_task"],
+        "array_parallelism": opts["array_parallelism"], "signal_delay_s": opts["signal_delay_s"],
+    }
+    if opts["gpus_per_task"]:
+        params["gpus_per_node"] = opts["gpus_per_task"]  # one task per job, so per node = per task
+    if opts["mem_gb"]:
+        params["mem"] = f"{math.ceil(opts['mem_gb'] * 1024)}M"
+    for key in ("partition", "account", "qos"):
+        if opts[key]:
+            params[key] = opts[key]
+    if opts["setup"]:
+        params["setup"] = list(opts["setup"])
+    if opts["sbatch"]:
+        params["additional_parameters"] = dict(opts["sbatch"])
+    return params
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def slurm_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "slurm"
+
+
+def checkpoint_path(out_dir: str | Path, trial_id: str) -> Path:
+    return slurm_dir(out_dir) / "checkpoints" / f"{trial_id}.pt"
+
+
+class TrialJob(submitit.helpers.Checkpointable):
+    """What each array task runs. Checkpointable: on timeout/preemption submitit requeues it with
+    the same trial, and the trial resumes from its checkpoint file (see harness.train)."""
+
+    def __init__(self, out_dir: str, checkpoint_every: int, time_min: int) -> None:
+        self.out_dir, self.checkpoint_every, self.time_min = out_dir, checkpoint_every, time_min
+
+    def __call__(self, trial: Trial) -> str:
+        from harness.trial import run_trial
+
+        job_id = submitit.JobEnvironment().job_id
+        ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
+        out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
+        if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
+            out.row["error"] = (f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"
+                                + (" too many times" if self.checkpoint_every else "")
+                                + "; raise slurm.time" + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume"))
+        out.row["slurm_job"] = job_id
+        store.write(out, self.out_dir)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+        claimlib.release_slurm(self.out_dir, trial.trial_id, job_id)
+        return out.row["status"]
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def execute(trials: Sequence[Trial], *, out_dir: str | Path, study: Study, slurm: dict | None = None,
+            wait: bool = True, claims: claimlib.Claims | None = None, **_: object) -> Iterator[TrialOutput]:
+    if not trials:
+        return
+    out_dir = Path(out_dir).resolve()  # jobs run elsewhere: absolute paths only
+    opts = options(study, slurm)
+    stamps = {t.trial_id: claimlib.row_stamp(out_dir, t.trial_id) for t in trials}
+    jobs = submit(trials, out_dir, study, opts)
+    if claims is not None:
+        claims.hand_to_slurm(jobs)
+    if wait:
+        yield from watch({t.trial_id: t for t in trials}, jobs, stamps, out_dir)
+
+
+def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
+    """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise StudyError("sbatch/srun not found: --backend slurm runs on a SLURM login node", key="--backend",
+                         fix="run there, or use --backend ray (a Ray cluster) or local")
+    logs = slurm_dir(out_dir) / "logs"
+    executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
+    executor.update_parameters(**executor_parameters(study, opts))
+    submitted = time.time()
+    try:
+        jobs = executor.map_array(TrialJob(str(out_dir), opts["checkpoint_every"], opts["time"]), list(trials))
+    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
+        raise StudyError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}", key="slurm",
+                         fix="check partition/account/qos/time/gpus against 'sinfo' and your association") from None
+    ids = {t.trial_id: j.job_id for t, j in zip(trials, jobs)}
+    _record(out_dir, {"array_job": jobs[0].job_id.split("_")[0], "submitted_at": submitted,
+                      "submitted_after_s": time.time() - submitted, "parameters": executor_parameters(study, opts),
+                      "checkpoint_every": opts["checkpoint_every"], "trials": ids})
+    return ids
+
+
+def watch(trials: dict[str, Trial], jobs: dict[str, str], stamps: dict, out_dir: Path) -> Iterator[TrialOutput]:
+    """Yield each trial's row as its job stores it; a job that ends without one becomes a failed row here."""
+    gone: dict[str, int] = {}
+    asked = -math.inf
+    while jobs:
+        for tid in list(jobs):
+            if claimlib.row_stamp(out_dir, tid) != stamps[tid]:
+                jobs.pop(tid)
+                yield TrialOutput(row=_read_row(out_dir, tid))
+        if jobs and time.monotonic() - asked >= claimlib.SQUEUE_EVERY_S:
+            asked = time.monotonic()
+            active = claimlib.slurm_active(jobs.values())
+            for tid, job in list(jobs.items()) if active is not None else []:
+                gone[tid] = 0 if job in active else gone.get(tid, 0) + 1
+                # absent from squeue this many answers in a row (a requeue is listed as PENDING) and still no row
+                if gone[tid] >= GONE_POLLS and claimlib.row_stamp(out_dir, tid) == stamps[tid]:
+                    jobs.pop(tid)
+                    yield _lost(trials[tid], job, out_dir)
+        if jobs:
+            time.sleep(POLL_S)
+
+
+def _read_row(out_dir: Path, tid: str) -> dict:
+    import pandas as pd
+
+    row = pd.read_parquet(Path(out_dir) / "trials" / f"{tid}.parquet").iloc[0].to_dict()
+    return {k: (None if v is pd.NA else v) for k, v in row.items()}
+
+
+def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
+    """The job ended (cancelled, killed, node failure, crashed outside run_trial) without storing a row."""
+    from harness.backends import failed_output
+
+    state = job_state(job) or "ended"
+    err = submitit.core.utils.JobPaths(slurm_dir(out_dir) / "logs", job_id=job, task_id=0).stderr
+    last = ""
+    if err.exists():
+        lines = [x for x in err.read_text(errors="replace").splitlines() if x.strip() and not x.startswith("submitit")]
+        last = lines[-1].strip()[:300] if lines else ""
+    out = failed_output(trial, f"SLURM job {job} {state} without a result" + (f": {last}" if last else f" (log: {err})"))
+    out.row["slurm_job"] = job
+    store.write(out, out_dir)
+    return out
+
+
+def job_state(job: str) -> str | None:
+    """Final or current state from squeue --states=all (finished jobs stay there for MinJobAge)."""
+    try:
+        p = subprocess.run(["squeue", "-h", "--states=all", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
+
+
+# ----------------------------------------------------------------------------- manifest + status
+
+
+def _record(out_dir: Path, submission: dict) -> None:
+    """Append one submission to slurm/jobs.json (atomic rewrite under the claims lock)."""
+    path = slurm_dir(out_dir) / "jobs.json"
+    with claimlib.locked(claimlib.claims_dir(out_dir)):
+        manifest = json.loads(path.read_text()) if path.exists() else {"submissions": []}
+        manifest["submissions"].append(submission)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".jobs.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, path)
+
+
+def latest_jobs(out_dir: str | Path) -> dict[str, str]:
+    """trial_id -> its most recent SLURM job id, from jobs.json."""
+    path = slurm_dir(out_dir) / "jobs.json"
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for sub in json.loads(path.read_text())["submissions"]:
+        out.update(sub["trials"])
+    return out
+
+
+def job_states(out_dir: str | Path) -> dict[str, str]:
+    """trial_id -> "queued" | "running" for trials whose latest job squeue still lists."""
+    jobs = latest_jobs(out_dir)
+    if not jobs or shutil.which("squeue") is None:
+        return {}
+    wanted = {j.split("_")[0] for j in jobs.values()}
+    p = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(sorted(wanted))], capture_output=True, text=True, timeout=60)
+    states = dict(line.split()[:2] for line in p.stdout.splitlines() if len(line.split()) >= 2) if p.returncode == 0 else {}
+    out = {}
+    for tid, job in jobs.items():
+        st = states.get(job)
+        if st in QUEUED:
+            out[tid] = "queued"
+        elif st in RUNNING:
+            out[tid] = "running"
+    return out

@@ -1,0 +1,308 @@
+"""Per-trial claims: two drivers of one study never run the same trial at once.
+
+    results/<study>/claims/<trial_id>   JSON {host, pid, pid_started, since, token[, slurm_job]}
+
+A driver creates the claim (O_CREAT|O_EXCL) before it hands a trial to its backend and removes
+it after the trial's row is stored. A claim is *live* while its holder is:
+  - a process on this host: its pid exists and started when the claim says (pid reuse is not life);
+  - a process on another host: its heartbeat (the file's mtime, refreshed every LEASE_S/4 by the
+    holder) is younger than LEASE_S;
+  - a SLURM job (the claim was handed to it at submission): `squeue` still lists the job.
+A claim that is not live is stale (its driver was kill -9'd, its job ended without a row) and is
+taken over. Take-overs, hand-overs and releases happen under an exclusive flock on claims/.lock,
+so two drivers cannot both take over one stale claim; each such section lasts milliseconds.
+
+`run_exclusive` is the loop the runner drives: claim what is free, run it on the backend, and
+wait for trials another driver (or a SLURM job) holds until each has a new row, taking over any
+whose holder went away without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from harness.spec import Trial
+from harness.store import TrialOutput
+
+LEASE_S = 300.0  # a claim from another host with no heartbeat for this long is stale
+POLL_S = 1.0  # how often a driver looks at trials held by others
+HOST = socket.gethostname()
+
+
+def claims_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "claims"
+
+
+def row_stamp(out_dir: str | Path, trial_id: str) -> tuple[int, int] | None:
+    """Identity of the trial's row file (inode, mtime): a change means a new result was stored."""
+    try:
+        st = (Path(out_dir) / "trials" / f"{trial_id}.parquet").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # unreadable: no holder we can check, so only the lease can keep it
+
+
+def _pid_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+SQUEUE_EVERY_S = 5.0  # clusters ask users not to hammer the controller; one squeue answers all jobs
+_squeue_cache: tuple[float, frozenset, set[str] | None] = (0.0, frozenset(), None)
+
+
+def slurm_active(job_ids: Iterable[str]) -> set[str] | None:
+    """Those of `job_ids` ("123_4") squeue still lists (pending, running, requeued, completing...);
+    None when squeue cannot say (not installed here, controller unreachable)."""
+    global _squeue_cache
+    ids = frozenset(job_ids)
+    when, asked, active = _squeue_cache
+    if ids <= asked and time.monotonic() - when < SQUEUE_EVERY_S:
+        return None if active is None else active & ids
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        p = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(ids))],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if p.returncode == 0:
+        active = set(p.stdout.split()) & ids
+    elif "Invalid job id" in p.stderr:  # all finished and purged (MinJobAge), or never existed
+        active = set()
+    else:
+        return None  # controller unreachable: cannot tell
+    _squeue_cache = (time.monotonic(), ids, active)
+    return active
+
+
+_ASK = frozenset({"ask squeue"})
+
+
+def is_live(info: dict | None, age_s: float, lease_s: float = LEASE_S, active_jobs: set[str] | None = _ASK) -> bool:
+    """`active_jobs`: the answer of one `slurm_active` call for many claims (default: ask for this one)."""
+    if info is None:
+        return False
+    if info.get("slurm_job"):
+        active = slurm_active([info["slurm_job"]]) if active_jobs is _ASK else active_jobs
+        return True if active is None else info["slurm_job"] in active  # unknown: never run a trial twice on a guess
+    if info.get("host") == HOST and "pid" in info:
+        started = _pid_started(int(info["pid"]))
+        return started is not None and abs(started - float(info.get("pid_started") or started)) < 1.0
+    return age_s < lease_s
+
+
+def _slurm_jobs(infos: Iterable[dict | None]) -> set[str] | None:
+    jobs = [i["slurm_job"] for i in infos if i and i.get("slurm_job")]
+    return slurm_active(jobs) if jobs else set()
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def describe(info: dict) -> str:
+    if info.get("slurm_job"):
+        return f"SLURM job {info['slurm_job']}"
+    since = time.strftime("%H:%M:%S", time.localtime(info.get("since", 0)))
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {since}"
+
+
+class Claims:
+    """The claims this driver holds, kept fresh by a heartbeat thread; released on close."""
+
+    def __init__(self, out_dir: str | Path, lease_s: float = LEASE_S) -> None:
+        self.dir = claims_dir(out_dir)
+        self.lease_s = lease_s
+        self.token = uuid.uuid4().hex
+        self.me = {"host": HOST, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()), "token": self.token}
+        self.held: set[str] = set()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="claims-heartbeat", daemon=True)
+        self._beat.start()
+
+    def acquire(self, trial_ids: Iterable[str]) -> tuple[list[str], dict[str, dict]]:
+        """(claimed by us, {trial_id: holder} of those another live holder has)."""
+        mine, others = [], {}
+        with locked(self.dir):
+            infos = {tid: _read(self.dir / tid) for tid in trial_ids}
+            active = _slurm_jobs(infos.values())
+            for tid, info in infos.items():
+                path = self.dir / tid
+                if info is not None:
+                    if info.get("token") == self.token and not info.get("slurm_job"):
+                        mine.append(tid)  # already ours
+                        continue
+                    if is_live(info, _age(path), self.lease_s, active):
+                        others[tid] = info
+                        continue
+                    path.unlink(missing_ok=True)  # stale: its holder is gone
+                    _sweep_temporaries(self.dir.parent, tid)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(dict(self.me, since=time.time()), f)
+                self.held.add(tid)
+                mine.append(tid)
+        return mine, others
+
+    def hand_to_slurm(self, job_ids: dict[str, str]) -> None:
+        """The SLURM jobs now hold these trials: the claims outlive this driver and end with the jobs."""
+        with locked(self.dir):
+            for tid, job in job_ids.items():
+                _write_atomic(self.dir / tid, dict(self.me, since=time.time(), slurm_job=job))
+                self.held.discard(tid)
+
+    def release(self, tid: str) -> None:
+        with locked(self.dir):
+            info = _read(self.dir / tid)
+            if info and info.get("token") == self.token and not info.get("slurm_job"):
+                (self.dir / tid).unlink(missing_ok=True)
+            self.held.discard(tid)
+
+    def close(self) -> None:
+        self._stop.set()
+        for tid in list(self.held):
+            self.release(tid)
+
+    def __enter__(self) -> Claims:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            for tid in list(self.held):
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(self.dir / tid)
+
+
+def release_slurm(out_dir: str | Path, trial_id: str, job_id: str) -> None:
+    """Called by a SLURM job after it stored its row: drop the claim if this job still holds it."""
+    directory = claims_dir(out_dir)
+    with locked(directory):
+        info = _read(directory / trial_id)
+        if info and info.get("slurm_job") == job_id:
+            (directory / trial_id).unlink(missing_ok=True)
+
+
+def holders(out_dir: str | Path, lease_s: float = LEASE_S) -> dict[str, dict]:
+    """trial_id -> holder, for the live claims of a results directory (for `harness status`)."""
+    directory = claims_dir(out_dir)
+    paths = sorted(directory.glob("[!.]*")) if directory.is_dir() else []
+    infos = {p.name: _read(p) for p in paths}
+    active = _slurm_jobs(infos.values())
+    return {tid: info or {} for tid, info in infos.items()
+            if info is not None and is_live(info, _age(directory / tid), lease_s, active)}
+
+
+def _sweep_temporaries(out_dir: Path, trial_id: str) -> None:
+    """A killed writer may leave `.<id>.parquet.*.tmp` (store) behind; readers skip them, we remove them."""
+    for sub in ("trials", "curves"):
+        for tmp in (out_dir / sub).glob(f".{trial_id}.parquet.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, info: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the driver loop
+
+
+@dataclass
+class Event:
+    """What `run_exclusive` yields: our own output to store, or a trial another holder finished."""
+
+    trial_id: str
+    output: TrialOutput | None = None  # ours: the runner stores it (unless the backend already did)
+    by: str = ""  # someone else's: who held it
+
+
+def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claims], Iterator[TrialOutput]],
+                  out_dir: str | Path, *, wait: bool = True, on_others: Callable[[dict[str, dict]], None] | None = None,
+                  lease_s: float = LEASE_S, poll_s: float = POLL_S) -> Iterator[Event]:
+    """Run each trial exactly once across concurrent drivers.
+
+    `execute(trials, claims)` runs the trials we claimed and yields their outputs. Each of ours
+    is yielded before its claim is released, so the caller stores the row first. With
+    wait=False (SLURM --no-wait) we return after our own submission and leave others alone.
+    """
+    todo = {t.trial_id: t for t in trials}
+    with Claims(out_dir, lease_s) as claims:
+        while todo:
+            mine, others = claims.acquire(list(todo))
+            stamps = {tid: row_stamp(out_dir, tid) for tid in others}
+            if others and on_others:
+                on_others(others)
+            if mine:
+                for out in execute([todo[t] for t in mine], claims):
+                    tid = out.row["trial_id"]
+                    yield Event(tid, output=out)
+                    claims.release(tid)
+                    todo.pop(tid, None)
+            if not wait:
+                return
+            lost = [t for t in mine if t in todo]
+            if lost:
+                raise RuntimeError(f"backend returned without a result for {len(lost)} trials: {', '.join(lost[:5])}")
+            yield from _wait_for_others(others, stamps, todo, out_dir, lease_s, poll_s)
+
+
+def _wait_for_others(others: dict[str, dict], stamps: dict, todo: dict, out_dir: str | Path,
+                     lease_s: float, poll_s: float) -> Iterator[Event]:
+    """Until each trial held elsewhere has a new row (done) or a stale claim (ours to take)."""
+    waiting = dict(others)
+    directory = claims_dir(out_dir)
+    while waiting:
+        infos = {tid: _read(directory / tid) for tid in waiting}
+        active = _slurm_jobs(infos.values())
+        for tid, info in infos.items():
+            if row_stamp(out_dir, tid) != stamps[tid]:
+                yield Event(tid, by=describe(waiting.pop(tid)))
+                todo.pop(tid, None)
+            elif not is_live(info, _age(directory / tid), lease_s, active) and row_stamp(out_dir, tid) == stamps[tid]:
+                waiting.pop(tid)  # its holder went away without a row: claim it in the next round
+        if waiting:
+            time.sleep(poll_s)
