@@ -156,10 +156,12 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 def _describe_cifar10(cfg: dict) -> DataInfo:
     _only_keys(cfg, {"name", "root", "download"})
     root = _find_cifar(cfg)
-    # A given root is kept in the hashed config: a trial reloads the data from this config alone,
-    # so a directory that HARNESS_DATA does not point at must travel with it.
+    # A trial reloads the data from the hashed config alone, so a directory that HARNESS_DATA does
+    # not point at travels in it (found through HARNESS_DATA, the config is machine-independent).
     found = root.parent if root.name == CIFAR_DIR else root
-    config = {"name": "cifar10", **({"root": str(found)} if cfg.get("root") else {})}
+    env = os.environ.get("HARNESS_DATA")
+    via_env = bool(env) and found == Path(env).expanduser().resolve()
+    config = {"name": "cifar10", **({} if via_env else {"root": str(found)})}
     return DataInfo("cifar10", 10, 3, 32, 50000, 10000, config=config, source={"root": str(root)})
 
 

@@ -429,8 +429,8 @@ def measure_latency(w: Workload, clock: Clock) -> Timing:
     w.model.eval()
     x, _ = w.inputs(1)
     iters = max(s.iters, LATENCY_ITERS_MIN)
-    return measure(w.infer_step(x), clock, warmup=s.warmup, iters=iters, blocks=iters,
-                   cv_threshold=s.cv_threshold, max_rounds=s.max_rounds)
+    return measure(w.infer_step(x), clock, warmup=s.warmup, iters=iters, blocks=iters,  # batch 1 recompiles:
+                   cv_threshold=s.cv_threshold, max_rounds=s.max_rounds, compile_first=s.compile)  # timed apart
 
 
 def profile(build: Callable[[], torch.nn.Module], settings: Settings, device: torch.device, *, in_chans: int,
@@ -476,9 +476,11 @@ def _record(s: Settings, dims: dict, fwd: float, train: float, note: str, result
     rec["error"] = "; ".join(r.error for r in results.values() if r.error)
     if lat is not None:
         med, iqr, cv = spread(lat.per_step_s)
-        rec.update({"latency_ms_p50": med * 1e3, "latency_ms_iqr": iqr * 1e3, "latency_cv": cv})
+        rec.update({"latency_ms_p50": med * 1e3, "latency_ms_iqr": iqr * 1e3, "latency_cv": cv,
+                    "latency_compile_s": lat.compile_s})
     else:
-        rec.update({"latency_ms_p50": math.nan, "latency_ms_iqr": math.nan, "latency_cv": math.nan})
+        rec.update({"latency_ms_p50": math.nan, "latency_ms_iqr": math.nan, "latency_cv": math.nan,
+                    "latency_compile_s": math.nan})
     return rec
 
 

@@ -62,6 +62,8 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     be = backends.get(backend)  # validate the name before anything is written
     slurm_backend.options(study, slurm)  # the `slurm:` section is checked whatever the backend, so typos surface early
     _check_slurm_only(backend, wait, slurm)
+    if hasattr(be, "preflight") and not dry_run:
+        be.preflight(study, slurm=slurm)
     out_dir = store.study_dir(results, study.name)
     done = store.done_ids(out_dir)
     if dry_run:
@@ -93,8 +95,9 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
         console.print(f"[yellow]interrupted[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
         return EXIT_INTERRUPTED
     if not wait:
-        console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
-                      "run the same command again to wait for the rest")
+        if pending:
+            console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
+                          "run the same command again to wait for the rest")
         return EXIT_OK
     if report and len(trials) > failed:
         _write_report(out_dir, console)

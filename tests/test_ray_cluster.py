@@ -1,4 +1,5 @@
-"""A real multi-node Ray cluster: join it with --address, and survive a node dying mid-study.
+"""A real multi-node Ray cluster: join it with --address, and survive a node dying mid-study;
+and the cluster launcher configs (cluster.yaml, cluster-local.yaml) pass Ray's own validation.
 
 Needs the cluster from scripts/ray_up.sh (head 127.0.0.2, node 127.0.0.3; .ci/run starts it and
 sets HARNESS_TEST_RAY_ADDRESS and HARNESS_TEST_RAY_DIR). The node-death test adds one more node
@@ -29,8 +30,26 @@ RAY_DIR = os.environ.get("HARNESS_TEST_RAY_DIR", "/tmp/ray_ci")
 EXTRA_IP = "127.0.0.4"
 RAY = str(Path(sys.executable).parent / "ray")
 
-pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
-    not ADDRESS, reason="no Ray cluster: HARNESS_TEST_RAY_ADDRESS is set by .ci/run (scripts/ray_up.sh)")]
+REPO = Path(__file__).resolve().parent.parent
+needs_cluster = pytest.mark.skipif(not ADDRESS, reason="no Ray cluster: HARNESS_TEST_RAY_ADDRESS is set by .ci/run (scripts/ray_up.sh)")
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-local.yaml"])
+def test_cluster_launcher_configs_pass_rays_own_validation(name: str) -> None:
+    """What `ray up` checks before it launches anything: defaults filled in, then Ray's JSON schema."""
+    import copy
+
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((REPO / name).read_text())
+    config = prepare_config(copy.deepcopy(raw))
+    validate_config(config)
+    assert config["file_mounts"] == {"~/harness": "."}
+    assert any("pip install -q -e ~/harness" in c for c in config["setup_commands"])
+    if raw["provider"]["type"] == "aws":
+        gpu = config["available_node_types"]["gpu_worker"]
+        assert gpu["node_config"]["InstanceType"].startswith(("g", "p")) and gpu["max_workers"] >= 1
 
 
 def alive_nodes() -> int:
@@ -41,6 +60,8 @@ def alive_nodes() -> int:
     return int(p.stdout.split()[-1]) if p.returncode == 0 and p.stdout.split() else -1
 
 
+@pytest.mark.cluster
+@needs_cluster
 def test_study_joins_the_cluster_and_failing_trial_is_a_row(tmp_path: Path) -> None:
     """--address joins the running cluster; a trial's own exception is a failed row (not a retry)."""
     bad = write_study(tmp_path, name="boom_cluster", models="[vit@xs, resnet@xs]", data_sizes="[32]", lr="1.0e+30")
@@ -54,6 +75,8 @@ def test_study_joins_the_cluster_and_failing_trial_is_a_row(tmp_path: Path) -> N
     assert df["error"].str.startswith("NonFiniteLoss: loss became").all()
 
 
+@pytest.mark.cluster
+@needs_cluster
 def test_node_death_mid_study_every_trial_once(tmp_path: Path) -> None:
     before = alive_nodes()
     assert before >= 2, "the CI cluster (head + node2) is not up"

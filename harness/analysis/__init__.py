@@ -1,15 +1,24 @@
 """Analysis of study results: tables, scaling-law fits, plots and the report.
 
-Reads only the Parquet the store writes (see DESIGN.md, "Data flows one way").
+Reads only the Parquet the store writes (see DESIGN.md, "Data flows one way"). The public
+names below are imported on first use: `harness` builds its parser from
+`harness.analysis.cli` on every command, and matplotlib/seaborn/scipy take seconds to load.
 """
 
-from harness.analysis.fits import FitReport, fit_arrays, fit_results
-from harness.analysis.io import load_results
-from harness.analysis.plots import FAMILY_COLOURS, make_plot
-from harness.analysis.report import write_report
-from harness.analysis.tables import build_table, render
+from __future__ import annotations
 
-__all__ = [
-    "FAMILY_COLOURS", "FitReport", "build_table", "fit_arrays", "fit_results", "load_results",
-    "make_plot", "render", "write_report",
-]
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "load_results": "io", "build_table": "tables", "render": "tables",
+    "fit_arrays": "fits", "fit_results": "fits", "FitReport": "fits",
+    "make_plot": "plots", "FAMILY_COLOURS": "plots", "write_report": "report",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'harness.analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"harness.analysis.{_PUBLIC[name]}"), name)

@@ -1,18 +1,17 @@
 """`harness table | fit | plot | report`: argument parsing only, each verb calls one function.
 
 The lead's `harness/cli.py` calls `register(subparsers)` and turns a `StudyError` into its
-one line on stderr and exit code 2.
+one line on stderr and exit code 2. The analysis modules are imported inside the verbs:
+matplotlib, seaborn and scipy cost seconds to import and every `harness` command builds
+this parser. For the same reason option values (formats, plot kinds) are checked by the
+functions, which raise `StudyError` naming the valid ones, and defaults (bootstrap
+resamples) live with the functions (None here means "the function's default").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-
-from harness.analysis.fits import DEFAULT_BOOTSTRAP, fit_path
-from harness.analysis.plots import KINDS, plot_path
-from harness.analysis.report import REPORT_BOOTSTRAP, write_report
-from harness.analysis.tables import AGGS, FORMATS, table_path
 
 _RESULTS_HELP = "results directory (with trials/*.parquet) or a .parquet/.csv file of trial rows"
 
@@ -34,15 +33,15 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated row columns (default: family,model[,image_size,dataset])")
     p.add_argument("--cols", default="data_size", metavar="COL", help="pivot column (default data_size)")
     p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
-    p.add_argument("--agg", choices=AGGS, default="mean", help="over seeds: mean ± std (n), or max")
-    p.add_argument("--format", choices=FORMATS, default="md", dest="fmt")
+    p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
+    p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
     p.set_defaults(func=_table)
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
                        description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
-                                   "from a grid of starts, bootstrap 95%% intervals. Accuracy-type "
+                                   "from a grid of starts, bootstrap 95% intervals. Accuracy-type "
                                    "y are fitted as error 1 - y.")
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument("--y", required=True, metavar="COL", help="e.g. test_acc, test_loss")
@@ -51,8 +50,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by", default=None, metavar="COL", help="fit per group, e.g. family; reports crossovers")
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="refit without the N largest x values and report the extrapolation error")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
-                   help=f"bootstrap resamples over trials (default {DEFAULT_BOOTSTRAP}; 0 = none)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="bootstrap resamples over trials (default 200; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
     p.set_defaults(func=_fit)
@@ -61,20 +60,21 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="scaling / Pareto / cost / learning-curve figures (PNG+SVG)")
     p.add_argument("results", help=_RESULTS_HELP)
-    p.add_argument("--kind", required=True, choices=KINDS)
-    p.add_argument("--x", default=None, metavar="COL", help="x column (scaling: data_size; pareto: one cost column)")
+    p.add_argument("--kind", required=True, help="scaling, pareto, cost or curves")
+    p.add_argument("--x", default=None, metavar="COL",
+                   help="x column (scaling: data_size; pareto: one of fwd_gmacs, train_flops, infer_img_s)")
     p.add_argument("--y", default=None, metavar="COL", help="y column (default test_acc)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
-    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="B",
-                   help="resamples for the scaling fit's band")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="resamples for the scaling fit's band (default 200)")
     p.set_defaults(func=_plot)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RESULTS/report/index.md and index.html")
     p.add_argument("results", help="results directory")
-    p.add_argument("--bootstrap", type=int, default=REPORT_BOOTSTRAP, metavar="B",
-                   help=f"resamples per fitted curve (default {REPORT_BOOTSTRAP})")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="resamples per fitted curve (default 100)")
     p.set_defaults(func=_report)
 
 
@@ -82,22 +82,36 @@ def _csv_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _given(**kwargs: object) -> dict[str, object]:
+    """Keyword arguments the user set; the rest fall back to the function's defaults."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 def _table(args: argparse.Namespace) -> int:
+    from harness.analysis.tables import table_path
+
     print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
                      agg=args.agg, fmt=args.fmt), end="")
     return 0
 
 
 def _fit(args: argparse.Namespace) -> int:
+    from harness.analysis.fits import fit_path
+
     report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
-                      bootstrap=args.bootstrap, seed=args.seed)
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
+                      seed=args.seed, **_given(bootstrap=args.bootstrap))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.summary(), end="")
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from harness.analysis.plots import plot_path
+
     outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
-                        bootstrap=args.bootstrap)
+                        **_given(bootstrap=args.bootstrap))
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:
@@ -106,5 +120,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    print(write_report(args.results, bootstrap=args.bootstrap))
+    from harness.analysis.report import write_report
+
+    print(write_report(args.results, **_given(bootstrap=args.bootstrap)))
     return 0

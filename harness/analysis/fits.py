@@ -18,8 +18,8 @@ import contextlib
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,13 +52,11 @@ _LOGE_BOUNDS = (-25.0, 10.0)
 # ----------------------------------------------------------------------------- the law
 
 
-def param_names(n_x: int) -> tuple[str, ...]:
-    """Public names in the order of the optimiser's vector (log-coefficients become A, B, E)."""
-    return ("A", "alpha", "E") if n_x == 1 else ("A", "alpha", "B", "beta", "E")
-
-
 def form_text(n_x: int) -> str:
     return "E + A*x^-alpha" if n_x == 1 else "E + A*x1^-alpha + B*x2^-beta"
+
+
+# The optimiser's vector is [log A, alpha, (log B, beta,) log E]; `theta_to_params` names it.
 
 
 def _terms(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
@@ -81,7 +79,8 @@ def _huber_over_delta(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)
 
 
-def _objective(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float):
+def _objective(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray,
+               delta: float) -> tuple[float, np.ndarray]:
     """Summed Huber/delta loss of the log residuals and its analytic gradient.
 
     logsumexp/softmax are written out: scipy's versions cost ~4x more per call here and
@@ -180,13 +179,6 @@ def theta_to_params(theta: np.ndarray) -> dict[str, float]:
     if k == 2:
         out |= {"B": math.exp(theta[2]), "beta": float(theta[3])}
     return out
-
-
-def params_to_theta(params: dict[str, float]) -> np.ndarray:
-    v = [math.log(params["A"]), params["alpha"]]
-    if "B" in params:
-        v += [math.log(params["B"]), params["beta"]]
-    return np.array(v + [math.log(params["E"])])
 
 
 def derived(params: dict[str, float]) -> dict[str, float]:
@@ -497,7 +489,8 @@ def _usable(df: pd.DataFrame, y: str, x: list[str]) -> tuple[pd.DataFrame, str, 
     failed = out["status"] != "ok"
     vals = out[["_y", *(f"_x{i}" for i in range(len(x)))]].to_numpy(dtype=float)
     bad = ~(np.isfinite(vals) & (vals > 0)).all(axis=1) & ~failed
-    dropped = {k: int(v) for k, v in (("failed", failed.sum()), ("non-finite or non-positive", bad.sum())) if v}
+    counts = (("failed", failed.sum()), ("non-finite or non-positive", bad.sum()))
+    dropped = {k: int(v) for k, v in counts if v}
     return out[~failed & ~bad], target, dropped, notes
 
 

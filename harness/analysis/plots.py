@@ -10,6 +10,7 @@ one family are shades of it, small to large. A kind with nothing to show returns
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from harness.analysis.fits import (
-    MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, predict,
+    DEFAULT_BOOTSTRAP, MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, predict,
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER
@@ -83,9 +84,9 @@ def shade(colour: str, i: int, n: int) -> str:
     """i-th of n shades of a colour, light (small model) to dark (large model)."""
     if n <= 1:
         return colour
-    h, l, s = colorsys.rgb_to_hls(*mcolors.to_rgb(colour))
-    light = np.linspace(min(0.78, l + 0.25), max(0.18, l - 0.2), n)[i]
-    return mcolors.to_hex(colorsys.hls_to_rgb(h, light, s))
+    hue, base, sat = colorsys.rgb_to_hls(*mcolors.to_rgb(colour))
+    light = np.linspace(min(0.78, base + 0.25), max(0.18, base - 0.2), n)[i]
+    return mcolors.to_hex(colorsys.hls_to_rgb(hue, light, sat))
 
 
 def axis_label(col: str) -> str:
@@ -117,6 +118,7 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     fig.savefig(paths[0], dpi=DPI)
+    fig.set_layout_engine("none")  # keep the layout just computed: the SVG saves ~30% faster
     fig.savefig(paths[1])
     return paths
 
@@ -140,15 +142,20 @@ def _fmt_sci(v: float) -> str:
     return f"{m:g}e{int(exp)}"
 
 
-def _style():
+def _style() -> contextlib.AbstractContextManager:
     return sns.axes_style("whitegrid")
+
+
+def lower_is_better(y: str) -> bool:
+    """Losses and errors are minimised, accuracies and everything else maximised."""
+    return not is_accuracy(y) and any(k in y.lower() for k in ("loss", "err"))
 
 
 # ----------------------------------------------------------------------------- entry points
 
 
 def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | None = None,
-              out: str | Path | None = None, bootstrap: int = 200) -> PlotOutcome:
+              out: str | Path | None = None, bootstrap: int = DEFAULT_BOOTSTRAP) -> PlotOutcome:
     """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots)."""
     df, curves = load_results(path)
     p = Path(path)
@@ -157,8 +164,9 @@ def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | Non
 
 
 def make_plot(df: pd.DataFrame, curves: pd.DataFrame, kind: str, out_dir: Path, *,
-              x: str | None = None, y: str | None = None, bootstrap: int = 200,
+              x: str | None = None, y: str | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
               ) -> PlotOutcome:
+    """Draw one kind; `x`/`y` override its default columns."""
     if kind == "scaling":
         return plot_scaling(df, out_dir, x=x or "data_size", y=y or "test_acc", bootstrap=bootstrap)
     if kind == "pareto":
@@ -174,7 +182,8 @@ def make_plot(df: pd.DataFrame, curves: pd.DataFrame, kind: str, out_dir: Path, 
 
 
 def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: str = "test_acc",
-                 bootstrap: int = 200, fitted: tuple[FitReport, ScalingView] | None = None,
+                 bootstrap: int = DEFAULT_BOOTSTRAP,
+                 fitted: tuple[FitReport, ScalingView] | None = None,
                  ) -> PlotOutcome:
     """log-log y (error for accuracies) vs x, one curve per family/model, fit + 95% band.
 
@@ -210,8 +219,10 @@ def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: st
                 ax.set_ylabel(error_label(y))
         what = error_label(y).split(",")[0].capitalize()
         extra = f", {view.note}" if view.note else ""
-        if any(f.law is not None for f in fit.fits):
+        if any(f.law is not None and len(f.law.boot) >= _MIN_BAND for f in fit.fits):
             how = r"lines: fit $E + A\,x^{-\alpha}$ with 95% bootstrap band"
+        elif any(f.law is not None for f in fit.fits):
+            how = r"lines: fit $E + A\,x^{-\alpha}$ (no band: too few trials to bootstrap)"
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
         fig.suptitle(f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n"
@@ -232,6 +243,7 @@ def _scaling_points(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return d[keep]
 
 
+_MIN_BAND = 10  # bootstrap fits needed before a 2.5–97.5% band means anything
 _RES_STYLES = ("-", "--", ":", "-.")
 _RES_MARKERS = ("o", "s", "^", "D")
 
@@ -283,7 +295,7 @@ def _draw_law(ax: Axes, f: GroupFit, colour: str, style: str = "-") -> None:
     lo, hi = f.x_range
     xs = np.geomspace(lo / 1.5, hi * 1.5, 120)
     ax.plot(xs, predict(f.law.params, xs), style, color=colour, lw=1.6)
-    if len(f.law.boot) >= 10:
+    if len(f.law.boot) >= _MIN_BAND:
         band = np.array([predict(p, xs) for p in f.law.boot])
         ax.fill_between(xs, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0),
                         color=colour, alpha=0.15, linewidth=0)
@@ -371,21 +383,27 @@ def _point_label(row: pd.Series, keys: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
 
-def pareto_front(x: np.ndarray, y: np.ndarray, higher_x_better: bool) -> np.ndarray:
-    """Indices of non-dominated points (maximise y; minimise x unless higher_x_better)."""
-    order = np.argsort(-x if higher_x_better else x, kind="stable")
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_x_better: bool,
+                 higher_y_better: bool = True) -> np.ndarray:
+    """Indices of non-dominated points: walk from the best x, keep each strict y record.
+
+    Ties in x are walked best y first, so a point that only matches another's cost but not
+    its accuracy is dominated.
+    """
+    score = y if higher_y_better else -y
+    order = np.lexsort((-score, -x if higher_x_better else x))
     best, front = -np.inf, []
     for i in order:
-        if y[i] > best:
+        if score[i] > best:
             front.append(i)
-            best = y[i]
+            best = score[i]
     return np.array(front, dtype=int)
 
 
 def _draw_pareto(ax: Axes, pts: pd.DataFrame, col: str, y: str, higher: bool) -> np.ndarray:
     """Points by family, frontier as a staircase; returns the frontier's indices."""
     x, yv = pts["_x"].to_numpy(float), pts["_y"].to_numpy(float)
-    front = pareto_front(x, yv, higher)
+    front = pareto_front(x, yv, higher, not lower_is_better(y))
     f = front[np.argsort(x[front])]
     # Staircase of "best y reachable": for a cost (lower x better) a point's y holds to its
     # right; for a speed (higher x better) it holds to its left.
@@ -398,8 +416,8 @@ def _draw_pareto(ax: Axes, pts: pd.DataFrame, col: str, y: str, higher: bool) ->
     ax.scatter(x[front], yv[front], s=80, facecolors="none", edgecolors="#333333", lw=1.0, zorder=3)
     _log_axis(ax, "x", x)
     ax.set_xlabel(axis_label(col) + ("  → better" if higher else "  ← better"))
-    ax.set_ylabel(axis_label(y) if is_accuracy(y) else y)
-    ax.legend(fontsize=8, loc="lower left" if higher else "lower right")
+    ax.set_ylabel(axis_label(y))
+    ax.legend(fontsize=8, loc="best")  # "best" avoids the points
     return front
 
 
@@ -489,6 +507,7 @@ def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None) -
         out.skipped.append("cost: no fwd_gmacs or infer_img_s column")
         return out
     d = df[df["status"] == "ok"] if (df["status"] == "ok").any() else df
+    d = d.assign(**{c: d.get(c, default) for c, default in (("family", "all"), ("params", 0))})
     with _style():
         fig, axes = _new_figure(len(cols), 1, width=5.8, height=4.4)
         for ax, col in zip(axes.flat, cols):
@@ -504,7 +523,7 @@ def _draw_cost(ax: Axes, d: pd.DataFrame, col: str) -> None:
     key = "model" if "model" in d else "family"
     pts = d.assign(_v=pd.to_numeric(d[col], errors="coerce")).dropna(subset=["_v"])
     pts = pts.groupby(["family", key, "image_size"], as_index=False).agg(
-        _v=("_v", "median"), params=("params", "median") if "params" in d else ("_v", "size"))
+        _v=("_v", "median"), params=("params", "median"))
     for fam in _family_order(pts["family"].tolist()):
         sub = pts[pts["family"] == fam]
         models = sub.groupby(key)["params"].median().sort_values(kind="stable").index.tolist()
@@ -530,7 +549,7 @@ def plot_curves(df: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, *,
                 x: str = "samples_seen", y: str = "test_acc") -> PlotOutcome:
     """y vs x per trial, one panel per data size, coloured by family."""
     out = PlotOutcome("curves")
-    if curves.empty or x not in curves or y not in curves:
+    if curves.empty or x not in curves or y not in curves or "trial_id" not in df:
         out.skipped.append(f"curves: no learning curves with {x} and {y} (file input or no curves/ dir)")
         return out
     keep = [c for c in ("trial_id", "family", "model", "data_size") if c in df]
@@ -543,7 +562,7 @@ def plot_curves(df: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, *,
         c["family"] = "all"
     if is_accuracy(y):
         c[y] = as_fraction(c[y])[0] * 100
-    panels = sorted(c["data_size"].unique()) if "data_size" in c else [None]
+    panels = sorted(c["data_size"].dropna().unique()) if "data_size" in c else [None]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     with _style():

@@ -206,7 +206,8 @@ def _model_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstr
     if why:
         doc.p(f"Not computed: {why}.")
         return
-    sizes = df[df["status"] == "ok"].groupby("family")["params"].nunique() if "family" in df else pd.Series(dtype=int)
+    ok = df[df["status"] == "ok"]
+    sizes = ok.groupby("family")["params"].nunique() if "family" in df else pd.Series(dtype=int)
     if sizes.empty or sizes.max() < MIN_DISTINCT_X:
         most = int(sizes.max()) if not sizes.empty else 0
         doc.p(f"Not computed: needs >= {MIN_DISTINCT_X} model sizes in a family, the most any "
@@ -237,7 +238,8 @@ def _joint_fit(doc: Doc, df: pd.DataFrame, y: str, bootstrap: int) -> None:
 def _plots_section(doc: Doc, df: pd.DataFrame, curves: pd.DataFrame, y: str | None, out: Path) -> None:
     doc.h(2, "Cost and efficiency")
     if y is None:
-        doc.p("Pareto plots not drawn: no ok trial has a quality column (test_acc, best_test_acc, test_loss).")
+        doc.p("Pareto plots not drawn: no ok trial has a quality column "
+              "(test_acc, best_test_acc, test_loss).")
     else:
         _figure(doc, plot_pareto(df, out, y=y), "Pareto frontier")
     _figure(doc, plot_cost(df, out), "cost vs resolution")

@@ -211,11 +211,16 @@ def execute(trials: Sequence[Trial], *, out_dir: str | Path, study: Study, slurm
         yield from watch({t.trial_id: t for t in trials}, jobs, stamps, out_dir)
 
 
-def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
-    """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
+def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
+    """Before anything is written: the options are valid and this machine can submit jobs."""
+    options(study, slurm)
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         raise StudyError("sbatch/srun not found: --backend slurm runs on a SLURM login node", key="--backend",
                          fix="run there, or use --backend ray (a Ray cluster) or local")
+
+
+def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
+    """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
     logs = slurm_dir(out_dir) / "logs"
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
     executor.update_parameters(**executor_parameters(study, opts))
