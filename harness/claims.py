@@ -178,8 +178,8 @@ class Claims:
                     path.unlink(missing_ok=True)  # stale: its holder is gone
                     _sweep_temporaries(self.dir.parent, tid)
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(dict(self.me, since=time.time()), f)
+                with os.fdopen(fd, "w") as f:  # row_before: a waiter knows our result by a changed row
+                    json.dump(dict(self.me, since=time.time(), row_before=row_stamp(self.dir.parent, tid)), f)
                 self.held.add(tid)
                 mine.append(tid)
         return mine, others
@@ -188,7 +188,8 @@ class Claims:
         """The SLURM jobs now hold these trials: the claims outlive this driver and end with the jobs."""
         with locked(self.dir):
             for tid, job in job_ids.items():
-                _write_atomic(self.dir / tid, dict(self.me, since=time.time(), slurm_job=job))
+                info = _read(self.dir / tid) or dict(self.me)
+                _write_atomic(self.dir / tid, dict(info, since=time.time(), slurm_job=job))
                 self.held.discard(tid)
 
     def release(self, tid: str) -> None:
@@ -273,7 +274,7 @@ def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claim
     with Claims(out_dir, lease_s) as claims:
         while todo:
             mine, others = claims.acquire(list(todo))
-            stamps = {tid: row_stamp(out_dir, tid) for tid in others}
+            stamps = {tid: row_before(info, out_dir, tid) for tid, info in others.items()}
             if others and on_others:
                 on_others(others)
             if mine:
@@ -288,6 +289,13 @@ def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claim
             if lost:
                 raise RuntimeError(f"backend returned without a result for {len(lost)} trials: {', '.join(lost[:5])}")
             yield from _wait_for_others(others, stamps, todo, out_dir, lease_s, poll_s)
+
+
+def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | None:
+    """The row its holder found when it claimed the trial: any other row is the holder's result."""
+    if "row_before" in info:
+        return tuple(info["row_before"]) if info["row_before"] is not None else None
+    return row_stamp(out_dir, tid)  # a claim without it (hand-made): the row as we first saw it
 
 
 def _wait_for_others(others: dict[str, dict], stamps: dict, todo: dict, out_dir: str | Path,

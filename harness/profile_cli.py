@@ -129,7 +129,8 @@ def render(rec: dict):
         f"params {rec['params']:,}   forward {rec['fwd_gmacs']:.4g} GMACs/img   training step {rec['train_gmacs']:.4g} "
         f"GMACs/img ({rec['train_fwd_ratio']:.3f}x forward; 1 MAC = 2 FLOPs in TFLOP/s and MFU)",
         f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
-        f"CV {_num(rec['latency_cv'], '.1%')}   peak memory: {rec['peak_mem_kind']}",
+        f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")
+        + f"   peak memory: {rec['peak_mem_kind']}",
         f"MFU: peak {_num(rec['peak_tflops'], '.1f')} TFLOP/s" + (f" — {rec['mfu_reason']}" if rec["mfu_reason"] else ""),
     ]
     if rec["precision_note"]:

@@ -221,3 +221,20 @@ def test_cuda_path_events_memory_and_autocast() -> None:
     assert rec["status"] == "ok" and rec["peak_mem_kind"] == "cuda_max_allocated" and rec["peak_mem_mb"] > 0
     assert rec["device"] == torch.cuda.get_device_name() and rec["tf32"].startswith("matmul=")
     assert not math.isnan(rec["mfu"]) or rec["mfu_reason"]
+
+
+def test_attention_cost_smoke_swaps_resolutions_and_keeps_the_trial_count() -> None:
+    path = Path(__file__).resolve().parent.parent / "studies" / "attention_cost.yaml"
+    study = spec.load_study(path)
+    smoked = spec.smoke(study)
+    assert study.grid["image_size"] == [224, 384, 640, 1024] and max(smoked.grid["image_size"]) <= 128
+    assert len(spec.expand(smoked)) == len(spec.expand(study)) and study.train["steps"] == 0
+
+
+def test_smoke_sizes_are_validated(tmp_path: Path) -> None:
+    bad = write_study(tmp_path, models="[vit@xs]", extra="smoke: {image_size: [30]}\n")
+    with pytest.raises(StudyError, match="smoke.image_size"):
+        spec.load_study(bad)  # 30 px is not a multiple of vit@xs's patch 4
+    two = write_study(tmp_path, name="two", models="[vit@xs]", extra="smoke: {image_size: [16, 32]}\n")
+    with pytest.raises(StudyError, match="one per grid.image_size"):
+        spec.load_study(two)

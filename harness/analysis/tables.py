@@ -119,6 +119,9 @@ def build_table(
     rows = list(rows) if rows else default_rows(df)
     require_columns(df, [*rows, cols, value], key="table")
     df = df.copy()
+    for col in rows:  # a missing key becomes a visible "n/a" row, not a NaN no lookup matches
+        if df[col].isna().any():
+            df[col] = df[col].astype(object).where(df[col].notna(), "n/a").astype(str)
     if is_accuracy(value):
         df[value], _ = as_fraction(df[value])
     spec = _ValueSpec(value, agg, percent=is_accuracy(value))
@@ -163,7 +166,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 def _ordered_keys(df: pd.DataFrame, rows: list[str]) -> list[tuple]:
     """Families in FAMILY_ORDER, then models by parameter count, then by name."""
     keyframe = df[rows].drop_duplicates().copy()
-    sort_cols, helper = [], {}
+    helper = {}
     if "family" in rows:
         rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
         helper["_fam"] = keyframe["family"].map(lambda f: rank.get(f, len(rank)))

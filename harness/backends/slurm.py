@@ -180,6 +180,8 @@ class TrialJob(submitit.helpers.Checkpointable):
         from harness.trial import run_trial
 
         job_id = submitit.JobEnvironment().job_id
+        if _stored_by(self.out_dir, trial.trial_id) == job_id:
+            return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
         ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
         out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
         if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
@@ -192,6 +194,17 @@ class TrialJob(submitit.helpers.Checkpointable):
             ckpt.unlink(missing_ok=True)
         claimlib.release_slurm(self.out_dir, trial.trial_id, job_id)
         return out.row["status"]
+
+
+def _stored_by(out_dir: str | Path, trial_id: str) -> str | None:
+    """The SLURM job that wrote the trial's row, if a SLURM job did."""
+    path = Path(out_dir) / "trials" / f"{trial_id}.parquet"
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return table.column("slurm_job")[0].as_py() if "slurm_job" in table.column_names else None
 
 
 # ----------------------------------------------------------------------------- driver side
