@@ -33,7 +33,7 @@ def prepare(path: str | Path, *, smoke: bool = False) -> tuple[Study, list[Trial
 
 def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
     """The --dry-run table: what would run, its size and its compute."""
-    info = data.describe(study.dataset)
+    info = data.describe({**study.data_source, **study.dataset})
     t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
     for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")

@@ -67,6 +67,12 @@ class Trial:
     profile: dict
     resources: dict = field(default_factory=lambda: dict(RESOURCE_DEFAULTS))
     study_hash: str = ""
+    # the study's dataset section as written (root:, download: ...): where the data lives, so it
+    # reaches the worker, but not what it is, so moving a directory does not change trial ids
+    data_source: dict = field(default_factory=dict)
+
+    def data_config(self) -> dict:
+        return {**self.data_source, **self.dataset}
 
     def config(self) -> dict:
         return {
@@ -101,6 +107,7 @@ class Study:
     slurm: dict
     smoke: bool = False
     smoke_grid: dict = field(default_factory=dict)  # axes --smoke uses instead of the grid's (`smoke:` key)
+    data_source: dict = field(default_factory=dict)  # the dataset section as written (see Trial.data_source)
 
     @property
     def study_hash(self) -> str:
@@ -150,7 +157,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         info = data.describe(dataset)
     except StudyError as e:
         raise e.at(where, e.key or "dataset") from None
-    dataset = info.config  # canonical: name + the keys that change the data (not where it lives)
+    data_source, dataset = dataset, info.config  # canonical: name + the keys that change the data (not where it lives)
 
     train = _merged(raw, "train", TRAIN_DEFAULTS, where)
     _check_train(train, where)
@@ -175,6 +182,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         resources=resources,
         slurm=slurm,
         smoke_grid=smoke_grid,
+        data_source=data_source,
     )
 
 
@@ -293,7 +301,7 @@ def expand(study: Study) -> list[Trial]:
     for model, n, size, seed in itertools.product(g["model"], g["data_size"], g["image_size"], g["seed"]):
         t = Trial(study=study.name, model=model, image_size=size, data_size=n, seed=seed,
                   dataset=study.dataset, train=study.train, profile=study.profile,
-                  resources=study.resources, study_hash=study.study_hash)
+                  resources=study.resources, study_hash=study.study_hash, data_source=study.data_source)
         if t.trial_id not in seen:
             seen.add(t.trial_id)
             trials.append(t)
@@ -306,7 +314,7 @@ SMOKE_DATA_DIVISOR = 50  # 1k/4k/16k -> 20/80/320: keeps the grid's shape, runs 
 
 def smoke(study: Study) -> Study:
     """Same grid shape, tiny budget: every axis value kept, steps/subsets/profiling shrunk."""
-    info = data.describe(study.dataset)
+    info = data.describe({**study.data_source, **study.dataset})
     floor = 2 * info.num_classes
     sizes = [max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) if n else 0 for n in study.grid["data_size"]]
     train = dict(study.train, steps=SMOKE_STEPS if study.train["steps"] != 0 else 0, epochs=None, batch_size=min(study.train["batch_size"], 32),
@@ -315,7 +323,7 @@ def smoke(study: Study) -> Study:
     return Study(
         name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
         grid=dict(study.grid, data_size=sizes, **study.smoke_grid), train=train, profile=profile,
-        resources=study.resources, slurm=study.slurm, smoke=True,
+        resources=study.resources, slurm=study.slurm, smoke=True, data_source=study.data_source,
     )
 
 

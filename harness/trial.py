@@ -102,7 +102,7 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
 
 def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> dict:
     device = pick_device(trial)
-    ds = data.load(trial.dataset)
+    ds = data.load(trial.data_config())
     info = ds.info
     dims = {"image_size": trial.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
 

@@ -77,3 +77,25 @@ def test_epoch_sampler_covers_every_sample_once_per_pass() -> None:
 def test_unknown_dataset_key() -> None:
     with pytest.raises(StudyError, match="did you mean num_classes"):
         data.describe({"name": "synthetic", "num_class": 3})
+
+
+def test_dataset_root_reaches_the_trial_but_not_its_id(tmp_path: Path, monkeypatch) -> None:
+    """A Fashion-MNIST `root:` must travel with the trial (workers load from it), yet moving the
+    directory must not change trial ids."""
+    from harness import spec
+    from harness.trial import run_trial
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "absent")
+    monkeypatch.delenv("HARNESS_DATA", raising=False)
+    raw = {"name": "r", "dataset": {"name": "fashion_mnist", "root": str(tmp_path)},
+           "grid": {"model": ["linear@xs"], "data_size": [20]},
+           "train": {"steps": 2, "batch_size": 10, "curve_eval_size": 10}, "profile": {"enabled": False}}
+    (trial,) = spec.expand(spec.parse_study(raw))
+    out = run_trial(trial)
+    assert out.row["status"] == "ok", out.row["error"]
+    moved = dict(raw, dataset={"name": "fashion_mnist", "root": str(tmp_path / ".")})
+    assert spec.expand(spec.parse_study(moved))[0].trial_id == trial.trial_id
