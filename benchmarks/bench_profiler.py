@@ -157,7 +157,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet@s:32,vit@s:32,convnext@s:32,mixer@s:32",
                    help="comma-separated family@size:image_size")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads for all three (default 1: a shared machine)")
     p.add_argument("--reps", type=int, default=5, help="repetitions of each method (order rotates)")
     p.add_argument("--warmup", type=int, default=3)

@@ -88,7 +88,7 @@ def assert_exactly_once(study: Path, out_dir: Path) -> None:
 
 
 def kill_then_rerun(tmp_path: Path, args: list[str], name: str, timeout: float) -> None:
-    study = write_study(tmp_path, name=name, models="[resnet@xs, vit@xs]", data_sizes="[32, 64, 128, 256]", steps=40)
+    study = write_study(tmp_path, name=name, models="[resnet@xs, vit@xs]", data_sizes="[32, 64, 128]", steps=30)
     out_dir = tmp_path / "res" / name
     base = [str(study), "--results", str(tmp_path / "res"), "--no-report", *args]
     first = start_driver(base, tmp_path / "first.log")
@@ -100,7 +100,7 @@ def kill_then_rerun(tmp_path: Path, args: list[str], name: str, timeout: float) 
     finally:
         stop_session(first.pid)  # embedded Ray: its agents and workers, by PID
     before = {p.name: p.stat().st_mtime_ns for p in rows(out_dir)}
-    assert 1 <= len(before) < 8
+    assert 1 <= len(before) < 6
     second = start_driver(base, tmp_path / "second.log")
     try:
         assert second.wait(timeout) == 0, (tmp_path / "second.log").read_text()
@@ -118,14 +118,10 @@ def test_kill9_driver_then_rerun_local(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill9_driver_then_rerun_ray_embedded(tmp_path: Path) -> None:
-    kill_then_rerun(tmp_path, ["--backend", "ray"], "crash_ray", timeout=240)
-
-
-@pytest.mark.cluster
-@pytest.mark.skipif(not RAY_ADDRESS, reason="no Ray cluster: HARNESS_TEST_RAY_ADDRESS is set by .ci/run (scripts/ray_up.sh)")
-def test_kill9_driver_then_rerun_ray_cluster(tmp_path: Path) -> None:
-    kill_then_rerun(tmp_path, ["--backend", "ray", "--address", RAY_ADDRESS], "crash_ray_cluster", timeout=240)
+def test_kill9_driver_then_rerun_ray(tmp_path: Path) -> None:
+    """On the test Ray cluster when it is up (HARNESS_TEST_RAY_ADDRESS), else on an embedded local Ray."""
+    where = ["--address", RAY_ADDRESS] if RAY_ADDRESS else []
+    kill_then_rerun(tmp_path, ["--backend", "ray", *where], "crash_ray", timeout=240)
 
 
 def test_two_drivers_at_once_run_each_trial_once(tmp_path: Path) -> None:

@@ -162,6 +162,11 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path: Path,
 # ----------------------------------------------------------------------------- real SLURM
 
 
+def _squeue(job: str) -> str:
+    p = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return p.stdout.strip()
+
+
 def _manifest(out_dir: Path) -> list[dict]:
     return json.loads((out_dir / "slurm" / "jobs.json").read_text())["submissions"]
 
@@ -220,29 +225,44 @@ def test_no_wait_status_and_a_second_driver_waits_for_the_jobs(tmp_path: Path, c
 @pytest.mark.cluster
 @pytest.mark.skipif(not ON_SLURM, reason=NO_SLURM)
 def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path: Path) -> None:
-    """A 1-minute limit: SIGUSR2 comes 25-55 s after the start (signal_delay_s=5 plus SLURM's 30 s check
-    cadence), submitit requeues the job, and the requeued job continues from its last checkpoint."""
+    """A 1-minute limit: SIGUSR2 comes 10-40 s after the start (signal_delay_s=20 plus slurmctld's 30 s
+    check cadence), submitit requeues the job, and the requeued job continues from its last checkpoint.
+    The trial trains over 40 s, so the first run always hits the limit. Once a run that left a
+    checkpoint has been requeued, the test raises the limit of the queued job (as a user may) so the
+    resumed run finishes instead of timing out again: ~1.5 minutes instead of 3."""
     body = ("grid: {model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}\n"
             "train: {steps: STEPS, batch_size: 32, lr: 1.0e-3, warmup_steps: 1}\nprofile: {enabled: false}\n"
-            "slurm: {time: 1, signal_delay_s: 5, checkpoint_every: 20, max_timeouts: 8}\n")
+            "slurm: {time: 1, signal_delay_s: 20, checkpoint_every: 20, max_timeouts: 8}\n")
     calib = tmp_path / "calib.yaml"
     calib.write_text(f"name: calib\n{SYNTH}" + body.replace("STEPS", "40"))
     from harness.trial import run_trial
 
     per_step = run_trial(spec.expand(spec.load_study(calib))[0]).row["train_time_s"] / 40
-    steps = max(400, math.ceil(60 / per_step))  # ~60 s of training: longer than the longest first window
+    steps = max(400, math.ceil(42 / per_step))  # ~42 s of training: longer than the longest first window
     study = tmp_path / "limit.yaml"
     study.write_text(f"name: limit\n{SYNTH}" + body.replace("STEPS", str(steps)))
-    res = tmp_path / "res"
-    assert main(["run", str(study), "--backend", "slurm", "--results", str(res), "--no-report"]) == 0
-    out_dir = res / "limit"
+    res, out_dir = tmp_path / "res", tmp_path / "res" / "limit"
+    driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
+    try:
+        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = next(iter(job.values()))
+        err = out_dir / "slurm" / "logs" / f"{job}_0_log.err"
+        ckpt = out_dir / "slurm" / "checkpoints" / f"{_manifest(out_dir)[0]['trials'].popitem()[0]}.pt"
+
+        def requeued_with_checkpoint() -> bool:  # a window shorter than python's start-up leaves none: wait for the next
+            return err.exists() and "DUE TO JOB REQUEUE" in err.read_text() and ckpt.exists() and \
+                _squeue(job) in ("PENDING", "REQUEUED", "REQUEUE_HOLD")
+        wait_for(requeued_with_checkpoint, 240, "the time limit, a checkpoint and the requeue", every=0.5)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True, timeout=30)
+        assert driver.wait(300) == 0, (tmp_path / "driver.log").read_text()
+    finally:
+        stop_session(driver.pid)
     row = store.read(out_dir).iloc[0]
-    assert row["status"] == "ok" and row["steps"] == steps
+    assert row["status"] == "ok" and row["steps"] == steps and row["slurm_job"] == job
     assert row["resumes"] >= 1 and 0 < row["resumed_from_step"] < steps  # continued, not restarted at step 0
     assert row["resumed_from_step"] % 20 == 0  # from a checkpoint boundary
     curve = store.read_curves(out_dir)
     assert curve["step"].tolist() == sorted(curve["step"]) and curve["step"].iloc[-1] == steps
     assert curve["samples_seen"].iloc[-1] == steps * 32
-    err = (out_dir / "slurm" / "logs" / f"{row['slurm_job']}_0_log.err").read_text()
-    assert "this job is timed-out" in err and "DUE TO JOB REQUEUE" in err
+    assert "this job is timed-out" in err.read_text()
     assert not list((out_dir / "slurm" / "checkpoints").glob("*.pt"))  # removed once the row is stored
