@@ -271,9 +271,15 @@ def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claim
     wait=False (SLURM --no-wait) we return after our own submission and leave others alone.
     """
     todo = {t.trial_id: t for t in trials}
+    planned = {tid: row_stamp(out_dir, tid) for tid in todo}
     with Claims(out_dir, lease_s) as claims:
         while todo:
             mine, others = claims.acquire(list(todo))
+            for tid in [t for t in mine if _stored_meanwhile(out_dir, t, planned[t])]:
+                claims.release(tid)  # another driver finished it after we planned and before we claimed
+                mine.remove(tid)
+                todo.pop(tid)
+                yield Event(tid, by="another driver")
             stamps = {tid: row_before(info, out_dir, tid) for tid, info in others.items()}
             if others and on_others:
                 on_others(others)
@@ -289,6 +295,18 @@ def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claim
             if lost:
                 raise RuntimeError(f"backend returned without a result for {len(lost)} trials: {', '.join(lost[:5])}")
             yield from _wait_for_others(others, stamps, todo, out_dir, lease_s, poll_s)
+
+
+def _stored_meanwhile(out_dir: str | Path, tid: str, planned: tuple[int, int] | None) -> bool:
+    """A new row since the caller planned (a retried failure), or an ok row (finished just before planning)."""
+    now = row_stamp(out_dir, tid)
+    if now is None:
+        return False
+    if now != planned:
+        return True
+    import pyarrow.parquet as pq
+
+    return pq.read_table(Path(out_dir) / "trials" / f"{tid}.parquet", columns=["status"]).column(0)[0].as_py() == "ok"
 
 
 def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | None:

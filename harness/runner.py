@@ -81,7 +81,7 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
             task = bar.add_task(study.name, total=len(pending))
             # claims: a second driver of this study skips (and waits for) the trials this one runs
             for ev in claims.run_exclusive(pending, lambda ts, held: be.execute(ts, claims=held, **opts), out_dir,
-                                           wait=wait, on_others=lambda held: _report_others(held, bar.console)):
+                                           wait=wait, on_others=lambda held: _report_others(held, bar.console, wait)):
                 if ev.output is None:
                     bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
                 else:
@@ -114,13 +114,14 @@ def _check_slurm_only(backend: str, wait: bool, slurm: dict | None) -> None:
                          fix="add --backend slurm, or drop the flag (Ray and local drivers stay to collect results)")
 
 
-def _report_others(held: dict[str, dict], console: Console) -> None:
+def _report_others(held: dict[str, dict], console: Console, wait: bool = True) -> None:
     by: dict[str, int] = {}
     for info in held.values():
         by[claims.describe(info)] = by.get(claims.describe(info), 0) + 1
     who = ", ".join(f"{n} by {h}" for h, n in sorted(by.items()))
-    console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): waiting for their rows "
-                  "(a trial whose holder stops without one is run here)")
+    then = ("waiting for their rows (a trial whose holder stops without one is run here)" if wait
+            else "left to them")
+    console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): {then}")
 
 
 def _progress(console: Console) -> Progress:

@@ -184,3 +184,22 @@ def test_claim_from_another_host_lives_until_its_lease_expires(tmp_path: Path) -
     os.utime(directory / "t1", (old, old))
     with claims.Claims(tmp_path, lease_s=3600) as held:
         assert held.acquire(["t1"]) == (["t1"], {})
+
+
+def test_a_trial_stored_by_another_driver_before_we_claim_it_is_not_run_again(tmp_path: Path) -> None:
+    """The runner plans from the rows on disk; a trial another driver finishes before our claim is skipped."""
+    from harness import spec
+    from harness.store import TrialOutput
+
+    trials = spec.expand(spec.load_study(write_study(tmp_path, data_sizes="[32]")))
+    store.write(TrialOutput({"trial_id": trials[0].trial_id, "status": "ok", "error": ""}), tmp_path)
+    ran: list[str] = []
+
+    def execute(ts: list, held: claims.Claims) -> object:
+        for t in ts:
+            ran.append(t.trial_id)
+            yield TrialOutput({"trial_id": t.trial_id, "status": "ok", "error": ""})
+
+    events = list(claims.run_exclusive(trials, execute, tmp_path))
+    assert ran == [trials[1].trial_id]
+    assert [(e.trial_id, e.output is None) for e in events] == [(trials[0].trial_id, True), (trials[1].trial_id, False)]
