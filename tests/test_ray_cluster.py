@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -97,24 +98,29 @@ def test_node_death_mid_study_every_trial_once(tmp_path: Path) -> None:
         driver = start_driver([str(study), "--address", ADDRESS, "--results", str(tmp_path / "res"), "--no-report"],
                               tmp_path / "driver.log")
 
-        def trial_on_extra_node() -> str | None:  # a worker of the extra raylet busy with a trial ("ray::trial <id> ...")
-            if not store.trial_files(out_dir):
-                return None
+        def trials_on_extra_node() -> set[str]:  # its workers busy with a trial are titled "ray::trial <id> ..."
+            out = set()
             for w in raylet.children():
                 with _gone():
                     title = " ".join(w.cmdline())
                     if title.startswith("ray::trial "):
-                        return title.split()[1]
-            return None
+                        out.add(title.split()[1])
+            return out
 
-        victim = wait_for(trial_on_extra_node, 180, "a row on disk and a trial running on the extra node")
+        wait_for(lambda: store.trial_files(out_dir), 180, "the first row")
+        seen = trials_on_extra_node()
+        # kill the node the moment a trial starts there, so that trial is surely mid-run
+        victim = wait_for(lambda: next(iter(trials_on_extra_node() - seen), None), 180, "a trial starting on the extra node",
+                          every=0.05)
         workers = [w.pid for w in raylet.children()]
         killed_at = time.time()
         os.kill(raylet.pid, signal.SIGKILL)
         assert driver.wait(300) == 0, (tmp_path / "driver.log").read_text()
         assert_exactly_once(study, out_dir)
+        row = store.read(out_dir).set_index("trial_id").loc[victim]
+        # the victim's stored run started after the kill (started_at has whole seconds): Ray re-ran it elsewhere
+        assert datetime.fromisoformat(row["started_at"]).timestamp() > killed_at
         finished = (out_dir / "trials" / f"{victim}.parquet").stat().st_mtime
-        assert finished > killed_at  # the trial that was on the dead node was re-run elsewhere
         record = {"victim": victim, "node_death_to_retried_trial_done_s": round(finished - killed_at, 1)}
         (tmp_path / "measured.json").write_text(json.dumps(record))
         print(f"node death -> retried trial stored: {record}")

@@ -266,3 +266,29 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path: Path) -> None
     assert curve["samples_seen"].iloc[-1] == steps * 32
     assert "this job is timed-out" in err.read_text()
     assert not list((out_dir / "slurm" / "checkpoints").glob("*.pt"))  # removed once the row is stored
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not ON_SLURM, reason=NO_SLURM)
+def test_timeout_without_checkpointing_is_a_failed_time_limit_row(tmp_path: Path) -> None:
+    """Without slurm.checkpoint_every a timed-out job is not requeued (it would start again from step 0):
+    its row says so. The timeout signal is the one SLURM sends (SIGUSR2), delivered at once with
+    `scancel --signal` as submitit's own tests do, instead of after a minute."""
+    study = tmp_path / "nockpt.yaml"
+    study.write_text(f"name: nockpt\n{SYNTH}grid: {{model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}}\n"
+                     "train: {steps: 100000, batch_size: 32}\nprofile: {enabled: false}\nslurm: {time: 1}\n")
+    res, out_dir = tmp_path / "res", tmp_path / "res" / "nockpt"
+    driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
+    try:
+        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = next(iter(job.values()))
+        out = out_dir / "slurm" / "logs" / f"{job}_0_log.out"
+        # the job logs this once submitit's signal handlers are installed and the trial starts
+        wait_for(lambda: out.exists() and "harness: trial" in out.read_text(), 120, "the trial to start")
+        subprocess.run(["scancel", "--signal", "USR2", job], check=True, timeout=30)
+        assert driver.wait(120) == 1, (tmp_path / "driver.log").read_text()
+    finally:
+        stop_session(driver.pid)
+    row = store.read(out_dir).iloc[0]
+    assert row["status"] == "failed" and row["error"].startswith("TimeLimit: hit the SLURM time limit (1 min)")
+    assert "checkpoint_every" in row["error"] and len(_manifest(out_dir)) == 1

@@ -182,6 +182,7 @@ class TrialJob(submitit.helpers.Checkpointable):
         job_id = submitit.JobEnvironment().job_id
         if _stored_by(self.out_dir, trial.trial_id) == job_id:
             return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
+        print(f"harness: trial {trial.trial_id} ({trial.label}) starts in SLURM job {job_id}", flush=True)
         ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
         out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
         if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
