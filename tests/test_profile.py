@@ -227,7 +227,7 @@ def test_attention_cost_smoke_swaps_resolutions_and_keeps_the_trial_count() -> N
     path = Path(__file__).resolve().parent.parent / "studies" / "attention_cost.yaml"
     study = spec.load_study(path)
     smoked = spec.smoke(study)
-    assert study.grid["image_size"] == [224, 512, 1024] and max(smoked.grid["image_size"]) <= 64
+    assert max(study.grid["image_size"]) == 1024 and max(smoked.grid["image_size"]) <= 128
     assert len(spec.expand(smoked)) == len(spec.expand(study)) and study.train["steps"] == 0
 
 
