@@ -292,3 +292,22 @@ def test_timeout_without_checkpointing_is_a_failed_time_limit_row(tmp_path: Path
     row = store.read(out_dir).iloc[0]
     assert row["status"] == "failed" and row["error"].startswith("TimeLimit: hit the SLURM time limit (1 min)")
     assert "checkpoint_every" in row["error"] and len(_manifest(out_dir)) == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not ON_SLURM, reason=NO_SLURM)
+def test_job_that_ends_without_a_row_becomes_a_failed_row(tmp_path: Path) -> None:
+    """A job cancelled before it could store anything: the waiting driver writes the failed row."""
+    study = write_study(tmp_path, name="cancelled", models="[vit@xs]", data_sizes="[32]", extra="slurm: {sbatch: {hold: true}}\n")
+    res, out_dir = tmp_path / "res", tmp_path / "res" / "cancelled"
+    driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
+    try:
+        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = next(iter(job.values()))
+        subprocess.run(["scancel", job], check=True, timeout=30)
+        assert driver.wait(120) == 1, (tmp_path / "driver.log").read_text()
+    finally:
+        stop_session(driver.pid)
+    row = store.read(out_dir).iloc[0]
+    assert row["status"] == "failed" and row["error"].startswith(f"SLURM job {job} CANCELLED without a result")
+    assert not list((out_dir / "claims").glob("[!.]*"))  # the dead job's claim is gone with it

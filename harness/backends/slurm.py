@@ -293,6 +293,7 @@ def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
     out = failed_output(trial, f"SLURM job {job} {state} without a result" + (f": {last}" if last else f" (log: {err})"))
     out.row["slurm_job"] = job
     store.write(out, out_dir)
+    claimlib.release_slurm(out_dir, trial.trial_id, job)  # the job cannot release it any more
     return out
 
 
