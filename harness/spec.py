@@ -312,11 +312,21 @@ SMOKE_STEPS = 3
 SMOKE_DATA_DIVISOR = 50  # 1k/4k/16k -> 20/80/320: keeps the grid's shape, runs in seconds
 
 
+def _smoke_sizes(sizes: list[int], floor: int) -> list[int]:
+    """n -> ceil(n / 50), at least `floor`, kept distinct and in the same order (500 and 1000 must not
+    both become 20: the smoke grid has as many trials as the real one)."""
+    small: dict[int, int] = {}
+    for n in sorted(set(sizes)):
+        s = max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) if n else 0
+        small[n] = max(s, max(small.values(), default=-1) + 1) if n else 0
+    return [small[n] for n in sizes]
+
+
 def smoke(study: Study) -> Study:
     """Same grid shape, tiny budget: every axis value kept, steps/subsets/profiling shrunk."""
     info = data.describe({**study.data_source, **study.dataset})
     floor = 2 * info.num_classes
-    sizes = [max(floor, math.ceil(n / SMOKE_DATA_DIVISOR)) if n else 0 for n in study.grid["data_size"]]
+    sizes = _smoke_sizes(study.grid["data_size"], floor)
     train = dict(study.train, steps=SMOKE_STEPS if study.train["steps"] != 0 else 0, epochs=None, batch_size=min(study.train["batch_size"], 32),
                  warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
     profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
