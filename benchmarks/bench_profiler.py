@@ -144,6 +144,33 @@ def bench_model(name: str, size: int, args: argparse.Namespace, device: torch.de
     return rows
 
 
+def bench_overhead(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """The methods' own cost per step, on a step so short (a 16->10 linear layer, batch 1) that the
+    machine's noise is small next to it: what the harness adds (step closures, autocast/no_grad
+    contexts, one clock read per block) compared with a hand-written loop, in microseconds."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10)).to(device)
+    dims = {"image_size": 4, "in_chans": 1, "num_classes": 10}
+    x, y = torch.randn(1, 1, 4, 4, device=device), torch.randint(0, 10, (1,), device=device)
+    steps, n, rows = bare_steps(model, x, y), args.overhead_iters, []
+    for mode in ("infer", "train"):
+        got: dict[str, list[float]] = {m: [] for m in METHODS}
+        for rep in range(args.reps):
+            model.train(mode == "train")
+            got["bare"].append(1e6 / bare_loop(steps[mode], device, warmup=n // 10, iters=n, batch=1))
+            s = Settings(batch_size=1, mode=mode, warmup=n // 10, iters=n, threads=args.threads, latency=False, max_rounds=1)
+            rec = profile(lambda: model, s, device, gmacs=(1.6e-7, 4.8e-7), **dims)
+            got["harness"].append(rec[f"{mode}_step_ms"] * 1e3)
+            model.train(mode == "train")
+            got["timer"].append(1e6 / timer_run(steps[mode], warmup=n // 10, budget_s=got["bare"][-1] * n / 1e6, batch=1,
+                                               threads=args.threads))
+        row = {"mode": mode, **{f"{m}_us": statistics.median(v) for m, v in got.items()}}
+        row["harness_minus_bare_us"] = statistics.median([h - b for h, b in zip(got["harness"], got["bare"])])
+        rows.append(row)
+        print(f"# overhead, tiny linear, {mode:5s}: per step bare {row['bare_us']:.1f} us, harness {row['harness_us']:.1f} us "
+              f"(paired difference {row['harness_minus_bare_us']:+.1f} us), timer {row['timer_us']:.1f} us", flush=True)
+    return rows
+
+
 HEADER = (f"{'model':<14}{'px':>4}{'mode':>6}{'step ms':>9} | {'harness img/s':>13}{'CV':>6}{'range':>7} | "
           f"{'bare img/s':>10}{'CV':>6}{'range':>7} | {'timer img/s':>11}{'CV':>6}{'range':>7} | "
           f"{'harness/bare':>15}{'timer/bare':>15}{'h steps':>8}")
@@ -168,6 +195,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10, help="timed steps per repetition (the timer gets the same time budget)")
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--overhead-iters", type=int, default=2000, help="steps per method in the overhead check (0: skip it)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,10 +210,11 @@ def main() -> None:
     for spec in args.models.split(","):
         name, _, size = spec.partition(":")
         rows += bench_model(name.strip(), int(size or zoo.default_image_size(zoo.resolve(name.strip()))), args, device)
+    overhead = bench_overhead(args, device) if args.overhead_iters else []
     print(f"# {time.time() - t0:.0f} s; load average after: {open('/proc/loadavg').read().split()[:3]}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"fingerprint": fp, "args": vars(args), "rows": rows}, f, indent=1)
+            json.dump({"fingerprint": fp, "args": vars(args), "rows": rows, "overhead": overhead}, f, indent=1)
 
 
 if __name__ == "__main__":
