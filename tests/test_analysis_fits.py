@@ -205,3 +205,12 @@ def test_cli_fit_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
                  "--bootstrap", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["fits"][0]["group"] == "all" and out["fits"][0]["ci95"] == {}
+
+
+def test_crossover_outside_the_measured_range_is_marked_extrapolated() -> None:
+    from harness.analysis.fits import Crossover
+
+    inside = Crossover("a", "b", "data_size", 2000.0, (500.0, 32000.0), measured=(1000.0, 16000.0))
+    outside = Crossover("a", "b", "data_size", 800.0, (500.0, 32000.0), measured=(1000.0, 16000.0))
+    assert not inside.extrapolated and "EXTRAPOLATED" not in inside.text()
+    assert outside.extrapolated and "EXTRAPOLATED: outside the measured 1k–16k" in outside.text()

@@ -341,6 +341,12 @@ class Crossover:
     searched: tuple[float, float]
     ci95: tuple[float, float] | None = None
     frac_boot: float | None = None  # share of bootstrap pairs that cross in `searched`
+    measured: tuple[float, float] | None = None  # the x range both groups were measured on
+
+    @property
+    def extrapolated(self) -> bool:
+        """A crossing outside the measured range is a prediction of the fitted laws, not a finding."""
+        return self.x is not None and self.measured is not None and not (self.measured[0] <= self.x <= self.measured[1])
 
     def text(self) -> str:
         lo, hi = (fmt_x(v) for v in self.searched)
@@ -351,14 +357,18 @@ class Crossover:
                     f"[{lo}, {hi}]; {self.winner} is lower throughout{tail}")
         ci = f"95% CI {fmt_x(self.ci95[0])}–{fmt_x(self.ci95[1])}" if self.ci95 else ""
         extra = "; ".join(p for p in (ci, share) if p)
+        where = ""
+        if self.extrapolated:
+            assert self.measured is not None
+            where = f"; EXTRAPOLATED: outside the measured {fmt_x(self.measured[0])}–{fmt_x(self.measured[1])}"
         return (f"{self.winner} overtakes {self.other} at {self.x_name} ≈ {fmt_x(self.x)}"
-                + (f" ({extra})" if extra else ""))
+                + (f" ({extra}{where})" if extra else (f" ({where[2:]})" if where else "")))
 
     def to_json(self) -> dict[str, Any]:
         return _clean({
             "winner": self.winner, "other": self.other, "x": self.x_name, "at": self.x,
             "searched": list(self.searched), "ci95": list(self.ci95) if self.ci95 else None,
-            "frac_boot": self.frac_boot, "text": self.text(),
+            "frac_boot": self.frac_boot, "extrapolated": self.extrapolated, "text": self.text(),
         })
 
 
@@ -644,9 +654,10 @@ def crossovers(fits: list[GroupFit], x_name: str, pairs: PairFilter | None = Non
             win, other = (f, g) if f_lower else (g, f)
             out.append(Crossover(win.group, other.group, x_name, None, (lo, hi), None, boot[1]))
             continue
+        measured = (max(f.x_range[0], g.x_range[0]), min(f.x_range[1], g.x_range[1]))
         for r, ci in zip(roots, boot[0]):
             win, other = (f, g) if _lower_above(f.law.params, g.law.params, r) else (g, f)
-            out.append(Crossover(win.group, other.group, x_name, r, (lo, hi), ci, boot[1]))
+            out.append(Crossover(win.group, other.group, x_name, r, (lo, hi), ci, boot[1], measured))
     return out
 
 

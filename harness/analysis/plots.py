@@ -215,6 +215,9 @@ def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: st
             if ax.get_visible():
                 _log_axis(ax, "x", pts[x].to_numpy())
                 _log_axis(ax, "y", pts["_y"].to_numpy())
+                # the axis follows the data, not a wide bootstrap band (which may run past error 1)
+                ylo, yhi = float(pts["_y"].min()), float(pts["_y"].max())
+                ax.set_ylim(ylo / 1.6, min(yhi * 1.6, 1.0) if is_accuracy(y) else yhi * 1.6)
                 ax.set_xlabel(axis_label(x))
                 ax.set_ylabel(error_label(y))
         what = error_label(y).split(",")[0].capitalize()
