@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # see ../shared/ci/NOTES.md (token auth trap)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -30,6 +32,17 @@ def write_study(directory: Path, name: str = "tiny", models: str = "[resnet@xs, 
     path = directory / f"{name}.yaml"
     path.write_text(TINY.format(name=name, models=models, data_sizes=data_sizes, steps=steps, lr=lr) + textwrap.dedent(extra))
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine (Ray trials
+    # alongside) OpenMP threads spin against each other: measured under load, a convnext@l step
+    # took 2.7 s with 2 threads and 0.07 s with 1. (run_trial sets its own thread count anyway.)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

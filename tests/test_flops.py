@@ -14,17 +14,6 @@ from harness import flops, zoo
 from harness.errors import StudyError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models at batch 2 gain nothing from intra-op threads, and on a shared 2-core machine
-    # (Ray trials alongside) OpenMP threads spin against each other: measured under load, a
-    # convnext@l step took 2.7 s with 2 threads and 0.07 s with 1.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vit_macs(ms: zoo.ModelSpec, image_size: int, in_chans: int, num_classes: int,
              attention: bool = True) -> int:
     """ViT forward MACs: patch embedding + depth x (12 N D^2 + 2 N^2 D) + head.

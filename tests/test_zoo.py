@@ -14,17 +14,6 @@ from harness.errors import StudyError
 from harness.flops import count_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny models at batch 2 gain nothing from intra-op threads, and on a shared 2-core machine
-    # (Ray trials alongside) OpenMP threads spin against each other: measured under load, a
-    # convnext@l step took 2.7 s with 2 threads and 0.07 s with 1.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = ["xs", "s", "m", "l"]
 LADDER = [(f, s) for f in zoo.families() for s in SMALL if s in zoo.sizes(f)]  # linear: xs only
 
