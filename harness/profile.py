@@ -27,6 +27,7 @@ img/s, and MFU divides it by the device peak of harness/hardware.py (NaN with a 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import statistics
 import time
@@ -45,7 +46,7 @@ from harness.flops_train import built_train_gmacs
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16")
 MODES = ("infer", "train", "both")
-CV_THRESHOLD = 0.05  # 5%: above this a median of 5 blocks is off by a few % between runs (benchmarks/)
+CV_THRESHOLD = 0.05  # 5%: the spread at which a comparison "A is 5% faster than B" stops being readable
 BLOCKS = 5  # timed blocks per round: the smallest count with a meaningful median and IQR
 MAX_ROUNDS = 3  # at most 3x the planned timed steps when the spread is high
 MIN_BLOCKS_FOR_CV = 3  # the CV of two blocks says nothing: no extension, no unstable flag below three
@@ -330,6 +331,16 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc malloc_trim), so a resident-set baseline taken
+    now is not inflated by what earlier work in this process freed but kept: without it, a second
+    profile in the same process reads a peak growth near zero."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the baseline may be high, the growth a lower bound
+        pass
+
+
 def mem_available_mb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -342,6 +353,8 @@ class PeakMemory:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        if device.type == "cpu":
+            _trim_heap()
         self.rss0 = _proc_status_mb("VmRSS") if device.type == "cpu" else 0.0  # before the model exists
         self.hwm_ok = False
 
@@ -349,6 +362,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _trim_heap()
             self.hwm_ok = _reset_hwm()
 
     def read(self) -> tuple[float, str]:
