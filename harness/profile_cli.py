@@ -128,8 +128,9 @@ def render(rec: dict):
     lines = [
         f"params {rec['params']:,}   forward {rec['fwd_gmacs']:.4g} GMACs/img   training step {rec['train_gmacs']:.4g} "
         f"GMACs/img ({rec['train_fwd_ratio']:.3f}x forward; 1 MAC = 2 FLOPs in TFLOP/s and MFU)",
-        f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
-        f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")
+        (f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
+         f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")
+         if not math.isnan(rec["latency_ms_p50"]) else "latency: not measured (--no-latency, or inference did not run)")
         + f"   peak memory: {rec['peak_mem_kind']}",
         f"MFU: peak {_num(rec['peak_tflops'], '.1f')} TFLOP/s" + (f" — {rec['mfu_reason']}" if rec["mfu_reason"] else ""),
     ]
