@@ -119,7 +119,10 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path: Path) -> Non
     study = write_study(tmp_path, name="intr", models="[resnet@xs, vit@xs, mixer@xs]", data_sizes="[32, 64]", steps=6)
     exe = Path(sys.executable).parent / "harness"
     cmd = [str(exe), "run", str(study), "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # default SIGINT in the child even when pytest itself runs with SIGINT ignored (a background job of
+    # a non-interactive shell, `make test &`): an ignored disposition survives exec and the child would never see it
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     for line in proc.stderr:  # the runner prints one line per stored trial: wait for the first
         if line.lstrip().startswith("ok"):
