@@ -177,6 +177,7 @@ def fingerprint(device: torch.device) -> dict:
         "cpu_count": affinity,  # CPUs this process may run on (a container or taskset may give fewer)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # SIMD level torch dispatches to
         "threads": torch.get_num_threads(),
+        "niceness": os.nice(0),  # CPU priority: a niced process measures low whenever anything else runs
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda or "",
         "cudnn_version": str(torch.backends.cudnn.version() or "") if cuda else "",

@@ -48,7 +48,7 @@ COLUMNS: dict[str, str] = {
     "harness_version": "string", "git_sha": "string", "host": "string", "started_at": "string",
     "duration_s": "float64", "study_hash": "string",
     # hardware fingerprint (harness/hardware.py), filled when the trial is profiled
-    "device_count": "Int64", "driver": "string", "cpu_model": "string", "cpu_count": "Int64", "cpu_capability": "string",
+    "device_count": "Int64", "driver": "string", "cpu_model": "string", "cpu_count": "Int64", "cpu_capability": "string", "niceness": "Int64",
     "cuda_version": "string", "cudnn_version": "string", "tf32": "string",
 }
 CURVE_COLUMNS = ["trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr", "elapsed_s"]

@@ -67,7 +67,7 @@ def base_row(trial: Trial) -> dict:
         "dataset": trial.dataset["name"], "config_json": json.dumps(trial.config(), sort_keys=True),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "niceness": os.nice(0),
         "torch_version": torch.__version__, "timm_version": timm.__version__, "harness_version": __version__,
         "git_sha": git_sha(), "host": socket.gethostname(), "study_hash": trial.study_hash,
     }

@@ -91,7 +91,7 @@ def test_cpu_fingerprint() -> None:
     assert fp["cpu_model"] and fp["cpu_count"] >= 1 and fp["torch_version"] == torch.__version__
     assert fp["tf32"].startswith("n/a") and fp["driver"] == ""
     assert set(fp) == {"device", "device_count", "driver", "cpu_model", "cpu_count", "cpu_capability", "threads",
-                       "torch_version", "cuda_version", "cudnn_version", "tf32"}
+                       "niceness", "torch_version", "cuda_version", "cudnn_version", "tf32"}
 
 
 @pytest.mark.gpu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def test_ray_backend_end_to_end(tmp_path: Path, tiny_study: Path) -> None:
     df = _results(res)
     assert len(df) == 4 and (df["status"] == "ok").all()
     assert df["trial_id"].is_unique
+    assert (df["niceness"] == os.nice(0)).all()  # not Ray's default +15 for workers
 
 
 def test_console_script_smoke(tmp_path: Path) -> None:
