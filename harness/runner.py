@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -133,9 +134,19 @@ def _one_line(out: store.TrialOutput) -> str:
     r = out.row
     cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px seed={r['seed']}"
     if out.ok:
-        speed = r.get("train_img_s", math.nan)
-        return f"  [green]ok[/]     {cell}  acc={r.get('test_acc', math.nan):.4f}  train {speed:,.0f} img/s  {r['duration_s']:.1f}s"
+        parts = [f"acc={r['test_acc']:.4f}"] if _finite(r.get("test_acc")) else []
+        if _finite(r.get("train_img_s")):  # profiled training step
+            parts.append(f"train {r['train_img_s']:,.0f} img/s")
+        elif _finite(r.get("samples_seen")) and _finite(r.get("train_time_s")) and r["train_time_s"] > 0:
+            parts.append(f"trained at {r['samples_seen'] / r['train_time_s']:,.0f} img/s")  # profiling off: wall clock
+        if _finite(r.get("infer_img_s")) and not _finite(r.get("test_acc")):  # profile-only trial
+            parts.append(f"infer {r['infer_img_s']:,.0f} img/s")
+        return f"  [green]ok[/]     {cell}  {'  '.join(parts)}  {r['duration_s']:.1f}s"
     return f"  [red]failed[/] {cell}  {escape(r['error'])}"
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _write_report(out_dir: Path, console: Console) -> None:

@@ -138,3 +138,18 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path: Path) -> Non
     assert main(cmd[1:]) == 0
     final = _results(tmp_path / "r", "intr")
     assert len(final) == 6 and final["trial_id"].is_unique and (final["status"] == "ok").all()
+
+
+def test_one_line_per_trial_shows_what_was_measured() -> None:
+    """Profiled, profiling off, profile-only: the progress line never prints 'nan'."""
+    from harness.runner import _one_line
+
+    base = {"model": "vit@xs", "data_size": 1000, "image_size": 28, "seed": 0, "duration_s": 12.0, "status": "ok"}
+    nan = float("nan")
+    profiled = _one_line(store.TrialOutput({**base, "test_acc": 0.75, "train_img_s": 500.0}, []))
+    assert "acc=0.7500" in profiled and "train 500 img/s" in profiled
+    off = _one_line(store.TrialOutput({**base, "test_acc": 0.75, "train_img_s": nan, "samples_seen": 32000,
+                                       "train_time_s": 64.0}, []))
+    assert "trained at 500 img/s" in off and "nan" not in off
+    only = _one_line(store.TrialOutput({**base, "test_acc": nan, "train_img_s": 90.0, "infer_img_s": 300.0}, []))
+    assert "acc" not in only and "train 90 img/s" in only and "infer 300 img/s" in only and "nan" not in only
