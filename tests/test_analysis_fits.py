@@ -214,3 +214,19 @@ def test_crossover_outside_the_measured_range_is_marked_extrapolated() -> None:
     outside = Crossover("a", "b", "data_size", 800.0, (500.0, 32000.0), measured=(1000.0, 16000.0))
     assert not inside.extrapolated and "EXTRAPOLATED" not in inside.text()
     assert outside.extrapolated and "EXTRAPOLATED: outside the measured 1k–16k" in outside.text()
+
+
+def test_parameters_on_their_bounds_are_flagged() -> None:
+    """A non-monotonic curve (the bigger model worse) drives alpha to its bound; a pure power law
+    without a floor drives E to ~0: both are said, not reported as measured exponents or floors."""
+    x = np.array([1e5, 3e5, 1e6, 1e5, 3e5, 1e6])
+    bumpy = pd.DataFrame({"status": "ok", "params": x, "test_acc": [0.70, 0.77, 0.76, 0.70, 0.77, 0.76]})
+    f = fit_results(bumpy, "test_acc", ["params"], bootstrap=0).fits[0]
+    assert f.law is not None and any("alpha" in n and "search bound" in n for n in f.notes), f.notes
+    no_floor = pd.DataFrame({"status": "ok", "params": x, "test_loss": 50.0 * x ** -0.5})
+    g = fit_results(no_floor, "test_loss", ["params"], bootstrap=0).fits[0]
+    assert g.law.params["alpha"] == pytest.approx(0.5, abs=0.01)
+    assert any("no floor is visible" in n for n in g.notes), g.notes
+    assert not any("search bound" in n for n in g.notes)
+    clean = pd.DataFrame({"status": "ok", "params": x, "test_loss": 0.1 + 50.0 * x ** -0.5})
+    assert fit_results(clean, "test_loss", ["params"], bootstrap=0).fits[0].notes == []

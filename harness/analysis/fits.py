@@ -532,6 +532,7 @@ def _fit_group(
                          f"(add seeds or x values)")
         bootstrap = 0
     fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed)
+    fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
     if bootstrap:
         _check_bootstrap(fit.law, bootstrap, fit.notes)
     if holdout:
@@ -539,6 +540,20 @@ def _fit_group(
         if note:
             fit.notes.append(note)
     return fit
+
+
+def _bound_notes(params: dict[str, float], x: list[str], y_min: float) -> list[str]:
+    """A best fit with an exponent on its search bound, or a floor E that is ~0, did not measure it."""
+    notes = []
+    lo, hi = _EXP_BOUNDS
+    for name, col in zip(("alpha", "beta"), x):
+        v = params.get(name)
+        if v is not None and (v >= hi - 1e-6 or v <= lo + 1e-6):
+            notes.append(f"{name} = {v:g} sits on its search bound [{lo:g}, {hi:g}]: these data do not determine it "
+                         f"(y does not fall like a power law in {col}: flat, non-monotonic or a step)")
+    if params["E"] < 0.01 * y_min:
+        notes.append(f"E = {params['E']:.3g} is ~0 (under 1% of the smallest y): no floor is visible in these data")
+    return notes
 
 
 def _check_bootstrap(law: LawFit, requested: int, notes: list[str]) -> None:
