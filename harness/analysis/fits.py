@@ -542,13 +542,18 @@ def _fit_group(
     return fit
 
 
+def on_bound(exponent: float) -> bool:
+    """The fitted exponent sits on the search range's edge: not determined by the data."""
+    return exponent <= _EXP_BOUNDS[0] + 1e-6 or exponent >= _EXP_BOUNDS[1] - 1e-6
+
+
 def _bound_notes(params: dict[str, float], x: list[str], y_min: float) -> list[str]:
     """A best fit with an exponent on its search bound, or a floor E that is ~0, did not measure it."""
     notes = []
     lo, hi = _EXP_BOUNDS
     for name, col in zip(("alpha", "beta"), x):
         v = params.get(name)
-        if v is not None and (v >= hi - 1e-6 or v <= lo + 1e-6):
+        if v is not None and on_bound(v):
             notes.append(f"{name} = {v:g} sits on its search bound [{lo:g}, {hi:g}]: these data do not determine it "
                          f"(y does not fall like a power law in {col}: flat, non-monotonic or a step)")
     if params["E"] < 0.01 * y_min:

@@ -27,7 +27,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from harness.analysis.fits import (
-    DEFAULT_BOOTSTRAP, MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, predict,
+    DEFAULT_BOOTSTRAP, MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, on_bound, predict,
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER
@@ -272,7 +272,10 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
             fitted = f is not None and f.law is not None
             ax.plot(means.index, means.to_numpy(), marker, ls="none" if fitted else style,
                     lw=0.8, color=colour, ms=5, mec="white", mew=0.6)
-            label = f"{name} (α={f.law.params['alpha']:.2f})" if fitted else f"{name} (not fitted)"
+            label = f"{name} (not fitted)"
+            if fitted:
+                a = f.law.params["alpha"]
+                label = f"{name} (α={a:.2f})" if not on_bound(a) else f"{name} (α={a:g}: on its bound, undetermined)"
             if fitted:
                 _draw_law(ax, f, colour, style)
             ax.plot([], [], style, marker=marker, color=colour, label=label, ms=5)
