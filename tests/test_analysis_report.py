@@ -114,3 +114,13 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parser.parse_args(["report", str(root), "--bootstrap", "5"])
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(root / "report" / "index.md")
+
+
+def test_exponent_on_its_bound_is_marked_in_the_fit_table(tmp_path: Path) -> None:
+    """A non-monotonic curve (the middle size best) fits alpha at the bound 5: the table says (bound)."""
+    rows, _ = make_rows(families=("vit",), sizes=("xs",), data_sizes=(500, 2000, 8000), seeds=(0,), fail=False)
+    rows = store_dtypes(rows.assign(test_acc=rows["data_size"].map({500: 0.70, 2000: 0.77, 8000: 0.76})))
+    (tmp_path / "trials").mkdir()
+    rows.to_parquet(tmp_path / "trials" / "all.parquet")
+    md = write_report(tmp_path, bootstrap=BOOT).read_text(encoding="utf-8")
+    assert "5.00 (bound)" in md and "sits on its search bound" in md

@@ -180,3 +180,12 @@ def test_cli_table_formats(results: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_cli_table_bad_input_raises_study_error(tmp_path: Path) -> None:
     with pytest.raises(StudyError):
         _run(["table", str(tmp_path / "missing")])
+
+
+def test_unmeasured_throughput_columns_are_left_out() -> None:
+    """Profiling off: no infer/train img/s anywhere, so no all-"—" columns that read as "no trial"."""
+    trials, _ = make_rows(families=("vit", "resnet"), sizes=("xs",), data_sizes=(1000,), fail=False)
+    t = build_table(trials.assign(infer_img_s=float("nan"), train_img_s=float("nan")))
+    assert t.columns == ["family", "model", "params", "GMACs", "data_size=1k"]
+    half = trials.assign(infer_img_s=float("nan"))  # measured for some: the column stays
+    assert "train img/s" in build_table(half).columns and "infer img/s" not in build_table(half).columns

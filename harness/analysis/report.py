@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness import __version__
 from harness.analysis.fits import (
-    FitReport, GroupFit, MIN_DISTINCT_X, derived, fit_results, fit_view, fmt_x,
+    FitReport, GroupFit, MIN_DISTINCT_X, derived, fit_results, fit_view, fmt_x, on_bound,
 )
 from harness.analysis.io import is_accuracy, load_results
 from harness.analysis.plots import PlotOutcome, plot_cost, plot_curves, plot_pareto, plot_scaling
@@ -325,14 +325,17 @@ def _fit_intro(report: FitReport, x: str, note: str) -> str:
 
 
 def _fmt_param(v: float) -> str:
-    """3 significant figures; E pinned at its lower bound (e^-25) is a pure power law: ~0."""
-    return "~0" if 0 <= v < 1e-6 else fmt_sig(v)
+    """3 significant figures (scientific past 1e6); E pinned at its lower bound (e^-25) is a pure power law: ~0."""
+    if 0 <= v < 1e-6:
+        return "~0"
+    return f"{v:.3g}" if math.isfinite(v) and abs(v) >= 1e6 else fmt_sig(v)
 
 
 def _fmt_ci(f: GroupFit, name: str) -> str:
     v = (f.law.params | derived(f.law.params)).get(name, math.nan)
     ci = f.law.ci95.get(name)
-    return _fmt_param(v) + (f" [{_fmt_param(ci[0])}, {_fmt_param(ci[1])}]" if ci else "")
+    bound = " (bound)" if name in ("alpha", "beta") and on_bound(v) else ""  # not measured: see the notes
+    return _fmt_param(v) + bound + (f" [{_fmt_param(ci[0])}, {_fmt_param(ci[1])}]" if ci else "")
 
 
 def _fit_tables(doc: Doc, report: FitReport) -> None:

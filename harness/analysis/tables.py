@@ -125,7 +125,8 @@ def build_table(
     if is_accuracy(value):
         df[value], _ = as_fraction(df[value])
     spec = _ValueSpec(value, agg, percent=is_accuracy(value))
-    attrs = [a for a in MODEL_ATTRS if "model" in rows and a[0] in df]
+    # a column no trial measured (throughput with profiling off) is left out, not shown as all "—"
+    attrs = [a for a in MODEL_ATTRS if "model" in rows and a[0] in df and df[a[0]].notna().any()]
     keys = _ordered_keys(df, rows)
     col_values = sorted(df[cols].dropna().unique().tolist())
     groups = {k: g for k, g in df.groupby(rows, sort=False, dropna=False)}
