@@ -108,3 +108,15 @@ def test_cli_plot_prints_paths_and_skips(results: Path, tmp_path: Path,
     assert args.func(args) == 0
     printed = capsys.readouterr().out.split()
     assert str(tmp_path / "cost_vs_resolution.png") in printed
+
+
+def test_pareto_labels_name_custom_shapes_by_family_and_params() -> None:
+    """A spec like resnet{block=basic,layers=[2,2,1,1],...} is a line long: label it 'resnet 1.01M';
+    one data size for every point is not repeated on each label."""
+    from harness.analysis.plots import _pareto_points
+
+    df = pd.DataFrame({"status": "ok", "family": ["resnet", "vit"], "data_size": 16000,
+                       "model": ["resnet{block=basic,layers=[2,2,1,1],width=28}", "vit@xs"],
+                       "params": [1012014, 205000], "train_flops": [1e12, 2e12], "test_acc": [0.87, 0.76]})
+    pts, _ = _pareto_points(df, "train_flops", "test_acc")
+    assert sorted(pts["_label"]) == ["resnet 1.01M", "vit@xs"]

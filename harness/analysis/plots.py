@@ -30,7 +30,7 @@ from harness.analysis.fits import (
     DEFAULT_BOOTSTRAP, MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, on_bound, predict,
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
-from harness.analysis.tables import FAMILY_ORDER
+from harness.analysis.tables import FAMILY_ORDER, fmt_count
 from harness.errors import StudyError
 
 # Okabe–Ito colour-blind-safe palette; baselines (linear, mlp) get the neutral colours.
@@ -374,14 +374,22 @@ def _pareto_points(df: pd.DataFrame, col: str, y: str) -> tuple[pd.DataFrame, st
         note = f"data_size={fmt_x(float(top))}, seed means"
     if d.empty:
         return d, note
-    pts = d.assign(_none="").groupby(keys, as_index=False).agg(_x=("_x", "median"), _y=("_y", "mean"))
-    pts["_label"] = pts.apply(lambda r: _point_label(r, keys), axis=1)
+    aggs = {"_x": ("_x", "median"), "_y": ("_y", "mean")}
+    if "params" in d:
+        aggs["_params"] = ("params", "median")
+    pts = d.assign(_none="").groupby(keys, as_index=False).agg(**aggs)
+    one_d = "data_size" in keys and d["data_size"].nunique() == 1  # the same D on every label says nothing
+    pts["_label"] = pts.apply(lambda r: _point_label(r, [k for k in keys if not (one_d and k == "data_size")]), axis=1)
     pts["_family"] = pts["family"].astype(str) if "family" in pts else "all"
     return pts, note
 
 
 def _point_label(row: pd.Series, keys: list[str]) -> str:
-    parts = [str(row.get("model", ""))]
+    model = str(row.get("model", ""))
+    params = row.get("_params", math.nan)
+    if "{" in model and "family" in row and pd.notna(params):  # a custom shape: its spec is a line long
+        model = f"{row['family']} {fmt_count(float(params))}"
+    parts = [model]
     if "image_size" in keys:
         parts.append(f"{row['image_size']}px")
     if "data_size" in keys:
