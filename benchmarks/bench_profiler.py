@@ -24,6 +24,7 @@ Not a test: tests never assert on wall-clock time (DESIGN.md). Results: benchmar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -45,16 +46,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """What a user writes by hand: the same work as the harness's steps, written independently."""
+def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+               precision: str = "fp32") -> dict[str, Callable[[], object]]:
+    """What a user writes by hand: the same work as the harness's steps, written independently
+    (with `torch.autocast(bf16)` around the forward when the precision is amp-bf16)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
+    def cast() -> contextlib.AbstractContextManager:
+        return torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "amp-bf16" else contextlib.nullcontext()
+
     def infer() -> object:
-        with torch.no_grad():
+        with torch.no_grad(), cast():
             return model(x)
 
     def train() -> object:
-        loss = F.cross_entropy(model(x).float(), y)
+        with cast():
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,9 +90,10 @@ def timer_run(step: Callable[[], object], *, warmup: int, budget_s: float, batch
 
 
 def harness_run(model: torch.nn.Module, mode: str, device: torch.device, dims: dict, gmacs: tuple[float, float], *,
-                warmup: int, iters: int, batch: int, threads: int) -> tuple[float, float, int]:
+                warmup: int, iters: int, batch: int, threads: int, precision: str = "fp32") -> tuple[float, float, int]:
     """(img/s, within-run CV, timed steps) from the profiler trials use, on the shared model."""
-    s = Settings(batch_size=batch, mode=mode, warmup=warmup, iters=iters, threads=threads, latency=False)
+    s = Settings(batch_size=batch, mode=mode, warmup=warmup, iters=iters, threads=threads, latency=False,
+                 precision=precision)
     rec = profile(lambda: model, s, device, gmacs=gmacs, **dims)
     return rec[f"{mode}_img_s"], rec[f"{mode}_cv"], rec[f"{mode}_steps"]
 
@@ -104,7 +113,7 @@ def bench_model(name: str, size: int, args: argparse.Namespace, device: torch.de
     model = zoo.build(ms, **dims).to(device)
     x = torch.randn(args.batch, 3, size, size, device=device)
     y = torch.randint(0, args.num_classes, (args.batch,), device=device)
-    steps = bare_steps(model, x, y)
+    steps = bare_steps(model, x, y, args.precision)
     rows = []
     for mode in ("infer", "train"):
         model.train(mode == "train")
@@ -121,7 +130,7 @@ def bench_model(name: str, size: int, args: argparse.Namespace, device: torch.de
                 model.train(mode == "train")
                 if method == "harness":
                     v, cv, n = harness_run(model, mode, device, dims, gmacs, warmup=args.warmup, iters=args.iters,
-                                           batch=args.batch, threads=args.threads)
+                                           batch=args.batch, threads=args.threads, precision=args.precision)
                     inner_cv.append(cv)
                     harness_steps.append(n)
                 elif method == "bare":
@@ -197,12 +206,15 @@ def main() -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--overhead-iters", type=int, default=2000, help="steps per method in the overhead check (0: skip it)")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "amp-bf16"),
+                   help="fp32 (on CUDA the bare loop then runs torch's defaults: cuDNN TF32 on) | amp-bf16 (all three under bf16 autocast)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     fp = hardware.fingerprint(device)
     print(f"# {fp['cpu_model']} ({fp['cpu_count']} CPUs, {fp['cpu_capability']}), device {fp['device']}, "
-          f"{args.threads} threads, torch {fp['torch_version']}, batch {args.batch}, {args.reps} reps x "
+          f"{args.threads} threads, torch {fp['torch_version']}, {args.precision}, batch {args.batch}, {args.reps} reps x "
           f"({args.warmup} warm-up + {args.iters} timed steps); load average {open('/proc/loadavg').read().split()[:3]}", flush=True)
     print(HEADER, flush=True)
     t0 = time.time()
