@@ -43,26 +43,35 @@ def prepare(path: str | Path, *, smoke: bool = False) -> tuple[Study, list[Trial
     return study, spec.expand(study)
 
 
-def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
-    """The --dry-run table: what would run, its size and the training compute its row will carry
-    (flops_train: counted forward + backward, cached per model shape and input)."""
+def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
+    """Per trial: steps, params, forward GMACs and the training compute its row will carry. The same
+    function as the rows (flops_train: counted forward + backward), so a dry run's total is the sum of
+    the stored `train_flops`; counts are cached per (model shape, image size, channels, classes)."""
     from harness import data, flops, flops_train
     from harness.train import total_steps
 
     info = data.describe({**study.data_source, **study.dataset})
+    out = []
+    for tr in trials:
+        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+        steps = total_steps(tr.train, tr.data_size)
+        samples = steps * min(tr.train["batch_size"], tr.data_size)  # full batches only (data.EpochSampler)
+        out.append({"steps": steps, "params": flops.param_count(tr.model, **dims), "fwd_gmacs": flops.forward_gmacs(tr.model, **dims),
+                    "train_flops": flops_train.train_flops(tr.model, samples, **dims)})
+    return out
+
+
+def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
+    """The --dry-run table: what would run, its size and its compute."""
     t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
     for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
-    total = 0.0
-    for tr in trials:
-        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
-        gmacs = flops.forward_gmacs(tr.model, **dims)
-        steps = total_steps(tr.train, tr.data_size)
-        compute = flops_train.train_flops(tr.model, steps * min(tr.train["batch_size"], tr.data_size), **dims)
-        total += compute
-        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(steps),
-                  f"{flops.param_count(tr.model, **dims) / 1e6:.3f}M", f"{gmacs:.4f}", f"{compute:.3g}",
+    compute = trial_compute(study, trials)
+    for tr, c in zip(trials, compute):
+        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(c["steps"]),
+                  f"{c['params'] / 1e6:.3f}M", f"{c['fwd_gmacs']:.4f}", f"{c['train_flops']:.3g}",
                   "done" if tr.trial_id in done else "pending")
+    total = sum(c["train_flops"] for c in compute)
     t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
     return t
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,33 @@ MAX_RETRIES = 3  # re-runs after a node/worker death; a trial's own exception is
 PROBE_TIMEOUT_S = 5.0  # per TCP connect to the head; a head that answers does so in milliseconds
 PROBE_TRIES = 3  # a head under load may miss one SYN; 3 x 5 s stays inside the promised ~30 s
 DEFAULT_PORT = 6379  # `ray start --head` default GCS port
+GCS_TIMEOUT_S = 20.0  # a head answers in < 1 s (measured: 0.9 s with the interpreter start); ray.init would retry for minutes
+
+# Run in a child so a port that accepts but is no Ray head cannot hang the driver: ray.init (and
+# GcsClient) keep retrying such an address (measured: still waiting after 3.5 min). Ray's own
+# `ray health-check` connects the same way. Only a definite "no GCS" answer refuses the run.
+# The child times itself from after `import ray` (seconds on a loaded machine), so a slow start never
+# reads as a silent head.
+_GCS_CHECK = """
+import os, sys, threading
+try:
+    import ray
+    from ray._private import services
+    def silent():
+        print("NOANSWER", flush=True)
+        os._exit(0)
+    threading.Timer(float(sys.argv[2]), silent).start()
+    address = services.canonicalize_bootstrap_address_or_die(sys.argv[1])
+    client = ray._raylet.GcsClient(address=address)
+    client.internal_kv_get(b"session_name", namespace=b"session")
+except (ImportError, AttributeError, TypeError) as e:  # Ray's internals moved: cannot check, let ray.init try
+    print("UNKNOWN", e)
+except Exception as e:
+    print("NOGCS", str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+else:
+    print("OK", flush=True)
+os._exit(0)
+"""
 
 
 def _run(trial: Trial) -> TrialOutput:
@@ -76,6 +105,28 @@ def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S, tries: int = PROBE_T
             why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
     raise StudyError(f"cannot reach the Ray cluster at {address}: {why}", key="--address",
                      fix="check that 'ray start --head' runs there and the port is right (or drop --address for a local Ray)")
+
+
+def check_gcs(address: str, timeout_s: float | None = None) -> None:
+    """Something listens at `address`: is it a Ray head (its GCS answers)? Ray Client addresses
+    (ray://) are served by another process and are left to ray.init."""
+    if "://" in address:
+        return
+    timeout_s = GCS_TIMEOUT_S if timeout_s is None else timeout_s
+    why = ""
+    try:
+        p = subprocess.run([sys.executable, "-c", _GCS_CHECK, address, str(timeout_s)], capture_output=True, text=True,
+                           timeout=timeout_s + 120)  # backstop only: the child times the check itself
+        answer = (p.stdout.strip().splitlines() or [""])[-1]
+    except subprocess.TimeoutExpired:
+        answer = "NOANSWER"
+    if answer.startswith("NOGCS"):
+        why = f"no Ray head answers there ({answer[6:]})"
+    elif answer == "NOANSWER":
+        why = f"something listens there but no Ray head answered in {timeout_s:.0f} s"
+    if why:
+        raise StudyError(f"cannot connect to the Ray cluster at {address}: {why}", key="--address",
+                         fix="give the head's GCS address (the one 'ray start --head' prints, default port 6379)")
 
 
 def _init(address: str | None) -> bool:
@@ -135,7 +186,8 @@ class RayBackend(Backend):
         if address is None:
             require_gpu_if_asked(study)  # the embedded Ray runs the trials on this machine
         else:
-            probe(address)
+            probe(address)  # seconds, not the minutes ray.init retries an address where nothing listens
+            check_gcs(address)
 
     def execute(self, trials: Sequence[Trial], *, address: str | None = None, **_: object) -> Iterator[TrialOutput]:
         import ray
