@@ -90,23 +90,30 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
         out_console().print(trial_table(study, trials, store.done_ids(out_dir)))
         return EXIT_OK
     be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
+    term = _SigtermSeen()
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(term):
             return _run(be, path, study, trials, out_dir, address=address, report=report, console=console, wait=wait,
                         flags=flags)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
+        by_term = isinstance(e, Terminated) or term.seen
         note = be.interrupted_note(out_dir)
         more = f"; {note}" if note else ""
-        what = "interrupted by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        what = "interrupted by SIGTERM" if by_term else "interrupted"
         console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
-        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+        return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+
+
+class _SigtermSeen:
+    seen = False
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigterm_interrupts(term: _SigtermSeen) -> Iterator[None]:
     """SIGTERM (a scheduler, `kill`, a container stop) ends the run like Ctrl-C: Terminated is a
     KeyboardInterrupt, so the backend stops its work and finished rows stay."""
     def handler(signum: int, frame: object) -> None:
+        term.seen = True
         raise Terminated()
 
     try:

@@ -60,8 +60,9 @@ def active(job_ids: Iterable[str]) -> set[str] | None:
     return None if listed is None else set(listed) & ids
 
 
-def controller_answers(timeout_s: float = TIMEOUT_S) -> str | None:
+def controller_answers(timeout_s: float | None = None) -> str | None:
     """None when `squeue` reaches the controller; else why not, in a few words (for preflight)."""
+    timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
     if shutil.which("squeue") is None:
         return "squeue not found"
     try:
