@@ -188,6 +188,7 @@ def _sigterm_after_first_row(tmp_path: Path, backend: str) -> None:
     assert len(final) == 6 and final["trial_id"].is_unique and (final["status"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_local_driver_ends_like_ctrl_c(tmp_path: Path) -> None:
     _sigterm_after_first_row(tmp_path, "local")
 

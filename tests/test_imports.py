@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.analysis_fixtures import write_results
 from tests.conftest import write_study
 
@@ -67,6 +69,7 @@ def test_verbs_with_a_study_argument_need_no_heavy_import_to_list_them(tmp_path:
     assert out["codes"] == [0, 0] and "--targets" in text and "--batch-size" in text
 
 
+@pytest.mark.slow
 def test_local_run_profile_models_plan_and_analysis_without_ray_submitit_fvcore(tmp_path: Path) -> None:
     study = write_study(tmp_path, models="[vit@xs]", data_sizes="[16]", steps=2)
     res = tmp_path / "r"
