@@ -26,7 +26,7 @@ quickstart: setup data
 	HARNESS_DATA=$${HARNESS_DATA:-$(CURDIR)/data} $(VENV)/bin/harness run studies/quickstart.yaml
 
 test: setup data
-	HARNESS_DATA=$${HARNESS_DATA:-$(CURDIR)/data} $(PY) -m pytest -q tests
+	HARNESS_DATA=$${HARNESS_DATA:-$(CURDIR)/data} $(PY) -m pytest -q --durations=10 tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

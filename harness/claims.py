@@ -23,20 +23,21 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
-from harness.spec import Trial
 from harness.store import TrialOutput
+
+if TYPE_CHECKING:  # spec imports torch; `harness status` reads claims without it
+    from harness.spec import Trial
 
 LEASE_S = 300.0  # a claim from another host with no heartbeat for this long is stale
 POLL_S = 1.0  # how often a driver looks at trials held by others
@@ -83,33 +84,12 @@ def _pid_started(pid: int) -> float | None:
         return None
 
 
-SQUEUE_EVERY_S = 5.0  # clusters ask users not to hammer the controller; one squeue answers all jobs
-_squeue_cache: tuple[float, frozenset, set[str] | None] = (0.0, frozenset(), None)
-
-
 def slurm_active(job_ids: Iterable[str]) -> set[str] | None:
-    """Those of `job_ids` ("123_4") squeue still lists (pending, running, requeued, completing...);
-    None when squeue cannot say (not installed here, controller unreachable)."""
-    global _squeue_cache
-    ids = frozenset(job_ids)
-    when, asked, active = _squeue_cache
-    if ids <= asked and time.monotonic() - when < SQUEUE_EVERY_S:
-        return None if active is None else active & ids
-    if shutil.which("squeue") is None:
-        return None
-    try:
-        p = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(ids))],
-                           capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if p.returncode == 0:
-        active = set(p.stdout.split()) & ids
-    elif "Invalid job id" in p.stderr:  # all finished and purged (MinJobAge), or never existed
-        active = set()
-    else:
-        return None  # controller unreachable: cannot tell
-    _squeue_cache = (time.monotonic(), ids, active)
-    return active
+    """Those of `job_ids` ("123_4") squeue still lists; None when squeue cannot say (not installed
+    here, controller unreachable). The one squeue caller lives with the SLURM backend."""
+    from harness.backends import squeue
+
+    return squeue.active(job_ids)
 
 
 _ASK = frozenset({"ask squeue"})

@@ -1,7 +1,11 @@
 """The `harness` command. Thin: every verb delegates to one function elsewhere.
 
 Exit codes: 0 all ok, 1 some trials failed (their rows are written), 2 bad input (nothing
-written), 130 interrupted (finished trials kept).
+written), 130 interrupted (finished trials kept), 143 terminated by SIGTERM (the same).
+
+Start-up is part of the interface: this module imports neither torch nor ray nor pandas, and
+each verb imports what it needs when it runs, so `harness --help`, `status` and the analysis
+verbs answer at once (tests/test_imports.py blocks torch and ray to prove it).
 """
 
 from __future__ import annotations
@@ -12,21 +16,27 @@ import json
 import sys
 
 from harness import __version__
+from harness.console import out_console
 from harness.errors import StudyError
-from harness.runner import out_console
 
 # modules that add their own verbs: each has register(subparsers)
 PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan"]
+# plugins whose module imports torch at the top: imported only when one of their verbs runs; until
+# then each verb is listed by name and help (keep these lines in step with the modules' register())
+LAZY = {
+    "harness.profile_cli": {"profile": "throughput, latency, memory, FLOPs and MFU of one model (the profiler trials use)"},
+    "harness.plan": {"plan": "shapes of each family that hit parameter or GMAC targets (compute-matched ladders)"},
+}
 
 
 def _run(args: argparse.Namespace) -> int:
     from harness.runner import run_study
 
-    slurm = {k: getattr(args, k) for k in ("partition", "time", "cpus_per_task", "gpus_per_task", "mem_gb", "account",
+    flags = {k: getattr(args, k) for k in ("partition", "time", "cpus_per_task", "gpus_per_task", "mem_gb", "account",
                                            "qos", "array_parallelism", "setup", "checkpoint_every")}
     return run_study(args.study, backend=args.backend, results=args.results, address=args.address,
                      smoke=args.smoke, dry_run=args.dry_run, report=not args.no_report,
-                     wait=not args.no_wait, slurm=slurm)
+                     wait=not args.no_wait, flags=flags)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -68,7 +78,8 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """`argv`: the command line about to be parsed; a LAZY plugin is imported only when it names its verb."""
     p = argparse.ArgumentParser(prog="harness", description="Architecture scaling studies: ResNet vs ViT vs Mixer vs ConvNeXt.")
     p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-classes", type=int, default=1000)
     m.set_defaults(func=_models)
 
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
     for name in PLUGINS:
+        if name in LAZY and verb not in LAZY[name]:
+            for v, text in LAZY[name].items():
+                sub.add_parser(v, help=text, add_help=False)  # listed in --help; the real parser comes with its verb
+            continue
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -120,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except StudyError as e:

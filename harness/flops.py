@@ -1,4 +1,4 @@
-"""Parameters, forward MACs per image and training compute of zoo models.
+"""Parameters and forward MACs per image of zoo models (training compute: harness/flops_train.py).
 
 Convention (fvcore's, and what papers print as "GFLOPs"): one multiply-accumulate = one FLOP.
 Only matmuls and convolutions count, as in the papers' tables; fvcore also counts norms and
@@ -69,17 +69,6 @@ def forward_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes:
 def param_count(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> int:
     check(ms, image_size, in_chans)
     return _params(ms, image_size, in_chans, num_classes)
-
-
-def train_flops(fwd_gmacs: float, samples: int, backward_factor: float = 2.0) -> float:
-    """Total training compute in FLOPs (fvcore convention, i.e. MACs) for `samples` images seen.
-
-    C = (1 + backward_factor) * forward MACs * samples. The backward pass costs about twice the
-    forward (gradients w.r.t. both activations and weights): Kaplan et al. 2020, "Scaling Laws for
-    Neural Language Models", section 2.1 (C ~ 6N per token = 2N forward + 4N backward, in FLOPs
-    of 2 per MAC), and Amodei & Hernandez 2018, "AI and Compute", appendix (3x forward).
-    """
-    return (1.0 + backward_factor) * fwd_gmacs * 1e9 * samples
 
 
 def _meta_model(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int) -> nn.Module:

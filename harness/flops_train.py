@@ -109,7 +109,7 @@ def train_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: i
 
 
 def train_flops(ms: ModelSpec, samples: int, *, image_size: int, in_chans: int, num_classes: int) -> float:
-    """Total training compute for `samples` images seen (MACs, fvcore convention, as flops.train_flops)."""
+    """Total training compute for `samples` images seen (MACs, fvcore convention): what rows and --dry-run report."""
     return train_gmacs(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes) * 1e9 * samples
 
 

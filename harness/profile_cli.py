@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(jsonable(rec), indent=1))
     else:
-        from harness.runner import out_console
+        from harness.console import out_console
 
         out_console().print(render(rec))
     return 0 if rec["status"] == "ok" else 1

@@ -1,100 +1,154 @@
-"""`harness run`: load + validate -> expand -> skip finished -> backend -> store -> report."""
+"""`harness run`: load + validate -> expand -> skip finished -> backend -> store -> report.
+
+The runner asks its backend through the protocol in harness/backends (validate, preflight,
+execute, who writes rows, what is in flight) and never names one. It imports spec (and so
+torch) only where a study file is read: `harness status results/NAME` stays light.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-import sys
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import backends, claims, data, flops, spec, store
-from harness.backends import slurm as slurm_backend
+from harness import backends, claims, store
+from harness.console import out_console  # noqa: F401  (harness.runner.out_console: older imports)
 from harness.errors import StudyError
-from harness.spec import Study, Trial
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+if TYPE_CHECKING:
+    from harness.spec import Study, Trial
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143  # 128 + SIGINT / SIGTERM
 
 
-def out_console() -> Console:
-    """stdout; wide when piped (rich would otherwise squeeze tables into 80 columns)."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so a run ends as it does on Ctrl-C (rows kept, backend stopped)."""
 
 
 def prepare(path: str | Path, *, smoke: bool = False) -> tuple[Study, list[Trial]]:
+    from harness import spec
+
     study = spec.load_study(path)
     if smoke:
         study = spec.smoke(study)
     return study, spec.expand(study)
 
 
+def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
+    """Per trial: steps, params, forward GMACs and the training compute its row will carry. The same
+    function as the rows (flops_train: counted forward + backward), so a dry run's total is the sum of
+    the stored `train_flops`; counts are cached per (model shape, image size, channels, classes)."""
+    from harness import data, flops, flops_train
+    from harness.train import total_steps
+
+    info = data.describe({**study.data_source, **study.dataset})
+    out = []
+    for tr in trials:
+        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+        steps = total_steps(tr.train, tr.data_size)
+        samples = steps * min(tr.train["batch_size"], tr.data_size)  # full batches only (data.EpochSampler)
+        out.append({"steps": steps, "params": flops.param_count(tr.model, **dims), "fwd_gmacs": flops.forward_gmacs(tr.model, **dims),
+                    "train_flops": flops_train.train_flops(tr.model, samples, **dims)})
+    return out
+
+
 def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
     """The --dry-run table: what would run, its size and its compute."""
-    info = data.describe({**study.data_source, **study.dataset})
     t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
     for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
-    total = 0.0
-    for tr in trials:
-        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
-        gmacs = flops.forward_gmacs(tr.model, **dims)
-        from harness.train import total_steps
-
-        steps = total_steps(tr.train, tr.data_size)
-        compute = flops.train_flops(gmacs, steps * min(tr.train["batch_size"], tr.data_size))
-        total += compute
-        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(steps),
-                  f"{flops.param_count(tr.model, **dims) / 1e6:.3f}M", f"{gmacs:.4f}", f"{compute:.3g}",
+    compute = trial_compute(study, trials)
+    for tr, c in zip(trials, compute):
+        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(c["steps"]),
+                  f"{c['params'] / 1e6:.3f}M", f"{c['fwd_gmacs']:.4f}", f"{c['train_flops']:.3g}",
                   "done" if tr.trial_id in done else "pending")
-    t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward = 3x forward)"
+    total = sum(c["train_flops"] for c in compute)
+    t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
     return t
 
 
 def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,
               smoke: bool = False, dry_run: bool = False, report: bool = True, console: Console | None = None,
-              wait: bool = True, slurm: dict | None = None) -> int:
-    """`slurm`: CLI overrides of the study's `slurm:` section; `wait=False` (SLURM only): submit and return."""
+              wait: bool = True, flags: dict | None = None) -> int:
+    """`flags`: the backend's `harness run` options (SLURM: overrides of the study's `slurm:` section);
+    `wait=False` (a backend that detaches, SLURM): submit and return."""
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke)
     be = backends.get(backend)  # validate the name before anything is written
-    slurm_backend.options(study, slurm)  # the `slurm:` section is checked whatever the backend, so typos surface early
-    _check_slurm_only(backend, wait, slurm)
-    if hasattr(be, "preflight") and not dry_run:
-        be.preflight(study, slurm=slurm)
+    be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
     out_dir = store.study_dir(results, study.name)
-    done = store.done_ids(out_dir)
     if dry_run:
-        out_console().print(trial_table(study, trials, done))
+        out_console().print(trial_table(study, trials, store.done_ids(out_dir)))
         return EXIT_OK
+    be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
+    term = _SigtermSeen()
+    try:
+        with _sigterm_interrupts(term):
+            return _run(be, path, study, trials, out_dir, address=address, report=report, console=console, wait=wait,
+                        flags=flags)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
+        by_term = isinstance(e, Terminated) or term.seen
+        note = be.interrupted_note(out_dir)
+        more = f"; {note}" if note else ""
+        what = "interrupted by SIGTERM" if by_term else "interrupted"
+        console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
+        return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+
+
+class _SigtermSeen:
+    seen = False
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts(term: _SigtermSeen) -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`, a container stop) ends the run like Ctrl-C: Terminated is a
+    KeyboardInterrupt, so the backend stops its work and finished rows stay."""
+    def handler(signum: int, frame: object) -> None:
+        term.seen = True
+        raise Terminated()
+
+    try:
+        before = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding application): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(be: backends.Backend, path: str | Path, study: Study, trials: list[Trial], out_dir: Path, *, address: str | None,
+         report: bool, console: Console, wait: bool, flags: dict | None) -> int:
+    done = store.done_ids(out_dir)
     pending = [t for t in trials if t.trial_id not in done]
     console.print(f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
-                  f"{len(pending)} to run on {backend} -> {out_dir}")
+                  f"{len(pending)} to run on {be.name} -> {out_dir}")
     store.save_study_file(path, out_dir)
     failed = 0
-    opts = {"address": address, "out_dir": out_dir, "study": study, "slurm": slurm, "wait": wait}
-    stored_by_backend = getattr(be, "WRITES_RESULTS", False)  # SLURM jobs write their own rows
-    try:
-        with _progress(console) as bar:
-            task = bar.add_task(study.name, total=len(pending))
-            # claims: a second driver of this study skips (and waits for) the trials this one runs
-            for ev in claims.run_exclusive(pending, lambda ts, held: be.execute(ts, claims=held, **opts), out_dir,
-                                           wait=wait, on_others=lambda held: _report_others(held, bar.console, wait)):
-                if ev.output is None:
-                    bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
-                else:
-                    if not stored_by_backend:
-                        store.write(ev.output, out_dir)
-                    failed += not ev.output.ok
-                    bar.console.print(_one_line(ev.output))
-                bar.advance(task)
-    except KeyboardInterrupt:
-        more = f"; SLURM jobs keep running ('harness status {out_dir}')" if backend == "slurm" else ""
-        console.print(f"[yellow]interrupted[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
-        return EXIT_INTERRUPTED
+    opts = {"address": address, "out_dir": out_dir, "study": study, "flags": flags, "wait": wait}
+    with _progress(console) as bar:
+        task = bar.add_task(study.name, total=len(pending))
+        # claims: a second driver of this study skips (and waits for) the trials this one runs
+        for ev in claims.run_exclusive(pending, lambda ts, held: be.execute(ts, claims=held, **opts), out_dir,
+                                       wait=wait, on_others=lambda held: _report_others(held, bar.console, wait)):
+            if ev.output is None:
+                bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
+            else:
+                if not be.writes_rows:  # else the workers stored it themselves
+                    store.write(ev.output, out_dir)
+                failed += not ev.output.ok
+                bar.console.print(_one_line(ev.output))
+            bar.advance(task)
     if not wait:
         if pending:
             console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
@@ -105,14 +159,6 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     ok = len(store.done_ids(out_dir) & {t.trial_id for t in trials})
     console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
     return EXIT_OK if ok == len(trials) else EXIT_FAILED
-
-
-def _check_slurm_only(backend: str, wait: bool, slurm: dict | None) -> None:
-    given = [k for k, v in (slurm or {}).items() if v not in (None, [], {})]
-    if backend != "slurm" and (given or not wait):
-        flag = "--no-wait" if not wait else f"--{given[0].replace('_', '-')}"
-        raise StudyError(f"{flag} applies to --backend slurm only", key=flag,
-                         fix="add --backend slurm, or drop the flag (Ray and local drivers stay to collect results)")
 
 
 def _report_others(held: dict[str, dict], console: Console, wait: bool = True) -> None:
@@ -179,8 +225,8 @@ def status(target: str | Path, *, results: str | Path = "results") -> tuple[Tabl
     for c in ("state", "trials"):
         t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
-    # in flight: SLURM jobs squeue lists (queued / running), and trials another live driver holds
-    jobs = slurm_backend.job_states(out_dir)
+    # in flight: work a backend tracks (SLURM jobs squeue lists: queued / running), and trials another live driver holds
+    jobs = backends.in_flight(out_dir)
     held = {tid for tid, info in claims.holders(out_dir).items() if not info.get("slurm_job")}
     queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
     running = ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}

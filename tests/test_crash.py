@@ -113,6 +113,7 @@ def kill_then_rerun(tmp_path: Path, args: list[str], name: str, timeout: float) 
     assert f"{len(before)} already done" in log
 
 
+@pytest.mark.slow
 def test_kill9_driver_then_rerun_local(tmp_path: Path) -> None:
     kill_then_rerun(tmp_path, ["--backend", "local"], "crash_local", timeout=240)
 
@@ -124,6 +125,7 @@ def test_kill9_driver_then_rerun_ray(tmp_path: Path) -> None:
     kill_then_rerun(tmp_path, ["--backend", "ray", *where], "crash_ray", timeout=240)
 
 
+@pytest.mark.slow
 def test_two_drivers_at_once_run_each_trial_once(tmp_path: Path) -> None:
     study = write_study(tmp_path, name="twice", models="[resnet@xs, vit@xs]", data_sizes="[32, 64]", steps=20)
     args = [str(study), "--backend", "local", "--results", str(tmp_path / "res"), "--no-report"]

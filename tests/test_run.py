@@ -104,6 +104,7 @@ def test_ray_backend_end_to_end(tmp_path: Path, tiny_study: Path) -> None:
     assert (df["niceness"] == os.nice(0)).all()  # not Ray's default +15 for workers
 
 
+@pytest.mark.slow
 def test_console_script_smoke(tmp_path: Path) -> None:
     """The installed `harness` command, as a user runs it (subprocess, exit code and output)."""
     exe = Path(sys.executable).parent / "harness"
@@ -114,6 +115,7 @@ def test_console_script_smoke(tmp_path: Path) -> None:
     assert "1/1 ok" in p.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path: Path) -> None:
     """SIGINT after the first stored trial: exit 130, stored rows intact, the re-run does the rest."""
     import signal

@@ -1,14 +1,31 @@
-"""Sequential, in this process: for debugging (breakpoints and prints work as usual)."""
+"""Sequential, in this process: for debugging (breakpoints and prints work as usual).
+
+Needs nothing beyond torch and timm, so it is the backend for a bare GPU box without Ray.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from harness.spec import Trial
-from harness.store import TrialOutput
-from harness.trial import run_trial
+from harness.backends import Backend, require_gpu_if_asked
+
+if TYPE_CHECKING:
+    from harness.spec import Study, Trial
+    from harness.store import TrialOutput
 
 
-def execute(trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:
-    for t in trials:
-        yield run_trial(t)
+class Local(Backend):
+    name = "local"
+
+    def preflight(self, study: Study, flags: dict | None = None, *, address: str | None = None) -> None:
+        require_gpu_if_asked(study)
+
+    def execute(self, trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:
+        from harness.trial import run_trial  # torch: imported when trials run, not when `status` lists backends
+
+        for t in trials:
+            yield run_trial(t)
+
+
+BACKEND = Local()

@@ -47,18 +47,18 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import submitit
+from typing import TYPE_CHECKING, Any
 
 from harness import claims as claimlib
 from harness import store
+from harness.backends import Backend, squeue
 from harness.errors import StudyError, did_you_mean
-from harness.spec import Study, Trial
 from harness.store import TrialOutput
 
-WRITES_RESULTS = True  # jobs store their own rows: the runner must not write them again
-POLL_S = 2.0  # rows on disk are checked this often; squeue at most every claims.SQUEUE_EVERY_S
+if TYPE_CHECKING:  # submitit is imported where jobs are submitted or run: `status` and other backends need none
+    from harness.spec import Study, Trial
+
+POLL_S = 2.0  # rows on disk are checked this often; squeue at most every squeue.SQUEUE_EVERY_S
 GONE_POLLS = 3  # a job squeue no longer lists, still without a row after this many squeue answers: failed
 
 DEFAULTS: dict[str, Any] = {
@@ -66,8 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "account": None, "qos": None, "array_parallelism": 256, "setup": [], "checkpoint_every": 0,
     "max_timeouts": 3, "signal_delay_s": 90, "sbatch": {},
 }
-QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"}
-RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"}
+FLAGS = frozenset(DEFAULTS) - {"max_timeouts", "signal_delay_s", "sbatch"}  # those `harness run` takes as --flags
+QUEUED, RUNNING = squeue.QUEUED, squeue.RUNNING
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -169,32 +169,13 @@ def checkpoint_path(out_dir: str | Path, trial_id: str) -> Path:
     return slurm_dir(out_dir) / "checkpoints" / f"{trial_id}.pt"
 
 
-class TrialJob(submitit.helpers.Checkpointable):
-    """What each array task runs. Checkpointable: on timeout/preemption submitit requeues it with
-    the same trial, and the trial resumes from its checkpoint file (see harness.train)."""
+def __getattr__(name: str) -> Any:
+    """`TrialJob` lives in slurm_job (it subclasses a submitit class); jobs pickled under this name still load."""
+    if name == "TrialJob":
+        from harness.backends.slurm_job import TrialJob
 
-    def __init__(self, out_dir: str, checkpoint_every: int, time_min: int) -> None:
-        self.out_dir, self.checkpoint_every, self.time_min = out_dir, checkpoint_every, time_min
-
-    def __call__(self, trial: Trial) -> str:
-        from harness.trial import run_trial
-
-        job_id = submitit.JobEnvironment().job_id
-        if _stored_by(self.out_dir, trial.trial_id) == job_id:
-            return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
-        print(f"harness: trial {trial.trial_id} ({trial.label}) starts in SLURM job {job_id}", flush=True)
-        ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
-        out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
-        if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
-            out.row["error"] = (f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"
-                                + (" too many times" if self.checkpoint_every else "")
-                                + "; raise slurm.time" + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume"))
-        out.row["slurm_job"] = job_id
-        store.write(out, self.out_dir)
-        if ckpt is not None:
-            ckpt.unlink(missing_ok=True)
-        claimlib.release_slurm(self.out_dir, trial.trial_id, job_id)
-        return out.row["status"]
+        return TrialJob
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _stored_by(out_dir: str | Path, trial_id: str) -> str | None:
@@ -228,18 +209,27 @@ def execute(trials: Sequence[Trial], *, out_dir: str | Path, study: Study, slurm
 def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
     """Before anything is written: the options are valid and this machine can submit jobs."""
     options(study, slurm)
+    BACKEND.require()
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         raise StudyError("sbatch/srun not found: --backend slurm runs on a SLURM login node", key="--backend",
                          fix="run there, or use --backend ray (a Ray cluster) or local")
+    why = squeue.controller_answers()
+    if why is not None:
+        raise StudyError(f"the SLURM controller does not answer here: {why}", key="--backend",
+                         fix="check 'sinfo' and slurmctld on this login node, or use --backend ray or local")
 
 
 def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
     """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
+    import submitit
+
     logs = slurm_dir(out_dir) / "logs"
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
     executor.update_parameters(**executor_parameters(study, opts))
     submitted = time.time()
     try:
+        from harness.backends.slurm_job import TrialJob
+
         jobs = executor.map_array(TrialJob(str(out_dir), opts["checkpoint_every"], opts["time"]), list(trials))
     except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
         raise StudyError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}", key="slurm",
@@ -260,9 +250,9 @@ def watch(trials: dict[str, Trial], jobs: dict[str, str], stamps: dict, out_dir:
             if claimlib.row_stamp(out_dir, tid) != stamps[tid]:
                 jobs.pop(tid)
                 yield TrialOutput(row=_read_row(out_dir, tid))
-        if jobs and time.monotonic() - asked >= claimlib.SQUEUE_EVERY_S:
+        if jobs and time.monotonic() - asked >= squeue.SQUEUE_EVERY_S:
             asked = time.monotonic()
-            active = claimlib.slurm_active(jobs.values())
+            active = squeue.active(jobs.values())
             for tid, job in list(jobs.items()) if active is not None else []:
                 gone[tid] = 0 if job in active else gone.get(tid, 0) + 1
                 # absent from squeue this many answers in a row (a requeue is listed as PENDING) and still no row
@@ -282,6 +272,8 @@ def _read_row(out_dir: Path, tid: str) -> dict:
 
 def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
     """The job ended (cancelled, killed, node failure, crashed outside run_trial) without storing a row."""
+    import submitit
+
     from harness.backends import failed_output
 
     state = job_state(job) or "ended"
@@ -299,11 +291,7 @@ def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
 
 def job_state(job: str) -> str | None:
     """Final or current state from squeue --states=all (finished jobs stay there for MinJobAge)."""
-    try:
-        p = subprocess.run(["squeue", "-h", "--states=all", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
+    return (squeue.states([job], finished=True, fresh=True) or {}).get(job)
 
 
 # ----------------------------------------------------------------------------- manifest + status
@@ -335,11 +323,7 @@ def latest_jobs(out_dir: str | Path) -> dict[str, str]:
 def job_states(out_dir: str | Path) -> dict[str, str]:
     """trial_id -> "queued" | "running" for trials whose latest job squeue still lists."""
     jobs = latest_jobs(out_dir)
-    if not jobs or shutil.which("squeue") is None:
-        return {}
-    wanted = {j.split("_")[0] for j in jobs.values()}
-    p = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(sorted(wanted))], capture_output=True, text=True, timeout=60)
-    states = dict(line.split()[:2] for line in p.stdout.splitlines() if len(line.split()) >= 2) if p.returncode == 0 else {}
+    states = squeue.states({j.split("_")[0] for j in jobs.values()}) or {}  # one squeue for every array of the study
     out = {}
     for tid, job in jobs.items():
         st = states.get(job)
@@ -348,3 +332,37 @@ def job_states(out_dir: str | Path) -> dict[str, str]:
         elif st in RUNNING:
             out[tid] = "running"
     return out
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+class Slurm(Backend):
+    name = "slurm"
+    requires = "submitit"
+    install = "pip install submitit"
+    writes_rows = True  # each job stores its own row (the results directory is on a shared filesystem)
+    flags = FLAGS
+    detaches = True  # --no-wait: the job array runs on without the driver
+
+    def check_section(self, study: Study) -> None:
+        options(study)
+
+    def validate_options(self, study: Study, flags: dict | None = None, wait: bool = True) -> None:
+        super().validate_options(study, flags, wait)
+        options(study, flags)
+
+    def preflight(self, study: Study, flags: dict | None = None, *, address: str | None = None) -> None:
+        preflight(study, flags)
+
+    def execute(self, trials: Sequence[Trial], *, flags: dict | None = None, **kw: Any) -> Iterator[TrialOutput]:
+        return execute(trials, slurm=flags, **kw)
+
+    def in_flight(self, out_dir: str | Path) -> dict[str, str]:
+        return job_states(out_dir)
+
+    def interrupted_note(self, out_dir: str | Path) -> str:
+        return f"SLURM jobs keep running ('harness status {out_dir}')"
+
+
+BACKEND = Slurm()

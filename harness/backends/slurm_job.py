@@ -1,0 +1,43 @@
+"""What each SLURM array task runs: its own module because it subclasses a submitit class, and
+submitit is imported only where jobs are submitted or run (harness.backends.slurm stays light)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import submitit
+
+from harness import claims as claimlib
+from harness import store
+from harness.backends.slurm import _stored_by, checkpoint_path
+
+if TYPE_CHECKING:
+    from harness.spec import Trial
+
+
+class TrialJob(submitit.helpers.Checkpointable):
+    """What each array task runs. Checkpointable: on timeout/preemption submitit requeues it with
+    the same trial, and the trial resumes from its checkpoint file (see harness.train)."""
+
+    def __init__(self, out_dir: str, checkpoint_every: int, time_min: int) -> None:
+        self.out_dir, self.checkpoint_every, self.time_min = out_dir, checkpoint_every, time_min
+
+    def __call__(self, trial: Trial) -> str:
+        from harness.trial import run_trial
+
+        job_id = submitit.JobEnvironment().job_id
+        if _stored_by(self.out_dir, trial.trial_id) == job_id:
+            return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
+        print(f"harness: trial {trial.trial_id} ({trial.label}) starts in SLURM job {job_id}", flush=True)
+        ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
+        out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
+        if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
+            out.row["error"] = (f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"
+                                + (" too many times" if self.checkpoint_every else "")
+                                + "; raise slurm.time" + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume"))
+        out.row["slurm_job"] = job_id
+        store.write(out, self.out_dir)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
+        claimlib.release_slurm(self.out_dir, trial.trial_id, job_id)
+        return out.row["status"]
