@@ -91,6 +91,19 @@ def test_cpu_fashion_mnist_results_are_the_pre_issue_10_numbers_to_the_bit(tmp_p
         _golden(trial)
 
 
+def test_the_cuda_code_path_run_on_cpu_gives_the_same_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA's loop logic without a GPU: losses read back every 50 steps (flushed at every curve
+    point) and batches drawn through the device-side sampler (`next_on`): still the golden numbers."""
+    monkeypatch.setattr(train_mod, "check_every", lambda device: 50)
+    monkeypatch.setattr(data, "is_resident", lambda split: True)
+    draws = []
+    next_on = data.EpochSampler.next_on
+    monkeypatch.setattr(data.EpochSampler, "next_on", lambda self, device: draws.append(1) or next_on(self, device))
+    for trial in _trials(tmp_path, SYNTHETIC)[:2]:
+        _golden(trial)
+    assert len(draws) == 2 * 12
+
+
 def _tiny(tmp_path: Path, model: str = "vit@xs", steps: int = 12, train: str = "", gpus: int = 0) -> spec.Trial:
     text = SYNTHETIC.replace("[resnet@xs, vit@xs, mixer@xs, convnext@xs]", f"[{model}]").replace("steps: 12", f"steps: {steps}")
     text = text.replace("label_smoothing: 0.1", f"label_smoothing: 0.1{train}") + f"resources: {{cpus: 1, gpus: {gpus}}}\n"
@@ -278,12 +291,9 @@ class Preempted(BaseException):
     pass
 
 
-@pytest.mark.gpu
-@needs_cuda
-def test_cuda_resume_from_checkpoint_continues_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The device-side augmentation generator and the uploaded permutation are restored too."""
+def _interrupt_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str) -> tuple:
     trial = _tiny(tmp_path, model="mlp@xs", steps=9, train=", eval_every: 2")
-    reference = _train(trial, "cuda")
+    reference = _train(trial, device)
     ckpt, calls, original = tmp_path / "ck" / "t.pt", {"n": 0}, train_mod.EpochSampler.next
 
     def preempt_at_step_6(self: train_mod.EpochSampler) -> torch.Tensor:
@@ -294,9 +304,26 @@ def test_cuda_resume_from_checkpoint_continues_the_run(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(train_mod.EpochSampler, "next", preempt_at_step_6)
     with pytest.raises(Preempted):
-        _train(trial, "cuda", checkpoint_path=ckpt, checkpoint_every=2)
+        _train(trial, device, checkpoint_path=ckpt, checkpoint_every=2)
     monkeypatch.setattr(train_mod.EpochSampler, "next", original)
-    resumed = _train(trial, "cuda", checkpoint_path=ckpt, checkpoint_every=2)
+    torch.manual_seed(123)  # whatever the global RNG now holds, the checkpoint restores it
+    resumed = _train(trial, device, checkpoint_path=ckpt, checkpoint_every=2)
     assert (resumed.resumes, resumed.resumed_from_step, resumed.samples_seen) == (1, 4, reference.samples_seen)
+    return reference, resumed
+
+
+def test_resume_with_losses_read_back_in_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint holds every loss so far even when they are read back every 50 steps (CUDA's cadence)."""
+    monkeypatch.setattr(train_mod, "check_every", lambda device: 50)
+    reference, resumed = _interrupt_and_resume(tmp_path, monkeypatch, "cpu")
+    strip = lambda r: [{k: v for k, v in p.items() if k != "elapsed_s"} for p in r.curve]  # noqa: E731
+    assert strip(resumed) == strip(reference) and resumed.train_loss == reference.train_loss
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_resume_from_checkpoint_continues_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device-side augmentation generator and the uploaded permutation are restored too."""
+    reference, resumed = _interrupt_and_resume(tmp_path, monkeypatch, "cuda")
     for p, q in zip(resumed.curve, reference.curve, strict=True):  # GPU kernels: equal up to rounding
         assert p["step"] == q["step"] and p["train_loss"] == pytest.approx(q["train_loss"], rel=1e-3, abs=1e-4)
