@@ -12,11 +12,14 @@
 #   env       fingerprint: GPU, driver, python and package versions           -> env.txt
 #   pytest    the gpu-marked tests                                               -> pytest.txt
 #   profile   harness profile --json: resnet@50 vit@b16 convnext@tiny mixer@b16 swin@tiny, 224 px,
-#             amp-bf16, train + infer, batch 128; vit@b16 again with --compile  -> profile.jsonl
-#   study     harness run studies/gpu_data_scaling.yaml --backend local (its time limit is what is
-#             left of GPU_CHECK_BUDGET_S after the other steps' reserve; finished trials are kept)
-#   analysis  harness report / fit / table on it                                 -> report/, fit.txt, table*.md
-#   packing   benchmarks/packing.py --quick: 1, 2, 4, 8 trials on the GPU         -> packing.txt
+#             amp-bf16, train + infer, batch 128                                  -> profile.jsonl
+#   study     harness run studies/gpu_data_scaling.yaml --backend local, seed 0 first, then all (its
+#             time limit is what is left of GPU_CHECK_BUDGET_S after the later steps' reserve;
+#             finished trials are kept, and the summary says how many there are)
+#   analysis  harness report / fit / table on it                                 -> report/, fit*.txt, table*.md
+#   packing   benchmarks/packing.py --quick: 1, 2, 4, 8 trials on the GPU         -> packing.txt, packing.json
+#   profile_compile  vit@b16 training step with --compile (skipped if under 45 s of budget is left)
+#                                                                                 -> profile.jsonl
 #   summary   profiles (img/s, TFLOP/s, MFU, peak memory), study, fits, packing -> summary.txt, summary.md
 #   bundle    everything above in one gpu_check.tar.gz (results/ as results.tar.gz inside)
 #
@@ -47,9 +50,11 @@ export HARNESS_DATA="$DATA_DIR"
 export HARNESS_GIT_SHA="${HARNESS_GIT_SHA:-$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 RES="$WORK/results"
+rm -rf "$OUT/logs" "$OUT/report"
+rm -f "$OUT"/*.jsonl "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.md "$OUT"/*.csv "$OUT"/*.tsv "$OUT"/*.tar.gz
 mkdir -p "$OUT/logs" "$OUT/report" "$RES"
-rm -f "$OUT/steps.tsv" "$OUT/profile.jsonl"
 printf 'step\trc\twall_s\tnote\n' > "$OUT/steps.tsv"
 T_START=$(date +%s)
 export OUT WORK RES REPO PY TINY T_START
@@ -153,13 +158,16 @@ profiles() {
     for m in resnet@50 vit@b16 convnext@tiny mixer@b16 swin@tiny; do
       profile_one "$m" "$m" --image-size 224 --batch-size 128 --mode both --precision amp-bf16 --device cuda || rc=1
     done
-    # compiled: the first call is timed apart (train_compile_s); batch-1 latency would compile again
-    profile_one "vit@b16+compile" vit@b16 --image-size 224 --batch-size 128 --mode both --precision amp-bf16 \
-      --device cuda --compile --no-latency || rc=1
   fi
   return $rc
 }
-export -f profile_one profiles
+# compiled (after the study, which has the priority for the time budget): training mode only, the
+# first call timed apart (train_compile_s); batch-1 latency and infer mode would each compile again
+profile_compiled() {
+  profile_one "vit@b16+compile" vit@b16 --image-size 224 --batch-size 128 --mode train --precision amp-bf16 \
+    --device cuda --compile --no-latency
+}
+export -f profile_one profiles profile_compiled
 step profile $([ $TINY = 1 ] && echo 150 || echo 300) profiles
 
 # --------------------------------------------------------------------------- (c) data-scaling study
@@ -179,11 +187,27 @@ resources: {cpus: 1, gpus: 0}
 EOF
 fi
 cp "$STUDY" "$OUT/$(basename "$STUDY")"
-RESERVE=$([ $TINY = 1 ] && echo 40 || echo 110)  # analysis + packing + summary after the study
+# Two passes on the GPU: seed 0 alone first (trial ids do not depend on the rest of the grid), then
+# the whole grid, which skips the finished trials. If the time limit cuts the second pass, every
+# family and data size still has a row.
+study() {
+  local rc=0
+  if [ $TINY = 0 ]; then
+    sed 's/^  seed: \[0, 1\]$/  seed: [0]/' "$STUDY" > "$WORK/$STUDY_NAME.yaml"
+    grep -q '^  seed: \[0\]$' "$WORK/$STUDY_NAME.yaml" || { echo "seed line not found in $STUDY"; return 2; }
+    echo "== pass 1: seed 0"
+    $PY -m harness run "$WORK/$STUDY_NAME.yaml" --backend local --results "$RES" --no-report || rc=$?
+    echo "== pass 2: all seeds"
+  fi
+  $PY -m harness run "$STUDY" --backend local --results "$RES" --no-report || rc=$?
+  return $rc
+}
+export -f study
+RESERVE=$([ $TINY = 1 ] && echo 40 || echo 200)  # analysis 45 + packing 60 + compiled profile 90 + summary 5
 ELAPSED=$(( $(date +%s) - T_START ))
 STUDY_LIMIT=$(( BUDGET - ELAPSED - RESERVE ))
 [ $STUDY_LIMIT -lt 60 ] && STUDY_LIMIT=60
-step study $STUDY_LIMIT $PY -m harness run "$STUDY" --backend local --results "$RES" --no-report
+step study $STUDY_LIMIT study
 
 # --------------------------------------------------------------------------- (d) report, fit, table
 analysis() {
@@ -223,6 +247,17 @@ else
 fi
 cp "$OUT/logs/packing.log" "$OUT/packing.txt"
 
+# --------------------------------------------------------------------------- compiled profile
+if [ $TINY = 0 ]; then
+  LEFT=$(( BUDGET - ($(date +%s) - T_START) - 10 ))
+  if [ $LEFT -ge 45 ]; then
+    step profile_compile $(( LEFT < 150 ? LEFT : 150 )) profile_compiled
+  else
+    printf '%s\t%s\t%s\t%s\n' profile_compile - 0 "skipped: ${LEFT}s left of GPU_CHECK_BUDGET_S=$BUDGET" >> "$OUT/steps.tsv"
+    echo "[gpu_check] profile_compile: skipped (${LEFT}s left of the budget; raise GPU_CHECK_BUDGET_S)"
+  fi
+fi
+
 # --------------------------------------------------------------------------- summary
 (cd "$RES" && tar czf "$OUT/results.tar.gz" .)
 step summary 60 $PY "$REPO/scripts/gpu_check_summary.py" "$OUT" "$RES/$STUDY_NAME"
@@ -236,7 +271,6 @@ if [ -n "${GPU_CHECK_EXPORT:-}" ]; then
   mkdir -p "$GPU_CHECK_EXPORT"
   cp "$OUT/gpu_check.tar.gz" "$OUT/summary.md" "$OUT/summary.txt" "$OUT/profile.jsonl" "$OUT/steps.tsv" "$GPU_CHECK_EXPORT/" 2>/dev/null
 fi
-rm -rf "$WORK"
 echo "[gpu_check] done in ${T_TOTAL} s; outputs in $OUT (bundle: $OUT/gpu_check.tar.gz)"
 FAILED=$(awk -F'\t' 'NR > 1 && $2 != "0" && $2 != "-" {print $1}' "$OUT/steps.tsv" | tr '\n' ' ')
 if [ -n "$FAILED" ]; then
