@@ -5,6 +5,16 @@ Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or 
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
 `NonFiniteLoss`, which the trial records as failed.
 
+On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
+`loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
+on the device for the whole trial (`data.to_device`), per-step losses stay on the device and are
+read back every CHECK_EVERY steps, at every curve point, at every checkpoint and at the end (a
+NaN is reported with its step and the window it was read in, and the row is never stored as ok),
+and the clock behind `train_time_s` is read only after a device synchronisation. On CPU nothing
+waits anyway, so losses are read every step, and the results are those of the trainer before
+(tests/test_train_device.py holds the recorded numbers). `compile: true` trains a
+torch.compile'd model; its first (compiling) step is timed as `compile_s`, outside `train_time_s`.
+
 Optional checkpointing (SLURM preemption/timeouts): with `checkpoint_path` and
 `checkpoint_every=N`, the complete training state (model, optimizer, sampler and augmentation
 generators, global RNG, step, losses, curve, clocks) is saved atomically every N steps, and a
