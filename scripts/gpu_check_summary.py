@@ -20,13 +20,17 @@ def _num(v: object, fmt: str) -> str:
     return format(v, fmt)
 
 
+def _pct(v: object) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
 def steps_table(out: Path) -> list[str]:
     path = out / "steps.tsv"
     if not path.is_file():
         return ["(no steps.tsv)"]
     rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
     lines = [f"{'step':<10} {'exit':>5} {'wall s':>8}  note"]
-    total = sum(float(r[2]) for r in rows if len(r) > 2 and r[2].replace(".", "", 1).isdigit())
+    total = sum(float(r[2]) for r in rows if len(r) > 2 and r[0] != "total" and r[2].replace(".", "", 1).isdigit())
     lines += [f"{r[0]:<10} {r[1]:>5} {r[2]:>8}  {r[3] if len(r) > 3 else ''}" for r in rows]
     lines.append(f"{'(steps)':<10} {'':>5} {total:>8.1f}")
     return lines
@@ -44,8 +48,7 @@ def profile_table(out: Path) -> list[str]:
         lines.append(
             f"{r.get('run', r.get('model', '?')):<18} {r.get('status', '?'):<7} {_num(r.get('batch_size'), 'd'):>5} "
             f"{str(r.get('precision', '-')):<9} {_num(r.get('infer_img_s'), ',.0f'):>11} {_num(r.get('train_img_s'), ',.0f'):>11} "
-            f"{_num(r.get('train_tflops_s'), '.1f'):>13} {_num(None if mfu is None else 100 * mfu, '.1f'):>8}% "
-            f"{_num(None if r.get('infer_mfu') is None else 100 * r['infer_mfu'], '.1f'):>8}% "
+            f"{_num(r.get('train_tflops_s'), '.1f'):>13} {_pct(mfu):>9} {_pct(r.get('infer_mfu')):>9} "
             f"{_num(r.get('peak_mem_mb'), ',.0f'):>8} {_num(r.get('train_compile_s'), '.1f'):>9} "
             f"{_num(r.get('latency_ms_p50'), '.2f'):>7}")
         if r.get("status") != "ok":
@@ -85,7 +88,7 @@ def study_lines(study_dir: Path) -> list[str]:
         ms = 1000 * g["train_time_s"].sum() / g["steps"].sum()
         mfu = g["mfu"].median() if "mfu" in g else math.nan
         lines.append(f"{fam:<10} {ms:>8.2f} {g['trained_img_s'].median():>14,.0f} {_num(g['train_img_s'].median(), ',.0f'):>21} "
-                     f"{_num(None if math.isnan(mfu) else 100 * mfu, '.1f'):>5}%  {acc}")
+                     f"{_pct(mfu):>6}  {acc}")
     return lines
 
 
@@ -104,7 +107,7 @@ def packing_lines(out: Path) -> list[str]:
 def main() -> int:
     out, study_dir = Path(sys.argv[1]), Path(sys.argv[2])
     fit = (out / "fit.txt").read_text().rstrip().splitlines() if (out / "fit.txt").is_file() else ["(no fit.txt)"]
-    sections = [("Steps", steps_table(out)), ("Profiles (224 px; MFU against the device's dense peak)", profile_table(out)),
+    sections = [("Steps", steps_table(out)), ("Profiles (harness profile; MFU against the device's dense peak for the precision)", profile_table(out)),
                 ("Data-scaling study", study_lines(study_dir)), ("Fits: test error = E + A n^-alpha per family", fit),
                 ("Packing (benchmarks/packing.py)", packing_lines(out))]
     text = "\n\n".join(f"== {title}\n" + "\n".join(body) for title, body in sections) + "\n"
