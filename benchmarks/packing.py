@@ -16,8 +16,8 @@ synchronisations. Aggregate img/s = all images / (last finish - first start); pe
 each worker's own; slowdown = single-trial img/s / mean per-trial img/s at N. Workers not in a
 round sit idle (their CUDA contexts take memory, not time).
 
-    python benchmarks/packing.py --device cuda                 # N = 1, 2, 4, 8; ~1 min on one H100
-    python benchmarks/packing.py --device cuda --quick         # fewer steps: ~30-45 s (gpu_check.sh)
+    python benchmarks/packing.py --device cuda                 # N = 1, 2, 4, 8; ~1 min on one H100 (estimated)
+    python benchmarks/packing.py --device cuda --quick         # fewer steps: ~30-45 s, estimated (gpu_check.sh)
     python benchmarks/packing.py --device cpu --quick          # N = 1, 2 (one thread each); CI
 
 Not a test: tests never assert on wall-clock time (DESIGN.md). Results: benchmarks/README.md.
