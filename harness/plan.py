@@ -220,7 +220,7 @@ def plan(family: str, *, match: str, targets: list[float], image_size: int, in_c
         def err(cell: tuple) -> float:
             return abs((cell[2] if match == "params" else cell[3]) / goal - 1.0)
 
-        if min(map(err, cells)) > REACH:  # not a shape at -100% error: say where the family's grid ends
+        if len(cells) > 1 and min(map(err, cells)) > REACH:  # not a shape at -100% error: where the grid ends (linear: its one shape, by design)
             raise _out_of_reach(family, match, target, cells, image_size)
 
         n, w, p_pred, m_pred = min(cells, key=lambda c: err(c) + ASPECT_COST * abs(math.log(_aspect(g.shape(c[0], c[1])) / ref_aspect)))
@@ -239,8 +239,8 @@ def _out_of_reach(family: str, match: str, target: float, cells: list[tuple], im
     lo, hi = min(values), max(values)
     show = (lambda v: _human(float(f"{v:.3g}"))) if match == "params" else (lambda v: f"{v:.3g}")
     unit = "params" if match == "params" else "GMACs"
-    spans = f"has one shape, {show(lo)} {unit}" if lo == hi else f"reaches {show(lo)} to {show(hi)} {unit}"
-    return StudyError(f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid {spans}",
+    return StudyError(f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid "
+                      f"reaches {show(lo)} to {show(hi)} {unit}",
                       key="--targets", fix="use targets in that range (--image-size and --patch move it), or write the shape by hand")
 
 
