@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from harness import cli, flops, plan, zoo
+from harness.errors import StudyError
 
 
 @pytest.fixture(autouse=True, scope="module")
