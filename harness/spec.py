@@ -48,7 +48,7 @@ SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
 NAME_MAX = 100  # characters: results/<name>-smoke/ and the store's temporary names stay far below the 255-byte file-name limit of ext4/xfs/APFS/NTFS
 MAX_SEED = 2**32 - 1  # numpy's and most generators' seed range
-MAX_IMAGE_SIZE = 4096  # px: one 4096 px RGB image is 200 MB as float32; beyond that not even one image fits a batch
+MAX_IMAGE_SIZE = 4096  # px: one 4096 px RGB image is 201 MB as float32, a batch of 64 is 13 GB; an 8192 px grid got the test process killed for memory
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("cosine", "constant"),
@@ -95,8 +95,8 @@ class Trial:
     @property
     def batch_size(self) -> int:
         """The batch training uses: the whole subset when it is smaller than train.batch_size (batch
-        128 on data_size 100 trains full-batch on 100, and the row says 100). Not hashed: the
-        trial is the same whatever spelling of the budget produced it."""
+        128 on data_size 100 trains full-batch on 100, and the row says 100). The id keeps hashing
+        train.batch_size as written, so the ids of existing studies do not change."""
         return min(self.train["batch_size"], self.data_size) if self.data_size else self.train["batch_size"]
 
     @property
@@ -180,7 +180,8 @@ def read_yaml(path: Path, where: str) -> Any:
         raise StudyError(str(e.problem), where=where, fix="keep one of them (YAML would silently keep the last)") from None
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
-        what = "binary data" if e.character in ("\0", 0) else f"the unprintable character #x{ord(e.character) if isinstance(e.character, str) else e.character:04x}"
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        what = "binary data" if code == 0 else f"the unprintable character #x{code:04x}"
         raise StudyError(f"{what} at line {line}", where=where, fix="a study is plain YAML text; remove the character") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
