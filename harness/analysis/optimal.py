@@ -489,13 +489,21 @@ def fit_profile(n: np.ndarray, y: np.ndarray, budget: float, *, bootstrap: int =
         prof.note = (f"minimum outside the measured sizes {fmt_x(prof.n_range[0])}–{fmt_x(prof.n_range[1])}: "
                      f"extrapolated, left out of the power law")
     rng = np.random.default_rng(seed)
+    short = 0
     for _ in range(bootstrap):
         idx = rng.integers(0, len(y), len(y))
+        short += len(np.unique(t[idx])) < 3
         prof.boot_logn.append(_parabola_min(t[idx], y[idx])[1])
-    prof.n_opt_ci95 = _percentiles([math.exp(v) for v in prof.boot_logn if math.isfinite(v)])
-    lost = sum(not math.isfinite(v) for v in prof.boot_logn)
-    if lost:
-        prof.note = "; ".join(filter(None, [prof.note, f"{lost} of {bootstrap} resamples had no minimum"]))
+    finite = [math.exp(v) for v in prof.boot_logn if math.isfinite(v)]
+    concave = bootstrap - short - len(finite)
+    notes = [f"{short} of {bootstrap} resamples had < 3 distinct sizes"] if short else []
+    notes += [f"{concave} of {bootstrap} resamples had no minimum (not convex)"] if concave else []
+    if bootstrap and len(finite) < bootstrap / 2:  # the survivors are a biased conditional sample (as fits.py)
+        notes.append("no interval: most resamples could not be fitted (too few trials per budget)")
+        prof.boot_logn = []
+    else:
+        prof.n_opt_ci95 = _percentiles(finite)
+    prof.note = "; ".join(filter(None, [prof.note, *notes]))
     return prof
 
 
