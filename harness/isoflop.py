@@ -187,8 +187,9 @@ def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, ratio
               f"  image_size: [{image_size}]",
               "  seed: [0]",
               f"train: {{epochs: 1, batch_size: {batch_size}, optimizer: adamw, lr: 2.0e-3, weight_decay: 0.05, "
-              f"schedule: cosine, warmup_steps: {max(1, min_steps // 10)}, eval_size: 5000}}",
-              "profile: {batch_size: 64, warmup: 3, iters: 10}",
+              f"schedule: cosine, warmup_steps: {max(1, min_steps // 10)}, eval_size: 5000, curve_eval_size: 500}}"
+              "   # small evals: the smallest runs train on a few thousand images",
+              "profile: {batch_size: 64, warmup: 3, iters: 5}",
               "resources: {cpus: 1, gpus: 0}"]
     return "\n".join(lines) + "\n"
 

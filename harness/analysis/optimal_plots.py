@@ -176,14 +176,12 @@ def report_section(doc: object, df: pd.DataFrame, y: str | None, out: Path, boot
         doc.p(f"Not computed: {why}.")
         return
     by = "family" if "family" in df else None
-    iso = isoflop_results(df, y=y, by=by, bootstrap=bootstrap)
-    budgets = sorted({p.budget for g in iso.groups for p in g.profiles if p.coef is not None})
-    c = pd.to_numeric(df.loc[df["status"] == "ok", DEFAULT_COMPUTE], errors="coerce")
-    top = float(c.max())
-    asked = (budgets or [top]) + [10 * top]
     try:
-        opt = optimal_results(df, asked, y=y, by=by, bootstrap=bootstrap)
-    except StudyError as e:
+        iso = isoflop_results(df, y=y, by=by, bootstrap=bootstrap)
+        budgets = sorted({p.budget for g in iso.groups for p in g.profiles if p.coef is not None})
+        top = float(pd.to_numeric(df.loc[df["status"] == "ok", DEFAULT_COMPUTE], errors="coerce").max())
+        opt = optimal_results(df, (budgets or [top]) + [10 * top], y=y, by=by, bootstrap=bootstrap)
+    except StudyError as e:  # the report runs after every study: say why, never fail it
         doc.p(f"Not computed: {e.what}.")
         return
     doc.p(f"Approach 3: `{opt.target} = E + A·N^-alpha + B·D^-beta` (N = params, D = samples seen) per "
