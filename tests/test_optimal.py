@@ -278,7 +278,7 @@ def test_plots_and_report_section(ladder_counts: dict[str, list[tuple[int, float
     iso = isoflop_results(df, y="test_acc", by="family", bootstrap=20)
     opt = optimal_results(df, [1e13, 3e14], by="family", bootstrap=20)
     assert plot_isoflop(iso, tmp_path).paths[0].name == "isoflop_test_acc.png"
-    out = plot_n_opt(opt, tmp_path, iso, measured_points(df, opt, iso))
+    out = plot_n_opt(opt, tmp_path, iso, measured_points(iso))
     assert [p.suffix for p in out.paths] == [".png", ".svg"]
     doc = Doc()
     report_section(doc, df, "test_acc", tmp_path, 20)

@@ -243,6 +243,8 @@ def optimal_results(df: pd.DataFrame, budgets: list[float], *, y: str = DEFAULT_
     notes += [n for n in rep.notes if "crossovers" not in n]
     out = OptimalReport(y, rep.target, x, by, flops, compute, rep.bootstrap, [], notes)
     for f in rep.fits:
+        if x[1] == "samples_seen":  # data_size moves with D (epochs-based budgets): not a pooled experiment
+            f.notes = [n for n in f.notes if not n.startswith("pools") or "data_size" not in n]
         rows = frame if by is None else frame[frame[by].astype(str) == f.group]
         out.groups.append(_optimal_group(f, rows[rows["status"] == "ok"], budgets, x, flops, compute))
     return out
@@ -399,7 +401,7 @@ class IsoflopGroup:
     approach3: Allocation | None = None
     verdict: str = ""
     notes: list[str] = field(default_factory=list)
-    points: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # the rows: _n, _y, _budget
+    points: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # the rows: _n, _y, _c (compute), _budget
 
     def to_json(self) -> dict[str, Any]:
         a3 = self.approach3
@@ -554,7 +556,8 @@ def isoflop_results(df: pd.DataFrame, *, y: str = DEFAULT_Y, x: list[str] | None
     else:
         ok["_y"], target = pd.to_numeric(ok[y], errors="coerce"), y
     ok["_n"] = pd.to_numeric(ok[x[0]], errors="coerce")
-    ok["_budget"] = assign_budgets(pd.to_numeric(ok[compute], errors="coerce").to_numpy(float), budgets)
+    ok["_c"] = pd.to_numeric(ok[compute], errors="coerce").astype(float)
+    ok["_budget"] = assign_budgets(ok["_c"].to_numpy(float), budgets)
     usable = ok[np.isfinite(ok["_y"]) & np.isfinite(ok["_n"]) & (ok["_n"] > 0)]
     unassigned = int(usable["_budget"].isna().sum())
     usable = usable[usable["_budget"].notna()]
@@ -566,7 +569,7 @@ def isoflop_results(df: pd.DataFrame, *, y: str = DEFAULT_Y, x: list[str] | None
         profiles = [fit_profile(r["_n"].to_numpy(float), r["_y"].to_numpy(float), float(c),
                                 bootstrap=bootstrap, seed=seed + i)
                     for i, (c, r) in enumerate(rows.groupby("_budget", sort=True))]
-        grp = IsoflopGroup(name, profiles, points=rows[["_n", "_y", "_budget"]].copy())
+        grp = IsoflopGroup(name, profiles, points=rows[["_n", "_y", "_c", "_budget"]].copy())
         grp.a, grp.g, grp.a_ci95 = _power_law(profiles)
         grp.approach3 = _approach3(df, rows, y, x, by, name, compute, flops, bootstrap, seed, grp.notes)
         grp.verdict = _agreement(grp)

@@ -55,15 +55,16 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
         fig, axes = _new_figure(ncols, nrows, width=5.8, height=4.4)  # own y range: families differ
         for ax, name in zip(axes.flat, names):
             g = by_name[name]
-            for p in g.profiles:
+            fitted = [p for p in g.profiles if p.coef is not None]  # budgets with < 3 sizes are not profiles
+            shown = g.points[g.points["_budget"].isin([p.budget for p in fitted])]
+            for p in fitted:
                 c = colours[p.budget]
-                pts = g.points[g.points["_budget"] == p.budget]
+                pts = shown[shown["_budget"] == p.budget]
                 ax.scatter(pts["_n"], pts["_y"], s=18, color=c, alpha=0.8, linewidths=0, zorder=3)
                 label = f"C = {p.budget:.3g}"
-                if p.coef is not None:
-                    lo, hi = p.n_range
-                    t = np.linspace(math.log(lo / 1.3), math.log(hi * 1.3), 100)
-                    ax.plot(np.exp(t), np.polyval(p.coef, t), "-", color=c, lw=1.4)
+                lo, hi = p.n_range
+                t = np.linspace(math.log(lo / 1.3), math.log(hi * 1.3), 100)
+                ax.plot(np.exp(t), np.polyval(p.coef, t), "-" if math.isfinite(p.n_opt) else ":", color=c, lw=1.4)
                 if math.isfinite(p.n_opt) and p.bracketed:
                     err = None
                     if p.n_opt_ci95:
@@ -74,20 +75,22 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
                 elif math.isfinite(p.n_opt):
                     label += f": min {fmt_x(p.n_opt)} outside the sizes run"
                 else:
-                    label += ": no minimum"
-                ax.plot([], [], "-", marker="o", color=c, label=label, ms=4)
-            _log_axis(ax, "x", g.points["_n"].to_numpy())
+                    label += ": not convex, no minimum"
+                ax.plot([], [], "-" if math.isfinite(p.n_opt) else ":", marker="o", color=c, label=label, ms=4)
+            _log_axis(ax, "x", shown["_n"].to_numpy())
             ax.set_xlabel(f"model size N ({rep.x})")
             ax.set_ylabel(error_label(rep.y))
             ax.set_title(name if name != "all" else "")
             ax.legend(fontsize=7.5, frameon=True)
-            ylo, yhi = float(g.points["_y"].min()), float(g.points["_y"].max())
+            ys = np.r_[shown["_y"].to_numpy(float), [p.metric_opt for p in fitted if p.bracketed]]
+            ylo, yhi = float(np.nanmin(ys)), float(np.nanmax(ys))
             pad = 0.08 * (yhi - ylo or abs(yhi) or 1.0)
             ax.set_ylim(ylo - pad, yhi + pad)  # the data, not a parabola's extrapolated arms
         for ax in list(axes.flat)[len(names):]:
             ax.set_visible(False)
-        fig.suptitle("IsoFLOP profiles (Chinchilla approach 2): one curve per training-compute budget\n"
-                     "lines: parabola in ln N; stars: minima with 95% bootstrap interval", fontsize=10.5)
+        fig.suptitle("IsoFLOP profiles (Chinchilla approach 2), one curve per training-compute budget\n"
+                     "lines: parabola in ln N (dotted: no minimum); stars: minima, 95% bootstrap interval",
+                     fontsize=10.5)
         out.paths = _save(fig, out_dir, f"isoflop_{rep.y}")
     return out
 
@@ -100,11 +103,13 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
     if not groups:
         out.skipped.append("n_opt: no group has a joint fit with a finite optimum")
         return out
+    out.skipped += [f"n_opt: {g.fit.group} not drawn, no compute-optimal allocation (see the table's notes)"
+                    for g in opt.groups if g not in groups]
     names, ncols, nrows = _panels([g.fit.group for g in groups])
     by_name = {g.fit.group: g for g in groups}
     iso_by = {g.group: g for g in iso.groups} if iso else {}
     with _style():
-        fig, axes = _new_figure(ncols, nrows, width=5.8, height=4.4, sharey=False)
+        fig, axes = _new_figure(ncols, nrows, width=5.8 if len(names) > 1 else 7.4, height=4.4)
         for ax, name in zip(axes.flat, names):
             g = by_name[name]
             colour = family_colour(name)
@@ -134,6 +139,8 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
                 sub = points[points["_group"] == name]
                 if len(sub):
                     ax.scatter(sub["_c"], sub["_n"], s=10, color="0.55", alpha=0.6, lw=0, label="trials")
+                    profiled = [p.budget for p in (ig.profiles if ig else []) if p.coef is not None]
+                    sub = sub[sub["_budget"].isin(profiled)]  # a 'best' of one or two sizes says nothing
                     best = sub.loc[sub.groupby("_budget")["_y"].idxmin()]
                     ax.scatter(best["_c"], best["_n"], s=40, facecolor="none", edgecolor=colour, lw=1.3,
                                label="best trial per budget")
@@ -148,19 +155,17 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
             ax.legend(fontsize=7.5, frameon=True, loc="upper left")
         for ax in list(axes.flat)[len(names):]:
             ax.set_visible(False)
-        fig.suptitle("Compute-optimal model size N_opt(C): joint fit E + A/N^α + B/D^β minimised under "
-                     "C = f(N)·D\ndiamonds: the requested budgets", fontsize=10.5)
+        fig.suptitle("Compute-optimal model size N_opt(C): the joint fit E + A/N^α + B/D^β\n"
+                     "minimised under C = f(N)·D; diamonds: the budgets asked for", fontsize=10)
         out.paths = _save(fig, out_dir, f"n_opt_{opt.y}")
     return out
 
 
-def measured_points(df: pd.DataFrame, opt: OptimalReport, iso: IsoflopReport | None) -> pd.DataFrame:
-    """The trials behind the figure: group, compute, N, metric and budget (if grouped)."""
+def measured_points(iso: IsoflopReport | None) -> pd.DataFrame:
+    """The trials behind the figure: group, compute, N, metric and budget."""
     rows = []
     for g in (iso.groups if iso else []):
-        pts = g.points.copy()
-        pts["_group"], pts["_c"] = g.group, df.loc[pts.index, opt.compute].astype(float)
-        rows.append(pts)
+        rows.append(g.points.assign(_group=g.group))
     return pd.concat(rows) if rows else pd.DataFrame(columns=["_group", "_c", "_n", "_y", "_budget"])
 
 
@@ -206,7 +211,7 @@ def report_section(doc: object, df: pd.DataFrame, y: str | None, out: Path, boot
         doc.p("Approach 2 (IsoFLOP profiles) against approach 3, per group:")
         doc.ul([f"{g.group}: {g.verdict}" for g in iso.groups])
         _figure(doc, plot_isoflop(iso, out), "IsoFLOP profiles")
-    _figure(doc, plot_n_opt(opt, out, iso if budgets else None, measured_points(df, opt, iso) if budgets else None),
+    _figure(doc, plot_n_opt(opt, out, iso if budgets else None, measured_points(iso) if budgets else None),
             "compute-optimal N vs C")
 
 
