@@ -329,3 +329,14 @@ def test_plan_isoflop_cli_snippets_and_study(capsys: pytest.CaptureFixture[str],
     assert "geometric series" in capsys.readouterr().err
     assert main(["plan", "--family", "vit"]) == 2
     assert "--targets is required" in capsys.readouterr().err
+
+
+def test_six_n_budgets_are_compared_with_six_n_d_not_the_counted_column() -> None:
+    """With 6N, 'extrapolated' is judged in 6·N·D FLOPs, even when the rows carry counted train_flops (MACs)."""
+    df, _ = _isoflop_frame()
+    df["test_loss"] = optimal.law_at(TRUTH, df["params"], df["samples_seen"])
+    rep = optimal_results(df, [1e12], y="test_loss", flops="6N", bootstrap=0)
+    (g,) = rep.groups
+    six = 6 * df["params"] * df["samples_seen"]
+    assert g.compute_range == pytest.approx((six.min(), six.max()))
+    assert g.allocations[0].n_opt_ci95 is None  # no bootstrap, no interval

@@ -261,7 +261,8 @@ def _optimal_group(f: GroupFit, rows: pd.DataFrame, budgets: list[float], x: lis
     except StudyError as e:
         g.notes.append(f"not computed: {e.what}")
         return g
-    c = (pd.to_numeric(rows[compute], errors="coerce").to_numpy(float) if compute in rows
+    # the runs' compute in the budgets' unit: 6ND for 6N (a counted train_flops column is MACs), else the column
+    c = (pd.to_numeric(rows[compute], errors="coerce").to_numpy(float) if compute in rows and flops != "6N"
          else g.flops_model.per_sample(n) * d)
     c = c[np.isfinite(c) & (c > 0)]
     g.compute_range = (float(c.min()), float(c.max())) if len(c) else None
