@@ -150,14 +150,14 @@ def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
     return lines
 
 
-def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, ratio: float, min_steps: int,
-               batch_size: int, image_size: int, header: str) -> str:
+def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes: int, ratio: float,
+               min_steps: int, batch_size: int, image_size: int, header: str) -> str:
     """One study: the union of the ladders as grid.model, the samples of one ladder as data_size (epochs 1)."""
     b = sorted(budgets)
-    if geometric_ratio(b) is None and len(b) > 1 or (len(b) > 1 and abs(geometric_ratio(b) / ratio - 1) > 0.01):
+    common = geometric_ratio(b)
+    if len(b) > 1 and (common is None or abs(common / ratio - 1) > 0.01):  # off-grid budgets: no anti-diagonals
         raise StudyError("--study needs budgets that are a geometric series with the ladder's --ratio",
                          key="--isoflop", fix=f"e.g. --isoflop {_num(b[0])},{_num(b[0] * ratio)},{_num(b[0] * ratio**2)} (--ratio {ratio:g})")
-    sizes = len({p.steps for p in points if p.budget == b[0] and p.family == points[0].family})
     data = [round(min_steps * ratio**j) * batch_size for j in range(sizes)]
     if data[-1] > MAX_DATA:
         raise StudyError(f"the largest data size would be {data[-1]:,} images, over {MAX_DATA:,}", key="--min-steps",
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
               f"--batch-size {args.batch_size}\n# budgets in training MACs (the rows' train_flops unit: fvcore "
               f"convention, counted forward + backward); {args.in_chans} channel(s), {args.num_classes} classes")
     if args.study:
-        print(study_text(args.study, points, budgets, ratio=ratio, min_steps=args.min_steps,
+        print(study_text(args.study, points, budgets, sizes=args.sizes, ratio=ratio, min_steps=args.min_steps,
                          batch_size=args.batch_size, image_size=args.image_size, header=header), end="")
     else:
         print("\n".join(snippet_lines(points, header)))
