@@ -322,11 +322,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--family", required=True, help="a family, a comma-separated list, or 'all'")
     p.add_argument("--match", choices=("params", "gmacs"), default="params")
-    p.add_argument("--targets", required=True,
+    p.add_argument("--targets", default=None,
                    help="comma-separated; params: 0.1M,500k,2e6; gmacs: GMACs per image (0.01,0.05) or MACs with a suffix (20M)")
     p.add_argument("--image-size", type=int, default=zoo.SMALL_IMAGE, help="default 28 (Fashion-MNIST)")
     p.add_argument("--in-chans", type=int, default=1, help="default 1 (Fashion-MNIST)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--patch", type=int, default=None, help="patch size for families that have one (default: the reference row's)")
     p.add_argument("--json", action="store_true", help="a JSON list of {family, target, shape, name, params, fwd_gmacs, error_pct}")
-    p.set_defaults(func=_run)
+    from harness import isoflop  # no heavy imports at its top
+
+    isoflop.add_arguments(p)
+    p.set_defaults(func=_dispatch)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """--isoflop plans IsoFLOP grids (harness/isoflop.py); otherwise --targets is required."""
+    if args.isoflop is not None:
+        from harness import isoflop
+
+        return isoflop.run(args)
+    if args.targets is None:
+        raise StudyError("--targets is required (or --isoflop BUDGETS)", key="--targets", fix="e.g. --targets 0.1M,0.5M,2M")
+    return _run(args)

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_fit(subparsers)
     _add_plot(subparsers)
     _add_report(subparsers)
+    _add_optimal(subparsers)
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,14 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="bootstrap resamples over trials (default 200; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
+    p.add_argument("--isoflop", action="store_true",
+                   help="IsoFLOP profiles (Chinchilla approach 2): rows grouped by training-compute budget, a "
+                        "parabola in log(first --x) per budget, the power law through the minima, compared "
+                        "with the joint fit (approach 3)")
+    p.add_argument("--budgets", default=None, metavar="C,C2",
+                   help="with --isoflop: the planned budgets (rows go to the nearest within 1.25x); "
+                        "default: clusters of the compute column")
+    p.add_argument("--compute", default=None, metavar="COL", help="with --isoflop: compute column (default train_flops)")
     p.set_defaults(func=_fit)
 
 
@@ -78,6 +87,52 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
+def _add_optimal(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("optimal", help="compute-optimal model size and samples for FLOP budgets (Chinchilla approach 3)",
+                       description="Joint fit L(N, D) = E + A/N^alpha + B/D^beta minimised under C = f(N)·D, "
+                                   "f = counted training compute per sample (a power law in N per group) or 6N. "
+                                   "N_opt, D_opt with 95% bootstrap intervals, the metric there, and a, b in "
+                                   "N_opt ∝ C^a, D_opt ∝ C^b.")
+    p.add_argument("results", help=_RESULTS_HELP)
+    p.add_argument("--budget", required=True, action="append", metavar="C[,C2]",
+                   help="compute budgets, in the compute column's unit (train_flops: MACs) or 6ND FLOPs with 6N")
+    p.add_argument("--by", default=None, metavar="COL", help="one allocation per group, e.g. family")
+    p.add_argument("--x", action="append", default=None, metavar="COL",
+                   help="N then D (default: --x params --x samples_seen)")
+    p.add_argument("--y", default=None, metavar="COL", help="default test_acc (fitted as the error 1 - test_acc)")
+    p.add_argument("--flops-per-sample", default=None, dest="flops", metavar="counted|6N",
+                   help="counted (default: compute / samples from the rows, a power law in N) or 6N")
+    p.add_argument("--compute", default=None, metavar="COL", help="compute column (default train_flops)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples (default 200; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    p.add_argument("--json", action="store_true",
+                   help="JSON rows {group, budget, n_opt, d_opt, n_opt_ci95, d_opt_ci95, metric_opt, a, b, flops_model}")
+    p.set_defaults(func=_optimal)
+
+
+def _optimal(args: argparse.Namespace) -> int:
+    from harness.analysis.optimal import optimal_path, parse_budgets
+
+    report = optimal_path(args.results, parse_budgets(args.budget), by=args.by, seed=args.seed,
+                          **_given(x=args.x, y=args.y, flops=args.flops, compute=args.compute,
+                                   bootstrap=args.bootstrap))
+    if args.json:
+        print(json.dumps(report.rows(), indent=2))
+    else:
+        print(report.summary(), end="")
+    return 0
+
+
+def _isoflop(args: argparse.Namespace) -> int:
+    from harness.analysis.optimal import isoflop_path, parse_budgets
+
+    budgets = parse_budgets(args.budgets) if args.budgets else None
+    report = isoflop_path(args.results, y=args.y, x=args.x, by=args.by, budgets=budgets, seed=args.seed,
+                          **_given(compute=args.compute, bootstrap=args.bootstrap))
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
+    return 0
+
+
 def _csv_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -96,6 +151,8 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    if args.isoflop:
+        return _isoflop(args)
     from harness.analysis.fits import fit_path
 
     report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,

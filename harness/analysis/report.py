@@ -153,6 +153,7 @@ def build_report(df: pd.DataFrame, curves: pd.DataFrame, out: Path, *, bootstrap
     _table_section(doc, df)
     _data_section(doc, df, y, out, bootstrap)
     _model_section(doc, df, y, out, bootstrap)
+    _optimal_section(doc, df, y, out, bootstrap)
     _plots_section(doc, df, curves, y, out)
     _provenance_section(doc, df)
     return doc
@@ -233,6 +234,13 @@ def _joint_fit(doc: Doc, df: pd.DataFrame, y: str, bootstrap: int) -> None:
           f"D = data_size); a = beta/(alpha+beta) is the share of extra compute that should go "
           f"to model size (Hoffmann et al. 2022).")
     _fit_tables(doc, report)
+
+
+def _optimal_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstrap: int) -> None:
+    """Compute-optimal N and D per budget, IsoFLOP profiles (harness/analysis/optimal_plots.py)."""
+    from harness.analysis.optimal_plots import report_section
+
+    report_section(doc, df, y, out, bootstrap)
 
 
 def _plots_section(doc: Doc, df: pd.DataFrame, curves: pd.DataFrame, y: str | None, out: Path) -> None:

@@ -1,0 +1,243 @@
+"""`harness plan --isoflop`: IsoFLOP grids (Chinchilla approach 2) from the compute-matched ladders.
+
+    harness plan --isoflop 1e12,2e12,4e12 --family resnet,vit --image-size 28 [--sizes 4] [--batch-size 64]
+
+For each budget C and family: `--sizes` shapes from `harness plan`'s search (matched on forward
+GMACs), each trained for the number of samples that puts it on C: steps = C / (f · batch), with
+f the shape's *counted* training compute per sample (`flops_train`, forward + backward MACs, the
+unit of the rows' `train_flops`). Integer steps leave each trial within half a step of its budget;
+the printed error says how far.
+
+Which sizes: a sliding ladder, as in Chinchilla's Figure 3. At budget C the largest shape trains
+for `--min-steps` steps and each next one is `--ratio`x cheaper per sample (trains `--ratio`x
+longer): f_i = C / (min_steps · batch · ratio^i), i = 0 .. sizes−1. With budgets `--ratio` apart
+the ladders of neighbouring budgets share all but one shape.
+
+Limitation: a study's grid is a cartesian product and cannot yet tie a model to its own
+`train.steps` (linked axes are another issue). So the default output is one small study snippet
+per (shape, steps); `--study NAME` instead writes one runnable study whose grid IS an IsoFLOP
+design: `epochs: 1` and data sizes D_j = min_steps · batch · ratio^j, so model i (f_i = f_0 · ratio^i)
+on data size j costs f_0 · D_0 · ratio^(i+j), and every anti-diagonal i + j of the grid is one budget.
+The price of the cartesian product: it also runs the off-diagonal (N, D) cells, about half of the
+trials; they are not wasted (the joint fit, approach 3, uses every cell), but they cost time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+
+from harness.errors import StudyError
+
+DEFAULT_SIZES = 4
+DEFAULT_RATIO = 2.0
+DEFAULT_MIN_STEPS = 100
+DEFAULT_BATCH = 64
+MAX_DATA = 60_000  # Fashion-MNIST's training split: the largest data_size a --study may use
+
+
+@dataclass(frozen=True)
+class IsoPoint:
+    """One trial of an IsoFLOP grid: a shape trained for `steps` steps of `batch_size`."""
+
+    family: str
+    budget: float
+    shape: dict
+    params: int
+    fwd_gmacs: float
+    train_gmacs: float  # counted forward + backward GMACs per sample
+    steps: int
+    batch_size: int
+
+    @property
+    def samples(self) -> int:
+        return self.steps * self.batch_size
+
+    @property
+    def compute(self) -> float:
+        return self.train_gmacs * 1e9 * self.samples
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.compute / self.budget - 1.0)
+
+    def model_yaml(self) -> str:
+        from harness.plan import _yaml_value
+
+        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
+
+    def as_dict(self) -> dict:
+        return {"family": self.family, "budget": self.budget, "shape": dict(self.shape), "params": self.params,
+                "fwd_gmacs": self.fwd_gmacs, "train_gmacs": self.train_gmacs, "steps": self.steps,
+                "batch_size": self.batch_size, "samples": self.samples, "compute": self.compute,
+                "error_pct": round(self.error_pct, 4)}
+
+
+def ladder_targets(budget: float, *, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[float]:
+    """Training MACs per sample of the budget's shapes, largest first (module docstring)."""
+    top = budget / (min_steps * batch_size)
+    return [top / ratio**i for i in range(sizes)]
+
+
+def _check(budgets: list[float], sizes: int, ratio: float, min_steps: int, batch_size: int) -> None:
+    if not budgets or not all(b > 0 and math.isfinite(b) for b in budgets):
+        raise StudyError("budgets must be positive numbers", key="--isoflop", fix="e.g. --isoflop 1e12,2e12,4e12")
+    for key, value, least in (("--sizes", sizes, 3), ("--min-steps", min_steps, 1), ("--batch-size", batch_size, 1)):
+        if value < least:
+            raise StudyError(f"{key} must be >= {least}", key=key,
+                             fix="a parabola needs 3 sizes (4-6 are usual)" if key == "--sizes" else "a positive count")
+    if not ratio > 1:
+        raise StudyError(f"--ratio must be > 1, got {ratio:g}", key="--ratio", fix="e.g. --ratio 2")
+
+
+def plan_isoflop(family: str, budgets: list[float], *, image_size: int, sizes: int = DEFAULT_SIZES,
+                 ratio: float = DEFAULT_RATIO, min_steps: int = DEFAULT_MIN_STEPS, batch_size: int = DEFAULT_BATCH,
+                 in_chans: int = 1, num_classes: int = 10, patch: int | None = None) -> list[IsoPoint]:
+    """`sizes` points per budget, smallest model first within each budget."""
+    from harness import flops_train, plan, zoo
+
+    _check(budgets, sizes, ratio, min_steps, batch_size)
+    out: list[IsoPoint] = []
+    cache: dict[str, tuple] = {}
+    for budget in sorted(budgets):
+        targets = ladder_targets(budget, sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
+        fwd = [t / 3 / 1e9 for t in reversed(targets)]  # training ~ 3x forward (2.97-3.00x counted); matched exactly below
+        for p in plan.plan(family, match="gmacs", targets=fwd, image_size=image_size, in_chans=in_chans,
+                           num_classes=num_classes, patch=patch):
+            key = p.yaml()
+            if key not in cache:
+                ms = zoo.resolve({"family": family, **p.shape})
+                cache[key] = (p, flops_train.train_gmacs(ms, image_size=image_size, in_chans=in_chans,
+                                                         num_classes=num_classes))
+            q, tg = cache[key]
+            steps = max(1, round(budget / (tg * 1e9 * batch_size)))
+            out.append(IsoPoint(family, budget, dict(q.shape), q.params, q.gmacs, tg, steps, batch_size))
+    return out
+
+
+def geometric_ratio(budgets: list[float]) -> float | None:
+    """The common ratio of sorted budgets, or None when they are not a geometric series (1% tolerance)."""
+    b = sorted(budgets)
+    if len(b) < 2:
+        return None
+    r = [b[i + 1] / b[i] for i in range(len(b) - 1)]
+    return r[0] if all(abs(x / r[0] - 1) < 0.01 for x in r) and r[0] > 1 else None
+
+
+# ----------------------------------------------------------------------------- output
+
+
+_LIMITATION = ("# A study's grid cannot yet tie a model to its own train.steps (linked axes: another issue), so each\n"
+               "# line is one small study: its model in grid.model, its steps in train.steps, the batch size as stated.\n"
+               "# For one runnable study of the whole design, add --study NAME (a cartesian grid whose\n"
+               "# anti-diagonals are the budgets; it also runs off-budget cells).")
+
+
+def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
+    lines = [header, _LIMITATION]
+    items = [f"- {{model: {p.model_yaml()}, steps: {p.steps}}}" for p in points]
+    width = max(map(len, items))
+    last = None
+    for p, item in zip(points, items):
+        if (p.family, p.budget) != last:
+            lines.append(f"## budget {p.budget:.4g}: {p.family}")
+            last = (p.family, p.budget)
+        lines.append(f"{item:<{width}}  # {p.samples:,} samples "
+                     f"(batch {p.batch_size}) x {p.train_gmacs * 1e3:.4g} train MMACs/sample = {p.compute:.4g} "
+                     f"({p.error_pct:+.2f}%); {p.params:,} params")
+    return lines
+
+
+def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes: int, ratio: float,
+               min_steps: int, batch_size: int, image_size: int, header: str) -> str:
+    """One study: the union of the ladders as grid.model, the samples of one ladder as data_size (epochs 1)."""
+    b = sorted(budgets)
+    common = geometric_ratio(b)
+    if len(b) > 1 and (common is None or abs(common / ratio - 1) > 0.01):  # off-grid budgets: no anti-diagonals
+        raise StudyError("--study needs budgets that are a geometric series with the ladder's --ratio",
+                         key="--isoflop", fix=f"e.g. --isoflop {_num(b[0])},{_num(b[0] * ratio)},{_num(b[0] * ratio**2)} (--ratio {ratio:g})")
+    data = [round(min_steps * ratio**j) * batch_size for j in range(sizes)]
+    if data[-1] > MAX_DATA:
+        raise StudyError(f"the largest data size would be {data[-1]:,} images, over {MAX_DATA:,}", key="--min-steps",
+                         fix="lower --min-steps, --batch-size or --sizes")
+    models, seen = [], set()
+    for p in sorted(points, key=lambda p: (p.family, p.train_gmacs)):
+        if p.model_yaml() not in seen:
+            seen.add(p.model_yaml())
+            models.append(p)
+    width = max(len(p.model_yaml()) for p in models)
+    lines = [header,
+             "# A study's grid cannot yet tie a model to its own train.steps (linked axes: another issue), so this is",
+             "# the --study layout: epochs 1, so samples seen = data_size, and model i (small to large per family) on",
+             f"# data size j costs about {_num(b[0])} x {ratio:g}^(i+j-{sizes - 1}): the budgets are the anti-diagonals i+j =",
+             f"# {', '.join(str(sizes - 1 + k) for k in range(len(b)))}. The other cells are off-budget: the joint fit (harness optimal) uses them.",
+             f"# Analyse: harness fit results/{name} --isoflop --y test_acc --x params --by family "
+             f"--budgets {','.join(_num(c) for c in b)}",
+             f"#          harness optimal results/{name} --budget {_num(b[-1] * ratio)} --by family",
+             f"name: {name}",
+             f"description: IsoFLOP design, budgets {', '.join(_num(c) for c in b)} training MACs, {sizes} sizes per budget",
+             "dataset: {name: fashion_mnist}",
+             "grid:",
+             "  model:"]
+    for p in models:
+        lines.append(f"    - {p.model_yaml():<{width}}  # {p.params:,} params, {p.train_gmacs * 1e3:.4g} train MMACs/sample")
+    lines += [f"  data_size: [{', '.join(str(d) for d in data)}]   # = samples seen (epochs 1)",
+              f"  image_size: [{image_size}]",
+              "  seed: [0]",
+              f"train: {{epochs: 1, batch_size: {batch_size}, optimizer: adamw, lr: 2.0e-3, weight_decay: 0.05, "
+              f"schedule: cosine, warmup_steps: {max(1, min_steps // 10)}, eval_size: 5000, curve_eval_size: 500}}"
+              "   # small evals: the smallest runs train on a few thousand images",
+              "profile: {batch_size: 64, warmup: 3, iters: 5}",
+              "resources: {cpus: 1, gpus: 0}"]
+    return "\n".join(lines) + "\n"
+
+
+def _num(c: float) -> str:
+    """1e12, 2.5e12: budgets as a user types them (not 1e+12)."""
+    return f"{c:g}".replace("e+", "e")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`harness plan --isoflop` (dispatched from harness/plan.py)."""
+    import torch
+
+    from harness.analysis.optimal import parse_budgets
+    from harness.plan import _families
+
+    torch.set_num_threads(1)  # tiny counts: threads only contend (as harness plan)
+    budgets = sorted(parse_budgets(args.isoflop))
+    ratio = args.ratio if args.ratio is not None else (geometric_ratio(budgets) or DEFAULT_RATIO)
+    points = [p for f in _families(args.family)
+              for p in plan_isoflop(f, budgets, image_size=args.image_size, sizes=args.sizes, ratio=ratio,
+                                    min_steps=args.min_steps, batch_size=args.batch_size, in_chans=args.in_chans,
+                                    num_classes=args.num_classes, patch=args.patch)]
+    if args.json:
+        print(json.dumps([dict(p.as_dict(), image_size=args.image_size, in_chans=args.in_chans,
+                               num_classes=args.num_classes) for p in points], indent=1))
+        return 0
+    header = (f"# harness plan --isoflop {','.join(_num(c) for c in budgets)} --family {args.family} "
+              f"--image-size {args.image_size} --sizes {args.sizes} --ratio {ratio:g} --min-steps {args.min_steps} "
+              f"--batch-size {args.batch_size}\n# budgets in training MACs (the rows' train_flops unit: fvcore "
+              f"convention, counted forward + backward); {args.in_chans} channel(s), {args.num_classes} classes")
+    if args.study:
+        print(study_text(args.study, points, budgets, sizes=args.sizes, ratio=ratio, min_steps=args.min_steps,
+                         batch_size=args.batch_size, image_size=args.image_size, header=header), end="")
+    else:
+        print("\n".join(snippet_lines(points, header)))
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The --isoflop options of `harness plan` (harness/plan.py register() calls this)."""
+    g = p.add_argument_group("IsoFLOP grids (--isoflop; see harness/isoflop.py)")
+    g.add_argument("--isoflop", default=None, metavar="C,C2,C3",
+                   help="training-compute budgets (MACs, as the rows' train_flops): shapes and steps on each budget")
+    g.add_argument("--sizes", type=int, default=DEFAULT_SIZES, help=f"shapes per budget (default {DEFAULT_SIZES})")
+    g.add_argument("--ratio", type=float, default=None,
+                   help="compute-per-sample ratio between neighbouring shapes (default: the budgets' ratio, else 2)")
+    g.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
+                   help=f"steps of each budget's largest shape (default {DEFAULT_MIN_STEPS})")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
+    g.add_argument("--study", default=None, metavar="NAME", help="print one runnable study (anti-diagonal layout)")
