@@ -65,15 +65,21 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     _check_slurm_only(backend, wait, slurm)
     if hasattr(be, "preflight") and not dry_run:
         be.preflight(study, slurm=slurm)
-    out_dir = store.study_dir(results, study.name)
-    done = store.done_ids(out_dir)
+    rd = store.ResultsDir.of(results, study.name)
+    out_dir = rd.path
+    done = rd.done_ids()
     if dry_run:
+        if rd.unreadable.paths:
+            console.print(f"[yellow]{escape(rd.unreadable.note())}[/]")
         out_console().print(trial_table(study, trials, done))
         return EXIT_OK
+    rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
+    for moved in rd.quarantine_unreadable():  # its trial is not done: it runs again
+        console.print(f"[yellow]moved unreadable file aside[/]: {escape(str(moved))} (its trial runs again)")
     pending = [t for t in trials if t.trial_id not in done]
     console.print(f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
                   f"{len(pending)} to run on {backend} -> {out_dir}")
-    store.save_study_file(path, out_dir)
+    rd.record_study(path, study.name, study.study_hash, [t.trial_id for t in trials])  # the rows that belong
     failed = 0
     opts = {"address": address, "out_dir": out_dir, "study": study, "slurm": slurm, "wait": wait}
     stored_by_backend = getattr(be, "WRITES_RESULTS", False)  # SLURM jobs write their own rows
@@ -87,7 +93,7 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
                     bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
                 else:
                     if not stored_by_backend:
-                        store.write(ev.output, out_dir)
+                        rd.write(ev.output)
                     failed += not ev.output.ok
                     bar.console.print(_one_line(ev.output))
                 bar.advance(task)
@@ -100,9 +106,10 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
             console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
                           "run the same command again to wait for the rest")
         return EXIT_OK
+    _compact(rd, console)
     if report and len(trials) > failed:
         _write_report(out_dir, console)
-    ok = len(store.done_ids(out_dir) & {t.trial_id for t in trials})
+    ok = len(rd.done_ids() & {t.trial_id for t in trials})
     console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
     return EXIT_OK if ok == len(trials) else EXIT_FAILED
 
@@ -161,21 +168,39 @@ def _write_report(out_dir: Path, console: Console) -> None:
         console.print(f"[yellow]report not written[/]: {type(e).__name__}: {e} (try 'harness report {out_dir}')")
 
 
-def status(target: str | Path, *, results: str | Path = "results") -> tuple[Table, int]:
-    """Counts of ok / failed / pending for a study file or a results directory."""
+def _compact(rd: store.ResultsDir, console: Console) -> None:
+    """Merge the study's row files so the next reads open one file (best effort: rows are safe either way)."""
+    try:
+        rd.compact()
+    except Exception as e:  # a full disk now must not turn finished trials into a failed run
+        console.print(f"[yellow]results not compacted[/]: {type(e).__name__}: {e} (try 'harness compact {rd.path}')")
+
+
+def status(target: str | Path, *, results: str | Path = "results", include_all: bool = False) -> tuple[Table, int]:
+    """Counts of ok / failed / pending for a study file or a results directory: by default of the
+    trials of the study (the file given, or the study as last run in that directory)."""
     target = Path(target)
     if target.is_file():
         study, trials = prepare(target)
-        out_dir = store.study_dir(results, study.name)
+        rd = store.ResultsDir.of(results, study.name)
         expected = {t.trial_id: t.label for t in trials}
+        members = set(expected)
     else:
-        out_dir, expected = target, {}
-        if not (target / "trials").is_dir() and not (target / "study.yaml").is_file():
+        rd, expected = store.ResultsDir(target), {}
+        if not rd.is_results_dir():
             raise StudyError("not a study file or a results directory (no trials/ inside)", where=str(target),
                              fix="give studies/NAME.yaml or results/NAME")
-    df = store.read(out_dir)
+        members = rd.membership()
+    out_dir = rd.path
+    df = rd.read()
+    notes = [rd.unreadable.note()] if rd.unreadable.paths else []
+    if members is not None and not include_all:
+        outside = ~df["trial_id"].isin(members)
+        if outside.any():
+            notes.append(f"{int(outside.sum())} rows from earlier versions of this study not shown; --all to include")
+        df = df[~outside]
     on_disk = dict(zip(df["trial_id"], df["status"]))
-    t = Table(title=f"{out_dir}")
+    t = Table(title=f"{out_dir}", caption="\n".join(notes) or None)
     for c in ("state", "trials"):
         t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
