@@ -7,10 +7,11 @@ import numbers
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from harness import backends, claims, data, flops, spec, store
 from harness.backends import slurm as slurm_backend
@@ -176,7 +177,7 @@ def _compact(rd: store.ResultsDir, console: Console) -> None:
         console.print(f"[yellow]results not compacted[/]: {type(e).__name__}: {e} (try 'harness compact {rd.path}')")
 
 
-def status(target: str | Path, *, results: str | Path = "results", include_all: bool = False) -> tuple[Table, int]:
+def status(target: str | Path, *, results: str | Path = "results", include_all: bool = False) -> tuple[RenderableType, int]:
     """Counts of ok / failed / pending for a study file or a results directory: by default of the
     trials of the study (the file given, or the study as last run in that directory)."""
     target = Path(target)
@@ -191,6 +192,7 @@ def status(target: str | Path, *, results: str | Path = "results", include_all: 
             raise StudyError("not a study file or a results directory (no trials/ inside)", where=str(target),
                              fix="give studies/NAME.yaml or results/NAME")
         members = rd.membership()
+        expected = dict.fromkeys(members or (), "")  # the study as last run: what is not on disk is pending
     out_dir = rd.path
     df = rd.read()
     notes = [rd.unreadable.note()] if rd.unreadable.paths else []
@@ -200,7 +202,7 @@ def status(target: str | Path, *, results: str | Path = "results", include_all: 
             notes.append(f"{int(outside.sum())} rows from earlier versions of this study not shown; --all to include")
         df = df[~outside]
     on_disk = dict(zip(df["trial_id"], df["status"]))
-    t = Table(title=f"{out_dir}", caption="\n".join(notes) or None)
+    t = Table(title=f"{out_dir}")
     for c in ("state", "trials"):
         t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
@@ -219,4 +221,5 @@ def status(target: str | Path, *, results: str | Path = "results", include_all: 
         t.add_row("pending", str(pending))
     for _, r in df[df["trial_id"].isin(failed)].iterrows():
         t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
-    return t, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED
+    shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
+    return shown, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED

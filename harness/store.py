@@ -114,9 +114,10 @@ def atomic_write(path: str | Path, data: Payload, *, exclusive: bool = False) ->
             fd = -1
             data(tmp)
         else:
-            with os.fdopen(fd, "wb") as f:
-                fd = -1
-                f.write(data.encode() if isinstance(data, str) else data)
+            f = os.fdopen(fd, "wb")
+            fd = -1
+            with f:
+                _write(f, data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; rows and claims are read by other users' drivers too
         if exclusive:
             os.link(tmp, path)
@@ -129,6 +130,11 @@ def atomic_write(path: str | Path, data: Payload, *, exclusive: bool = False) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write(f: object, data: bytes) -> None:
+    """The byte write of `atomic_write` (a test makes it raise ENOSPC, as a full disk does)."""
+    f.write(data)  # type: ignore[attr-defined]
 
 
 def _is_temporary(name: str) -> bool:
