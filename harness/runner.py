@@ -72,7 +72,7 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     if dry_run:
         if rd.unreadable.paths:
             console.print(f"[yellow]{escape(rd.unreadable.note())}[/]")
-        out_console().print(trial_table(study, trials, done))
+        _print_table(trial_table(study, trials, done))
         return EXIT_OK
     rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
     for moved in rd.quarantine_unreadable():  # its trial is not done: it runs again
@@ -113,6 +113,26 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     ok = len(rd.done_ids() & {t.trial_id for t in trials})
     console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
     return EXIT_OK if ok == len(trials) else EXIT_FAILED
+
+
+RICH_ROWS = 500  # rich lays out 10,000 rows in ~40 s (measured: 4.2 of 4.7 s of a 1,000-trial dry run)
+
+
+def _print_table(t: Table) -> None:
+    """rich for a screenful; past RICH_ROWS the same cells as aligned plain text (milliseconds)."""
+    if t.row_count <= RICH_ROWS:
+        out_console().print(t)
+        return
+    cols = [[c.header, *(str(x) for x in c._cells)] for c in t.columns]
+    widths = [max(map(len, c)) for c in cols]
+    right = [c.justify == "right" for c in t.columns]
+    lines = [str(t.title)]
+    for i in range(len(cols[0])):
+        lines.append("  ".join(c[i].rjust(w) if r else c[i].ljust(w) for c, w, r in zip(cols, widths, right)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append(str(t.caption or ""))
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _check_slurm_only(backend: str, wait: bool, slurm: dict | None) -> None:
