@@ -417,7 +417,11 @@ class ResultsDir:
         n = []
         for src, dest, ok in ((self.trials, self.compacted_trials, _is_row),
                               (self.curves, self.compacted_curves, _is_curve)):
-            table = _Reader(self, src, dest, None, ok, keep_stamp=True).table()
+            reader = _Reader(self, src, dest, None, ok, keep_stamp=True)
+            table = reader.table()
+            if table is not None and not reader.changed:
+                n.append(table.num_rows)  # nothing new, nothing gone: the compacted file is current
+                continue
             if table is None:
                 Path(dest).unlink(missing_ok=True)
                 n.append(0)
@@ -487,6 +491,7 @@ class _Reader:
                  check: Callable[[object], bool], keep_stamp: bool = False) -> None:
         self.rd, self.dir, self.compacted, self.columns = rd, directory, compacted, columns
         self.check, self.keep_stamp = check, keep_stamp
+        self.changed = True  # False once table() found the compacted file exactly current
 
     def table(self) -> object:
         import pyarrow as pa
@@ -494,6 +499,7 @@ class _Reader:
         files = self._listing()
         cached, reused = self._from_compacted(files)
         fresh = [name for name in files if name not in reused]
+        self.changed = bool(fresh) or self._dropped
         tables = [cached] if cached is not None and cached.num_rows else []
         tables += self._read_many(fresh)
         if not tables:
@@ -524,6 +530,7 @@ class _Reader:
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        self._dropped = False
         if not files or not self.compacted.exists():
             return None, set()
         cols = None if self.columns is None else [*self.columns, *STAMP]
@@ -537,6 +544,7 @@ class _Reader:
         stamps = zip(table.column("_size").to_pylist(), table.column("_mtime_ns").to_pylist(),
                      table.column("_ino").to_pylist())
         keep = [files.get(n) == tuple(s) for n, s in zip(names, stamps)]
+        self._dropped = not all(keep)
         table = table.filter(pa.array(keep, type=pa.bool_()))
         reused = set(pc.unique(table.column("_file")).to_pylist())
         return table, reused
