@@ -34,27 +34,27 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from harness.store import TrialOutput
+from harness.store import ResultsDir, TrialOutput, atomic_write
 
 if TYPE_CHECKING:  # spec imports torch; `harness status` reads claims without it
     from harness.spec import Trial
 
 LEASE_S = 300.0  # a claim from another host with no heartbeat for this long is stale
+# An unreadable claim (0 bytes, garbled: written by a version that did not write claims atomically,
+# or by hand) names no holder to check. Claims are written whole (temp + link), so one this old is
+# no writer's work in progress: stale, taken over, never a 300 s wait.
+UNREADABLE_GRACE_S = 5.0
 POLL_S = 1.0  # how often a driver looks at trials held by others
 HOST = socket.gethostname()
 
 
 def claims_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "claims"
+    return ResultsDir(out_dir).claims
 
 
 def row_stamp(out_dir: str | Path, trial_id: str) -> tuple[int, int] | None:
     """Identity of the trial's row file (inode, mtime): a change means a new result was stored."""
-    try:
-        st = (Path(out_dir) / "trials" / f"{trial_id}.parquet").stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns
+    return ResultsDir(out_dir).row_stamp(trial_id)
 
 
 @contextlib.contextmanager
@@ -99,6 +99,8 @@ def is_live(info: dict | None, age_s: float, lease_s: float = LEASE_S, active_jo
     """`active_jobs`: the answer of one `slurm_active` call for many claims (default: ask for this one)."""
     if info is None:
         return False
+    if not info:  # unreadable: no holder to ask
+        return age_s < UNREADABLE_GRACE_S
     if info.get("slurm_job"):
         active = slurm_active([info["slurm_job"]]) if active_jobs is _ASK else active_jobs
         return True if active is None else info["slurm_job"] in active  # unknown: never run a trial twice on a guess
@@ -131,7 +133,8 @@ class Claims:
     """The claims this driver holds, kept fresh by a heartbeat thread; released on close."""
 
     def __init__(self, out_dir: str | Path, lease_s: float = LEASE_S) -> None:
-        self.dir = claims_dir(out_dir)
+        self.rd = ResultsDir(out_dir)
+        self.dir = self.rd.claims
         self.lease_s = lease_s
         self.token = uuid.uuid4().hex
         self.me = {"host": HOST, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()), "token": self.token}
@@ -156,10 +159,11 @@ class Claims:
                         others[tid] = info
                         continue
                     path.unlink(missing_ok=True)  # stale: its holder is gone
-                    _sweep_temporaries(self.dir.parent, tid)
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                with os.fdopen(fd, "w") as f:  # row_before: a waiter knows our result by a changed row
-                    json.dump(dict(self.me, since=time.time(), row_before=row_stamp(self.dir.parent, tid)), f)
+                    self.rd.sweep_temporaries(tid)
+                # whole or not at all (a full disk never leaves a 0-byte claim); fails if it exists.
+                # row_before: a waiter knows our result by a changed row
+                atomic_write(path, json.dumps(dict(self.me, since=time.time(), row_before=self.rd.row_stamp(tid))),
+                             exclusive=True)
                 self.held.add(tid)
                 mine.append(tid)
         return mine, others
@@ -169,7 +173,7 @@ class Claims:
         with locked(self.dir):
             for tid, job in job_ids.items():
                 info = _read(self.dir / tid) or dict(self.me)
-                _write_atomic(self.dir / tid, dict(info, since=time.time(), slurm_job=job))
+                atomic_write(self.dir / tid, json.dumps(dict(info, since=time.time(), slurm_job=job)))
                 self.held.discard(tid)
 
     def release(self, tid: str) -> None:
@@ -214,19 +218,6 @@ def holders(out_dir: str | Path, lease_s: float = LEASE_S) -> dict[str, dict]:
     active = _slurm_jobs(infos.values())
     return {tid: info or {} for tid, info in infos.items()
             if info is not None and is_live(info, _age(directory / tid), lease_s, active)}
-
-
-def _sweep_temporaries(out_dir: Path, trial_id: str) -> None:
-    """A killed writer may leave `.<id>.parquet.*.tmp` (store) behind; readers skip them, we remove them."""
-    for sub in ("trials", "curves"):
-        for tmp in (out_dir / sub).glob(f".{trial_id}.parquet.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, info: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- the driver loop
@@ -284,9 +275,7 @@ def _stored_meanwhile(out_dir: str | Path, tid: str, planned: tuple[int, int] | 
         return False
     if now != planned:
         return True
-    import pyarrow.parquet as pq
-
-    return pq.read_table(Path(out_dir) / "trials" / f"{tid}.parquet", columns=["status"]).column(0)[0].as_py() == "ok"
+    return ResultsDir(out_dir).row_value(tid, "status") == "ok"
 
 
 def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | None:

@@ -20,7 +20,7 @@ from harness.console import out_console
 from harness.errors import StudyError
 
 # modules that add their own verbs: each has register(subparsers)
-PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan"]
+PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan", "harness.compact"]
 # plugins whose module imports torch at the top: imported only when one of their verbs runs; until
 # then each verb is listed by name and help (keep these lines in step with the modules' register())
 LAZY = {
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from harness.runner import status
 
-    table, code = status(args.target, results=args.results)
+    table, code = status(args.target, results=args.results, include_all=args.include_all)
     out_console().print(table)
     return code
 
@@ -118,6 +118,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="ok / failed / pending trials of a study file or results directory")
     s.add_argument("target", help="studies/NAME.yaml or results/NAME")
     s.add_argument("--results", default="results")
+    s.add_argument("--all", action="store_true", dest="include_all", help="count rows from earlier versions of the study too")
     s.set_defaults(func=_status)
 
     m = sub.add_parser("models", help="list registered models with params and GMACs")

@@ -459,7 +459,7 @@ def _check_name(name: Any, where: str) -> None:
     if name.startswith((".", "-")):
         raise bad(f"study name {name!r} starts with '{name[0]}' (a hidden directory, or an option to shell tools)")
     if len(name) > NAME_MAX:
-        raise bad(f"study name is {len(name)} characters, above the {NAME_MAX} allowed")
+        raise bad(f"study name is too long: {len(name)} characters, above the {NAME_MAX} allowed")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise bad(f"invalid study name {name!r}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import shutil
 import stat
 import subprocess
 import sys
@@ -111,7 +112,11 @@ def _fake_commands(directory: Path, **scripts: str) -> str:
         path = directory / name
         path.write_text(f"#!/bin/sh\n{body}\n")
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return f"{directory}:{Path(sys.executable).parent}:/usr/bin:/bin"
+    # only the tools the fakes use: /usr/bin (= /bin on merged-usr Debian) holds the real SLURM where CI runs one
+    for tool in ("sleep",):
+        if not (directory / tool).exists():
+            (directory / tool).symlink_to(shutil.which(tool))
+    return f"{directory}:{Path(sys.executable).parent}"
 
 
 def test_slurm_without_sbatch_is_one_line_and_writes_nothing(

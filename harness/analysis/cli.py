@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
-_RESULTS_HELP = "results directory (with trials/*.parquet) or a .parquet/.csv file of trial rows"
+_RESULTS_HELP = "results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
+_ALL_HELP = ("include rows from earlier versions of the study (default: only the study as last run); "
+             "configurations are still kept apart, never averaged as seeds")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +38,7 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     p.set_defaults(func=_table)
 
 
@@ -63,6 +66,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="with --isoflop: the planned budgets (rows go to the nearest within 1.25x); "
                         "default: clusters of the compute column")
     p.add_argument("--compute", default=None, metavar="COL", help="with --isoflop: compute column (default train_flops)")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     p.set_defaults(func=_fit)
 
 
@@ -76,6 +80,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="resamples for the scaling fit's band (default 200)")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     p.set_defaults(func=_plot)
 
 
@@ -84,6 +89,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", help="results directory")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="resamples per fitted curve (default 100)")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     p.set_defaults(func=_report)
 
 
@@ -146,7 +152,7 @@ def _table(args: argparse.Namespace) -> int:
     from harness.analysis.tables import table_path
 
     print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
-                     agg=args.agg, fmt=args.fmt), end="")
+                     agg=args.agg, fmt=args.fmt, include_all=args.include_all), end="")
     return 0
 
 
@@ -156,7 +162,7 @@ def _fit(args: argparse.Namespace) -> int:
     from harness.analysis.fits import fit_path
 
     report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
-                      seed=args.seed, **_given(bootstrap=args.bootstrap))
+                      seed=args.seed, include_all=args.include_all, **_given(bootstrap=args.bootstrap))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -168,7 +174,7 @@ def _plot(args: argparse.Namespace) -> int:
     from harness.analysis.plots import plot_path
 
     outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
-                        **_given(bootstrap=args.bootstrap))
+                        include_all=args.include_all, **_given(bootstrap=args.bootstrap))
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:
@@ -179,5 +185,5 @@ def _plot(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from harness.analysis.report import write_report
 
-    print(write_report(args.results, **_given(bootstrap=args.bootstrap)))
+    print(write_report(args.results, include_all=args.include_all, **_given(bootstrap=args.bootstrap)))
     return 0

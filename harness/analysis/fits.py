@@ -435,6 +435,9 @@ def fit_results(
     `pairs` limits which groups are compared for crossovers (default: every pair).
     """
     _check_request(df, y, x, by, holdout, bootstrap)
+    if "variant" in df:  # different configurations are fitted apart, never pooled as seeds (analysis/io.py)
+        by = by or "variant"
+        df = df.assign(**{by: df[by].astype(str) + " [" + df["variant"].astype(str) + "]"}) if by != "variant" else df
     data, target, dropped, notes = _usable(df, y, x)
     groups = [("all", data)] if by is None else sorted(
         ((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(*kg))
@@ -801,6 +804,9 @@ def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
     if "image_size" in d and d["image_size"].nunique() > 1 and x != "image_size":
         group = group + " " + d["image_size"].astype(str) + "px"
         notes.append("one curve per resolution")
+    if "variant" in d:  # one curve per configuration; fit_results must not append it again
+        group = group + " [" + d["variant"].astype(str) + "]"
+        d = d.drop(columns="variant")
     d["_group"] = group
     return ScalingView(d, "; ".join(notes), bool(per_model))
 
@@ -815,7 +821,7 @@ def fit_view(df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: i
 
 
 def fit_path(path: str, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
-             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> FitReport:
+             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, include_all: bool = False) -> FitReport:
     """`harness fit`: load a results path and fit."""
-    df, _ = load_results(path)
+    df, _ = load_results(path, include_all=include_all)
     return fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed)

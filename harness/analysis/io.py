@@ -1,62 +1,109 @@
 """Read results written by the store into two DataFrames (trials, curves).
 
 A results path is one of
-- a study's results directory: `trials/<trial_id>.parquet` (+ `curves/<trial_id>.parquet`),
-- a parent of several study directories (`*/trials/*.parquet`), read together,
+- a study's results directory (read through `harness.store.ResultsDir`, the one reader),
+- a parent of several study directories, read together,
 - a single Parquet or CSV file of trial rows (then there are no curves).
 
 Rows are returned as written: extra columns pass through, missing optional ones stay
 missing; each analysis checks for the columns it needs with `require_columns`.
+
+Which rows: a study directory holds the rows of every version of its study that ever ran
+there. By default only the trials of the study as last run (its `study.json`) are used, and
+a one-line note says how many others were left out; `include_all=True` (`--all`) keeps them.
+Whatever is read, rows of different configurations are never averaged as seeds: when rows
+differ in anything but the seed and the analysed axes (model, data size, image size), or come
+from several studies, a `variant` column names the difference ("train.steps=40") and tables,
+fits and plots keep each variant apart.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness.errors import StudyError, did_you_mean
+from harness.store import CURVE_COLUMNS as _STORE_CURVE_COLUMNS
+from harness.store import ResultsDir, dedupe
 
-CURVE_COLUMNS = (
-    "trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr",
-    "elapsed_s",
-)
-_FIX_PATH = "pass a results directory (with trials/*.parquet) or a .parquet/.csv file of trial rows"
+CURVE_COLUMNS = tuple(_STORE_CURVE_COLUMNS)
+_FIX_PATH = "pass a results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
+# config keys the analysis shows on its own axes (or averages over: seed), never part of a variant;
+# `family`/`size` are the flat spelling of `model` in hand-made rows
+AXES = frozenset({"seed", "model", "family", "size", "image_size", "data_size"})
 
 
-def load_results(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, curves) for a results directory or file; StudyError when nothing is there."""
+def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, curves) for a results directory or file; StudyError when nothing is there.
+    Notes (rows left out, unreadable files skipped) go to stderr, one line each."""
     p = Path(path)
     if not p.exists():
         raise StudyError("results path does not exist", where=str(p), fix=_FIX_PATH)
+    notes: list[str] = []
     if p.is_file():
         trials, curves = _read_table(p), pd.DataFrame(columns=list(CURVE_COLUMNS))
     else:
-        trials, curves = _concat(_trial_files(p)), _concat(_curve_files(p))
+        trials, curves = _read_dirs(p, include_all, notes)
     if trials.empty:
         raise StudyError(
             "no trial rows found", where=str(p),
             fix="run the study first (`harness run STUDY.yaml`) or point at its results directory",
         )
-    return normalise(trials), _normalise_curves(curves)
+    for note in notes:
+        print(note, file=sys.stderr)
+    return mark_variants(normalise(trials)), _normalise_curves(curves)
 
 
-def _trial_files(p: Path) -> list[Path]:
-    files = sorted((p / "trials").glob("*.parquet")) or sorted(p.glob("*/trials/*.parquet"))
-    if not files:
+def study_dirs(p: Path) -> list[ResultsDir]:
+    """The study directory `p`, or the study directories inside it."""
+    here = ResultsDir(p)
+    if here.is_results_dir():
+        return [here]
+    return [ResultsDir(c) for c in sorted(p.iterdir()) if c.is_dir() and ResultsDir(c).is_results_dir()]
+
+
+def _read_dirs(p: Path, include_all: bool, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    dirs = study_dirs(p)
+    trials, curves = [], []
+    for rd in dirs:
+        df = rd.read(lenient=True)
+        kept, left_out = members(rd, df, include_all)
+        if left_out:
+            notes.append(left_out_note(rd, left_out))
+        c = rd.read_curves()
+        trials.append(kept)
+        curves.append(c[c["trial_id"].isin(kept["trial_id"])] if len(kept) < len(df) else c)
+        if rd.unreadable.paths:
+            notes.append(rd.unreadable.note())
+    trials = [t for t in trials if not t.empty]
+    if not trials:
         raise StudyError(
             "no trials/*.parquet files found", where=str(p),
             fix="run the study first (`harness run STUDY.yaml`) or " + _FIX_PATH,
         )
-    return files
+    curves = [c for c in curves if not c.empty]
+    return (pd.concat(trials, ignore_index=True, sort=False) if len(trials) > 1 else trials[0],
+            pd.concat(curves, ignore_index=True, sort=False) if curves else pd.DataFrame(columns=list(CURVE_COLUMNS)))
 
 
-def _curve_files(p: Path) -> list[Path]:
-    return sorted((p / "curves").glob("*.parquet")) or sorted(p.glob("*/curves/*.parquet"))
+def members(rd: ResultsDir, df: pd.DataFrame, include_all: bool = False) -> tuple[pd.DataFrame, int]:
+    """The rows of the study as last run (all rows when include_all or when it is unknown), and how
+    many were left out."""
+    ids = None if include_all else rd.membership()
+    if ids is None or df.empty or "trial_id" not in df:
+        return df, 0
+    keep = df["trial_id"].isin(ids)
+    return df[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def left_out_note(rd: ResultsDir, n: int) -> str:
+    return (f"{rd.path}: {n} row{'s' if n != 1 else ''} from earlier versions of this study not shown; "
+            f"--all to include")
 
 
 def _read_table(p: Path) -> pd.DataFrame:
@@ -72,25 +119,45 @@ def _read_table(p: Path) -> pd.DataFrame:
     raise StudyError(f"unsupported results file type {suffix!r}", where=str(p), fix=_FIX_PATH)
 
 
-def _concat(files: list[Path]) -> pd.DataFrame:
-    """One frame from many one-row files.
+def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `variant` when rows differ in more than seed and axes (see the module docstring)."""
+    flat = [_flat_config(c) for c in (df["config_json"] if "config_json" in df else [None] * len(df))]
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    several = "study" in df and df["study"].nunique(dropna=False) > 1
+    if not varying and not several:
+        return df
+    labels = []
+    for i, f in enumerate(flat):
+        parts = [str(df["study"].iloc[i])] if several else []
+        parts += [f"{k}={_short(f.get(k))}" for k in varying]
+        labels.append(", ".join(parts))
+    return df.assign(variant=labels)
 
-    Concatenating Arrow tables and converting once is ~2x faster than a pandas frame per
-    file (measured: 288 files, 2.5 s vs 5.9 s on a loaded 2-core machine). Files whose
-    columns differ are unified (missing columns become null); types that cannot be unified
-    (a column written as text in one file and numbers in another) fall back to pandas.
-    """
-    if not files:
-        return pd.DataFrame()
+
+def _flat_config(text: object) -> dict:
     try:
-        tables = [pq.read_table(f) for f in files]
-    except (OSError, pa.ArrowException) as exc:
-        raise StudyError(f"cannot read results ({type(exc).__name__}: {exc})",
-                         where=str(files[0].parent), fix=_FIX_PATH) from exc
-    try:
-        return pa.concat_tables(tables, promote_options="default").to_pandas()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pd.concat([t.to_pandas() for t in tables], ignore_index=True, sort=False)
+        cfg = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        cfg = {}
+    out: dict = {}
+
+    def walk(prefix: str, v: object) -> None:
+        if isinstance(v, dict) and v:
+            for k, sub in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), sub)
+        else:
+            out[prefix] = v
+
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if k not in AXES:
+                walk(str(k), v)
+    return out
+
+
+def _short(v: object) -> str:
+    return "—" if v is None else json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v)
 
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +165,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
 
     - status/error: a plain CSV of results (no status column) is taken as all "ok".
     - model: derived from family@size when only those are present.
-    - a re-run trial that was written twice keeps its latest row (by started_at if present).
+    - a re-run trial that was written twice keeps its latest row (by started_at if present;
+      per study when several are read together), as `store.ResultsDir.read` does.
     """
     df = df.copy()
     if "status" not in df:
@@ -110,11 +178,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     if "model" not in df and "family" in df:
         size = df["size"].fillna("").astype(str) if "size" in df else ""
         df["model"] = df["family"].astype(str) + np.where(size != "", "@" + size, "")
-    if "trial_id" in df and df["trial_id"].duplicated().any():
-        if "started_at" in df:
-            df = df.sort_values("started_at", kind="stable")
-        df = df.drop_duplicates("trial_id", keep="last")
-    return df.reset_index(drop=True)
+    return dedupe(df)
 
 
 def _normalise_curves(curves: pd.DataFrame) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from harness.analysis.fits import (
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER, fmt_count
 from harness.errors import StudyError, did_you_mean
+from harness.store import ResultsDir
 
 # Okabe–Ito colour-blind-safe palette; baselines (linear, mlp) get the neutral colours.
 FAMILY_COLOURS = {
@@ -155,11 +156,12 @@ def lower_is_better(y: str) -> bool:
 
 
 def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | None = None,
-              out: str | Path | None = None, bootstrap: int = DEFAULT_BOOTSTRAP) -> PlotOutcome:
+              out: str | Path | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
+              include_all: bool = False) -> PlotOutcome:
     """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots)."""
-    df, curves = load_results(path)
+    df, curves = load_results(path, include_all=include_all)
     p = Path(path)
-    out_dir = Path(out) if out else (p if p.is_dir() else p.parent) / "plots"
+    out_dir = Path(out) if out else ResultsDir(p if p.is_dir() else p.parent).plots
     return make_plot(df, curves, kind, out_dir, x=x, y=y, bootstrap=bootstrap)
 
 
@@ -377,6 +379,8 @@ def _pareto_points(df: pd.DataFrame, col: str, y: str) -> tuple[pd.DataFrame, st
     d["_x"] = pd.to_numeric(d[col], errors="coerce")
     d = d[np.isfinite(d["_y"]) & np.isfinite(d["_x"]) & (d["_x"] > 0)]
     keys = [c for c in ("family", "model") if c in d] or ["_none"]
+    if "variant" in d:  # configurations apart, never averaged as seeds
+        keys.append("variant")
     if "image_size" in d and d["image_size"].nunique() > 1:
         keys.append("image_size")
     note = "seed means"
@@ -409,6 +413,8 @@ def _point_label(row: pd.Series, keys: list[str]) -> str:
         parts.append(f"{row['image_size']}px")
     if "data_size" in keys:
         parts.append(f"D={fmt_x(float(row['data_size']))}")
+    if "variant" in keys:
+        parts.append(f"[{row['variant']}]")
     return " ".join(p for p in parts if p)
 
 
@@ -550,6 +556,8 @@ def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None) -
 
 def _draw_cost(ax: Axes, d: pd.DataFrame, col: str) -> None:
     key = "model" if "model" in d else "family"
+    if "variant" in d:  # one line per configuration
+        d = d.assign(**{key: d[key].astype(str) + " [" + d["variant"].astype(str) + "]"})
     pts = d.assign(_v=pd.to_numeric(d[col], errors="coerce")).dropna(subset=["_v"])
     pts = pts.groupby(["family", key, "image_size"], as_index=False).agg(
         _v=("_v", "median"), params=("params", "median"))

@@ -24,6 +24,7 @@ from harness.analysis.io import is_accuracy, load_results
 from harness.analysis.plots import PlotOutcome, plot_cost, plot_curves, plot_pareto, plot_scaling
 from harness.analysis.tables import Table, build_table, fmt_sig, short_reason, to_markdown
 from harness.errors import StudyError
+from harness.store import ResultsDir
 
 REPORT_BOOTSTRAP = 100  # resamples per curve: intervals to ~±10% of their width, seconds per curve
 PROVENANCE_COLUMNS = ("study", "device", "dtype", "torch_version", "timm_version",
@@ -126,11 +127,11 @@ def to_html(doc: Doc, title: str) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def write_report(results_dir: str | Path, *, bootstrap: int = REPORT_BOOTSTRAP) -> Path:
+def write_report(results_dir: str | Path, *, bootstrap: int = REPORT_BOOTSTRAP, include_all: bool = False) -> Path:
     """Write RESULTS/report/index.md (+ index.html and figures); returns the index.md path."""
     root = Path(results_dir)
-    df, curves = load_results(root)
-    out = (root if root.is_dir() else root.parent) / "report"
+    df, curves = load_results(root, include_all=include_all)
+    out = ResultsDir(root if root.is_dir() else root.parent).report
     out.mkdir(parents=True, exist_ok=True)
     doc = build_report(df, curves, out, bootstrap=bootstrap, source=str(root))
     title = doc.blocks[0].text if doc.blocks else "harness report"

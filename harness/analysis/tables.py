@@ -117,6 +117,8 @@ def build_table(
     if agg not in AGGS:
         raise StudyError(f"unknown aggregation {agg!r}", key="--agg", fix=f"use one of {', '.join(AGGS)}")
     rows = list(rows) if rows else default_rows(df)
+    if "variant" in df and "variant" not in rows and cols != "variant":
+        rows.append("variant")  # rows of different configurations are never averaged as seeds (analysis/io.py)
     require_columns(df, [*rows, cols, value], key="table")
     df = df.copy()
     for col in rows:  # a missing key becomes a visible "n/a" row, not a NaN no lookup matches
@@ -289,7 +291,7 @@ def to_csv(table: Table) -> str:
 
 
 def table_path(path: str, *, rows: list[str] | None = None, cols: str = "data_size",
-               value: str = "test_acc", agg: str = "mean", fmt: str = "md") -> str:
+               value: str = "test_acc", agg: str = "mean", fmt: str = "md", include_all: bool = False) -> str:
     """`harness table`: load a results path, build and render the table."""
-    df, _ = load_results(path)
+    df, _ = load_results(path, include_all=include_all)
     return render(build_table(df, rows=rows, cols=cols, value=value, agg=agg), fmt)

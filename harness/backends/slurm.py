@@ -38,9 +38,7 @@ time limit. Preemption is always requeued.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -162,11 +160,11 @@ def executor_parameters(study: Study, opts: dict) -> dict:
 
 
 def slurm_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "slurm"
+    return store.ResultsDir(out_dir).slurm
 
 
 def checkpoint_path(out_dir: str | Path, trial_id: str) -> Path:
-    return slurm_dir(out_dir) / "checkpoints" / f"{trial_id}.pt"
+    return store.ResultsDir(out_dir).checkpoint(trial_id)
 
 
 def __getattr__(name: str) -> Any:
@@ -180,13 +178,7 @@ def __getattr__(name: str) -> Any:
 
 def _stored_by(out_dir: str | Path, trial_id: str) -> str | None:
     """The SLURM job that wrote the trial's row, if a SLURM job did."""
-    path = Path(out_dir) / "trials" / f"{trial_id}.parquet"
-    if not path.exists():
-        return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return table.column("slurm_job")[0].as_py() if "slurm_job" in table.column_names else None
+    return store.ResultsDir(out_dir).row_value(trial_id, "slurm_job")
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -223,7 +215,7 @@ def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> 
     """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
     import submitit
 
-    logs = slurm_dir(out_dir) / "logs"
+    logs = store.ResultsDir(out_dir).slurm_logs
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
     executor.update_parameters(**executor_parameters(study, opts))
     submitted = time.time()
@@ -264,10 +256,7 @@ def watch(trials: dict[str, Trial], jobs: dict[str, str], stamps: dict, out_dir:
 
 
 def _read_row(out_dir: Path, tid: str) -> dict:
-    import pandas as pd
-
-    row = pd.read_parquet(Path(out_dir) / "trials" / f"{tid}.parquet").iloc[0].to_dict()
-    return {k: (None if v is pd.NA else v) for k, v in row.items()}
+    return store.ResultsDir(out_dir).read_row(tid)
 
 
 def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
@@ -277,7 +266,7 @@ def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
     from harness.backends import failed_output
 
     state = job_state(job) or "ended"
-    err = submitit.core.utils.JobPaths(slurm_dir(out_dir) / "logs", job_id=job, task_id=0).stderr
+    err = submitit.core.utils.JobPaths(store.ResultsDir(out_dir).slurm_logs, job_id=job, task_id=0).stderr
     last = ""
     if err.exists():
         lines = [x for x in err.read_text(errors="replace").splitlines() if x.strip() and not x.startswith("submitit")]
@@ -299,23 +288,18 @@ def job_state(job: str) -> str | None:
 
 def _record(out_dir: Path, submission: dict) -> None:
     """Append one submission to slurm/jobs.json (atomic rewrite under the claims lock)."""
-    path = slurm_dir(out_dir) / "jobs.json"
-    with claimlib.locked(claimlib.claims_dir(out_dir)):
-        manifest = json.loads(path.read_text()) if path.exists() else {"submissions": []}
+    rd = store.ResultsDir(out_dir)
+    with claimlib.locked(rd.claims):
+        manifest = rd.read_json(rd.slurm_jobs, {"submissions": []})
         manifest["submissions"].append(submission)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".jobs.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
+        rd.write_json(rd.slurm_jobs, manifest)
 
 
 def latest_jobs(out_dir: str | Path) -> dict[str, str]:
     """trial_id -> its most recent SLURM job id, from jobs.json."""
-    path = slurm_dir(out_dir) / "jobs.json"
-    if not path.exists():
-        return {}
+    rd = store.ResultsDir(out_dir)
     out: dict[str, str] = {}
-    for sub in json.loads(path.read_text())["submissions"]:
+    for sub in rd.read_json(rd.slurm_jobs, {"submissions": []})["submissions"]:
         out.update(sub["trials"])
     return out
 

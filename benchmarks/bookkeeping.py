@@ -1,0 +1,202 @@
+"""Bookkeeping at 1,000 and 10,000 trials: the harness verbs before and after compaction, next to
+reading the same rows with pyarrow alone (the floor).
+
+A results directory of N realistic rows is made once with the store's own writer (every schema
+column filled, a 10-point learning curve per trial, the study's study.json) and cached under
+/tmp/harness_bookkeeping/N (10,000 trials take a few minutes to write). The study is a real grid
+(10 small models x 10 data sizes x N/100 seeds, synthetic data), so `harness run` finds every
+trial done and `--dry-run` lists the same N trials. Each verb runs in a fresh process (wall: what
+a user waits for, imports included) calling the function the CLI verb calls (work: that call
+alone), once with the row files only and once with compact/.
+
+    python benchmarks/bookkeeping.py                  # 1,000 trials
+    python benchmarks/bookkeeping.py --sizes 1000 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE = Path("/tmp/harness_bookkeeping")
+MODELS = ["resnet@xs", "resnet@s", "vit@xs", "vit@s", "mixer@xs", "mixer@s", "convnext@xs", "convnext@s",
+          "mlp@xs", "linear@xs"]
+DATA_SIZES = [500, 1000, 2000, 4000, 6000, 8000, 12000, 16000, 24000, 32000]
+STUDY = """name: book{n}
+description: bookkeeping benchmark ({n} trials)
+dataset: {{name: synthetic, num_classes: 10, channels: 1, image_size: 28, train_size: 60000, test_size: 10000}}
+grid:
+  model: [{models}]
+  data_size: [{sizes}]
+  image_size: [28]
+  seed: [{seeds}]
+train: {{steps: 500, batch_size: 128, lr: 2.0e-3}}
+profile: {{batch_size: 64, warmup: 3, iters: 10}}
+resources: {{cpus: 1, gpus: 0}}
+"""
+
+
+def make(n: int) -> tuple[Path, Path]:
+    """(study file, results root) with n stored trials; cached."""
+    from harness import flops, spec
+    from harness.store import ResultsDir, TrialOutput
+
+    base = CACHE / str(n)
+    study_path = base / f"book{n}.yaml"
+    rd = ResultsDir(base / "results" / f"book{n}")
+    if (base / "done").exists():
+        return study_path, base / "results"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    seeds = max(1, n // (len(MODELS) * len(DATA_SIZES)))
+    study_path.write_text(STUDY.format(n=n, models=", ".join(MODELS), sizes=", ".join(map(str, DATA_SIZES)),
+                                       seeds=", ".join(map(str, range(seeds)))))
+    study = spec.load_study(study_path)
+    trials = spec.expand(study)
+    rng = random.Random(0)
+    t0 = time.time()
+    for i, tr in enumerate(trials):
+        rd.write(TrialOutput(_row(tr, study.study_hash, rng, flops), _curve(tr, rng)))
+        if i % 1000 == 999:
+            print(f"  wrote {i + 1}/{len(trials)} trials ({time.time() - t0:.0f} s)", file=sys.stderr)
+    rd.record_study(study_path, study.name, study.study_hash, [t.trial_id for t in trials])
+    (base / "done").touch()
+    return study_path, base / "results"
+
+
+def _row(tr: object, study_hash: str, rng: random.Random, flops: object) -> dict:
+    dims = {"image_size": tr.image_size, "in_chans": 1, "num_classes": 10}
+    gmacs = flops.forward_gmacs(tr.model, **dims)
+    params = flops.param_count(tr.model, **dims)
+    err = 0.08 + 2.0 * tr.data_size ** -0.35 * math.exp(0.03 * rng.gauss(0, 1))
+    fail = False  # every trial done, so `harness run` has nothing to retry (failed rows are retried)
+    infer = 2e4 / (gmacs * 1e3 + 1) * math.exp(0.05 * rng.gauss(0, 1))
+    nan = math.nan
+    return {
+        "study": tr.study, "trial_id": tr.trial_id, "status": "failed" if fail else "ok",
+        "error": "OutOfMemoryError: batch_size=128 does not fit" if fail else "", "schema_version": 1,
+        "family": tr.model.family, "size": tr.model.size, "model": tr.model.name, "image_size": tr.image_size,
+        "data_size": tr.data_size, "seed": tr.seed, "steps": 500, "epochs": 500 * 128 / tr.data_size,
+        "batch_size": 128, "lr": 2e-3, "dataset": "synthetic", "config_json": json.dumps(tr.config(), sort_keys=True),
+        "params": params, "fwd_gmacs": gmacs, "train_flops": 3 * gmacs * 1e9 * 500 * 128,
+        "infer_img_s": infer, "infer_img_s_iqr": 0.02 * infer, "train_img_s": infer / 3,
+        "train_img_s_iqr": 0.02 * infer / 3, "latency_ms_p50": 1e3 / infer, "peak_mem_mb": 200 + params / 1e5,
+        "peak_mem_kind": "rss", "mfu": nan, "profile_batch_size": 64, "infer_step_ms": 64e3 / infer,
+        "infer_cv": 0.02, "train_step_ms": 192e3 / infer, "train_cv": 0.03, "latency_cv": 0.04,
+        "profile_extended": False, "profile_unstable": False, "profile_precision": "fp32",
+        "infer_tflops_s": infer * gmacs * 2e-3, "train_tflops_s": infer * gmacs * 2e-3, "infer_mfu": nan,
+        "mfu_reason": "no peak known for CPUs", "peak_tflops": nan, "train_gmacs": 3 * gmacs,
+        "test_acc": nan if fail else 1 - err, "test_loss": nan if fail else -math.log(1 - err) + 0.1,
+        "train_loss": nan if fail else -math.log(1 - err), "best_test_acc": nan if fail else 1 - 0.97 * err,
+        "samples_seen": 500 * 128, "train_time_s": 60 + rng.random() * 30,
+        "device": "cpu", "dtype": "fp32", "threads": 1, "torch_version": "2.5.1", "timm_version": "1.0.12",
+        "harness_version": "0.1.0", "git_sha": "5f258f9", "host": "node-1",
+        "started_at": f"2025-01-01T{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}",
+        "duration_s": 90 + rng.random() * 30, "study_hash": study_hash, "device_count": 1, "driver": "",
+        "cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_capability": "AVX2", "niceness": 0,
+        "cuda_version": "", "cudnn_version": "", "tf32": "off",
+    }
+
+
+def _curve(tr: object, rng: random.Random) -> list[dict]:
+    return [{"epoch": e * 0.1, "step": e * 50, "samples_seen": e * 6400, "train_loss": 2.3 / e,
+             "test_acc": 1 - 0.9 / e, "test_loss": 2.3 / e + 0.1, "lr": 2e-3 * (1 - e / 11), "elapsed_s": 9.0 * e}
+            for e in range(1, 11)]
+
+
+def timed(call: str, setup: str) -> tuple[float, float]:
+    """(wall seconds of a fresh process that imports `setup` and runs `call`, seconds of `call` alone).
+    The difference is start-up: imports (torch, today, for every verb; issue 13 item 5 removes it)."""
+    code = (f"import time, contextlib, io\n{setup}\nt0 = time.perf_counter()\n"
+            f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            f"    {call}\nprint('WORK', time.perf_counter() - t0)")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    wall = time.perf_counter() - t0
+    if p.returncode != 0 or "WORK" not in p.stdout:
+        raise SystemExit(f"{call} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return wall, float(p.stdout.split("WORK")[-1])
+
+
+def floor(rd: object) -> tuple[float, float]:
+    """pyarrow alone, every column: the per-trial files as one dataset, and the compacted file."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    ds.dataset(rd.trials, format="parquet").to_table()
+    files = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pq.read_table(rd.compacted_trials)
+    return files, time.perf_counter() - t0
+
+
+def bench(n: int) -> list[tuple[str, float, float, float, float]]:
+    """(what, wall before, work before, wall after, work after) per verb; before = row files only."""
+    from harness.store import ResultsDir
+
+    study_path, results = make(n)
+    rd = ResultsDir(results / f"book{n}")
+    d, s, r = str(rd.path), str(study_path), str(results)
+    verbs = {  # label: (setup, call): what the CLI verb runs
+        "status": ("from harness.runner import status", f"status({d!r})"),
+        "table": ("from harness.analysis.tables import table_path", f"table_path({d!r})"),
+        "fit --by family": ("from harness.analysis.fits import fit_path",
+                            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family')"),
+        "run, all done (skip check)": ("from harness.runner import run_study",
+                                       f"run_study({s!r}, backend='local', results={r!r}, report=False)"),
+        "run --dry-run": ("from harness.runner import run_study",
+                          f"run_study({s!r}, backend='local', results={r!r}, dry_run=True)"),
+    }
+    out = []
+    for label, (setup, call) in verbs.items():
+        shutil.rmtree(rd.compact_dir, ignore_errors=True)  # before: the row files only
+        before = timed(call, setup)
+        rd.compact()
+        after = timed(call, setup)
+        out.append((label, *before, *after))
+        print(f"  {n}: {label}: wall {before[0]:.2f} s (work {before[1]:.2f} s) -> "
+              f"wall {after[0]:.2f} s (work {after[1]:.2f} s)", file=sys.stderr)
+    shutil.rmtree(rd.compact_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    rd.compact()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rd.compact()  # nothing new: reuses every compacted row
+    out.append(("compact (first / again)", math.nan, first, math.nan, time.perf_counter() - t0))
+    files, compacted = floor(rd)
+    out.append(("floor: pyarrow reads every row", math.nan, files, math.nan, compacted))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000])
+    args = ap.parse_args()
+    results = {n: bench(n) for n in args.sizes}
+    print("seconds; wall = a fresh process (imports included), work = the verb's call alone\n")
+    print("| rows | what | row files: wall | row files: work | compacted: wall | compacted: work |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n in args.sizes:
+        for label, *cells in results[n]:
+            print(f"| {n:,} | {label} | " + " | ".join(_s(v) for v in cells) + " |")
+
+
+def _s(v: float) -> str:
+    return "—" if math.isnan(v) else f"{v:.2f}"
+
+
+if __name__ == "__main__":
+    main()
