@@ -39,21 +39,30 @@ def _status(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from harness import flops, zoo
+    from harness.errors import did_you_mean
 
     if args.family and args.family not in zoo.families():
-        from harness.errors import did_you_mean
-
         raise StudyError(f"unknown family '{args.family}'", key="--family", fix=did_you_mean(args.family, zoo.families()))
-    rows = []
+    for key in ("image_size", "in_chans", "num_classes"):  # 0 would silently mean "the default" (image size) or list nothing
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            flag = "--" + key.replace("_", "-")
+            raise StudyError(f"must be a positive integer, got {value}", key=flag, fix=f"e.g. {flag} {dict(image_size=28, in_chans=3, num_classes=10)[key]}")
+    rows, misfits = [], []
     for ms in zoo.list_models(args.family):
         size = args.image_size or zoo.default_image_size(ms)
         dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes}
         try:
             zoo.check(ms, size, args.in_chans)
-        except StudyError:
+        except StudyError as e:
+            misfits.append(e)
             continue  # this model cannot take that resolution: not listed
         rows.append({"name": ms.name, "family": ms.family, "size": ms.size, "image_size": size,
                      "params": flops.param_count(ms, **dims), "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6)})
+    if not rows:  # an empty table with exit 0 reads as "no models": say why instead
+        which = f"family '{args.family}'" if args.family else "the registry"
+        raise StudyError(f"no model of {which} takes {args.image_size} px input ({misfits[0].what})", key="--image-size",
+                         fix=f"{misfits[0].fix} ('harness models' without --image-size lists each at its default size)")
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -45,6 +45,7 @@ from harness.errors import StudyError, did_you_mean
 
 ASPECT_COST = 0.01  # relative error traded for proportions: 1% per e-fold of depth / width off the reference
 SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+REACH = 0.10  # a target no grid cell hits within 10% is out of reach (inside the grid the worst error is 8.5%)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,9 @@ def plan(family: str, *, match: str, targets: list[float], image_size: int, in_c
         def err(cell: tuple) -> float:
             return abs((cell[2] if match == "params" else cell[3]) / goal - 1.0)
 
+        if len(cells) > 1 and min(map(err, cells)) > REACH:  # not a shape at -100% error: where the grid ends (linear: its one shape, by design)
+            raise _out_of_reach(family, match, target, cells, image_size)
+
         n, w, p_pred, m_pred = min(cells, key=lambda c: err(c) + ASPECT_COST * abs(math.log(_aspect(g.shape(c[0], c[1])) / ref_aspect)))
         shape = zoo.resolve({"family": family, **g.shape(n, w)}).shape  # the registry's key order and types
         small_model = p_pred < CPU_LIMIT[0] and m_pred < CPU_LIMIT[1]
@@ -228,6 +232,16 @@ def plan(family: str, *, match: str, targets: list[float], image_size: int, in_c
                                f"{p_pred:.0f} / {m_pred:.0f}: its grid breaks the quadratic/affine premise")
         out.append(Planned(family, target, match, shape, params, macs / 1e9))
     return out
+
+
+def _out_of_reach(family: str, match: str, target: float, cells: list[tuple], image_size: int) -> StudyError:
+    values = [c[2] for c in cells] if match == "params" else [c[3] / 1e9 for c in cells]
+    lo, hi = min(values), max(values)
+    show = (lambda v: _human(float(f"{v:.3g}"))) if match == "params" else (lambda v: f"{v:.3g}")
+    unit = "params" if match == "params" else "GMACs"
+    return StudyError(f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid "
+                      f"reaches {show(lo)} to {show(hi)} {unit}",
+                      key="--targets", fix="use targets in that range (--image-size and --patch move it), or write the shape by hand")
 
 
 def _aspect(shape: dict) -> float:

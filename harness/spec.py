@@ -46,6 +46,9 @@ RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
 TOP_KEYS = {"name", "description", "dataset", "grid", "train", "profile", "resources", "slurm", "smoke"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
+NAME_MAX = 100  # characters: results/<name>-smoke/ and the store's temporary names stay far below the 255-byte file-name limit of ext4/xfs/APFS/NTFS
+MAX_SEED = 2**32 - 1  # numpy's and most generators' seed range
+MAX_IMAGE_SIZE = 4096  # px: one 4096 px RGB image is 201 MB as float32, a batch of 64 is 13 GB; an 8192 px grid got the test process killed for memory
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
     "schedule": ("cosine", "constant"),
@@ -76,7 +79,7 @@ class Trial:
 
     def config(self) -> dict:
         return {
-            "model": {"family": self.model.family, "size": self.model.size, "shape": self.model.shape},
+            "model": self.model.identity(),  # the resolved shape, however it was spelled (vit@xs == {family: vit})
             "image_size": self.image_size,
             "data_size": self.data_size,
             "seed": self.seed,
@@ -88,6 +91,13 @@ class Trial:
     @property
     def trial_id(self) -> str:
         return config_hash(self.config())
+
+    @property
+    def batch_size(self) -> int:
+        """The batch training uses: the whole subset when it is smaller than train.batch_size (batch
+        128 on data_size 100 trains full-batch on 100, and the row says 100). The id keeps hashing
+        train.batch_size as written, so the ids of existing studies do not change."""
+        return min(self.train["batch_size"], self.data_size) if self.data_size else self.train["batch_size"]
 
     @property
     def label(self) -> str:
@@ -125,21 +135,71 @@ def config_hash(cfg: dict) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses duplicate keys: PyYAML keeps the last one silently, so
+    `train: {steps: 3, steps: 5}` would run 5 steps without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # unhashable: the base class reports it
+                continue
+            if first is not key_node.start_mark:
+                here = key_node.start_mark
+                raise _DuplicateKey(None, None, f"duplicate key '{key}' at line {here.line + 1}, column {here.column + 1} "
+                                                f"(first given at line {first.line + 1}, column {first.column + 1})", here)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, where: str) -> Any:
+    """The parsed file, or one StudyError line: unreadable, not UTF-8, binary, bad syntax, duplicate keys."""
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise StudyError(f"cannot read the study file: {e.strerror or e}", where=where, fix="check the path and its permissions") from None
+    try:
+        text = blob.decode("utf-8-sig")  # a UTF-8 BOM is harmless
+    except UnicodeDecodeError as e:
+        line = blob[: e.start].count(b"\n") + 1
+        if b"\0" in blob and not blob.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise StudyError("not a text file (binary data)", where=where, fix="give the study's .yaml file") from None
+        raise StudyError(f"not UTF-8 text: byte 0x{blob[e.start]:02x} at line {line} cannot be decoded", where=where,
+                         fix="save the file as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as e:
+        raise StudyError(str(e.problem), where=where, fix="keep one of them (YAML would silently keep the last)") from None
+    except yaml.reader.ReaderError as e:
+        line = text[: e.position].count("\n") + 1
+        code = ord(e.character) if isinstance(e.character, str) else e.character
+        what = "binary data" if code == 0 else f"the unprintable character #x{code:04x}"
+        raise StudyError(f"{what} at line {line}", where=where, fix="a study is plain YAML text; remove the character") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        pos = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise StudyError(f"YAML syntax error at {pos}: {problem}", where=where, fix="fix the YAML syntax (indentation, colons, brackets)") from None
+
+
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     where = str(path)
     if not path.is_file():
         hint = ", ".join(sorted(p.name for p in Path("studies").glob("*.yaml"))) if Path("studies").is_dir() else ""
         raise StudyError("study file not found", where=where, fix=f"check the path{'; shipped studies: ' + hint if hint else ''}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        pos = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise StudyError(f"YAML syntax error at {pos}: {problem}", where=where, fix="fix the YAML syntax (indentation, colons, brackets)") from None
+    raw = read_yaml(path, where)
     if not isinstance(raw, dict):
-        raise StudyError("a study must be a YAML mapping", where=where, fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)")
+        got = "empty" if raw is None else f"a YAML {type(raw).__name__}"
+        raise StudyError(f"a study must be a YAML mapping, this file is {got}", where=where, fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)")
     return parse_study(raw, where=where)
 
 
@@ -149,8 +209,9 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         if key not in raw:
             raise StudyError(f"missing required key '{key}'", where=where, key=key, fix="see studies/quickstart.yaml for the shape of a study")
     name = raw["name"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise StudyError(f"invalid study name {name!r}", where=where, key="name", fix="use letters, digits, '_', '-', '.' (it names the results directory)")
+    _check_name(name, where)
+    if not isinstance(raw.get("description", ""), (str, type(None))):
+        raise StudyError(f"description must be text, got {type(raw['description']).__name__}", where=where, key="description", fix="quote it: description: \"...\"")
 
     dataset = _section(raw, "dataset", {"name": "fashion_mnist"}, where)
     try:
@@ -162,6 +223,10 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     train = _merged(raw, "train", TRAIN_DEFAULTS, where)
     _check_train(train, where)
     profile = _merged(raw, "profile", PROFILE_DEFAULTS, where)
+    if not isinstance(profile["enabled"], bool):
+        raise StudyError(f"profile.enabled must be true or false, got {profile['enabled']!r}", where=where, key="profile.enabled", fix="write enabled: false (unquoted)")
+    # train.steps 0 with profiling off is a count-only study (params and GMACs, nothing timed or
+    # trained: studies/vit_sizes.yaml); its rows carry those counts, so it is allowed
     for key in ("batch_size", "iters"):
         _positive_int(profile[key], where, f"profile.{key}")
     _nonneg_int(profile["warmup"], where, "profile.warmup")
@@ -169,6 +234,9 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     _check_resources(resources, where)
     slurm = _section(raw, "slurm", {}, where)
 
+    if train["eval_size"] is not None and train["eval_size"] > info.test_size:
+        raise StudyError(f"train.eval_size {train['eval_size']} is larger than the {info.name} test split ({info.test_size} images)",
+                         where=where, key="train.eval_size", fix=f"use at most {info.test_size}, or leave it out for the full split")
     grid = _parse_grid(raw["grid"], info, train, where)
     smoke_grid = _parse_smoke(raw, grid, info, where)
     return Study(
@@ -221,8 +289,13 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> dict
                 where=where, key=f"grid.data_size[{i}]", fix=f"use at least {info.num_classes} so every class is seen")
     for i, v in enumerate(image_sizes):
         _positive_int(v, where, f"grid.image_size[{i}]")
+        if v > MAX_IMAGE_SIZE:
+            raise StudyError(f"image_size {v} px is above the {MAX_IMAGE_SIZE} px limit", where=where, key=f"grid.image_size[{i}]",
+                             fix=f"use at most {MAX_IMAGE_SIZE} (images are resized on the fly; one {v} px image alone is {3 * 4 * v * v / 1e9:.3g} GB)")
     for i, v in enumerate(seeds):
         _nonneg_int(v, where, f"grid.seed[{i}]")
+        if v > MAX_SEED:
+            raise StudyError(f"seed {v} is above {MAX_SEED}", where=where, key=f"grid.seed[{i}]", fix="use a seed in 0 .. 2**32 - 1")
     # every model must take every resolution: an impossible cell is a bad study, not a failed trial
     for i, m in enumerate(models):
         for j, s in enumerate(image_sizes):
@@ -263,14 +336,20 @@ def _check_train(train: dict, where: str) -> None:
     budget = "steps" if train["steps"] is not None else "epochs"
     if budget == "steps":
         _nonneg_int(train["steps"], where, "train.steps")  # 0 = profile only (throughput/FLOPs studies)
-    elif not isinstance(train["epochs"], (int, float)) or isinstance(train["epochs"], bool) or train["epochs"] <= 0:
+    elif not _number(train["epochs"]) or train["epochs"] <= 0:
         raise StudyError(f"train.epochs must be a positive number, got {train['epochs']!r}", where=where, key="train.epochs", fix="e.g. epochs: 10")
     _positive_int(train["batch_size"], where, "train.batch_size")
     _nonneg_int(train["warmup_steps"], where, "train.warmup_steps")
     for key in ("lr", "weight_decay", "momentum", "label_smoothing"):
         v = train[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+        if not _number(v) or v < 0:
             raise StudyError(f"train.{key} must be a non-negative number, got {v!r}", where=where, key=f"train.{key}", fix="e.g. lr: 2.0e-3 (YAML needs the '.0' before 'e')")
+    if train["lr"] == 0:
+        raise StudyError("train.lr is 0: training would change nothing", where=where, key="train.lr",
+                         fix="e.g. lr: 2.0e-3; for a profile-only study use steps: 0")
+    for key, why in (("label_smoothing", "1 would leave no mass on the true class"), ("momentum", "1 or more diverges")):
+        if train[key] >= 1:
+            raise StudyError(f"train.{key} must be in [0, 1), got {train[key]!r}", where=where, key=f"train.{key}", fix=f"use a value below 1 ({why}), e.g. 0.1")
     for key, allowed in CHOICES.items():
         if train[key] not in allowed:
             raise StudyError(f"unknown {key} {train[key]!r}", where=where, key=f"train.{key}", fix=did_you_mean(str(train[key]), allowed))
@@ -283,7 +362,7 @@ def _check_train(train: dict, where: str) -> None:
 def _check_resources(res: dict, where: str) -> None:
     for key in ("cpus", "gpus"):
         v = res[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        if not _number(v) or v < 0:
             raise StudyError(f"resources.{key} must be a non-negative number, got {v!r}", where=where, key=f"resources.{key}", fix="e.g. resources: {cpus: 1, gpus: 0.25}")
     if res["cpus"] < 1 or int(res["cpus"]) != res["cpus"]:
         raise StudyError(f"resources.cpus must be a whole number >= 1, got {res['cpus']!r}", where=where, key="resources.cpus", fix="each trial runs one torch thread per CPU; use 1, 2, ...")
@@ -360,6 +439,28 @@ def _check_keys(section: dict, allowed: set[str], where: str, prefix: str) -> No
         if k not in allowed:
             path = f"{prefix}.{k}" if prefix else str(k)
             raise StudyError(f"unknown key '{k}'", where=where, key=path, fix=did_you_mean(str(k), allowed))
+
+
+def _check_name(name: Any, where: str) -> None:
+    """The study name is one directory under the results root: a single safe path component."""
+    def bad(what: str, fix: str = f"use letters, digits, '_', '-', '.', starting with a letter or digit, at most {NAME_MAX} characters (it names the results directory)") -> StudyError:
+        return StudyError(what, where=where, key="name", fix=fix)
+
+    if not isinstance(name, str):
+        raise bad(f"invalid study name {name!r}: not text")
+    if name in (".", ".."):
+        raise bad(f"study name {name!r} is not a directory of its own (results would land in or above the results root)")
+    if name.startswith((".", "-")):
+        raise bad(f"study name {name!r} starts with '{name[0]}' (a hidden directory, or an option to shell tools)")
+    if len(name) > NAME_MAX:
+        raise bad(f"study name is {len(name)} characters, above the {NAME_MAX} allowed")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise bad(f"invalid study name {name!r}")
+
+
+def _number(v: Any) -> bool:
+    """A finite int or float (not a bool, which YAML gives for yes/no)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _as_list(v: Any) -> list:

@@ -63,7 +63,7 @@ def base_row(trial: Trial) -> dict:
         "schema_version": SCHEMA_VERSION,
         "family": trial.model.family, "size": trial.model.size, "model": trial.model.name,
         "image_size": trial.image_size, "data_size": trial.data_size, "seed": trial.seed,
-        "steps": total_steps(cfg, trial.data_size), "batch_size": cfg["batch_size"], "lr": cfg["lr"],
+        "steps": total_steps(cfg, trial.data_size), "batch_size": trial.batch_size, "lr": cfg["lr"],
         "dataset": trial.dataset["name"], "config_json": json.dumps(trial.config(), sort_keys=True),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from harness import cli, flops, plan, zoo
+from harness.errors import StudyError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,3 +120,11 @@ def test_cli_text_lines_paste_into_a_grid(capsys: pytest.CaptureFixture[str]) ->
 def test_cli_errors_exit_2_with_the_key(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_target_out_of_reach_names_the_range() -> None:
+    # before: a 1e12-param target printed the grid's largest ViT at -100.0% error, exit 0
+    with pytest.raises(StudyError, match=r"out of reach for vit at 28 px: its planning grid reaches 15.3k to 50.5M params"):
+        plan.plan("vit", match="params", targets=[1e12], image_size=28)
+    (p,) = plan.plan("vit", match="params", targets=[50e6], image_size=28)  # the grid's edge is in reach
+    assert abs(p.error_pct) < 100 * plan.REACH

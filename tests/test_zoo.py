@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import pytest
@@ -113,12 +115,28 @@ def test_resolve_strings_and_dicts() -> None:
 
 
 def test_resolve_explicit_shape_fills_defaults_and_has_a_stable_name() -> None:
-    ms = zoo.resolve({"family": "vit", "patch": 4, "width": 96, "depth": 6, "heads": 3})
+    ms = zoo.resolve({"family": "vit", "patch": 4, "width": 96, "depth": 5, "heads": 3})
     assert ms.size == "" and not ms.canonical
-    assert ms.shape == {"patch": 4, "width": 96, "depth": 6, "heads": 3, "mlp_ratio": 4.0}
-    assert ms.name == "vit{depth=6,heads=3,mlp_ratio=4,patch=4,width=96}"
-    same = zoo.resolve({"heads": 3, "depth": 6, "mlp_ratio": 4, "family": "vit", "width": 96})
+    assert ms.shape == {"patch": 4, "width": 96, "depth": 5, "heads": 3, "mlp_ratio": 4.0}
+    assert ms.name == "vit{depth=5,heads=3,mlp_ratio=4,patch=4,width=96}"
+    same = zoo.resolve({"heads": 3, "depth": 5, "mlp_ratio": 4, "family": "vit", "width": 96})
     assert same == ms and hash(same) == hash(ms)
+    # a shape that is a table row (vit@s: width 96, depth 6, heads 3) is that row, named by its size
+    assert zoo.resolve({"family": "vit", "patch": 4, "width": 96, "depth": 6, "heads": 3}) == zoo.resolve("vit@s")
+    assert zoo.resolve({"family": "vit", "patch": 16, "width": 768, "depth": 12, "heads": 12}).canonical  # = vit@b16
+
+
+def test_table_rows_are_distinct_so_a_shape_names_one_size() -> None:
+    for family in zoo.families():
+        rows = [json.dumps(zoo.resolve(f"{family}@{s}").shape, sort_keys=True) for s in zoo.sizes(family)]
+        assert len(set(rows)) == len(rows), family
+
+
+def test_identity_follows_the_shape_not_the_spelling() -> None:
+    assert zoo.resolve("vit@xs").identity() == {"family": "vit", "size": "xs", "shape": zoo.resolve("vit@xs").shape}
+    over = zoo.resolve({"family": "vit", "size": "xs", "depth": 8})
+    assert over.name == "vit@xs{depth=8}" and over.identity()["size"] == ""  # display name kept, hashed as a shape
+    assert over.identity() == zoo.resolve({"family": "vit", "depth": 8}).identity()
     cnx = zoo.resolve({"family": "convnext", "patch": 4, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]})
     assert cnx.name == "convnext{depths=[1,1,1,1],dims=[8,16,32,64],patch=4}"
 

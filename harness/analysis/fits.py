@@ -468,6 +468,9 @@ def _group_rank(name: str, rows: pd.DataFrame | None) -> tuple[int, float, float
     return (rank, median("params"), median("image_size"), name)
 
 
+_FIT_COLUMNS = ("data_size", "params", "fwd_gmacs", "train_flops", "image_size", "test_acc", "test_loss")  # named in errors
+
+
 def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int,
                    bootstrap: int) -> None:
     if len(x) not in (1, 2):
@@ -476,6 +479,12 @@ def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdo
     require_columns(df, [y, *x], key="--y/--x")
     if by is not None:
         require_columns(df, [by], key="--by")
+    for flag, col in [("--y", y)] + [("--x", c) for c in x]:
+        values = df[col].dropna()
+        if len(values) and pd.to_numeric(values, errors="coerce").isna().all():  # a label column: nothing to fit
+            numeric = [c for c in _FIT_COLUMNS if c in df and c != col]
+            raise StudyError(f"column {col!r} holds labels (e.g. {str(values.iloc[0])!r}), not numbers", key=flag,
+                             fix=f"use a numeric column ({', '.join(numeric)}); to fit per {col}, pass --by {col}")
     if holdout < 0 or bootstrap < 0:
         raise StudyError("--holdout and --bootstrap must be >= 0", key="--holdout/--bootstrap",
                          fix="pass a non-negative count (0 disables)")

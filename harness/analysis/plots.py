@@ -31,7 +31,7 @@ from harness.analysis.fits import (
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER, fmt_count
-from harness.errors import StudyError
+from harness.errors import StudyError, did_you_mean
 
 # Okabe–Ito colour-blind-safe palette; baselines (linear, mlp) get the neutral colours.
 FAMILY_COLOURS = {
@@ -167,6 +167,7 @@ def make_plot(df: pd.DataFrame, curves: pd.DataFrame, kind: str, out_dir: Path, 
               x: str | None = None, y: str | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
               ) -> PlotOutcome:
     """Draw one kind; `x`/`y` override its default columns."""
+    _check_axes(df, curves, kind, x, y)
     if kind == "scaling":
         return plot_scaling(df, out_dir, x=x or "data_size", y=y or "test_acc", bootstrap=bootstrap)
     if kind == "pareto":
@@ -176,6 +177,20 @@ def make_plot(df: pd.DataFrame, curves: pd.DataFrame, kind: str, out_dir: Path, 
     if kind == "curves":
         return plot_curves(df, curves, out_dir, x=x or "samples_seen", y=y or "test_acc")
     raise StudyError(f"unknown plot kind {kind!r}", key="--kind", fix=f"use one of {', '.join(KINDS)}")
+
+
+def _check_axes(df: pd.DataFrame, curves: pd.DataFrame, kind: str, x: str | None, y: str | None) -> None:
+    """A column the chosen kind cannot draw is an error naming the valid ones, not a 'skipped' line
+    with exit 0 (a typo in a script would otherwise pass unnoticed)."""
+    if kind == "pareto" and x is not None and x not in (cols := [c for c, _, _ in _PARETO_X]):
+        raise StudyError(f"pareto cannot plot against {x!r}", key="--x", fix=f"use one of {', '.join(cols)}")
+    if kind == "curves" and not curves.empty:
+        for flag, col in (("--x", x), ("--y", y)):
+            if col is not None and col not in curves:
+                have = [c for c in curves.columns if c != "trial_id"]
+                raise StudyError(f"column {col!r} is not in the learning curves", key=flag, fix=did_you_mean(col, have))
+    if kind in ("pareto", "cost") and y is not None:
+        require_columns(df, [y], key="--y")
 
 
 # ----------------------------------------------------------------------------- scaling

@@ -13,6 +13,7 @@ Adding a family: one module with the `Family` attributes below, and one line in 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +59,12 @@ class ModelSpec:
 
     def __hash__(self) -> int:  # the dict field would make the generated hash raise
         return hash((self.family, self.size, self.name, json.dumps(self.shape)))
+
+    def identity(self) -> dict:
+        """What a trial id hashes: the family and the resolved shape, whatever spelling produced it.
+        `size` is the table row the shape equals ("" when it equals none: overrides, explicit shapes),
+        so `vit@xs` keeps the id it always had and `{family: vit}` (the same shape) shares it."""
+        return {"family": self.family, "size": _table_size(_family(self.family), self.shape, self.size), "shape": self.shape}
 
 
 def families() -> list[str]:
@@ -154,11 +161,22 @@ def _make(family: str, size: str, overrides: dict) -> ModelSpec:
                              fix=did_you_mean(str(key), ["size", *base]))
     shape = {k: _coerce(fam, family, k, overrides.get(k, v), v) for k, v in base.items()}
     fam.validate(shape)
+    named = _table_size(fam, shape, size)
+    if named:  # a table row however it was written ({family: vit} is vit@xs): one name, one trial id
+        return ModelSpec(family, named, shape, f"{family}@{named}", named in fam.IMAGENET)
     if not size:
         return ModelSpec(family, "", shape, family + _braces(shape), False)
     changed = {k: v for k, v in shape.items() if v != base[k]}
     return ModelSpec(family, size, shape, f"{family}@{size}{_braces(changed)}",
                      size in fam.IMAGENET and not changed)
+
+
+def _table_size(fam: Family, shape: dict, prefer: str = "") -> str:
+    """The size whose table row equals `shape` (`prefer` first, then table order), else ""."""
+    for name in ([prefer] if prefer in fam.SIZES else []) + list(fam.SIZES):
+        if fam.SIZES[name] == shape:
+            return name
+    return ""
 
 
 def _unknown_size(family: str, size: str) -> StudyError:
@@ -183,7 +201,7 @@ def _coerce(fam: Family, family: str, key: str, value: object, like: object) -> 
             raise StudyError(f"{what} must be a list of positive integers, not {value!r}", fix=f"e.g. {like}")
         return [int(v) for v in value]
     if isinstance(like, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise StudyError(f"{what} must be a positive number, not {value!r}", fix=f"e.g. {like}")
         return float(value)
     if not _posint(value):
