@@ -13,6 +13,10 @@ Streamed splits: an ImageFolder that does not fit `max_memory_mb` keeps its imag
 (`ImageFiles`) and DataLoader workers decode each batch ahead of the training step. `BatchFetcher`
 and `eval_batches` hide the difference from `train`; both paths yield the same uint8 batches in
 the same order, so the memory budget never changes a result.
+
+On CUDA an in-memory split is moved to the GPU once per trial (`to_device`): the sampler's
+permutation is uploaded once per pass (`EpochSampler.next_on`) and the gather, resize and
+augmentation run on the device, so a training step copies nothing from the host.
 """
 
 from __future__ import annotations
@@ -429,6 +433,26 @@ def subset(split: Split, size: int, seed: int) -> Split:
     return Split(images, labels[idx])
 
 
+RESIDENT_FRACTION = 0.25  # an in-memory split moves to the GPU when it takes at most this share of free memory
+
+
+def to_device(split: Split, device: torch.device) -> Split:
+    """The split's uint8 images and labels on `device` (once per trial), so batches are gathered,
+    resized and augmented there. Unchanged on CPU, for streamed splits, and for a split too large
+    for RESIDENT_FRACTION of the free GPU memory (then each batch is copied, as before)."""
+    if device.type == "cpu" or not isinstance(split.images, torch.Tensor) or split.images.device == device:
+        return split
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        if split.images.nbytes + split.labels.nbytes > RESIDENT_FRACTION * free:
+            return split
+    return Split(split.images.to(device), split.labels.to(device))
+
+
+def is_resident(split: Split) -> bool:
+    return isinstance(split.images, torch.Tensor) and split.images.device.type != "cpu"
+
+
 def _largest_remainder(shares: torch.Tensor) -> torch.Tensor:
     """Integer quotas summing to round(sum(shares)), off by at most one from each share."""
     base = shares.floor().long()
@@ -461,14 +485,17 @@ class Batcher:
         return (x - self.mean) / self.std
 
     def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-        """Random horizontal flip (+ shift of up to 2 native pixels) and resize in one grid_sample."""
+        """Random horizontal flip (+ shift of up to 2 native pixels) and resize in one grid_sample.
+        The draws come from `g` on its own device: a CUDA generator keeps the whole batch path on the
+        GPU (a CPU-made theta would be a blocking host-to-device copy, i.e. a sync, every step)."""
         n = x.shape[0]
-        theta = torch.zeros(n, 2, 3)
-        flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+        gd = g.device if g is not None else torch.device("cpu")
+        theta = torch.zeros(n, 2, 3, device=gd)
+        flip = torch.where(torch.rand(n, generator=g, device=gd) < 0.5, -1.0, 1.0)
         theta[:, 0, 0], theta[:, 1, 1] = flip, 1.0
         if self.augment == "flip_shift":
             # grid units: 2 / native per pixel; integer shifts keep the pixels sharp
-            shift = torch.randint(-2, 3, (n, 2), generator=g).float() * 2 / self.native
+            shift = torch.randint(-2, 3, (n, 2), generator=g, device=gd).float() * 2 / self.native
             theta[:, :, 2] = shift
         grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], self.image_size, self.image_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -481,11 +508,13 @@ class EpochSampler:
         self.n, self.batch_size = n, min(batch_size, n)
         self.g = torch.Generator().manual_seed(seed)
         self.perm, self.pos = torch.randperm(n, generator=self.g), 0
+        self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None  # (host perm, its device copy)
 
     def copy(self) -> EpochSampler:
         """An independent sampler that draws the same indices from here on."""
         twin = EpochSampler.__new__(EpochSampler)
         twin.n, twin.batch_size, twin.pos, twin.perm = self.n, self.batch_size, self.pos, self.perm.clone()
+        twin._on_device = None
         twin.g = torch.Generator().manual_seed(0)
         twin.g.set_state(self.g.get_state())
         return twin
@@ -496,6 +525,16 @@ class EpochSampler:
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
+
+    def next_on(self, device: torch.device) -> torch.Tensor:
+        """`next()`'s indices as a slice of a device copy of the permutation. The permutation is
+        still drawn on the CPU generator (same order as on CPU, same checkpoint state) and uploaded
+        once per pass, asynchronously from pinned memory: no host-to-device copy per step."""
+        self.next()
+        if self._on_device is None or self._on_device[0] is not self.perm:  # new pass, or restored from a checkpoint
+            host = self.perm.pin_memory() if device.type == "cuda" else self.perm
+            self._on_device = (self.perm, host.to(device, non_blocking=True))
+        return self._on_device[1][self.pos - self.batch_size : self.pos]
 
 
 # ----------------------------------------------------------------------------- ImageFolder loading

@@ -40,6 +40,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_every": None,  # steps between learning-curve points; None = 10 points per run
     "curve_eval_size": 2000,  # test images per intermediate curve point (final eval uses eval_size)
     "eval_size": None,  # None = the full test split
+    "compile": False,  # torch.compile the model for training (compile time: the row's compile_s, not train_time_s)
 }
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
@@ -357,6 +358,11 @@ def _check_train(train: dict, where: str) -> None:
         if train[key] is not None:
             _positive_int(train[key], where, f"train.{key}")
     _positive_int(train["curve_eval_size"], where, "train.curve_eval_size")
+    if not isinstance(train["compile"], bool):
+        raise StudyError(f"train.compile must be true or false, got {train['compile']!r}", where=where, key="train.compile",
+                         fix="compile: true (torch.compile the model) or leave it out")
+    if not train["compile"]:
+        del train["compile"]  # the default stays out of the hashed config: trial ids of existing studies do not change
 
 
 def _check_resources(res: dict, where: str) -> None:

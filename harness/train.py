@@ -5,6 +5,16 @@ Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or 
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
 `NonFiniteLoss`, which the trial records as failed.
 
+On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
+`loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
+on the device for the whole trial (`data.to_device`), per-step losses stay on the device and are
+read back every CHECK_EVERY steps, at every curve point, at every checkpoint and at the end (a
+NaN is reported with its step and the window it was read in, and the row is never stored as ok),
+and the clock behind `train_time_s` is read only after a device synchronisation. On CPU nothing
+waits anyway, so losses are read every step, and the results are those of the trainer before
+(tests/test_train_device.py holds the recorded numbers). `compile: true` trains a
+torch.compile'd model; its first (compiling) step is timed as `compile_s`, outside `train_time_s`.
+
 Optional checkpointing (SLURM preemption/timeouts): with `checkpoint_path` and
 `checkpoint_every=N`, the complete training state (model, optimizer, sampler and augmentation
 generators, global RNG, step, losses, curve, clocks) is saved atomically every N steps, and a
@@ -18,6 +28,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +36,12 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
+from harness import data
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 
 EVAL_BATCH = 500
 CURVE_POINTS = 10  # learning-curve evaluations per run when eval_every is not set
+CHECK_EVERY = 50  # CUDA: steps between loss read-backs (one host sync each; a NaN is named with its step)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -48,6 +61,7 @@ class TrainResult:
     curve: list[dict] = field(default_factory=list)
     resumes: int = 0  # times this run continued from a checkpoint (0 without checkpointing)
     resumed_from_step: int = 0  # the step the last resume started at
+    compile_s: float = math.nan  # with train.compile: the first (compiling) step's wall time, not in train_time_s
 
 
 def autocast(device: torch.device):
@@ -80,35 +94,83 @@ def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batcher: Batcher) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over the whole split."""
+    """(accuracy, mean cross-entropy) over the whole split. Sums stay on the device (one sync at the
+    end, not two per batch); the loss sum is float64, as the Python float it replaced, so CPU
+    results are the same to the bit."""
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    correct = torch.zeros((), dtype=torch.int64, device=batcher.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=batcher.device)
     for images, labels in eval_batches(split, EVAL_BATCH):  # from memory, or decoded by DataLoader workers
         x = batcher(images)
         y = labels.to(batcher.device)
         with autocast(batcher.device):
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
-    return correct / len(split), loss_sum / len(split)
+    return correct.item() / len(split), loss_sum.item() / len(split)
+
+
+def check_every(device: torch.device) -> int:
+    """Steps between loss read-backs. Reading a CUDA loss (`.item()`) waits for the GPU to drain its
+    queue, which for small models costs as much as the step; on CPU a read costs nothing, so CPU
+    runs keep checking every step (and fail at the exact step, as before)."""
+    return 1 if device.type == "cpu" else CHECK_EVERY
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Losses:
+    """Per-step losses: kept on the device as they come, read back and checked in one go."""
+
+    def __init__(self, values: list[float], lr: Callable[[int], float], every: int) -> None:
+        self.values, self.lr, self.every = values, lr, every
+        self.pending: list[torch.Tensor] = []
+        self.first = len(values)  # step of pending[0]
+
+    def add(self, loss: torch.Tensor, sync_now: bool = False) -> None:
+        self.pending.append(loss.detach())
+        if sync_now or len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the pending losses (one host sync); NonFiniteLoss names the step and the checked window."""
+        if not self.pending:
+            return
+        got = torch.stack(self.pending).tolist()
+        first, last = self.first, self.first + len(got)
+        self.pending, self.first = [], last
+        for i, value in enumerate(got):
+            if not math.isfinite(value):
+                step = first + i
+                window = f", read back between steps {first} and {last}" if len(got) > 1 else ""
+                raise NonFiniteLoss(f"loss became {value} at step {step} (lr {self.lr(step):.3g}{window})")
+        self.values.extend(got)
 
 
 def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: int, seed: int,
           cfg: dict, device: torch.device, checkpoint_path: Path | None = None,
-          checkpoint_every: int = 0) -> TrainResult:
-    train_split = subset(ds.train, data_size, seed)
-    test_split = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
-    curve_split = subset(test_split, cfg["curve_eval_size"], seed=0)  # same images at every point
+          checkpoint_every: int = 0, sync_every_step: bool = False) -> TrainResult:
+    """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
+    (benchmarks/train_speed.py compares the two); never changes a result."""
+    train_split = data.to_device(subset(ds.train, data_size, seed), device)  # on CUDA: uploaded once per trial
+    test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
+    curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
+    test_split = data.to_device(test_cpu, device)
     batcher = Batcher(ds, image_size, device, cfg["augment"])
     sampler = EpochSampler(len(train_split), cfg["batch_size"], seed)
     fetch = BatchFetcher(train_split, sampler)  # streamed splits: workers decode ahead along the sampler
-    aug_gen = torch.Generator().manual_seed(seed + 1)
+    resident = data.is_resident(train_split)
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
     total = total_steps(cfg, len(train_split))
     every = cfg["eval_every"] or max(1, total // CURVE_POINTS)
     opt = make_optimizer(model, cfg)
     model.to(device).train()
+    step_model, compile_s = _compiled(model, cfg.get("compile", False))
 
     losses: list[float] = []
     curve: list[dict] = []
@@ -120,34 +182,50 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
         if state is not None:
             start, losses, curve = state["step"], state["losses"], state["curve"]
             seen, train_time, since, resumes = state["seen"], state["train_time"], state["since"], state["resumes"] + 1
+    record = _Losses(losses, lambda s: lr_at(s, total, cfg), 1 if sync_every_step else check_every(device))
+    _sync(device)
+    t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
+
+    def stop_clock() -> None:
+        nonlocal train_time
+        _sync(device)
+        train_time += time.perf_counter() - t0
+
     for step in range(start, total):
-        t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
-        idx = sampler.next()
+        idx = sampler.next_on(device) if resident else sampler.next()
         images, labels = fetch(idx)
         x = batcher(images, train=True, generator=aug_gen)
         y = labels.to(device, non_blocking=True)
         with autocast(device):
-            loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg["label_smoothing"])
+            loss = F.cross_entropy(step_model(x).float(), y, label_smoothing=cfg["label_smoothing"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        value = loss.item()  # .item() synchronises, so train_time is honest on CUDA too
-        train_time += time.perf_counter() - t0
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss became {value} at step {step} (lr {lr_at(step, total, cfg):.3g})")
-        losses.append(value)
         seen += len(idx)
         since += 1
-        if (step + 1) % every == 0 and step + 1 < total:
+        if compile_s is not None and step == start:  # the compiling step, timed apart from train_time
+            _sync(device)
+            compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        curve_point = (step + 1) % every == 0 and step + 1 < total
+        save = ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total
+        record.add(loss, sync_now=curve_point or save or step + 1 == total)
+        if curve_point or save:
+            stop_clock()
+        if curve_point:
             acc, tl = evaluate(model, curve_split, batcher)
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
-        if ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+        if save:
             _save_checkpoint(ckpt, model, opt, sampler, aug_gen, {
                 "step": step + 1, "total": total, "losses": losses, "curve": curve, "seen": seen,
                 "train_time": train_time, "since": since, "resumes": resumes})
+        if curve_point or save:
+            t0 = time.perf_counter()
+    if start < total:
+        stop_clock()
 
     acc, test_loss = evaluate(model, test_split, batcher)
     curve.append(_point(total, seen, len(train_split), losses[-since:] if since else losses[-1:], acc, test_loss,
@@ -157,8 +235,17 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
         test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail),
         best_test_acc=max(p["test_acc"] for p in curve), steps=total, samples_seen=seen,
         epochs=seen / len(train_split), train_time_s=train_time, curve=curve,
-        resumes=resumes, resumed_from_step=start,
+        resumes=resumes, resumed_from_step=start, compile_s=compile_s if compile_s is not None else math.nan,
     )
+
+
+def _compiled(model: torch.nn.Module, compile: bool) -> tuple[torch.nn.Module, float | None]:
+    """The module the training steps call, and the compile clock (None without compile). Evaluation
+    calls the plain module (same parameters): eval mode and a short last batch would recompile."""
+    if not compile:
+        return model, None
+    torch._dynamo.reset()  # compile from scratch: an earlier trial's cache would hide the compile time
+    return torch.compile(model), 0.0
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sampler: EpochSampler,

@@ -129,6 +129,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         "test_acc": res.test_acc, "test_loss": res.test_loss, "train_loss": res.train_loss,
         "best_test_acc": res.best_test_acc, "steps": res.steps, "samples_seen": res.samples_seen,
         "epochs": res.epochs, "train_time_s": res.train_time_s,
+        "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
         "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
         "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
     })
