@@ -36,7 +36,8 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
     """The --dry-run table: what would run, its size and its compute."""
     info = data.describe({**study.data_source, **study.dataset})
     t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
-    for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
+    varying = spec.varying_train_keys(trials)  # training keys the grid or overrides vary get a column each
+    for col in ("trial_id", "model", "data", "px", "seed", *varying, "steps", "params", "GMACs/img", "train FLOPs", "state"):
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
     total = 0.0
     for tr in trials:
@@ -47,11 +48,16 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
         steps = total_steps(tr.train, tr.data_size)
         compute = flops.train_flops(gmacs, steps * min(tr.train["batch_size"], tr.data_size))
         total += compute
-        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(steps),
+        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed),
+                  *[_cell(tr.train.get(k)) for k in varying], str(steps),
                   f"{flops.param_count(tr.model, **dims) / 1e6:.3f}M", f"{gmacs:.4f}", f"{compute:.3g}",
                   "done" if tr.trial_id in done else "pending")
     t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward = 3x forward)"
     return t
+
+
+def _cell(v: object) -> str:
+    return ",".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,
