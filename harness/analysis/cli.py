@@ -35,6 +35,7 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
+    _add_tune(p)
     p.set_defaults(func=_table)
 
 
@@ -54,6 +55,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="bootstrap resamples over trials (default 200; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
+    _add_tune(p)
     p.set_defaults(func=_fit)
 
 
@@ -67,6 +69,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="resamples for the scaling fit's band (default 200)")
+    _add_tune(p)
     p.set_defaults(func=_plot)
 
 
@@ -76,6 +79,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="resamples per fitted curve (default 100)")
     p.set_defaults(func=_report)
+
+
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tune", type=_csv_list, default=None, metavar="KEYS",
+                   help="training keys swept per point (e.g. lr,weight_decay): keep the best-validation trial "
+                        "of each point first (harness/analysis/tune.py)")
 
 
 def _csv_list(text: str) -> list[str]:
@@ -91,7 +100,7 @@ def _table(args: argparse.Namespace) -> int:
     from harness.analysis.tables import table_path
 
     print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
-                     agg=args.agg, fmt=args.fmt), end="")
+                     agg=args.agg, fmt=args.fmt, **_given(tune=args.tune)), end="")
     return 0
 
 
@@ -99,7 +108,7 @@ def _fit(args: argparse.Namespace) -> int:
     from harness.analysis.fits import fit_path
 
     report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
-                      seed=args.seed, **_given(bootstrap=args.bootstrap))
+                      seed=args.seed, **_given(bootstrap=args.bootstrap, tune=args.tune))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -111,7 +120,7 @@ def _plot(args: argparse.Namespace) -> int:
     from harness.analysis.plots import plot_path
 
     outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
-                        **_given(bootstrap=args.bootstrap))
+                        **_given(bootstrap=args.bootstrap, tune=args.tune))
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:
