@@ -68,7 +68,9 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
             raise StudyError(f"no trial records the training key {k!r}", key="--tune", fix=did_you_mean(k, list(train.columns)))
     ok = df[(df["status"] == "ok") & pd.to_numeric(df[metric], errors="coerce").notna()] if "status" in df else df
     t = train.loc[ok.index]
-    others = [k for k in t.columns if k not in keys and t[k].astype(str).nunique() > 1]  # varied, not tuned: part of the point
+    # varied within a model but not tuned: part of the point (a per-family setting is already told apart by the model)
+    by = ok["model"].astype(str) if "model" in ok else pd.Series("", index=ok.index)
+    others = [k for k in t.columns if k not in keys and (t[k].astype(str).groupby(by).nunique() > 1).any()]
     point = [c for c in POINT if c in ok] + [f"train.{k}" for k in others]
     work = ok.assign(**{f"train.{k}": t[k].astype(str) for k in others}, **{f"_tune_{k}": t[k] for k in keys},
                      _metric=pd.to_numeric(ok[metric], errors="coerce"))
