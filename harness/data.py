@@ -433,6 +433,37 @@ def subset(split: Split, size: int, seed: int) -> Split:
     return Split(images, labels[idx])
 
 
+VAL_SEED = 20_231_011  # the validation split's per-class permutations: one fixed draw, the same for every trial seed
+
+
+def split_validation(split: Split, val_size: int) -> tuple[Split, Split | None]:
+    """(the pool `data_size` subsets are drawn from, the validation split). The validation split is
+    stratified (class quotas by largest remainder) and fixed: the last images of one permutation
+    per class, drawn with VAL_SEED whatever the trial's seed, so every trial of a study, every
+    learning rate and every seed is selected on the same images. The pool is the rest, so no
+    subset of it can overlap the validation split. `val_size` 0: (split, None), today's subsets."""
+    if not val_size:
+        return split, None
+    labels = split.labels
+    classes, counts = torch.unique(labels, return_counts=True)
+    quota = _largest_remainder(counts.double() * val_size / len(labels))
+    held = []
+    for cls, q in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        g = torch.Generator().manual_seed(VAL_SEED * 1_000_003 + cls)
+        perm = members[torch.randperm(len(members), generator=g)]
+        held.append(perm[len(perm) - q:])
+    val_idx = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    return _take(split, torch.nonzero(keep).flatten()), _take(split, val_idx)
+
+
+def _take(split: Split, idx: torch.Tensor) -> Split:
+    images = split.images[idx] if isinstance(split.images, torch.Tensor) else split.images.take(idx)
+    return Split(images, split.labels[idx])
+
+
 RESIDENT_FRACTION = 0.25  # an in-memory split moves to the GPU when it takes at most this share of free memory
 
 

@@ -66,16 +66,24 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
 def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
     """The --dry-run table: what would run, its size and its compute."""
     t = Table(title=f"{study.name}: {len(trials)} trials ({len(trials) - len([x for x in trials if x.trial_id in done])} to run)")
-    for col in ("trial_id", "model", "data", "px", "seed", "steps", "params", "GMACs/img", "train FLOPs", "state"):
+    from harness import spec
+
+    varying = spec.varying_train_keys(trials)  # training keys the grid or overrides vary get a column each
+    for col in ("trial_id", "model", "data", "px", "seed", *varying, "steps", "params", "GMACs/img", "train FLOPs", "state"):
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
     compute = trial_compute(study, trials)
     for tr, c in zip(trials, compute):
-        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed), str(c["steps"]),
+        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed),
+                  *[_cell(tr.train.get(k)) for k in varying], str(c["steps"]),
                   f"{c['params'] / 1e6:.3f}M", f"{c['fwd_gmacs']:.4f}", f"{c['train_flops']:.3g}",
                   "done" if tr.trial_id in done else "pending")
     total = sum(c["train_flops"] for c in compute)
     t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
     return t
+
+
+def _cell(v: object) -> str:
+    return ",".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,

@@ -41,12 +41,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "curve_eval_size": 2000,  # test images per intermediate curve point (final eval uses eval_size)
     "eval_size": None,  # None = the full test split
     "compile": False,  # torch.compile the model for training (compile time: the row's compile_s, not train_time_s)
+    "val_size": 0,  # images per study held out of the training split for validation (0 = none: curve points on the test split)
+    "early_stop": None,  # {patience: P, max_steps: M[, min_steps: m]} or {patience, max_epochs[, min_epochs]}; needs val_size
 }
+# train keys left out of the hashed config at their default, so the ids of existing studies do not change
+UNHASHED_DEFAULTS = {"compile": False, "val_size": 0, "early_stop": None}
+BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them replaces the others below it
+EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
-TOP_KEYS = {"name", "description", "dataset", "grid", "train", "profile", "resources", "slurm", "smoke"}
+TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
+AXIS_ORDER = ("model", "data_size", "image_size", "seed")  # expansion order; training-key axes follow in the order written
 NAME_MAX = 100  # characters: results/<name>-smoke/ and the store's temporary names stay far below the 255-byte file-name limit of ext4/xfs/APFS/NTFS
 MAX_SEED = 2**32 - 1  # numpy's and most generators' seed range
 MAX_IMAGE_SIZE = 4096  # px: one 4096 px RGB image is 201 MB as float32, a batch of 64 is 13 GB; an 8192 px grid got the test process killed for memory
@@ -111,19 +118,24 @@ class Study:
     description: str
     path: str
     dataset: dict
-    grid: dict  # model: [ModelSpec], data_size/image_size/seed: [int]
-    train: dict
+    grid: dict  # model: [ModelSpec], data_size/image_size/seed: [int], then training-key axes: [value]
+    train: dict  # the train section, checked (what every trial gets when nothing varies it)
     profile: dict
     resources: dict
     slurm: dict
     smoke: bool = False
     smoke_grid: dict = field(default_factory=dict)  # axes --smoke uses instead of the grid's (`smoke:` key)
     data_source: dict = field(default_factory=dict)  # the dataset section as written (see Trial.data_source)
+    zips: tuple = ()  # groups of grid axes paired element-wise (grid.zip), each a tuple of axis names
+    overrides: dict = field(default_factory=dict)  # family or model name -> train keys (a list is a sweep for it)
+    train_written: dict = field(default_factory=dict)  # the train section before budget defaults: cells layer onto it
 
     @property
     def study_hash(self) -> str:
         grid = dict(self.grid, model=[m.name + json.dumps(m.shape, sort_keys=True) for m in self.grid["model"]])
         cfg = {"dataset": self.dataset, "grid": grid, "train": self.train, "profile": self.profile}
+        if self.zips or self.overrides:  # only then: hashes of existing studies stay as they were
+            cfg.update(zip=[list(z) for z in self.zips], overrides=self.overrides)
         return config_hash(cfg)
 
 
@@ -222,6 +234,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     data_source, dataset = dataset, info.config  # canonical: name + the keys that change the data (not where it lives)
 
     train = _merged(raw, "train", TRAIN_DEFAULTS, where)
+    train_written = copy.deepcopy(train)
     _check_train(train, where)
     profile = _merged(raw, "profile", PROFILE_DEFAULTS, where)
     if not isinstance(profile["enabled"], bool):
@@ -238,9 +251,10 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     if train["eval_size"] is not None and train["eval_size"] > info.test_size:
         raise StudyError(f"train.eval_size {train['eval_size']} is larger than the {info.name} test split ({info.test_size} images)",
                          where=where, key="train.eval_size", fix=f"use at most {info.test_size}, or leave it out for the full split")
-    grid = _parse_grid(raw["grid"], info, train, where)
+    grid, zips = _parse_grid(raw["grid"], info, train, where)
+    overrides = _parse_overrides(raw, grid, where)
     smoke_grid = _parse_smoke(raw, grid, info, where)
-    return Study(
+    study = Study(
         name=name,
         description=str(raw.get("description", "")),
         path=where,
@@ -252,60 +266,129 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         slurm=slurm,
         smoke_grid=smoke_grid,
         data_source=data_source,
+        zips=zips,
+        overrides=overrides,
+        train_written=train_written,
     )
+    _check_cells(study, info, where)
+    return study
 
 
-def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> dict:
+def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tuple[dict, tuple]:
+    """The axes (model, data_size, image_size, seed, then training keys) and the zip groups."""
     if not isinstance(grid, dict):
         raise StudyError("grid must be a mapping of axes to lists", where=where, key="grid", fix="e.g. grid: {model: [vit@xs], data_size: [1000]}")
-    _check_keys(grid, GRID_KEYS, where, "grid")
+    for k in grid:
+        if isinstance(k, str) and k.startswith("train.") and k[6:] in TRAIN_DEFAULTS:
+            raise StudyError(f"write a training-key axis without 'train.': {k[6:]}", where=where, key=f"grid.{k}",
+                             fix=f"grid: {{{k[6:]}: [...]}} (any key of the train section may be an axis)")
+    _check_keys(grid, GRID_KEYS | set(TRAIN_DEFAULTS) | {"zip"}, where, "grid")
+    axes: dict[str, list] = {}
+    paths: dict[str, str] = {}  # axis -> where its list is written (grid.lr or grid.zip[0].lr), for errors
+    for k in grid:
+        if k != "zip":
+            axes[k], paths[k] = _as_list(grid[k]), f"grid.{k}"
+    zips = []
+    groups = grid.get("zip", [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and g for g in groups):
+        raise StudyError("grid.zip must be a list of mappings of axes to equal-length lists", where=where, key="grid.zip",
+                         fix="e.g. zip: [{model: [swin@xs, swin@s], image_size: [32, 64]}]")
+    for gi, group in enumerate(groups):
+        _check_keys(group, GRID_KEYS | set(TRAIN_DEFAULTS), where, f"grid.zip[{gi}]")
+        lists = {k: _as_list(v) for k, v in group.items()}
+        for k in lists:
+            if k in axes:
+                raise StudyError(f"axis '{k}' is given twice ({paths[k]} and grid.zip[{gi}].{k})", where=where,
+                                 key=f"grid.zip[{gi}].{k}", fix="keep it in one place: in the zip group to pair it, or in grid to cross it")
+        lengths = {k: len(v) for k, v in lists.items()}
+        if len(set(lengths.values())) > 1:
+            raise StudyError(f"zip group lists differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})",
+                             where=where, key=f"grid.zip[{gi}]", fix="give every axis of a zip group as many values (they are paired element-wise)")
+        for k, v in lists.items():
+            axes[k], paths[k] = v, f"grid.zip[{gi}].{k}"
+        zips.append(tuple(lists))
     profile_only = train["steps"] == 0
     for key in ("model",) if profile_only else ("model", "data_size"):
-        if key not in grid:
+        if key not in axes:
             raise StudyError(f"missing required axis '{key}'", where=where, key=f"grid.{key}",
                              fix="every grid needs model and data_size lists (data_size may be left out when train.steps is 0: profile only)")
-    axes = {k: _as_list(grid[k]) for k in grid}
     if profile_only:
-        axes["data_size"] = [0]  # nothing is trained: one trial per model x resolution x seed
+        axes["data_size"], paths["data_size"] = [0], "grid.data_size"  # nothing is trained: one trial per model x resolution x seed
     for k, values in axes.items():
         if not values:
-            raise StudyError("empty axis", where=where, key=f"grid.{k}", fix="give at least one value")
+            raise StudyError("empty axis", where=where, key=paths[k], fix="give at least one value")
     models = []
     for i, m in enumerate(axes["model"]):
         try:
             models.append(zoo.resolve(m))
         except StudyError as e:
-            raise e.at(where, f"grid.model[{i}]") from None
+            raise e.at(where, f"{paths['model']}[{i}]") from None
     image_sizes = axes.get("image_size", [info.native_size])
     seeds = axes.get("seed", [0])
+    pd_, pi_, ps_ = paths["data_size"], paths.get("image_size", "grid.image_size"), paths.get("seed", "grid.seed")
     for i, v in enumerate(axes["data_size"] if not profile_only else []):
-        _positive_int(v, where, f"grid.data_size[{i}]")
+        _positive_int(v, where, f"{pd_}[{i}]")
         if v > info.train_size:
             raise StudyError(
                 f"data_size {v} is larger than the {info.name} training split ({info.train_size} images)",
-                where=where, key=f"grid.data_size[{i}]", fix=f"use at most {info.train_size}")
+                where=where, key=f"{pd_}[{i}]", fix=f"use at most {info.train_size}")
         if v < info.num_classes:
             raise StudyError(
                 f"data_size {v} is smaller than the number of classes ({info.num_classes})",
-                where=where, key=f"grid.data_size[{i}]", fix=f"use at least {info.num_classes} so every class is seen")
+                where=where, key=f"{pd_}[{i}]", fix=f"use at least {info.num_classes} so every class is seen")
     for i, v in enumerate(image_sizes):
-        _positive_int(v, where, f"grid.image_size[{i}]")
+        _positive_int(v, where, f"{pi_}[{i}]")
         if v > MAX_IMAGE_SIZE:
-            raise StudyError(f"image_size {v} px is above the {MAX_IMAGE_SIZE} px limit", where=where, key=f"grid.image_size[{i}]",
+            raise StudyError(f"image_size {v} px is above the {MAX_IMAGE_SIZE} px limit", where=where, key=f"{pi_}[{i}]",
                              fix=f"use at most {MAX_IMAGE_SIZE} (images are resized on the fly; one {v} px image alone is {3 * 4 * v * v / 1e9:.3g} GB)")
     for i, v in enumerate(seeds):
-        _nonneg_int(v, where, f"grid.seed[{i}]")
+        _nonneg_int(v, where, f"{ps_}[{i}]")
         if v > MAX_SEED:
-            raise StudyError(f"seed {v} is above {MAX_SEED}", where=where, key=f"grid.seed[{i}]", fix="use a seed in 0 .. 2**32 - 1")
-    # every model must take every resolution: an impossible cell is a bad study, not a failed trial
-    for i, m in enumerate(models):
-        for j, s in enumerate(image_sizes):
+            raise StudyError(f"seed {v} is above {MAX_SEED}", where=where, key=f"{ps_}[{i}]", fix="use a seed in 0 .. 2**32 - 1")
+    # every model must take every resolution it is paired with: an impossible cell is a bad study, not a failed trial
+    paired = any({"model", "image_size"} <= set(z) for z in zips)
+    pairs = [(i, i) for i in range(len(models))] if paired else itertools.product(range(len(models)), range(len(image_sizes)))
+    for i, j in pairs:
+        m, s = models[i], image_sizes[j]
+        try:
+            zoo.check(m, s, info.in_chans)
+        except StudyError as e:
+            raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
+                             key=f"{paths['model']}[{i}] x {pi_}[{j}]", fix=e.fix) from None
+    out = {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
+    out.update({k: v for k, v in axes.items() if k not in out})  # training-key axes, in the order written
+    return out, tuple(zips)
+
+
+def _parse_overrides(raw: dict, grid: dict, where: str) -> dict:
+    """`overrides: {vit: {lr: 1.0e-3}, "resnet@s": {batch_size: 64}}`: train keys per family or model."""
+    section = _section(raw, "overrides", {}, where)
+    families = {m.family for m in grid["model"]}
+    for name, keys in section.items():
+        key = f"overrides.{name}"
+        if not isinstance(name, str):
+            raise StudyError(f"an override is named by a family or a model, got {name!r}", where=where, key=key, fix="e.g. overrides: {vit: {lr: 1.0e-3}}")
+        if "@" in name:
             try:
-                zoo.check(m, s, info.in_chans)
+                ms = zoo.resolve(name)
             except StudyError as e:
-                raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
-                                 key=f"grid.model[{i}] x grid.image_size[{j}]", fix=e.fix) from None
-    return {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
+                raise e.at(where, key) from None
+            if all(m.identity() != ms.identity() for m in grid["model"]):
+                raise StudyError(f"model {name} is not in grid.model", where=where, key=key,
+                                 fix=did_you_mean(name, [m.name for m in grid["model"]]))
+        elif name not in zoo.families():
+            raise StudyError(f"unknown family '{name}'", where=where, key=key, fix=did_you_mean(name, zoo.families()))
+        elif name not in families:
+            raise StudyError(f"no model of family '{name}' in grid.model", where=where, key=key,
+                             fix=f"override a family of the grid: {', '.join(sorted(families))}")
+        if not isinstance(keys, dict) or not keys:
+            raise StudyError("an override is a mapping of train keys to values (a list sweeps them for this family)",
+                             where=where, key=key, fix=f"e.g. {name}: {{lr: 1.0e-3}}")
+        _check_keys(keys, set(TRAIN_DEFAULTS), where, key)
+        for k, v in keys.items():
+            if isinstance(v, list) and not v:
+                raise StudyError("empty list", where=where, key=f"{key}.{k}", fix="give at least one value")
+    return section
 
 
 def _parse_smoke(raw: dict, grid: dict, info: data.DataInfo, where: str) -> dict:
@@ -315,8 +398,9 @@ def _parse_smoke(raw: dict, grid: dict, info: data.DataInfo, where: str) -> dict
     if "image_size" not in section:
         return {}
     sizes = _as_list(section["image_size"])
-    if len(sizes) != len(grid["image_size"]) or len(set(sizes)) != len(sizes):
-        raise StudyError(f"smoke.image_size needs {len(grid['image_size'])} distinct values, one per grid.image_size",
+    distinct = list(dict.fromkeys(grid["image_size"]))  # a zip group may repeat a resolution
+    if len(sizes) != len(distinct) or len(set(sizes)) != len(sizes):
+        raise StudyError(f"smoke.image_size needs {len(distinct)} distinct values, one per grid.image_size",
                          where=where, key="smoke.image_size", fix="list as many smaller resolutions as the grid has")
     for j, s in enumerate(sizes):
         _positive_int(s, where, f"smoke.image_size[{j}]")
@@ -326,16 +410,22 @@ def _parse_smoke(raw: dict, grid: dict, info: data.DataInfo, where: str) -> dict
             except StudyError as e:
                 raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
                                  key=f"grid.model[{i}] x smoke.image_size[{j}]", fix=e.fix) from None
-    return {"image_size": list(sizes)}
+    lookup = dict(zip(distinct, sizes))
+    return {"image_size": [lookup[v] for v in grid["image_size"]]}
 
 
 def _check_train(train: dict, where: str) -> None:
     if train["steps"] is not None and train["epochs"] is not None:
         raise StudyError("both train.steps and train.epochs are set", where=where, key="train", fix="give one budget: steps (equal compute across data sizes) or epochs")
-    if train["steps"] is None and train["epochs"] is None:
+    _nonneg_int(train["val_size"], where, "train.val_size")
+    if train["early_stop"] is not None:
+        _check_early_stop(train, where)
+    elif train["steps"] is None and train["epochs"] is None:
         train["steps"] = 500
-    budget = "steps" if train["steps"] is not None else "epochs"
-    if budget == "steps":
+    budget = "early_stop" if train["early_stop"] is not None else "steps" if train["steps"] is not None else "epochs"
+    if budget == "early_stop":
+        pass
+    elif budget == "steps":
         _nonneg_int(train["steps"], where, "train.steps")  # 0 = profile only (throughput/FLOPs studies)
     elif not _number(train["epochs"]) or train["epochs"] <= 0:
         raise StudyError(f"train.epochs must be a positive number, got {train['epochs']!r}", where=where, key="train.epochs", fix="e.g. epochs: 10")
@@ -361,8 +451,38 @@ def _check_train(train: dict, where: str) -> None:
     if not isinstance(train["compile"], bool):
         raise StudyError(f"train.compile must be true or false, got {train['compile']!r}", where=where, key="train.compile",
                          fix="compile: true (torch.compile the model) or leave it out")
-    if not train["compile"]:
-        del train["compile"]  # the default stays out of the hashed config: trial ids of existing studies do not change
+    for key, default in UNHASHED_DEFAULTS.items():
+        if train[key] == default:
+            del train[key]  # the default stays out of the hashed config: trial ids of existing studies do not change
+
+
+def _check_early_stop(train: dict, where: str) -> None:
+    es, key = train["early_stop"], "train.early_stop"
+    if not isinstance(es, dict):
+        raise StudyError(f"early_stop must be a mapping, got {es!r}", where=where, key=key, fix="e.g. early_stop: {patience: 5, max_steps: 4000}")
+    _check_keys(es, EARLY_STOP_KEYS, where, key)
+    if "patience" not in es:
+        raise StudyError("early_stop needs patience (evaluations without a better val accuracy before stopping)",
+                         where=where, key=key, fix="e.g. early_stop: {patience: 5, max_steps: 4000}")
+    _positive_int(es["patience"], where, f"{key}.patience")
+    if ("max_steps" in es) == ("max_epochs" in es):
+        raise StudyError("early_stop needs one ceiling: max_steps or max_epochs", where=where, key=key,
+                         fix="e.g. early_stop: {patience: 5, max_steps: 4000} (training stops there at the latest)")
+    if "min_steps" in es and "min_epochs" in es:
+        raise StudyError("early_stop takes min_steps or min_epochs, not both", where=where, key=key, fix="keep one")
+    for k in ("max_steps", "min_steps"):
+        if k in es:
+            (_positive_int if k == "max_steps" else _nonneg_int)(es[k], where, f"{key}.{k}")
+    for k in ("max_epochs", "min_epochs"):
+        if k in es and (not _number(es[k]) or es[k] < 0 or (k == "max_epochs" and es[k] == 0)):
+            raise StudyError(f"{k} must be a positive number, got {es[k]!r}", where=where, key=f"{key}.{k}", fix="e.g. max_epochs: 50")
+    for budget in ("steps", "epochs"):
+        if train[budget] is not None:
+            raise StudyError(f"train.{budget} and train.early_stop are both set", where=where, key=key,
+                             fix="early_stop carries its own ceiling (max_steps or max_epochs): remove train.steps/epochs")
+    if not train["val_size"]:
+        raise StudyError("early stopping watches the validation split, and train.val_size is 0", where=where, key=key,
+                         fix="set train.val_size (e.g. 5000: images held out of the training split)")
 
 
 def _check_resources(res: dict, where: str) -> None:
@@ -380,17 +500,92 @@ def _check_resources(res: dict, where: str) -> None:
 
 
 def expand(study: Study) -> list[Trial]:
-    """Cartesian product model x data_size x image_size x seed, in that order, duplicates dropped."""
+    """The grid's cells, duplicates dropped. Axes cross in the order model, data_size, image_size,
+    seed, then the training-key axes as written; a zip group moves as one axis (at the place of its
+    first member) and pairs its lists element-wise. Each cell's train config layers, lowest first:
+    the train section, the cell's training-key axes, the family's override, the model's override
+    (a list in an override sweeps that key for that family or model). A layer that sets a budget
+    (steps, epochs or early_stop) replaces the other two below it. Invalid cells raise StudyError."""
     trials, seen = [], set()
     g = study.grid
-    for model, n, size, seed in itertools.product(g["model"], g["data_size"], g["image_size"], g["seed"]):
-        t = Trial(study=study.name, model=model, image_size=size, data_size=n, seed=seed,
-                  dataset=study.dataset, train=study.train, profile=study.profile,
-                  resources=study.resources, study_hash=study.study_hash, data_source=study.data_source)
-        if t.trial_id not in seen:
-            seen.add(t.trial_id)
-            trials.append(t)
+    for cell in _cells(study):
+        model = g["model"][cell["model"][0]]
+        base = {k: g[k][i] for k, (i, _) in cell.items() if k not in AXIS_ORDER}
+        for train in _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()}):
+            t = Trial(study=study.name, model=model, image_size=g["image_size"][cell["image_size"][0]],
+                      data_size=g["data_size"][cell["data_size"][0]], seed=g["seed"][cell["seed"][0]],
+                      dataset=study.dataset, train=train, profile=study.profile,
+                      resources=study.resources, study_hash=study.study_hash, data_source=study.data_source)
+            if t.trial_id not in seen:
+                seen.add(t.trial_id)
+                trials.append(t)
     return trials
+
+
+def _cells(study: Study) -> list[dict[str, tuple[int, str]]]:
+    """Each cell as {axis: (index into its list, where the value is written)}."""
+    order = [k for k in study.grid if k in AXIS_ORDER] + [k for k in study.grid if k not in AXIS_ORDER]
+    order = sorted(order, key=lambda k: AXIS_ORDER.index(k) if k in AXIS_ORDER else len(AXIS_ORDER) + order.index(k))
+    group_of = {k: gi for gi, z in enumerate(study.zips) for k in z}
+    units, placed = [], set()
+    for k in order:
+        if k in group_of:
+            gi = group_of[k]
+            if gi in placed:
+                continue
+            placed.add(gi)
+            z = study.zips[gi]
+            units.append([{a: (i, f"grid.zip[{gi}].{a}[{i}]") for a in z} for i in range(len(study.grid[z[0]]))])
+        else:
+            units.append([{k: (i, f"grid.{k}[{i}]")} for i in range(len(study.grid[k]))])
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*units)]
+
+
+def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) -> list[dict]:
+    """The checked train configs of one cell (more than one when an override holds a list)."""
+    layers = [(paths, axes)]
+    for name in (model.family, *[n for n in study.overrides if "@" in n and zoo.resolve(n).identity() == model.identity()]):
+        if name in study.overrides:
+            layers.append(({k: f"overrides.{name}.{k}" for k in study.overrides[name]}, study.overrides[name]))
+    swept = [(path, k, v) for path, layer in layers for k, v in layer.items() if isinstance(v, list) and path is not paths]
+    out = []
+    for pick in itertools.product(*[range(len(v)) for _, _, v in swept]):
+        chosen = {(id(path), k): (i, v[i]) for (path, k, v), i in zip(swept, pick)}
+        cfg, source = copy.deepcopy(study.train_written), {}
+        for path, layer in layers:
+            for k, v in layer.items():
+                if (id(path), k) in chosen:
+                    i, v = chosen[(id(path), k)]
+                    src = f"{path[k]}[{i}]"
+                else:
+                    src = path[k]
+                if k in BUDGET_KEYS and v is not None:
+                    cfg.update({b: None for b in BUDGET_KEYS})  # this layer's budget replaces the ones below it
+                cfg[k] = copy.deepcopy(v)
+                source[k] = src
+        try:
+            _check_train(cfg, study.path)
+        except StudyError as e:
+            k = e.key.split(".")[1] if e.key.startswith("train.") else ""
+            raise (e.at(study.path, source[k] + e.key[len("train." + k):]) if k in source else e) from None
+        out.append(_smoke_train(cfg) if study.smoke else cfg)
+    return out
+
+
+def _check_cells(study: Study, info: data.DataInfo, where: str) -> None:
+    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
+    for t in expand(study):
+        val = t.train.get("val_size", 0)
+        if val and t.data_size + val > info.train_size:
+            raise StudyError(f"data_size {t.data_size} + val_size {val} is larger than the {info.name} training split "
+                             f"({info.train_size} images)", where=where, key="grid.data_size",
+                             fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size")
+
+
+def varying_train_keys(trials: list[Trial]) -> list[str]:
+    """Train keys whose resolved value differs between trials (the dry-run and analysis columns)."""
+    keys = list(dict.fromkeys(k for t in trials for k in t.train))
+    return [k for k in keys if len({json.dumps(t.train.get(k), sort_keys=True) for t in trials}) > 1]
 
 
 SMOKE_STEPS = 3
@@ -412,14 +607,28 @@ def smoke(study: Study) -> Study:
     info = data.describe({**study.data_source, **study.dataset})
     floor = 2 * info.num_classes
     sizes = _smoke_sizes(study.grid["data_size"], floor)
-    train = dict(study.train, steps=SMOKE_STEPS if study.train["steps"] != 0 else 0, epochs=None, batch_size=min(study.train["batch_size"], 32),
-                 warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
+    train = _smoke_train(study.train)
     profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
     return Study(
         name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
         grid=dict(study.grid, data_size=sizes, **study.smoke_grid), train=train, profile=profile,
         resources=study.resources, slurm=study.slurm, smoke=True, data_source=study.data_source,
+        zips=study.zips, overrides=study.overrides, train_written=study.train_written,
     )
+
+
+SMOKE_VAL_SIZE = 100  # validation images under --smoke
+
+
+def _smoke_train(train: dict) -> dict:
+    """A checked train config shrunk to seconds: 3 steps (or an early-stop ceiling of 3), batch <= 32."""
+    out = dict(train, steps=SMOKE_STEPS if train.get("steps") != 0 else 0, epochs=None, batch_size=min(train["batch_size"], 32),
+               warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
+    if train.get("early_stop"):
+        out.update(steps=None, early_stop={"patience": train["early_stop"]["patience"], "max_steps": SMOKE_STEPS})
+    if train.get("val_size"):
+        out["val_size"] = min(train["val_size"], SMOKE_VAL_SIZE)
+    return out
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -72,8 +72,13 @@ COLUMNS: dict[str, str] = {
     # hardware fingerprint (harness/hardware.py), filled when the trial is profiled
     "device_count": "Int64", "driver": "string", "cpu_model": "string", "cpu_count": "Int64", "cpu_capability": "string", "niceness": "Int64",
     "cuda_version": "string", "cudnn_version": "string", "tf32": "string",
+    # issue 11 (harness/train.py): validation split, selection on it, early stopping's ceiling
+    "val_acc": "float64", "val_loss": "float64", "best_val_acc": "float64", "best_val_step": "Int64",
+    "test_acc_at_best_val": "float64", "max_steps": "Int64",
+    "compile_s": "float64",  # train.compile: the compiling first step, outside train_time_s (issue 10)
 }
-CURVE_COLUMNS = ["trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr", "elapsed_s"]
+CURVE_COLUMNS = ["trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr", "elapsed_s",
+                 "val_acc", "val_loss"]  # val_*: with train.val_size (issue 11)
 ROW_SUFFIX = ".parquet"
 STAMP = ["_file", "_size", "_mtime_ns", "_ino"]  # the manifest columns of a compacted file
 READ_THREADS = 2  # pyarrow releases the GIL while it decodes; more threads gain nothing on 2 cores

@@ -53,8 +53,8 @@ class TrainResult:
     test_acc: float
     test_loss: float
     train_loss: float  # mean over the last 10% of steps (a single batch is too noisy)
-    best_test_acc: float  # best over curve points; curve points may use a test subset
-    steps: int
+    best_test_acc: float  # deprecated (selects on test): best over curve points without a validation split, else NaN
+    steps: int  # steps actually run (fewer than max_steps when early stopping stopped the run)
     samples_seen: int
     epochs: float
     train_time_s: float  # wall time of the optimisation steps only, evaluations excluded
@@ -62,6 +62,14 @@ class TrainResult:
     resumes: int = 0  # times this run continued from a checkpoint (0 without checkpointing)
     resumed_from_step: int = 0  # the step the last resume started at
     compile_s: float = math.nan  # with train.compile: the first (compiling) step's wall time, not in train_time_s
+    max_steps: int = 0  # the budget's ceiling (= steps without early stopping)
+    # with train.val_size: the final model's validation numbers, the best validation accuracy over
+    # evaluations and its step, and the test accuracy of that best checkpoint (NaN without)
+    val_acc: float = math.nan
+    val_loss: float = math.nan
+    best_val_acc: float = math.nan
+    best_val_step: int = 0
+    test_acc_at_best_val: float = math.nan
 
 
 def autocast(device: torch.device):
@@ -70,10 +78,26 @@ def autocast(device: torch.device):
 
 
 def total_steps(cfg: dict, data_size: int) -> int:
+    """The run's length in steps: `steps`, `epochs` over the subset, or early stopping's ceiling."""
+    es = cfg.get("early_stop")
+    if es:
+        return int(es["max_steps"]) if "max_steps" in es else _epoch_steps(es["max_epochs"], cfg, data_size)
     if cfg["steps"] is not None:
         return int(cfg["steps"])
+    return _epoch_steps(cfg["epochs"], cfg, data_size)
+
+
+def min_steps(cfg: dict, data_size: int) -> int:
+    """Early stopping never stops before this step (0 without a min_steps/min_epochs)."""
+    es = cfg.get("early_stop") or {}
+    if "min_steps" in es:
+        return int(es["min_steps"])
+    return _epoch_steps(es["min_epochs"], cfg, data_size) if "min_epochs" in es else 0
+
+
+def _epoch_steps(epochs: float, cfg: dict, data_size: int) -> int:
     per_epoch = math.ceil(data_size / min(cfg["batch_size"], data_size))
-    return max(1, round(cfg["epochs"] * per_epoch))
+    return max(1, round(epochs * per_epoch))
 
 
 def lr_at(step: int, total: int, cfg: dict) -> float:
@@ -157,7 +181,9 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
           checkpoint_every: int = 0, sync_every_step: bool = False) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
     (benchmarks/train_speed.py compares the two); never changes a result."""
-    train_split = data.to_device(subset(ds.train, data_size, seed), device)  # on CUDA: uploaded once per trial
+    pool, val_cpu = data.split_validation(ds.train, cfg.get("val_size", 0))  # val_size 0: (ds.train, None)
+    train_split = data.to_device(subset(pool, data_size, seed), device)  # on CUDA: uploaded once per trial
+    val_split = data.to_device(val_cpu, device) if val_cpu is not None else None
     test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
     curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
     test_split = data.to_device(test_cpu, device)
@@ -168,6 +194,8 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
     total = total_steps(cfg, len(train_split))
     every = cfg["eval_every"] or max(1, total // CURVE_POINTS)
+    patience = (cfg.get("early_stop") or {}).get("patience")
+    earliest = min_steps(cfg, len(train_split))
     opt = make_optimizer(model, cfg)
     model.to(device).train()
     step_model, compile_s = _compiled(model, cfg.get("compile", False))
@@ -176,12 +204,14 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
     curve: list[dict] = []
     seen, train_time, since = 0, 0.0, 0
     start, resumes = 0, 0
+    best = _Best()  # with a validation split: the best val accuracy so far, its step and weights
     ckpt = Path(checkpoint_path) if checkpoint_path is not None and checkpoint_every > 0 else None
     if ckpt is not None and ckpt.exists():
         state = _load_checkpoint(ckpt, model, opt, sampler, aug_gen, device, total)
         if state is not None:
             start, losses, curve = state["step"], state["losses"], state["curve"]
             seen, train_time, since, resumes = state["seen"], state["train_time"], state["since"], state["resumes"] + 1
+            best = state.get("best") or best
     record = _Losses(losses, lambda s: lr_at(s, total, cfg), 1 if sync_every_step else check_every(device))
     _sync(device)
     t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
@@ -191,6 +221,7 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
         _sync(device)
         train_time += time.perf_counter() - t0
 
+    ran, stop = total, False
     for step in range(start, total):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
@@ -214,29 +245,74 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
         record.add(loss, sync_now=curve_point or save or step + 1 == total)
         if curve_point or save:
             stop_clock()
-        if curve_point:
+        if curve_point and val_split is not None:  # validation: the curve, selection and early stopping
+            va, vl = evaluate(model, val_split, batcher)
+            curve.append(_point(step + 1, seen, len(train_split), losses[-since:], math.nan, math.nan, lr_at(step, total, cfg),
+                                train_time, val=(va, vl)))
+            since = 0
+            best.update(va, step + 1, model)
+            stop = patience is not None and best.bad >= patience and step + 1 >= earliest
+        elif curve_point:
             acc, tl = evaluate(model, curve_split, batcher)
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
         if save:
             _save_checkpoint(ckpt, model, opt, sampler, aug_gen, {
                 "step": step + 1, "total": total, "losses": losses, "curve": curve, "seen": seen,
-                "train_time": train_time, "since": since, "resumes": resumes})
+                "train_time": train_time, "since": since, "resumes": resumes, "best": best})
         if curve_point or save:
             t0 = time.perf_counter()
+        if stop:  # early stopping: `patience` evaluations without a better val accuracy
+            ran = step + 1
+            break
     if start < total:
         stop_clock()
 
     acc, test_loss = evaluate(model, test_split, batcher)
-    curve.append(_point(total, seen, len(train_split), losses[-since:] if since else losses[-1:], acc, test_loss,
-                        lr_at(total - 1, total, cfg), train_time))
-    tail = losses[-max(1, total // 10):]
-    return TrainResult(
-        test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail),
-        best_test_acc=max(p["test_acc"] for p in curve), steps=total, samples_seen=seen,
-        epochs=seen / len(train_split), train_time_s=train_time, curve=curve,
+    last = losses[-since:] if since else losses[-1:]
+    tail = losses[-max(1, ran // 10):]
+    out = TrainResult(
+        test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail), best_test_acc=math.nan, steps=ran,
+        samples_seen=seen, epochs=seen / len(train_split), train_time_s=train_time, curve=curve,
         resumes=resumes, resumed_from_step=start, compile_s=compile_s if compile_s is not None else math.nan,
+        max_steps=total,
     )
+    if val_split is None:
+        curve.append(_point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time))
+        out.best_test_acc = max(p["test_acc"] for p in curve)
+        return out
+    if stop:  # the run stopped at an evaluation: its val numbers are the last curve point's
+        va, vl = curve[-1]["val_acc"], curve[-1]["val_loss"]
+        curve[-1].update(test_acc=acc, test_loss=test_loss)
+    else:
+        va, vl = evaluate(model, val_split, batcher)
+        best.update(va, ran, model)
+        curve.append(_point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time, val=(va, vl)))
+    out.val_acc, out.val_loss, out.best_val_acc, out.best_val_step = va, vl, best.acc, best.step
+    if best.step == ran:
+        out.test_acc_at_best_val = acc
+    else:  # the kept copy of the best weights, evaluated on the test split once, at the end
+        model.load_state_dict(best.state)
+        out.test_acc_at_best_val = evaluate(model, test_split, batcher)[0]
+    return out
+
+
+@dataclass
+class _Best:
+    """The best validation accuracy so far, its step, a copy of those weights (in memory, on the
+    model's device), and the evaluations since it (early stopping's patience counter)."""
+
+    acc: float = -math.inf
+    step: int = 0
+    state: dict | None = None
+    bad: int = 0
+
+    def update(self, acc: float, step: int, model: torch.nn.Module) -> None:
+        if acc > self.acc:  # strictly better: a tie keeps the earlier (cheaper) checkpoint
+            self.acc, self.step, self.bad = acc, step, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
 
 
 def _compiled(model: torch.nn.Module, compile: bool) -> tuple[torch.nn.Module, float | None]:
@@ -282,6 +358,12 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
     return state
 
 
-def _point(step: int, seen: int, n: int, losses: list[float], acc: float, test_loss: float, lr: float, elapsed: float) -> dict:
-    return {"epoch": seen / n, "step": step, "samples_seen": seen, "train_loss": sum(losses) / len(losses),
-            "test_acc": acc, "test_loss": test_loss, "lr": lr, "elapsed_s": elapsed}
+def _point(step: int, seen: int, n: int, losses: list[float], acc: float, test_loss: float, lr: float, elapsed: float,
+           val: tuple[float, float] | None = None) -> dict:
+    """One curve row; with a validation split, curve points carry val_acc/val_loss and the test
+    numbers only at the end (NaN before)."""
+    point = {"epoch": seen / n, "step": step, "samples_seen": seen, "train_loss": sum(losses) / len(losses),
+             "test_acc": acc, "test_loss": test_loss, "lr": lr, "elapsed_s": elapsed}
+    if val is not None:
+        point.update(val_acc=val[0], val_loss=val[1])
+    return point

@@ -128,7 +128,10 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
     out.update({
         "test_acc": res.test_acc, "test_loss": res.test_loss, "train_loss": res.train_loss,
         "best_test_acc": res.best_test_acc, "steps": res.steps, "samples_seen": res.samples_seen,
-        "epochs": res.epochs, "train_time_s": res.train_time_s,
+        "epochs": res.epochs, "train_time_s": res.train_time_s, "max_steps": res.max_steps,
+        # validation split (train.val_size; NaN without): selection and early stopping never look at the test split
+        "val_acc": res.val_acc, "val_loss": res.val_loss, "best_val_acc": res.best_val_acc,
+        "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan, "test_acc_at_best_val": res.test_acc_at_best_val,
         "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
         "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
         "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown

@@ -39,6 +39,7 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    _add_tune(p)
     p.set_defaults(func=_table)
 
 
@@ -67,6 +68,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                         "default: clusters of the compute column")
     p.add_argument("--compute", default=None, metavar="COL", help="with --isoflop: compute column (default train_flops)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    _add_tune(p)
     p.set_defaults(func=_fit)
 
 
@@ -81,6 +83,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
                    help="resamples for the scaling fit's band (default 200)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    _add_tune(p)
     p.set_defaults(func=_plot)
 
 
@@ -139,6 +142,12 @@ def _isoflop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tune(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tune", type=_csv_list, default=None, metavar="KEYS",
+                   help="training keys swept per point (e.g. lr,weight_decay): keep the best-validation trial "
+                        "of each point first (harness/analysis/tune.py)")
+
+
 def _csv_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -152,7 +161,7 @@ def _table(args: argparse.Namespace) -> int:
     from harness.analysis.tables import table_path
 
     print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
-                     agg=args.agg, fmt=args.fmt, include_all=args.include_all), end="")
+                     agg=args.agg, fmt=args.fmt, include_all=args.include_all, **_given(tune=args.tune)), end="")
     return 0
 
 
@@ -162,7 +171,7 @@ def _fit(args: argparse.Namespace) -> int:
     from harness.analysis.fits import fit_path
 
     report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
-                      seed=args.seed, include_all=args.include_all, **_given(bootstrap=args.bootstrap))
+                      seed=args.seed, include_all=args.include_all, **_given(bootstrap=args.bootstrap, tune=args.tune))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -174,7 +183,7 @@ def _plot(args: argparse.Namespace) -> int:
     from harness.analysis.plots import plot_path
 
     outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
-                        include_all=args.include_all, **_given(bootstrap=args.bootstrap))
+                        include_all=args.include_all, **_given(bootstrap=args.bootstrap, tune=args.tune))
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:

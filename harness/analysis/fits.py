@@ -231,14 +231,15 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 
 def fit_arrays(
     x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, seed: int = 0,
-    delta: float = HUBER_DELTA,
+    delta: float = HUBER_DELTA, within_points: bool = False,
 ) -> LawFit:
-    """Fit the law to positive finite x (n,) or (n, 2) and y (n,); bootstrap over rows."""
+    """Fit the law to positive finite x (n,) or (n, 2) and y (n,); bootstrap over rows, or with
+    `within_points` over the repeats (seeds) of each x where there are any (see `_bootstrap`)."""
     with _one_blas_thread():
-        return _fit_arrays(x, y, bootstrap, seed, delta)
+        return _fit_arrays(x, y, bootstrap, seed, delta, within_points)
 
 
-def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float) -> LawFit:
+def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float, within_points: bool = False) -> LawFit:
     logx = np.log(np.asarray(x, dtype=float).reshape(len(y), -1))
     logy = np.log(np.asarray(y, dtype=float))
     starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
@@ -246,20 +247,27 @@ def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: 
     params = theta_to_params(theta)
     rmse = float(np.sqrt(np.mean((log_predict(theta, logx) - logy) ** 2)))
     boot_starts = np.vstack([theta, starts[:N_BOOT_STARTS]])
-    boot = _bootstrap(logx, logy, boot_starts, bootstrap, seed, delta)
+    boot = _bootstrap(logx, logy, boot_starts, bootstrap, seed, delta, within_points)
     ci, se = _intervals(boot)
     return LawFit(params, ci, se, len(logy), rmse, len(boot), boot)
 
 
 def _bootstrap(
-    logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, b: int, seed: int, delta: float
+    logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, b: int, seed: int, delta: float,
+    within_points: bool = False,
 ) -> list[dict[str, float]]:
-    """Refit on `b` row resamples; resamples with < MIN_DISTINCT_X distinct x are skipped."""
+    """Refit on `b` resamples. `within_points` and repeated x (seeds): each point's seeds are
+    resampled within the point, so every x stays and the interval measures seed noise, not which
+    points were kept (`harness fit`); else rows are resampled (resamples with < MIN_DISTINCT_X
+    distinct x are skipped)."""
     rng = np.random.default_rng(seed)
     out: list[dict[str, float]] = []
     n = len(logy)
+    points = [np.flatnonzero(inv == i) for inv in [np.unique(logx, axis=0, return_inverse=True)[1].ravel()]
+              for i in range(inv.max() + 1)] if n else []
+    within = within_points and any(len(p) > 1 for p in points)
     for _ in range(b):
-        idx = rng.integers(0, n, n)
+        idx = np.concatenate([p[rng.integers(0, len(p), len(p))] for p in points]) if within else rng.integers(0, n, n)
         if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
             continue
         theta, _ = minimise(logx[idx], logy[idx], starts, delta)
@@ -543,7 +551,7 @@ def _fit_group(
         fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit "
                          f"(add seeds or x values)")
         bootstrap = 0
-    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed)
+    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True)  # seeds within each x (issue 11)
     fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
     if bootstrap:
         _check_bootstrap(fit.law, bootstrap, fit.notes)
@@ -821,7 +829,16 @@ def fit_view(df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: i
 
 
 def fit_path(path: str, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
-             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, include_all: bool = False) -> FitReport:
-    """`harness fit`: load a results path and fit."""
+             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, include_all: bool = False, tune: list[str] | None = None) -> FitReport:
+    """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all)
-    return fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed)
+    env = None
+    if tune:
+        from harness.analysis.tune import envelope
+
+        env = envelope(df, tune)
+        df = env.rows
+    report = fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed)
+    if env is not None:
+        report.notes = env.lines() + report.notes
+    return report

@@ -12,6 +12,7 @@ from __future__ import annotations
 import colorsys
 import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,9 +158,16 @@ def lower_is_better(y: str) -> bool:
 
 def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | None = None,
               out: str | Path | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-              include_all: bool = False) -> PlotOutcome:
-    """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots)."""
+              include_all: bool = False, tune: list[str] | None = None) -> PlotOutcome:
+    """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots); `tune`:
+    the best-val envelope over those keys (which value won where goes to stderr)."""
     df, curves = load_results(path, include_all=include_all)
+    if tune:
+        from harness.analysis.tune import envelope
+
+        env = envelope(df, tune)
+        df = env.rows
+        print("\n".join(env.lines()), file=sys.stderr)
     p = Path(path)
     out_dir = Path(out) if out else ResultsDir(p if p.is_dir() else p.parent).plots
     return make_plot(df, curves, kind, out_dir, x=x, y=y, bootstrap=bootstrap)
@@ -246,7 +254,7 @@ def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: st
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
         fig.suptitle(f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n"
-                     f"{how}; dots: trials; markers: seed means", fontsize=10.5)
+                     f"{how}; dots: trials; markers: seed means (bars: ± std over seeds)", fontsize=10.5)
         out.paths = _save(fig, out_dir, f"scaling_{y}_vs_{x}")
     return out
 
@@ -284,7 +292,10 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
             res = resolutions.index(g["image_size"].iloc[0]) if len(resolutions) > 1 else 0
             style, marker = _RES_STYLES[res % 4], _RES_MARKERS[res % 4]
             ax.scatter(g[x], g["_y"], s=12, color=colour, alpha=0.35, linewidths=0)
-            means = g.groupby(x)["_y"].mean()
+            means, spread = g.groupby(x)["_y"].mean(), g.groupby(x)["_y"].std()  # std over seeds (NaN for one)
+            if spread.notna().any():
+                ax.errorbar(means.index, means.to_numpy(), yerr=spread.fillna(0).to_numpy(), fmt="none",
+                            ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.8)
             f = fits.get(name)
             fitted = f is not None and f.law is not None
             ax.plot(means.index, means.to_numpy(), marker, ls="none" if fitted else style,

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -291,7 +292,20 @@ def to_csv(table: Table) -> str:
 
 
 def table_path(path: str, *, rows: list[str] | None = None, cols: str = "data_size",
-               value: str = "test_acc", agg: str = "mean", fmt: str = "md", include_all: bool = False) -> str:
-    """`harness table`: load a results path, build and render the table."""
+               value: str = "test_acc", agg: str = "mean", fmt: str = "md", include_all: bool = False,
+               tune: list[str] | None = None) -> str:
+    """`harness table`: load a results path, build and render the table (`tune`: of the best-val
+    envelope over those keys; which value won where is a note under a markdown table, else on stderr)."""
     df, _ = load_results(path, include_all=include_all)
-    return render(build_table(df, rows=rows, cols=cols, value=value, agg=agg), fmt)
+    lines: list[str] = []
+    if tune:
+        from harness.analysis.tune import envelope
+
+        env = envelope(df, tune)
+        df, lines = env.rows, env.lines()
+    table = build_table(df, rows=rows, cols=cols, value=value, agg=agg)
+    if fmt == "md":
+        table.notes += lines
+    elif lines:
+        print("\n".join(lines), file=sys.stderr)
+    return render(table, fmt)
