@@ -13,13 +13,14 @@ for `--min-steps` steps and each next one is `--ratio`x cheaper per sample (trai
 longer): f_i = C / (min_steps · batch · ratio^i), i = 0 .. sizes−1. With budgets `--ratio` apart
 the ladders of neighbouring budgets share all but one shape.
 
-Limitation: a study's grid is a cartesian product and cannot yet tie a model to its own
-`train.steps` (linked axes are another issue). So the default output is one small study snippet
-per (shape, steps); `--study NAME` instead writes one runnable study whose grid IS an IsoFLOP
-design: `epochs: 1` and data sizes D_j = min_steps · batch · ratio^j, so model i (f_i = f_0 · ratio^i)
-on data size j costs f_0 · D_0 · ratio^(i+j), and every anti-diagonal i + j of the grid is one budget.
-The price of the cartesian product: it also runs the off-diagonal (N, D) cells, about half of the
-trials; they are not wasted (the joint fit, approach 3, uses every cell), but they cost time.
+Output: by default one line per trial, `{model: ..., steps: N}` at the stated batch size. `--study NAME`
+instead prints one runnable study whose grid IS the IsoFLOP design: `epochs: 1` (samples seen = data_size)
+and a `zip:` group (linked axes, grid.zip) that pairs each shape with the data size that puts it on its
+budget. The shape at ladder rung j from the top (j = 0 its budget's largest) trains on
+D_j = round(min_steps · ratio^j) · batch images, so every budget uses the same `--sizes` data sizes and only
+on-budget cells run (the old cartesian layout, models x data sizes, also ran the off-budget cells: about
+3/4 of its compute with budgets 2x apart). The cell's compute differs from its budget by as much as the
+shape's counted training MACs per sample differ from its ladder target (the printed %), not by half a step.
 """
 
 from __future__ import annotations
@@ -129,14 +130,13 @@ def geometric_ratio(budgets: list[float]) -> float | None:
 # ----------------------------------------------------------------------------- output
 
 
-_LIMITATION = ("# A study's grid cannot yet tie a model to its own train.steps (linked axes: another issue), so each\n"
-               "# line is one small study: its model in grid.model, its steps in train.steps, the batch size as stated.\n"
-               "# For one runnable study of the whole design, add --study NAME (a cartesian grid whose\n"
-               "# anti-diagonals are the budgets; it also runs off-budget cells).")
+_SNIPPET_NOTE = ("# Each line is one trial: a shape and the train.steps that put it on its budget at the stated batch size.\n"
+                 "# For one runnable study of the whole design add --study NAME: its grid.zip (linked axes) pairs each\n"
+                 "# shape with the data size that puts it on its budget (epochs 1), so only on-budget cells run.")
 
 
 def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
-    lines = [header, _LIMITATION]
+    lines = [header, _SNIPPET_NOTE]
     items = [f"- {{model: {p.model_yaml()}, steps: {p.steps}}}" for p in points]
     width = max(map(len, items))
     last = None
@@ -150,29 +150,50 @@ def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
     return lines
 
 
-def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes: int, ratio: float,
-               min_steps: int, batch_size: int, image_size: int, header: str) -> str:
-    """One study: the union of the ladders as grid.model, the samples of one ladder as data_size (epochs 1)."""
-    b = sorted(budgets)
-    common = geometric_ratio(b)
-    if len(b) > 1 and (common is None or abs(common / ratio - 1) > 0.01):  # off-grid budgets: no anti-diagonals
-        raise StudyError("--study needs budgets that are a geometric series with the ladder's --ratio",
-                         key="--isoflop", fix=f"e.g. --isoflop {_num(b[0])},{_num(b[0] * ratio)},{_num(b[0] * ratio**2)} (--ratio {ratio:g})")
-    data = [round(min_steps * ratio**j) * batch_size for j in range(sizes)]
+def ladder_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[int]:
+    """D_j = round(min_steps · ratio^j) · batch, j = 0 .. sizes−1: the samples (epochs 1) of rung j from the top."""
+    return [round(min_steps * ratio**j) * batch_size for j in range(sizes)]
+
+
+def _study_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[int]:
+    """The ladder's data sizes, refused when the largest exceeds the training split."""
+    data = ladder_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
     if data[-1] > MAX_DATA:
         raise StudyError(f"the largest data size would be {data[-1]:,} images, over {MAX_DATA:,}", key="--min-steps",
                          fix="lower --min-steps, --batch-size or --sizes")
-    models, seen = [], set()
-    for p in sorted(points, key=lambda p: (p.family, p.train_gmacs)):
-        if p.model_yaml() not in seen:
-            seen.add(p.model_yaml())
-            models.append(p)
-    width = max(len(p.model_yaml()) for p in models)
+    return data
+
+
+def study_cells(points: list[IsoPoint], *, sizes: int, ratio: float, min_steps: int,
+                batch_size: int) -> list[tuple[IsoPoint, int]]:
+    """Each planned point with its on-budget data size (epochs 1), in the points' order (family, budget,
+    smallest shape first); a (shape, data size) pair that two budgets share is kept once."""
+    data = ladder_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
+    out, seen, rung, last = [], set(), 0, None
+    for p in points:
+        rung = rung + 1 if (p.family, p.budget) == last else 0
+        last = (p.family, p.budget)
+        d = data[sizes - 1 - rung]  # smallest shape first: the smallest shape trains on the most data
+        if (p.model_yaml(), d) not in seen:
+            seen.add((p.model_yaml(), d))
+            out.append((p, d))
+    return out
+
+
+def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes: int, ratio: float,
+               min_steps: int, batch_size: int, image_size: int, header: str) -> str:
+    """One study: a grid.zip group pairing each planned shape with its on-budget data size (epochs 1)."""
+    b = sorted(budgets)
+    data = _study_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
+    cells = study_cells(points, sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
+    total = sum(p.train_gmacs * 1e9 * d for p, d in cells)
+    worst = max(abs(p.train_gmacs * 1e9 * d / p.budget - 1) for p, d in cells)
+    width = max(len(p.model_yaml()) for p, _ in cells)
     lines = [header,
-             "# A study's grid cannot yet tie a model to its own train.steps (linked axes: another issue), so this is",
-             "# the --study layout: epochs 1, so samples seen = data_size, and model i (small to large per family) on",
-             f"# data size j costs about {_num(b[0])} x {ratio:g}^(i+j-{sizes - 1}): the budgets are the anti-diagonals i+j =",
-             f"# {', '.join(str(sizes - 1 + k) for k in range(len(b)))}. The other cells are off-budget: the joint fit (harness optimal) uses them.",
+             "# epochs 1, so samples seen = data_size; grid.zip pairs each shape with the data size that puts it on",
+             f"# its budget: a budget's largest shape trains on {data[0]:,} images, each smaller one on {ratio:g}x more",
+             f"# ({', '.join(f'{d:,}' for d in data)}). {len(cells)} trials, {_num(float(f'{total:.3g}'))} training MACs "
+             f"in all, each within {100 * worst:.2g}% of its budget.",
              f"# Analyse: harness fit results/{name} --isoflop --y test_acc --x params --by family "
              f"--budgets {','.join(_num(c) for c in b)}",
              f"#          harness optimal results/{name} --budget {_num(b[-1] * ratio)} --by family",
@@ -180,10 +201,13 @@ def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes
              f"description: IsoFLOP design, budgets {', '.join(_num(c) for c in b)} training MACs, {sizes} sizes per budget",
              "dataset: {name: fashion_mnist}",
              "grid:",
-             "  model:"]
-    for p in models:
-        lines.append(f"    - {p.model_yaml():<{width}}  # {p.params:,} params, {p.train_gmacs * 1e3:.4g} train MMACs/sample")
-    lines += [f"  data_size: [{', '.join(str(d) for d in data)}]   # = samples seen (epochs 1)",
+             "  zip:   # each shape paired with the data size that puts it on its budget (linked axes)",
+             "    - model:"]
+    for p, d in cells:
+        c = p.train_gmacs * 1e9 * d
+        lines.append(f"        - {p.model_yaml():<{width}}  # budget {_num(p.budget)}: {d:,} samples x "
+                     f"{p.train_gmacs * 1e3:.4g} train MMACs = {c:.4g} ({100 * (c / p.budget - 1):+.2f}%); {p.params:,} params")
+    lines += [f"      data_size: [{', '.join(str(d) for _, d in cells)}]   # = samples seen (epochs 1)",
               f"  image_size: [{image_size}]",
               "  seed: [0]",
               f"train: {{epochs: 1, batch_size: {batch_size}, optimizer: adamw, lr: 2.0e-3, weight_decay: 0.05, "
@@ -209,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # tiny counts: threads only contend (as harness plan)
     budgets = sorted(parse_budgets(args.isoflop))
     ratio = args.ratio if args.ratio is not None else (geometric_ratio(budgets) or DEFAULT_RATIO)
+    if args.study:  # before planning: a data size the training split cannot hold fails fast
+        _check(budgets, args.sizes, ratio, args.min_steps, args.batch_size)
+        _study_data_sizes(sizes=args.sizes, ratio=ratio, min_steps=args.min_steps, batch_size=args.batch_size)
     points = [p for f in _families(args.family)
               for p in plan_isoflop(f, budgets, image_size=args.image_size, sizes=args.sizes, ratio=ratio,
                                     min_steps=args.min_steps, batch_size=args.batch_size, in_chans=args.in_chans,
@@ -240,4 +267,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
                    help=f"steps of each budget's largest shape (default {DEFAULT_MIN_STEPS})")
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
-    g.add_argument("--study", default=None, metavar="NAME", help="print one runnable study (anti-diagonal layout)")
+    g.add_argument("--study", default=None, metavar="NAME", help="print one runnable study: grid.zip pairs each shape with its on-budget data size (epochs 1)")

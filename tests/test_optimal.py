@@ -323,12 +323,54 @@ def test_plan_isoflop_cli_snippets_and_study(capsys: pytest.CaptureFixture[str],
     study_file = tmp_path / "iso_test.yaml"
     study_file.write_text(capsys.readouterr().out)
     study = spec.load_study(study_file)
-    assert len(study.grid["model"]) == 5 and study.grid["data_size"] == [640, 1280, 2560]
-    assert study.train["epochs"] == 1
-    assert main([*argv[:2], "2e11,5e11", *argv[3:], "--study", "x", "--ratio", "2"]) == 2
-    assert "geometric series" in capsys.readouterr().err
+    assert study.train["epochs"] == 1 and study.zips == (("model", "data_size"),)
+    trials = spec.expand(study)
+    # one trial per planned point: no off-budget cells (a cartesian 5 models x 3 sizes would be 15)
+    assert len(trials) == 9 and len(study.grid["model"]) == 9
+    assert sorted(set(study.grid["data_size"])) == [640, 1280, 2560]
+    _assert_on_budget(trials, [2e11, 4e11, 8e11], per_budget=3)
+    # budgets that are not a geometric series: each budget's ladder still lands on it
+    assert main([*argv[:2], "2e11,5e11", *argv[3:], "--study", "x", "--ratio", "2"]) == 0
+    study_file.write_text(capsys.readouterr().out)
+    _assert_on_budget(spec.expand(spec.load_study(study_file)), [2e11, 5e11], per_budget=3)
+    assert main([*argv[:-4], "--min-steps", "1000", "--batch-size", "64", "--study", "x"]) == 2
+    assert "over 60,000" in capsys.readouterr().err
     assert main(["plan", "--family", "vit"]) == 2
     assert "--targets is required" in capsys.readouterr().err
+
+
+def _assert_on_budget(trials: list, budgets: list[float], *, per_budget: int) -> None:
+    """Every trial's counted training compute (epochs 1: samples = data_size) is within 5% of one budget,
+    each budget has `per_budget` trials of distinct models, and a budget's largest model sees the least data."""
+    from harness import flops_train
+
+    on: dict[float, list[tuple[int, float]]] = {c: [] for c in budgets}
+    for t in trials:
+        assert t.train["epochs"] == 1 and t.train["steps"] is None
+        compute = flops_train.train_gmacs(t.model, image_size=t.image_size, in_chans=1, num_classes=10) * 1e9 * t.data_size
+        c = min(budgets, key=lambda b: abs(math.log(compute / b)))
+        assert compute == pytest.approx(c, rel=0.05), (t.model, t.data_size, compute, c)
+        on[c].append((t.data_size, compute / t.data_size))
+    for cells in on.values():
+        assert len(cells) == per_budget and len({f for _, f in cells}) == per_budget
+        assert [d for d, _ in sorted(cells, key=lambda x: x[1])] == sorted((d for d, _ in cells), reverse=True)
+
+
+def test_plan_isoflop_study_reproduces_isoflop_cpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """studies/isoflop_cpu.yaml's grid is the planner's --study output for the command in its header."""
+    from harness import spec
+
+    assert main(["plan", "--isoflop", "2.5e11,5e11,1e12", "--family", "resnet,vit", "--image-size", "28",
+                 "--study", "isoflop_cpu"]) == 0
+    path = tmp_path / "isoflop_cpu.yaml"
+    path.write_text(capsys.readouterr().out)
+
+    def cells(study_path: Path) -> list[tuple]:
+        return [(t.model.identity(), t.data_size, t.image_size, t.seed) for t in spec.expand(spec.load_study(study_path))]
+
+    planned, shipped = cells(path), cells(REPO / "studies" / "isoflop_cpu.yaml")
+    assert len(planned) == 24 and sorted(planned, key=repr) == sorted(shipped, key=repr)
+    _assert_on_budget(spec.expand(spec.load_study(path)), [2.5e11, 5e11, 1e12], per_budget=8)
 
 
 def test_six_n_budgets_are_compared_with_six_n_d_not_the_counted_column() -> None:
