@@ -602,6 +602,17 @@ def _smoke_sizes(sizes: list[int], floor: int) -> list[int]:
     return [small[n] for n in sizes]
 
 
+def _smoke_resources(resources: dict) -> dict:
+    """A GPU study's smoke run proves on a CPU-only machine (CI) that it loads and runs: its trials run on
+    the CPU there instead of being refused (a real run still refuses gpus > 0 without CUDA). Resources are
+    not part of a trial's id, so this changes no id."""
+    import torch
+
+    if resources.get("gpus", 0) > 0 and not torch.cuda.is_available():
+        return dict(resources, gpus=0)
+    return resources
+
+
 def smoke(study: Study) -> Study:
     """Same grid shape, tiny budget: every axis value kept, steps/subsets/profiling shrunk."""
     info = data.describe({**study.data_source, **study.dataset})
@@ -612,7 +623,7 @@ def smoke(study: Study) -> Study:
     return Study(
         name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
         grid=dict(study.grid, data_size=sizes, **study.smoke_grid), train=train, profile=profile,
-        resources=study.resources, slurm=study.slurm, smoke=True, data_source=study.data_source,
+        resources=_smoke_resources(study.resources), slurm=study.slurm, smoke=True, data_source=study.data_source,
         zips=study.zips, overrides=study.overrides, train_written=study.train_written,
     )
 
