@@ -46,8 +46,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-               precision: str = "fp32") -> dict[str, Callable[[], object]]:
+def bare_steps(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32"
+) -> dict[str, Callable[[], object]]:
     """What a user writes by hand: the same work as the harness's steps, written independently
     (with `torch.autocast(bf16)` around the forward when the precision is amp-bf16)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -89,11 +90,21 @@ def timer_run(step: Callable[[], object], *, warmup: int, budget_s: float, batch
     return batch / m.median
 
 
-def harness_run(model: torch.nn.Module, mode: str, device: torch.device, dims: dict, gmacs: tuple[float, float], *,
-                warmup: int, iters: int, batch: int, threads: int, precision: str = "fp32") -> tuple[float, float, int]:
+def harness_run(
+    model: torch.nn.Module,
+    mode: str,
+    device: torch.device,
+    dims: dict,
+    gmacs: tuple[float, float],
+    *,
+    warmup: int,
+    iters: int,
+    batch: int,
+    threads: int,
+    precision: str = "fp32",
+) -> tuple[float, float, int]:
     """(img/s, within-run CV, timed steps) from the profiler trials use, on the shared model."""
-    s = Settings(batch_size=batch, mode=mode, warmup=warmup, iters=iters, threads=threads, latency=False,
-                 precision=precision)
+    s = Settings(batch_size=batch, mode=mode, warmup=warmup, iters=iters, threads=threads, latency=False, precision=precision)
     rec = profile(lambda: model, s, device, gmacs=gmacs, **dims)
     return rec[f"{mode}_img_s"], rec[f"{mode}_cv"], rec[f"{mode}_steps"]
 
@@ -129,18 +140,36 @@ def bench_model(name: str, size: int, args: argparse.Namespace, device: torch.de
                 method = METHODS[(rep + k) % len(METHODS)]
                 model.train(mode == "train")
                 if method == "harness":
-                    v, cv, n = harness_run(model, mode, device, dims, gmacs, warmup=args.warmup, iters=args.iters,
-                                           batch=args.batch, threads=args.threads, precision=args.precision)
+                    v, cv, n = harness_run(
+                        model,
+                        mode,
+                        device,
+                        dims,
+                        gmacs,
+                        warmup=args.warmup,
+                        iters=args.iters,
+                        batch=args.batch,
+                        threads=args.threads,
+                        precision=args.precision,
+                    )
                     inner_cv.append(cv)
                     harness_steps.append(n)
                 elif method == "bare":
                     v = bare_loop(steps[mode], device, warmup=args.warmup, iters=args.iters, batch=args.batch)
                 else:
-                    v = timer_run(steps[mode], warmup=args.warmup, budget_s=args.iters * step_s, batch=args.batch,
-                                  threads=args.threads)
+                    v = timer_run(
+                        steps[mode], warmup=args.warmup, budget_s=args.iters * step_s, batch=args.batch, threads=args.threads
+                    )
                 got[method].append(v)
-        row = {"model": name, "image_size": size, "batch": args.batch, "mode": mode, "step_ms": step_s * 1e3,
-               "harness_within_run_cv": statistics.median(inner_cv), "harness_steps": statistics.median(harness_steps)}
+        row = {
+            "model": name,
+            "image_size": size,
+            "batch": args.batch,
+            "mode": mode,
+            "step_ms": step_s * 1e3,
+            "harness_within_run_cv": statistics.median(inner_cv),
+            "harness_steps": statistics.median(harness_steps),
+        }
         for m in METHODS:
             med, cv, rng = across(got[m])
             row.update({f"{m}_img_s": med, f"{m}_cv": cv, f"{m}_range": rng, f"{m}_all": got[m]})
@@ -163,41 +192,50 @@ def bench_overhead(args: argparse.Namespace, device: torch.device) -> list[dict]
     steps, n, rows = bare_steps(model, x, y), args.overhead_iters, []
     for mode in ("infer", "train"):
         got: dict[str, list[float]] = {m: [] for m in METHODS}
-        for rep in range(args.reps):
+        for _ in range(args.reps):
             model.train(mode == "train")
             got["bare"].append(1e6 / bare_loop(steps[mode], device, warmup=n // 10, iters=n, batch=1))
             s = Settings(batch_size=1, mode=mode, warmup=n // 10, iters=n, threads=args.threads, latency=False, max_rounds=1)
             rec = profile(lambda: model, s, device, gmacs=(1.6e-7, 4.8e-7), **dims)
             got["harness"].append(rec[f"{mode}_step_ms"] * 1e3)
             model.train(mode == "train")
-            got["timer"].append(1e6 / timer_run(steps[mode], warmup=n // 10, budget_s=got["bare"][-1] * n / 1e6, batch=1,
-                                               threads=args.threads))
+            got["timer"].append(
+                1e6 / timer_run(steps[mode], warmup=n // 10, budget_s=got["bare"][-1] * n / 1e6, batch=1, threads=args.threads)
+            )
         row = {"mode": mode, **{f"{m}_us": statistics.median(v) for m, v in got.items()}}
         row["harness_minus_bare_us"] = statistics.median([h - b for h, b in zip(got["harness"], got["bare"])])
         rows.append(row)
-        print(f"# overhead, tiny linear, {mode:5s}: per step bare {row['bare_us']:.1f} us, harness {row['harness_us']:.1f} us "
-              f"(paired difference {row['harness_minus_bare_us']:+.1f} us), timer {row['timer_us']:.1f} us", flush=True)
+        print(
+            f"# overhead, tiny linear, {mode:5s}: per step bare {row['bare_us']:.1f} us, harness {row['harness_us']:.1f} us "
+            f"(paired difference {row['harness_minus_bare_us']:+.1f} us), timer {row['timer_us']:.1f} us",
+            flush=True,
+        )
     return rows
 
 
-HEADER = (f"{'model':<14}{'px':>4}{'mode':>6}{'step ms':>9} | {'harness img/s':>13}{'CV':>6}{'range':>7} | "
-          f"{'bare img/s':>10}{'CV':>6}{'range':>7} | {'timer img/s':>11}{'CV':>6}{'range':>7} | "
-          f"{'harness/bare':>15}{'timer/bare':>15}{'h steps':>8}")
+HEADER = (
+    f"{'model':<14}{'px':>4}{'mode':>6}{'step ms':>9} | {'harness img/s':>13}{'CV':>6}{'range':>7} | "
+    f"{'bare img/s':>10}{'CV':>6}{'range':>7} | {'timer img/s':>11}{'CV':>6}{'range':>7} | "
+    f"{'harness/bare':>15}{'timer/bare':>15}{'h steps':>8}"
+)
 
 
 def line(r: dict) -> str:
     def trio(m: str, w: int) -> str:
         return f"{r[f'{m}_img_s']:>{w}.1f}{r[f'{m}_cv']:>6.1%}{r[f'{m}_range']:>7.1%}"
 
-    return (f"{r['model']:<14}{r['image_size']:>4}{r['mode']:>6}{r['step_ms']:>9.1f} | {trio('harness', 13)} | "
-            f"{trio('bare', 10)} | {trio('timer', 11)} | {r['harness_vs_bare']:>7.3f} ±{r['harness_vs_bare_iqr']:<6.3f}"
-            f"{r['timer_vs_bare']:>7.3f} ±{r['timer_vs_bare_iqr']:<6.3f}{r['harness_steps']:>8.0f}")
+    return (
+        f"{r['model']:<14}{r['image_size']:>4}{r['mode']:>6}{r['step_ms']:>9.1f} | {trio('harness', 13)} | "
+        f"{trio('bare', 10)} | {trio('timer', 11)} | {r['harness_vs_bare']:>7.3f} ±{r['harness_vs_bare_iqr']:<6.3f}"
+        f"{r['timer_vs_bare']:>7.3f} ±{r['timer_vs_bare_iqr']:<6.3f}{r['harness_steps']:>8.0f}"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="resnet@s:32,vit@xs:32,convnext@xs:32,mixer@xs:32",
-                   help="comma-separated family@size:image_size")
+    p.add_argument(
+        "--models", default="resnet@s:32,vit@xs:32,convnext@xs:32,mixer@xs:32", help="comma-separated family@size:image_size"
+    )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads for all three (default 1: a shared machine)")
     p.add_argument("--reps", type=int, default=7, help="repetitions of each method (order rotates)")
@@ -206,16 +244,23 @@ def main() -> None:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--overhead-iters", type=int, default=2000, help="steps per method in the overhead check (0: skip it)")
     p.add_argument("--json", default=None, help="also write the rows here")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "amp-bf16"),
-                   help="fp32 (on CUDA the bare loop then runs torch's defaults: cuDNN TF32 on) | amp-bf16 (all three under bf16 autocast)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "amp-bf16"),
+        help="fp32 (on CUDA the bare loop then runs torch's defaults: cuDNN TF32 on) | amp-bf16 (all three under bf16 autocast)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     fp = hardware.fingerprint(device)
-    print(f"# {fp['cpu_model']} ({fp['cpu_count']} CPUs, {fp['cpu_capability']}), device {fp['device']}, "
-          f"{args.threads} threads, torch {fp['torch_version']}, {args.precision}, batch {args.batch}, {args.reps} reps x "
-          f"({args.warmup} warm-up + {args.iters} timed steps); load average {open('/proc/loadavg').read().split()[:3]}", flush=True)
+    print(
+        f"# {fp['cpu_model']} ({fp['cpu_count']} CPUs, {fp['cpu_capability']}), device {fp['device']}, "
+        f"{args.threads} threads, torch {fp['torch_version']}, {args.precision}, batch {args.batch}, {args.reps} reps x "
+        f"({args.warmup} warm-up + {args.iters} timed steps); load average {open('/proc/loadavg').read().split()[:3]}",
+        flush=True,
+    )
     print(HEADER, flush=True)
     t0 = time.time()
     rows = []

@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CACHE = Path("/tmp/harness_bookkeeping")
-MODELS = ["resnet@xs", "resnet@s", "vit@xs", "vit@s", "mixer@xs", "mixer@s", "convnext@xs", "convnext@s",
-          "mlp@xs", "linear@xs"]
+MODELS = ["resnet@xs", "resnet@s", "vit@xs", "vit@s", "mixer@xs", "mixer@s", "convnext@xs", "convnext@s", "mlp@xs", "linear@xs"]
 DATA_SIZES = [500, 1000, 2000, 4000, 6000, 8000, 12000, 16000, 24000, 32000]
 STUDY = """name: book{n}
 description: bookkeeping benchmark ({n} trials)
@@ -60,8 +59,11 @@ def make(n: int) -> tuple[Path, Path]:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     seeds = max(1, n // (len(MODELS) * len(DATA_SIZES)))
-    study_path.write_text(STUDY.format(n=n, models=", ".join(MODELS), sizes=", ".join(map(str, DATA_SIZES)),
-                                       seeds=", ".join(map(str, range(seeds)))))
+    study_path.write_text(
+        STUDY.format(
+            n=n, models=", ".join(MODELS), sizes=", ".join(map(str, DATA_SIZES)), seeds=", ".join(map(str, range(seeds)))
+        )
+    )
     study = spec.load_study(study_path)
     trials = spec.expand(study)
     rng = random.Random(0)
@@ -79,51 +81,111 @@ def _row(tr: object, study_hash: str, rng: random.Random, flops: object) -> dict
     dims = {"image_size": tr.image_size, "in_chans": 1, "num_classes": 10}
     gmacs = flops.forward_gmacs(tr.model, **dims)
     params = flops.param_count(tr.model, **dims)
-    err = 0.08 + 2.0 * tr.data_size ** -0.35 * math.exp(0.03 * rng.gauss(0, 1))
+    err = 0.08 + 2.0 * tr.data_size**-0.35 * math.exp(0.03 * rng.gauss(0, 1))
     fail = False  # every trial done, so `harness run` has nothing to retry (failed rows are retried)
     infer = 2e4 / (gmacs * 1e3 + 1) * math.exp(0.05 * rng.gauss(0, 1))
     nan = math.nan
     return {
-        "study": tr.study, "trial_id": tr.trial_id, "status": "failed" if fail else "ok",
-        "error": "OutOfMemoryError: batch_size=128 does not fit" if fail else "", "schema_version": 1,
-        "family": tr.model.family, "size": tr.model.size, "model": tr.model.name, "image_size": tr.image_size,
-        "data_size": tr.data_size, "seed": tr.seed, "steps": 500, "epochs": 500 * 128 / tr.data_size,
-        "batch_size": 128, "lr": 2e-3, "dataset": "synthetic", "config_json": json.dumps(tr.config(), sort_keys=True),
-        "params": params, "fwd_gmacs": gmacs, "train_flops": 3 * gmacs * 1e9 * 500 * 128,
-        "infer_img_s": infer, "infer_img_s_iqr": 0.02 * infer, "train_img_s": infer / 3,
-        "train_img_s_iqr": 0.02 * infer / 3, "latency_ms_p50": 1e3 / infer, "peak_mem_mb": 200 + params / 1e5,
-        "peak_mem_kind": "rss", "mfu": nan, "profile_batch_size": 64, "infer_step_ms": 64e3 / infer,
-        "infer_cv": 0.02, "train_step_ms": 192e3 / infer, "train_cv": 0.03, "latency_cv": 0.04,
-        "profile_extended": False, "profile_unstable": False, "profile_precision": "fp32",
-        "infer_tflops_s": infer * gmacs * 2e-3, "train_tflops_s": infer * gmacs * 2e-3, "infer_mfu": nan,
-        "mfu_reason": "no peak known for CPUs", "peak_tflops": nan, "train_gmacs": 3 * gmacs,
-        "test_acc": nan if fail else 1 - err, "test_loss": nan if fail else -math.log(1 - err) + 0.1,
-        "train_loss": nan if fail else -math.log(1 - err), "best_test_acc": nan if fail else 1 - 0.97 * err,
-        "samples_seen": 500 * 128, "train_time_s": 60 + rng.random() * 30,
-        "device": "cpu", "dtype": "fp32", "threads": 1, "torch_version": "2.5.1", "timm_version": "1.0.12",
-        "harness_version": "0.1.0", "git_sha": "5f258f9", "host": "node-1",
+        "study": tr.study,
+        "trial_id": tr.trial_id,
+        "status": "failed" if fail else "ok",
+        "error": "OutOfMemoryError: batch_size=128 does not fit" if fail else "",
+        "schema_version": 1,
+        "family": tr.model.family,
+        "size": tr.model.size,
+        "model": tr.model.name,
+        "image_size": tr.image_size,
+        "data_size": tr.data_size,
+        "seed": tr.seed,
+        "steps": 500,
+        "epochs": 500 * 128 / tr.data_size,
+        "batch_size": 128,
+        "lr": 2e-3,
+        "dataset": "synthetic",
+        "config_json": json.dumps(tr.config(), sort_keys=True),
+        "params": params,
+        "fwd_gmacs": gmacs,
+        "train_flops": 3 * gmacs * 1e9 * 500 * 128,
+        "infer_img_s": infer,
+        "infer_img_s_iqr": 0.02 * infer,
+        "train_img_s": infer / 3,
+        "train_img_s_iqr": 0.02 * infer / 3,
+        "latency_ms_p50": 1e3 / infer,
+        "peak_mem_mb": 200 + params / 1e5,
+        "peak_mem_kind": "rss",
+        "mfu": nan,
+        "profile_batch_size": 64,
+        "infer_step_ms": 64e3 / infer,
+        "infer_cv": 0.02,
+        "train_step_ms": 192e3 / infer,
+        "train_cv": 0.03,
+        "latency_cv": 0.04,
+        "profile_extended": False,
+        "profile_unstable": False,
+        "profile_precision": "fp32",
+        "infer_tflops_s": infer * gmacs * 2e-3,
+        "train_tflops_s": infer * gmacs * 2e-3,
+        "infer_mfu": nan,
+        "mfu_reason": "no peak known for CPUs",
+        "peak_tflops": nan,
+        "train_gmacs": 3 * gmacs,
+        "test_acc": nan if fail else 1 - err,
+        "test_loss": nan if fail else -math.log(1 - err) + 0.1,
+        "train_loss": nan if fail else -math.log(1 - err),
+        "best_test_acc": nan if fail else 1 - 0.97 * err,
+        "samples_seen": 500 * 128,
+        "train_time_s": 60 + rng.random() * 30,
+        "device": "cpu",
+        "dtype": "fp32",
+        "threads": 1,
+        "torch_version": "2.5.1",
+        "timm_version": "1.0.12",
+        "harness_version": "0.1.0",
+        "git_sha": "5f258f9",
+        "host": "node-1",
         "started_at": f"2025-01-01T{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}",
-        "duration_s": 90 + rng.random() * 30, "study_hash": study_hash, "device_count": 1, "driver": "",
-        "cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_capability": "AVX2", "niceness": 0,
-        "cuda_version": "", "cudnn_version": "", "tf32": "off",
+        "duration_s": 90 + rng.random() * 30,
+        "study_hash": study_hash,
+        "device_count": 1,
+        "driver": "",
+        "cpu_model": "AMD EPYC",
+        "cpu_count": 2,
+        "cpu_capability": "AVX2",
+        "niceness": 0,
+        "cuda_version": "",
+        "cudnn_version": "",
+        "tf32": "off",
     }
 
 
 def _curve(tr: object, rng: random.Random) -> list[dict]:
-    return [{"epoch": e * 0.1, "step": e * 50, "samples_seen": e * 6400, "train_loss": 2.3 / e,
-             "test_acc": 1 - 0.9 / e, "test_loss": 2.3 / e + 0.1, "lr": 2e-3 * (1 - e / 11), "elapsed_s": 9.0 * e}
-            for e in range(1, 11)]
+    return [
+        {
+            "epoch": e * 0.1,
+            "step": e * 50,
+            "samples_seen": e * 6400,
+            "train_loss": 2.3 / e,
+            "test_acc": 1 - 0.9 / e,
+            "test_loss": 2.3 / e + 0.1,
+            "lr": 2e-3 * (1 - e / 11),
+            "elapsed_s": 9.0 * e,
+        }
+        for e in range(1, 11)
+    ]
 
 
 def timed(call: str, setup: str) -> tuple[float, float]:
     """(wall seconds of a fresh process that imports `setup` and runs `call`, seconds of `call` alone).
     The difference is start-up: imports (torch, today, for every verb; issue 13 item 5 removes it)."""
-    code = (f"import time, contextlib, io\n{setup}\nt0 = time.perf_counter()\n"
-            f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-            f"    {call}\nprint('WORK', time.perf_counter() - t0)")
+    code = (
+        f"import time, contextlib, io\n{setup}\nt0 = time.perf_counter()\n"
+        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    {call}\nprint('WORK', time.perf_counter() - t0)"
+    )
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
     wall = time.perf_counter() - t0
     if p.returncode != 0 or "WORK" not in p.stdout:
         raise SystemExit(f"{call} failed ({p.returncode}):\n{p.stderr[-2000:]}")
@@ -153,12 +215,18 @@ def bench(n: int) -> list[tuple[str, float, float, float, float]]:
     verbs = {  # label: (setup, call): what the CLI verb runs
         "status": ("from harness.runner import status", f"status({d!r})"),
         "table": ("from harness.analysis.tables import table_path", f"table_path({d!r})"),
-        "fit --by family": ("from harness.analysis.fits import fit_path",
-                            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family')"),
-        "run, all done (skip check)": ("from harness.runner import run_study",
-                                       f"run_study({s!r}, backend='local', results={r!r}, report=False)"),
-        "run --dry-run": ("from harness.runner import run_study",
-                          f"run_study({s!r}, backend='local', results={r!r}, dry_run=True)"),
+        "fit --by family": (
+            "from harness.analysis.fits import fit_path",
+            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family')",
+        ),
+        "run, all done (skip check)": (
+            "from harness.runner import run_study",
+            f"run_study({s!r}, backend='local', results={r!r}, report=False)",
+        ),
+        "run --dry-run": (
+            "from harness.runner import run_study",
+            f"run_study({s!r}, backend='local', results={r!r}, dry_run=True)",
+        ),
     }
     out = []
     for label, (setup, call) in verbs.items():
@@ -167,8 +235,10 @@ def bench(n: int) -> list[tuple[str, float, float, float, float]]:
         rd.compact()
         after = timed(call, setup)
         out.append((label, *before, *after))
-        print(f"  {n}: {label}: wall {before[0]:.2f} s (work {before[1]:.2f} s) -> "
-              f"wall {after[0]:.2f} s (work {after[1]:.2f} s)", file=sys.stderr)
+        print(
+            f"  {n}: {label}: wall {before[0]:.2f} s (work {before[1]:.2f} s) -> wall {after[0]:.2f} s (work {after[1]:.2f} s)",
+            file=sys.stderr,
+        )
     shutil.rmtree(rd.compact_dir, ignore_errors=True)
     t0 = time.perf_counter()
     rd.compact()

@@ -15,8 +15,18 @@ import torch
 
 from harness import flops, flops_train, zoo
 
-MODELS = [("resnet@xs", 28), ("vit@xs", 28), ("mixer@xs", 28), ("convnext@xs", 28), ("swin@xs", 28),
-          ("resnet@50", 224), ("vit@b16", 224), ("mixer@b16", 224), ("convnext@tiny", 224), ("swin@tiny", 224)]
+MODELS = [
+    ("resnet@xs", 28),
+    ("vit@xs", 28),
+    ("mixer@xs", 28),
+    ("convnext@xs", 28),
+    ("swin@xs", 28),
+    ("resnet@50", 224),
+    ("vit@b16", 224),
+    ("mixer@b16", 224),
+    ("convnext@tiny", 224),
+    ("swin@tiny", 224),
+]
 
 
 def ratios(name: str, size: int) -> tuple[float, float, float, float]:

@@ -55,8 +55,17 @@ def _train_on_command(rank: int, args: argparse.Namespace, cmds: mp.Queue, resul
 
     torch.set_num_threads(1)  # as a trial with resources.cpus: 1
     device = torch.device(args.device)
-    ds = data.load({"name": "synthetic", "num_classes": 10, "channels": 1, "image_size": 28,
-                    "train_size": args.images, "test_size": 16, "seed": 0})
+    ds = data.load(
+        {
+            "name": "synthetic",
+            "num_classes": 10,
+            "channels": 1,
+            "image_size": 28,
+            "train_size": args.images,
+            "test_size": 16,
+            "seed": 0,
+        }
+    )
     split = data.to_device(ds.train, device)
     resident = data.is_resident(split)
     torch.manual_seed(rank)
@@ -128,9 +137,17 @@ def run(args: argparse.Namespace) -> list[dict]:
             images = sum(d[2] for d in done)
             wall = max(d[4] for d in done) - min(d[3] for d in done)
             per_trial = [d[2] / (d[4] - d[3]) for d in done]
-            rows.append({"n": n, "images": images, "wall_s": wall, "aggregate_img_s": images / wall,
-                         "per_trial_img_s": statistics.mean(per_trial), "per_trial_min": min(per_trial),
-                         "per_trial_max": max(per_trial)})
+            rows.append(
+                {
+                    "n": n,
+                    "images": images,
+                    "wall_s": wall,
+                    "aggregate_img_s": images / wall,
+                    "per_trial_img_s": statistics.mean(per_trial),
+                    "per_trial_min": min(per_trial),
+                    "per_trial_max": max(per_trial),
+                }
+            )
     finally:
         for q in cmds:
             q.put(None)
@@ -147,13 +164,19 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def table(rows: list[dict], args: argparse.Namespace, device_name: str) -> str:
-    head = (f"packing: {args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps per "
-            f"trial, device {device_name}\n")
-    lines = [f"{'N':>3} {'aggregate img/s':>16} {'gain vs N=1':>12} {'per-trial img/s':>16} {'slowdown':>9}"
-             f" {'per-trial min-max':>20} {'wall s':>7}"]
+    head = (
+        f"packing: {args.model} at {args.image_size} px, batch {args.batch_size}, {args.steps} timed steps per "
+        f"trial, device {device_name}\n"
+    )
+    lines = [
+        f"{'N':>3} {'aggregate img/s':>16} {'gain vs N=1':>12} {'per-trial img/s':>16} {'slowdown':>9}"
+        f" {'per-trial min-max':>20} {'wall s':>7}"
+    ]
     for r in rows:
-        lines.append(f"{r['n']:>3} {r['aggregate_img_s']:>16,.0f} {r['gain']:>11.2f}x {r['per_trial_img_s']:>16,.0f}"
-                     f" {r['slowdown']:>8.2f}x {r['per_trial_min']:>9,.0f}-{r['per_trial_max']:<10,.0f} {r['wall_s']:>7.1f}")
+        lines.append(
+            f"{r['n']:>3} {r['aggregate_img_s']:>16,.0f} {r['gain']:>11.2f}x {r['per_trial_img_s']:>16,.0f}"
+            f" {r['slowdown']:>8.2f}x {r['per_trial_min']:>9,.0f}-{r['per_trial_max']:<10,.0f} {r['wall_s']:>7.1f}"
+        )
     return head + "\n".join(lines)
 
 
@@ -186,8 +209,19 @@ def main() -> int:
     rows = run(args)
     print(table(rows, args, device_name))
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device_name, "model": args.model, "image_size": args.image_size,
-                                               "batch_size": args.batch_size, "steps": args.steps, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": device_name,
+                    "model": args.model,
+                    "image_size": args.image_size,
+                    "batch_size": args.batch_size,
+                    "steps": args.steps,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

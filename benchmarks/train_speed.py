@@ -37,7 +37,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from harness import data, spec, zoo  # noqa: E402
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset  # noqa: E402
 from harness.train import (  # noqa: E402
-    CURVE_POINTS, EVAL_BATCH, NonFiniteLoss, TrainResult, _point, autocast, lr_at, make_optimizer, total_steps, train,
+    CURVE_POINTS,
+    EVAL_BATCH,
+    NonFiniteLoss,
+    TrainResult,
+    _point,
+    autocast,
+    lr_at,
+    make_optimizer,
+    total_steps,
+    train,
 )
 
 QUICKSTART = ["resnet@xs", "vit@xs", "mixer@xs", "convnext@xs"]
@@ -62,8 +71,9 @@ def old_evaluate(model: torch.nn.Module, split: Split, batcher: Batcher) -> tupl
     return correct / len(split), loss_sum / len(split)
 
 
-def old_train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: int, seed: int,
-              cfg: dict, device: torch.device) -> TrainResult:
+def old_train(
+    model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: int, seed: int, cfg: dict, device: torch.device
+) -> TrainResult:
     train_split = subset(ds.train, data_size, seed)
     test_split = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
     curve_split = subset(test_split, cfg["curve_eval_size"], seed=0)
@@ -103,9 +113,18 @@ def old_train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
     acc, test_loss = old_evaluate(model, test_split, batcher)
-    tail = losses[-max(1, total // 10):]
-    return TrainResult(test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail), best_test_acc=acc,
-                       steps=total, samples_seen=seen, epochs=seen / len(train_split), train_time_s=train_time, curve=curve)
+    tail = losses[-max(1, total // 10) :]
+    return TrainResult(
+        test_acc=acc,
+        test_loss=test_loss,
+        train_loss=sum(tail) / len(tail),
+        best_test_acc=acc,
+        steps=total,
+        samples_seen=seen,
+        epochs=seen / len(train_split),
+        train_time_s=train_time,
+        curve=curve,
+    )
 
 
 # ----------------------------------------------------------------------------- the comparison
@@ -133,24 +152,36 @@ def main() -> int:
     ds = data.load({"name": "fashion_mnist"})
     cfg = dict(spec.TRAIN_DEFAULTS, steps=args.steps, batch_size=args.batch_size, eval_size=2000, curve_eval_size=500)
     out = []
-    print(f"trained img/s, {args.device} ({torch.get_num_threads()} thread(s)), {args.steps} steps of batch "
-          f"{args.batch_size}, {args.reps} reps; new/old = median of per-rep ratios")
+    print(
+        f"trained img/s, {args.device} ({torch.get_num_threads()} thread(s)), {args.steps} steps of batch "
+        f"{args.batch_size}, {args.reps} reps; new/old = median of per-rep ratios"
+    )
     print(f"{'model':<12} {'new img/s':>10} {'old img/s':>10} {'new/old':>8} {'ratio range':>14}  same accuracy")
     for name in args.models.split(","):
         rates: dict[str, list[float]] = {"new": [], "old": []}
         accs: dict[str, float] = {}
         for rep in range(args.reps):
-            for which in (("new", "old") if rep % 2 == 0 else ("old", "new")):
+            for which in ("new", "old") if rep % 2 == 0 else ("old", "new"):
                 r = one(which, name, ds, cfg, args)
                 rates[which].append(r.samples_seen / r.train_time_s)
                 accs[which] = r.test_acc
         ratios = [a / b for a, b in zip(rates["new"], rates["old"])]
-        row = {"model": name, "new_img_s": statistics.median(rates["new"]), "old_img_s": statistics.median(rates["old"]),
-               "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-               "new_acc": accs["new"], "old_acc": accs["old"], "rates": rates}
+        row = {
+            "model": name,
+            "new_img_s": statistics.median(rates["new"]),
+            "old_img_s": statistics.median(rates["old"]),
+            "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "new_acc": accs["new"],
+            "old_acc": accs["old"],
+            "rates": rates,
+        }
         out.append(row)
-        print(f"{name:<12} {row['new_img_s']:>10,.0f} {row['old_img_s']:>10,.0f} {row['ratio']:>8.3f} "
-              f"{row['ratio_min']:>6.3f}-{row['ratio_max']:<7.3f}  {accs['new'] == accs['old']} ({accs['new']:.4f})")
+        print(
+            f"{name:<12} {row['new_img_s']:>10,.0f} {row['old_img_s']:>10,.0f} {row['ratio']:>8.3f} "
+            f"{row['ratio_min']:>6.3f}-{row['ratio_max']:<7.3f}  {accs['new'] == accs['old']} ({accs['new']:.4f})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"device": args.device, "args": vars(args), "rows": out}, indent=1))
     return 0

@@ -162,8 +162,9 @@ class Claims:
                     self.rd.sweep_temporaries(tid)
                 # whole or not at all (a full disk never leaves a 0-byte claim); fails if it exists.
                 # row_before: a waiter knows our result by a changed row
-                atomic_write(path, json.dumps(dict(self.me, since=time.time(), row_before=self.rd.row_stamp(tid))),
-                             exclusive=True)
+                atomic_write(
+                    path, json.dumps(dict(self.me, since=time.time(), row_before=self.rd.row_stamp(tid))), exclusive=True
+                )
                 self.held.add(tid)
                 mine.append(tid)
         return mine, others
@@ -216,8 +217,11 @@ def holders(out_dir: str | Path, lease_s: float = LEASE_S) -> dict[str, dict]:
     paths = sorted(directory.glob("[!.]*")) if directory.is_dir() else []
     infos = {p.name: _read(p) for p in paths}
     active = _slurm_jobs(infos.values())
-    return {tid: info or {} for tid, info in infos.items()
-            if info is not None and is_live(info, _age(directory / tid), lease_s, active)}
+    return {
+        tid: info or {}
+        for tid, info in infos.items()
+        if info is not None and is_live(info, _age(directory / tid), lease_s, active)
+    }
 
 
 # ----------------------------------------------------------------------------- the driver loop
@@ -232,9 +236,16 @@ class Event:
     by: str = ""  # someone else's: who held it
 
 
-def run_exclusive(trials: Sequence[Trial], execute: Callable[[list[Trial], Claims], Iterator[TrialOutput]],
-                  out_dir: str | Path, *, wait: bool = True, on_others: Callable[[dict[str, dict]], None] | None = None,
-                  lease_s: float = LEASE_S, poll_s: float = POLL_S) -> Iterator[Event]:
+def run_exclusive(
+    trials: Sequence[Trial],
+    execute: Callable[[list[Trial], Claims], Iterator[TrialOutput]],
+    out_dir: str | Path,
+    *,
+    wait: bool = True,
+    on_others: Callable[[dict[str, dict]], None] | None = None,
+    lease_s: float = LEASE_S,
+    poll_s: float = POLL_S,
+) -> Iterator[Event]:
     """Run each trial exactly once across concurrent drivers.
 
     `execute(trials, claims)` runs the trials we claimed and yields their outputs. Each of ours
@@ -285,8 +296,9 @@ def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | N
     return row_stamp(out_dir, tid)  # a claim without it (hand-made): the row as we first saw it
 
 
-def _wait_for_others(others: dict[str, dict], stamps: dict, todo: dict, out_dir: str | Path,
-                     lease_s: float, poll_s: float) -> Iterator[Event]:
+def _wait_for_others(
+    others: dict[str, dict], stamps: dict, todo: dict, out_dir: str | Path, lease_s: float, poll_s: float
+) -> Iterator[Event]:
     """Until each trial held elsewhere has a new row (done) or a stale claim (ours to take)."""
     waiting = dict(others)
     directory = claims_dir(out_dir)

@@ -32,11 +32,32 @@ LAZY = {
 def _run(args: argparse.Namespace) -> int:
     from harness.runner import run_study
 
-    flags = {k: getattr(args, k) for k in ("partition", "time", "cpus_per_task", "gpus_per_task", "mem_gb", "account",
-                                           "qos", "array_parallelism", "setup", "checkpoint_every")}
-    return run_study(args.study, backend=args.backend, results=args.results, address=args.address,
-                     smoke=args.smoke, dry_run=args.dry_run, report=not args.no_report,
-                     wait=not args.no_wait, flags=flags)
+    flags = {
+        k: getattr(args, k)
+        for k in (
+            "partition",
+            "time",
+            "cpus_per_task",
+            "gpus_per_task",
+            "mem_gb",
+            "account",
+            "qos",
+            "array_parallelism",
+            "setup",
+            "checkpoint_every",
+        )
+    }
+    return run_study(
+        args.study,
+        backend=args.backend,
+        results=args.results,
+        address=args.address,
+        smoke=args.smoke,
+        dry_run=args.dry_run,
+        report=not args.no_report,
+        wait=not args.no_wait,
+        flags=flags,
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -57,7 +78,11 @@ def _models(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None and value < 1:
             flag = "--" + key.replace("_", "-")
-            raise StudyError(f"must be a positive integer, got {value}", key=flag, fix=f"e.g. {flag} {dict(image_size=28, in_chans=3, num_classes=10)[key]}")
+            raise StudyError(
+                f"must be a positive integer, got {value}",
+                key=flag,
+                fix=f"e.g. {flag} {dict(image_size=28, in_chans=3, num_classes=10)[key]}",
+            )
     rows, misfits = [], []
     for ms in zoo.list_models(args.family):
         size = args.image_size or zoo.default_image_size(ms)
@@ -67,12 +92,23 @@ def _models(args: argparse.Namespace) -> int:
         except StudyError as e:
             misfits.append(e)
             continue  # this model cannot take that resolution: not listed
-        rows.append({"name": ms.name, "family": ms.family, "size": ms.size, "image_size": size,
-                     "params": flops.param_count(ms, **dims), "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6)})
+        rows.append(
+            {
+                "name": ms.name,
+                "family": ms.family,
+                "size": ms.size,
+                "image_size": size,
+                "params": flops.param_count(ms, **dims),
+                "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6),
+            }
+        )
     if not rows:  # an empty table with exit 0 reads as "no models": say why instead
         which = f"family '{args.family}'" if args.family else "the registry"
-        raise StudyError(f"no model of {which} takes {args.image_size} px input ({misfits[0].what})", key="--image-size",
-                         fix=f"{misfits[0].fix} ('harness models' without --image-size lists each at its default size)")
+        raise StudyError(
+            f"no model of {which} takes {args.image_size} px input ({misfits[0].what})",
+            key="--image-size",
+            fix=f"{misfits[0].fix} ('harness models' without --image-size lists each at its default size)",
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -95,10 +131,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a study (skips finished trials)")
     r.add_argument("study", help="studies/NAME.yaml")
-    r.add_argument("--backend", default="ray", help="ray (default; embedded local Ray without --address) | slurm (submitit job arrays) | local (in process, sequential)")
+    r.add_argument(
+        "--backend",
+        default="ray",
+        help="ray (default; embedded local Ray without --address) | slurm (submitit job arrays) | local (in process, sequential)",
+    )
     r.add_argument("--results", default="results", help="results root; the study writes to RESULTS/NAME (default: results)")
     r.add_argument("--address", default=None, help="Ray cluster address host:port (default: $RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--smoke", action="store_true", help="same grid shape, tiny budget: any study in seconds (results go to NAME-smoke)")
+    r.add_argument(
+        "--smoke", action="store_true", help="same grid shape, tiny budget: any study in seconds (results go to NAME-smoke)"
+    )
     r.add_argument("--dry-run", action="store_true", help="print the trials with params, GMACs and training compute; run nothing")
     r.add_argument("--no-report", action="store_true", help="do not write RESULTS/NAME/report when the study finishes")
     g = r.add_argument_group("SLURM (--backend slurm; each overrides the study's slurm: section)")

@@ -86,7 +86,9 @@ class Dataset:
 def describe(cfg: dict) -> DataInfo:
     """Cheap check of a dataset config: files present, sizes known. Raises StudyError."""
     if not isinstance(cfg, dict) or "name" not in cfg:
-        raise StudyError("dataset needs a name", key="dataset", fix=f"e.g. dataset: {{name: fashion_mnist}}; known: {', '.join(DESCRIBERS)}")
+        raise StudyError(
+            "dataset needs a name", key="dataset", fix=f"e.g. dataset: {{name: fashion_mnist}}; known: {', '.join(DESCRIBERS)}"
+        )
     name = cfg["name"]
     if name not in DESCRIBERS:
         raise StudyError(f"unknown dataset '{name}'", key="dataset.name", fix=did_you_mean(str(name), DESCRIBERS))
@@ -132,8 +134,11 @@ def _download_fashion(root: Path) -> Path:
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
     except Exception as e:  # network errors come in many types; name the cause, keep it one line
-        raise StudyError(f"download of Fashion-MNIST failed ({type(e).__name__}: {e})", key="dataset.download",
-                         fix="install the Debian package dataset-fashion-mnist or put the IDX .gz files in dataset.root") from None
+        raise StudyError(
+            f"download of Fashion-MNIST failed ({type(e).__name__}: {e})",
+            key="dataset.download",
+            fix="install the Debian package dataset-fashion-mnist or put the IDX .gz files in dataset.root",
+        ) from None
     return root / "FashionMNIST" / "raw"
 
 
@@ -142,11 +147,23 @@ def _describe_synthetic(cfg: dict) -> DataInfo:
     full = {**SYNTHETIC_DEFAULTS, **cfg}
     for k in SYNTHETIC_DEFAULTS:
         if not isinstance(full[k], int) or full[k] < (0 if k == "seed" else 1):
-            raise StudyError(f"dataset.{k} must be a positive integer, got {full[k]!r}", key=f"dataset.{k}", fix="use a whole number")
+            raise StudyError(
+                f"dataset.{k} must be a positive integer, got {full[k]!r}", key=f"dataset.{k}", fix="use a whole number"
+            )
     if full["num_classes"] < 2:
-        raise StudyError("a classification dataset needs at least 2 classes", key="dataset.num_classes", fix="use num_classes >= 2")
-    return DataInfo("synthetic", full["num_classes"], full["channels"], full["image_size"], full["train_size"],
-                    full["test_size"], config=dict(sorted(full.items())), source={})
+        raise StudyError(
+            "a classification dataset needs at least 2 classes", key="dataset.num_classes", fix="use num_classes >= 2"
+        )
+    return DataInfo(
+        "synthetic",
+        full["num_classes"],
+        full["channels"],
+        full["image_size"],
+        full["train_size"],
+        full["test_size"],
+        config=dict(sorted(full.items())),
+        source={},
+    )
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -183,14 +200,17 @@ def _find_cifar(cfg: dict) -> Path:
     partial = [d for d in _cifar_candidates(cfg) if (d / CIFAR_FILES[0]).is_file()]
     if partial:
         missing = [f for f in CIFAR_FILES if not (partial[0] / f).is_file()]
-        raise StudyError(f"CIFAR-10 in {partial[0]} is incomplete: {', '.join(missing)} missing", key="dataset.root",
-                         fix=f"unpack cifar-10-python.tar.gz ({CIFAR_URL}) again there, or set dataset.download: true")
+        raise StudyError(
+            f"CIFAR-10 in {partial[0]} is incomplete: {', '.join(missing)} missing",
+            key="dataset.root",
+            fix=f"unpack cifar-10-python.tar.gz ({CIFAR_URL}) again there, or set dataset.download: true",
+        )
     looked = ", ".join(str(d) for d in _cifar_candidates(cfg)[::2]) or "nowhere (no dataset.root, HARNESS_DATA unset)"
     raise StudyError(
         f"CIFAR-10 python batches ({CIFAR_DIR}/data_batch_1..5, test_batch) not found; looked in {looked}",
         key="dataset.root",
         fix=f"download {CIFAR_URL}, unpack it ('tar xzf cifar-10-python.tar.gz') in a directory and set dataset.root "
-            "or HARNESS_DATA to it, or set dataset.download: true (torchvision downloads it)",
+        "or HARNESS_DATA to it, or set dataset.download: true (torchvision downloads it)",
     )
 
 
@@ -200,8 +220,11 @@ def _download_cifar(root: Path) -> Path:
     try:
         CIFAR10(str(root), train=True, download=True)
     except Exception as e:  # network errors come in many types; name the cause, keep it one line
-        raise StudyError(f"download of CIFAR-10 failed ({type(e).__name__}: {e})", key="dataset.download",
-                         fix=f"put the unpacked {CIFAR_DIR} ({CIFAR_URL}) in dataset.root") from None
+        raise StudyError(
+            f"download of CIFAR-10 failed ({type(e).__name__}: {e})",
+            key="dataset.download",
+            fix=f"put the unpacked {CIFAR_DIR} ({CIFAR_URL}) in dataset.root",
+        ) from None
     return root / CIFAR_DIR
 
 
@@ -239,46 +262,88 @@ class FolderScan:
 def _describe_imagefolder(cfg: dict) -> DataInfo:
     _only_keys(cfg, {"name", "root", "image_size", "channels", "test_fraction", "max_memory_mb", "workers", "fingerprint"})
     if not cfg.get("root"):
-        raise StudyError("an imagefolder dataset needs its root directory", key="dataset.root",
-                         fix="e.g. dataset: {name: imagefolder, root: ~/data/flowers, image_size: 64}")
+        raise StudyError(
+            "an imagefolder dataset needs its root directory",
+            key="dataset.root",
+            fix="e.g. dataset: {name: imagefolder, root: ~/data/flowers, image_size: 64}",
+        )
     root = Path(cfg["root"]).expanduser().resolve()
     if not root.is_dir():
-        raise StudyError(f"ImageFolder root {root} is not a directory", key="dataset.root",
-                         fix="point dataset.root at a directory with one sub-folder of images per class "
-                             "(or train/ and test/ or val/ folders holding those)")
+        raise StudyError(
+            f"ImageFolder root {root} is not a directory",
+            key="dataset.root",
+            fix="point dataset.root at a directory with one sub-folder of images per class "
+            "(or train/ and test/ or val/ folders holding those)",
+        )
     if "image_size" not in cfg:
-        raise StudyError("an imagefolder dataset needs image_size, the size its images are decoded to",
-                         key="dataset.image_size", fix="e.g. image_size: 64 (shorter side resized, centre crop)")
+        raise StudyError(
+            "an imagefolder dataset needs image_size, the size its images are decoded to",
+            key="dataset.image_size",
+            fix="e.g. image_size: 64 (shorter side resized, centre crop)",
+        )
     full = {**IMAGEFOLDER_DEFAULTS, **cfg}
     for key in ("image_size", "max_memory_mb", "workers"):  # max_memory_mb 0: always stream
         if not isinstance(full[key], int) or isinstance(full[key], bool) or full[key] < (key == "image_size"):
-            raise StudyError(f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, "
-                             f"got {full[key]!r}", key=f"dataset.{key}", fix="use a whole number")
+            raise StudyError(
+                f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, got {full[key]!r}",
+                key=f"dataset.{key}",
+                fix="use a whole number",
+            )
     if full["channels"] not in (1, 3):
-        raise StudyError(f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
-                         key="dataset.channels", fix="use channels: 3 or channels: 1")
+        raise StudyError(
+            f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
+            key="dataset.channels",
+            fix="use channels: 3 or channels: 1",
+        )
     tf = full["test_fraction"]
     if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
-        raise StudyError(f"dataset.test_fraction must be between 0 and 1, got {tf!r}", key="dataset.test_fraction",
-                         fix="e.g. test_fraction: 0.2")
+        raise StudyError(
+            f"dataset.test_fraction must be between 0 and 1, got {tf!r}",
+            key="dataset.test_fraction",
+            fix="e.g. test_fraction: 0.2",
+        )
     scan = _scan_imagefolder(str(root), float(tf))
     if scan.layout != "flat" and "test_fraction" in cfg:
-        raise StudyError(f"{root} has its own {scan.layout} split, so test_fraction does not apply",
-                         key="dataset.test_fraction", fix="remove test_fraction (or use a folder of class folders)")
+        raise StudyError(
+            f"{root} has its own {scan.layout} split, so test_fraction does not apply",
+            key="dataset.test_fraction",
+            fix="remove test_fraction (or use a folder of class folders)",
+        )
     if "fingerprint" in cfg and cfg["fingerprint"] != scan.fingerprint:
-        raise StudyError(f"the images in {root} changed since this study was planned (fingerprint "
-                         f"{scan.fingerprint}, expected {cfg['fingerprint']})", key="dataset.root",
-                         fix="restore the folder, or run the study again under a new name (its trial ids change)")
+        raise StudyError(
+            f"the images in {root} changed since this study was planned (fingerprint "
+            f"{scan.fingerprint}, expected {cfg['fingerprint']})",
+            key="dataset.root",
+            fix="restore the folder, or run the study again under a new name (its trial ids change)",
+        )
     # Hashed: what the images are (fingerprint, decode size, channels, split) and, because a trial
     # reloads the data from this config alone, where they live and how to load them (root,
     # max_memory_mb, workers: those never change a result; see the module docstring).
-    config = {"name": "imagefolder", "root": str(root), "image_size": full["image_size"], "channels": full["channels"],
-              **({"test_fraction": float(tf)} if scan.layout == "flat" else {}),
-              **{k: cfg[k] for k in ("max_memory_mb", "workers") if k in cfg}, "fingerprint": scan.fingerprint}
-    return DataInfo("imagefolder", len(scan.classes), full["channels"], full["image_size"], len(scan.train),
-                    len(scan.test), config=config,
-                    source={"root": str(root), "layout": scan.layout, "classes": list(scan.classes),
-                            "max_memory_mb": full["max_memory_mb"], "workers": full["workers"]})
+    config = {
+        "name": "imagefolder",
+        "root": str(root),
+        "image_size": full["image_size"],
+        "channels": full["channels"],
+        **({"test_fraction": float(tf)} if scan.layout == "flat" else {}),
+        **{k: cfg[k] for k in ("max_memory_mb", "workers") if k in cfg},
+        "fingerprint": scan.fingerprint,
+    }
+    return DataInfo(
+        "imagefolder",
+        len(scan.classes),
+        full["channels"],
+        full["image_size"],
+        len(scan.train),
+        len(scan.test),
+        config=config,
+        source={
+            "root": str(root),
+            "layout": scan.layout,
+            "classes": list(scan.classes),
+            "max_memory_mb": full["max_memory_mb"],
+            "workers": full["workers"],
+        },
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -292,8 +357,11 @@ def _scan_imagefolder(root_str: str, test_fraction: float) -> FolderScan:
         test_classes = _class_dirs(root / held_out)
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
-            raise StudyError(f"{root / held_out} has classes that train/ lacks: {', '.join(unknown[:5])}",
-                             key="dataset.root", fix="give every test class a train/ folder of the same name")
+            raise StudyError(
+                f"{root / held_out} has classes that train/ lacks: {', '.join(unknown[:5])}",
+                key="dataset.root",
+                fix="give every test class a train/ folder of the same name",
+            )
         test = _images_by_class(root / held_out, test_classes, labels={c: classes.index(c) for c in test_classes})
         layout = f"train/{held_out}"
     else:
@@ -310,19 +378,29 @@ def _scan_imagefolder(root_str: str, test_fraction: float) -> FolderScan:
 def _class_dirs(folder: Path) -> list[str]:
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
-        raise StudyError(f"{folder} holds {len(classes)} class folder(s); a classification dataset needs at least 2",
-                         key="dataset.root", fix="put each class's images in its own sub-folder (e.g. cat/, dog/)")
+        raise StudyError(
+            f"{folder} holds {len(classes)} class folder(s); a classification dataset needs at least 2",
+            key="dataset.root",
+            fix="put each class's images in its own sub-folder (e.g. cat/, dog/)",
+        )
     return classes
 
 
 def _images_by_class(folder: Path, classes: list[str], labels: dict[str, int] | None = None) -> list[tuple[str, int]]:
     out = []
     for i, name in enumerate(classes):
-        found = sorted(os.path.join(d, f) for d, _, files in os.walk(folder / name, followlinks=True)
-                       for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+        found = sorted(
+            os.path.join(d, f)
+            for d, _, files in os.walk(folder / name, followlinks=True)
+            for f in files
+            if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if not found:
-            raise StudyError(f"class folder {folder / name} has no images ({', '.join(IMAGE_EXTENSIONS)})",
-                             key="dataset.root", fix="remove the empty folder or add its images")
+            raise StudyError(
+                f"class folder {folder / name} has no images ({', '.join(IMAGE_EXTENSIONS)})",
+                key="dataset.root",
+                fix="remove the empty folder or add its images",
+            )
         label = labels[name] if labels else i
         out.extend((p, label) for p in found)
     return out
@@ -336,8 +414,11 @@ def _split_by_class(items: list[tuple[str, int]], classes: list[str], test_fract
     train, test = [], []
     for c, members in enumerate(by_class):
         if len(members) < 2:
-            raise StudyError(f"class {classes[c]} has {len(members)} image; test_fraction needs at least 2 per class",
-                             key="dataset.root", fix="add images, or give train/ and test/ folders")
+            raise StudyError(
+                f"class {classes[c]} has {len(members)} image; test_fraction needs at least 2 per class",
+                key="dataset.root",
+                fix="add images, or give train/ and test/ folders",
+            )
         g = torch.Generator().manual_seed(SPLIT_SEED * 1_000_003 + c)
         order = torch.randperm(len(members), generator=g).tolist()
         k = min(max(1, round(test_fraction * len(members))), len(members) - 1)
@@ -347,14 +428,20 @@ def _split_by_class(items: list[tuple[str, int]], classes: list[str], test_fract
     return train, test
 
 
-DESCRIBERS = {"fashion_mnist": _describe_fashion, "cifar10": _describe_cifar10, "imagefolder": _describe_imagefolder,
-              "synthetic": _describe_synthetic}
+DESCRIBERS = {
+    "fashion_mnist": _describe_fashion,
+    "cifar10": _describe_cifar10,
+    "imagefolder": _describe_imagefolder,
+    "synthetic": _describe_synthetic,
+}
 
 
 def _only_keys(cfg: dict, allowed: set[str]) -> None:
     for k in cfg:
         if k not in allowed:
-            raise StudyError(f"unknown key '{k}' for dataset '{cfg['name']}'", key=f"dataset.{k}", fix=did_you_mean(str(k), allowed))
+            raise StudyError(
+                f"unknown key '{k}' for dataset '{cfg['name']}'", key=f"dataset.{k}", fix=did_you_mean(str(k), allowed)
+            )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -452,7 +539,7 @@ def split_validation(split: Split, val_size: int) -> tuple[Split, Split | None]:
         members = torch.nonzero(labels == cls).flatten()
         g = torch.Generator().manual_seed(VAL_SEED * 1_000_003 + cls)
         perm = members[torch.randperm(len(members), generator=g)]
-        held.append(perm[len(perm) - q:])
+        held.append(perm[len(perm) - q :])
     val_idx = torch.cat(held).sort().values
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[val_idx] = False
@@ -511,8 +598,13 @@ class Batcher:
             x = self._augment(x, generator)
         elif x.shape[-1] != self.image_size:
             # antialias when shrinking, so downsampled inputs are not aliased
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=self.image_size < x.shape[-1])
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.image_size < x.shape[-1],
+            )
         return (x - self.mean) / self.std
 
     def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
@@ -608,8 +700,10 @@ def _load_imagefolder(info: DataInfo) -> Dataset:
     scan = _scan_imagefolder(src["root"], float(cfg.get("test_fraction", IMAGEFOLDER_DEFAULTS["test_fraction"])))
 
     def files(items: tuple[tuple[str, int], ...]) -> Split:
-        return Split(ImageFiles([p for p, _ in items], info.native_size, info.in_chans, src["workers"]),
-                     torch.tensor([c for _, c in items], dtype=torch.long))
+        return Split(
+            ImageFiles([p for p, _ in items], info.native_size, info.in_chans, src["workers"]),
+            torch.tensor([c for _, c in items], dtype=torch.long),
+        )
 
     train, test = files(scan.train), files(scan.test)
     need_mb = (len(train) + len(test)) * info.in_chans * info.native_size**2 / 2**20
@@ -705,5 +799,6 @@ class _EndlessBatches:
 
 def _loader(split: Split, batch_sampler: Iterable[list[int]]) -> torch.utils.data.DataLoader:
     workers = split.images.workers  # decoding runs in these processes; 0 = in this one
-    return torch.utils.data.DataLoader(_Indexed(split), batch_sampler=batch_sampler, num_workers=workers,
-                                       prefetch_factor=4 if workers else None)
+    return torch.utils.data.DataLoader(
+        _Indexed(split), batch_sampler=batch_sampler, num_workers=workers, prefetch_factor=4 if workers else None
+    )

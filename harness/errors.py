@@ -22,7 +22,7 @@ class StudyError(ValueError):
         msg = f"{loc}: {self.what}" if loc else self.what
         return f"{msg} — {self.fix}" if self.fix else msg
 
-    def at(self, where: str = "", key: str = "") -> "StudyError":
+    def at(self, where: str = "", key: str = "") -> StudyError:
         """The same error, located (inner code knows the problem, outer code the place)."""
         return StudyError(self.what, where=where or self.where, key=key or self.key, fix=self.fix)
 

@@ -27,8 +27,14 @@ from harness.zoo import ModelSpec, build, check
 aten = torch.ops.aten
 
 
-def _sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size,
-                *args: object, out_shape: object = None, **kwargs: object) -> int:
+def _sdpa_flops(
+    query_shape: torch.Size,
+    key_shape: torch.Size,
+    value_shape: torch.Size,
+    *args: object,
+    out_shape: object = None,
+    **kwargs: object,
+) -> int:
     """Softmax(q k^T) v: B*H*Nq*Nk*(Dqk + Dv) MACs, as 2 FLOPs per MAC like FlopCounterMode's own."""
     *batch, n_q, d_qk = query_shape
     n_k, d_v = key_shape[-2], value_shape[-1]
@@ -37,8 +43,7 @@ def _sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: tor
 
 # The safety net for modules that keep fused attention (the CompositeImplicit sdpa op normally
 # decomposes before the counter sees it; its CPU kernel does not, and is counted as zero by torch).
-FUSED_ATTENTION = {aten.scaled_dot_product_attention: _sdpa_flops,
-                   aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+FUSED_ATTENTION = {aten.scaled_dot_product_attention: _sdpa_flops, aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
 
 
 def count_params(model: nn.Module) -> int:

@@ -47,18 +47,37 @@ def conv_forward_macs(x_shape: torch.Size, w_shape: torch.Size, out_shape: torch
     return x_shape[0] * math.prod(w_shape) * math.prod(spatial)
 
 
-def _conv_backward_flops(grad_out_shape: torch.Size, x_shape: torch.Size, w_shape: torch.Size, _bias: object,
-                         _stride: object, _padding: object, _dilation: object, transposed: bool,
-                         _output_padding: object, _groups: int, output_mask: list[bool], *args: object,
-                         out_shape: object = None, **kwargs: object) -> int:
+def _conv_backward_flops(
+    grad_out_shape: torch.Size,
+    x_shape: torch.Size,
+    w_shape: torch.Size,
+    _bias: object,
+    _stride: object,
+    _padding: object,
+    _dilation: object,
+    transposed: bool,
+    _output_padding: object,
+    _groups: int,
+    output_mask: list[bool],
+    *args: object,
+    out_shape: object = None,
+    **kwargs: object,
+) -> int:
     """grad_input and grad_weight each cost the forward's MACs (module docstring); 2 FLOPs per MAC
     because FlopCounterMode counts that way and flops.count_macs halves its total."""
     macs = conv_forward_macs(x_shape, w_shape, grad_out_shape, transposed)
     return 2 * macs * (int(output_mask[0]) + int(output_mask[1]))
 
 
-def _sdpa_backward_flops(grad_out_shape: torch.Size, query_shape: torch.Size, key_shape: torch.Size,
-                         value_shape: torch.Size, *args: object, out_shape: object = None, **kwargs: object) -> int:
+def _sdpa_backward_flops(
+    grad_out_shape: torch.Size,
+    query_shape: torch.Size,
+    key_shape: torch.Size,
+    value_shape: torch.Size,
+    *args: object,
+    out_shape: object = None,
+    **kwargs: object,
+) -> int:
     """dQ, dK (through dS) and dV, dP: twice the forward's two matmuls; no recomputation."""
     return 2 * flops._sdpa_flops(query_shape, key_shape, value_shape)
 
@@ -73,8 +92,7 @@ TRAIN_MAPPING: dict = {
 }
 
 
-def count_train_macs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     mapping: dict | None = None) -> tuple[int, int]:
+def count_train_macs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mapping: dict | None = None) -> tuple[int, int]:
     """(forward MACs, backward MACs) of one cross-entropy training step on the batch (x, y).
 
     Any device, meta included. `mapping` replaces TRAIN_MAPPING (tests pass torch's defaults to
@@ -87,8 +105,9 @@ def count_train_macs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return fwd.get_total_flops() // 2, bwd.get_total_flops() // 2
 
 
-def built_train_gmacs(build_fn: Callable[[], nn.Module], *, image_size: int, in_chans: int,
-                      num_classes: int) -> tuple[float, float]:
+def built_train_gmacs(
+    build_fn: Callable[[], nn.Module], *, image_size: int, in_chans: int, num_classes: int
+) -> tuple[float, float]:
     """(forward, forward + backward) GMACs per image of any model builder, counted on meta.
 
     The builder must create its modules on the default device (zoo builders do); under

@@ -64,8 +64,7 @@ PEAKS: dict[str, dict[str, float]] = {
     # T4 datasheet (nvidia.com/en-us/data-center/tesla-t4): FP32 8.1, mixed-precision FP16 65
     "T4": {"fp32": 8.1, "tf32": NAN, "bf16": NAN, "fp16": 65.0},
 }
-MISSING: dict[str, str] = {"V100 SXM": _NO_BF16_TF32, "V100 PCIe": _NO_BF16_TF32, "V100S": _NO_BF16_TF32,
-                           "T4": _NO_BF16_TF32}
+MISSING: dict[str, str] = {"V100 SXM": _NO_BF16_TF32, "V100 PCIe": _NO_BF16_TF32, "V100S": _NO_BF16_TF32, "T4": _NO_BF16_TF32}
 
 
 def gpu_key(device_name: str) -> str | None:
@@ -101,8 +100,10 @@ def peak_flops(device: str, precision: str) -> tuple[float, str]:
     if precision not in PEAK_KEY:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PEAK_KEY)}")
     if device == "cpu" or device.startswith("cpu"):
-        return NAN, ("no CPU peak table: a CPU's peak depends on its SIMD width, FMA units, "
-                     "all-core clock and core count, none of which torch reports")
+        return NAN, (
+            "no CPU peak table: a CPU's peak depends on its SIMD width, FMA units, "
+            "all-core clock and core count, none of which torch reports"
+        )
     key = gpu_key(device)
     if key is None:
         return NAN, f"'{device}' is not in the peak table (harness/hardware.py PEAKS)"
@@ -148,8 +149,9 @@ def cpu_bf16_note() -> str:
 def nvidia_driver() -> str:
     """The NVIDIA driver version (nvidia-smi), '' when there is none."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
@@ -157,8 +159,10 @@ def nvidia_driver() -> str:
 
 def tf32_setting() -> str:
     """TF32 switches as they are now: matmuls (default off) and cuDNN convolutions (default on)."""
-    return (f"matmul={'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'},"
-            f"cudnn={'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
+    return (
+        f"matmul={'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'},"
+        f"cudnn={'on' if torch.backends.cudnn.allow_tf32 else 'off'}"
+    )
 
 
 def device_name(device: torch.device) -> str:

@@ -70,10 +70,19 @@ class IsoPoint:
         return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
 
     def as_dict(self) -> dict:
-        return {"family": self.family, "budget": self.budget, "shape": dict(self.shape), "params": self.params,
-                "fwd_gmacs": self.fwd_gmacs, "train_gmacs": self.train_gmacs, "steps": self.steps,
-                "batch_size": self.batch_size, "samples": self.samples, "compute": self.compute,
-                "error_pct": round(self.error_pct, 4)}
+        return {
+            "family": self.family,
+            "budget": self.budget,
+            "shape": dict(self.shape),
+            "params": self.params,
+            "fwd_gmacs": self.fwd_gmacs,
+            "train_gmacs": self.train_gmacs,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "samples": self.samples,
+            "compute": self.compute,
+            "error_pct": round(self.error_pct, 4),
+        }
 
 
 def ladder_targets(budget: float, *, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[float]:
@@ -87,15 +96,28 @@ def _check(budgets: list[float], sizes: int, ratio: float, min_steps: int, batch
         raise StudyError("budgets must be positive numbers", key="--isoflop", fix="e.g. --isoflop 1e12,2e12,4e12")
     for key, value, least in (("--sizes", sizes, 3), ("--min-steps", min_steps, 1), ("--batch-size", batch_size, 1)):
         if value < least:
-            raise StudyError(f"{key} must be >= {least}", key=key,
-                             fix="a parabola needs 3 sizes (4-6 are usual)" if key == "--sizes" else "a positive count")
+            raise StudyError(
+                f"{key} must be >= {least}",
+                key=key,
+                fix="a parabola needs 3 sizes (4-6 are usual)" if key == "--sizes" else "a positive count",
+            )
     if not ratio > 1:
         raise StudyError(f"--ratio must be > 1, got {ratio:g}", key="--ratio", fix="e.g. --ratio 2")
 
 
-def plan_isoflop(family: str, budgets: list[float], *, image_size: int, sizes: int = DEFAULT_SIZES,
-                 ratio: float = DEFAULT_RATIO, min_steps: int = DEFAULT_MIN_STEPS, batch_size: int = DEFAULT_BATCH,
-                 in_chans: int = 1, num_classes: int = 10, patch: int | None = None) -> list[IsoPoint]:
+def plan_isoflop(
+    family: str,
+    budgets: list[float],
+    *,
+    image_size: int,
+    sizes: int = DEFAULT_SIZES,
+    ratio: float = DEFAULT_RATIO,
+    min_steps: int = DEFAULT_MIN_STEPS,
+    batch_size: int = DEFAULT_BATCH,
+    in_chans: int = 1,
+    num_classes: int = 10,
+    patch: int | None = None,
+) -> list[IsoPoint]:
     """`sizes` points per budget, smallest model first within each budget."""
     from harness import flops_train, plan, zoo
 
@@ -105,13 +127,13 @@ def plan_isoflop(family: str, budgets: list[float], *, image_size: int, sizes: i
     for budget in sorted(budgets):
         targets = ladder_targets(budget, sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
         fwd = [t / 3 / 1e9 for t in reversed(targets)]  # training ~ 3x forward (2.97-3.00x counted); matched exactly below
-        for p in plan.plan(family, match="gmacs", targets=fwd, image_size=image_size, in_chans=in_chans,
-                           num_classes=num_classes, patch=patch):
+        for p in plan.plan(
+            family, match="gmacs", targets=fwd, image_size=image_size, in_chans=in_chans, num_classes=num_classes, patch=patch
+        ):
             key = p.yaml()
             if key not in cache:
                 ms = zoo.resolve({"family": family, **p.shape})
-                cache[key] = (p, flops_train.train_gmacs(ms, image_size=image_size, in_chans=in_chans,
-                                                         num_classes=num_classes))
+                cache[key] = (p, flops_train.train_gmacs(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes))
             q, tg = cache[key]
             steps = max(1, round(budget / (tg * 1e9 * batch_size)))
             out.append(IsoPoint(family, budget, dict(q.shape), q.params, q.gmacs, tg, steps, batch_size))
@@ -130,9 +152,11 @@ def geometric_ratio(budgets: list[float]) -> float | None:
 # ----------------------------------------------------------------------------- output
 
 
-_SNIPPET_NOTE = ("# Each line is one trial: a shape and the train.steps that put it on its budget at the stated batch size.\n"
-                 "# For one runnable study of the whole design add --study NAME: its grid.zip (linked axes) pairs each\n"
-                 "# shape with the data size that puts it on its budget (epochs 1), so only on-budget cells run.")
+_SNIPPET_NOTE = (
+    "# Each line is one trial: a shape and the train.steps that put it on its budget at the stated batch size.\n"
+    "# For one runnable study of the whole design add --study NAME: its grid.zip (linked axes) pairs each\n"
+    "# shape with the data size that puts it on its budget (epochs 1), so only on-budget cells run."
+)
 
 
 def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
@@ -144,9 +168,11 @@ def snippet_lines(points: list[IsoPoint], header: str) -> list[str]:
         if (p.family, p.budget) != last:
             lines.append(f"## budget {p.budget:.4g}: {p.family}")
             last = (p.family, p.budget)
-        lines.append(f"{item:<{width}}  # {p.samples:,} samples "
-                     f"(batch {p.batch_size}) x {p.train_gmacs * 1e3:.4g} train MMACs/sample = {p.compute:.4g} "
-                     f"({p.error_pct:+.2f}%); {p.params:,} params")
+        lines.append(
+            f"{item:<{width}}  # {p.samples:,} samples "
+            f"(batch {p.batch_size}) x {p.train_gmacs * 1e3:.4g} train MMACs/sample = {p.compute:.4g} "
+            f"({p.error_pct:+.2f}%); {p.params:,} params"
+        )
     return lines
 
 
@@ -159,13 +185,17 @@ def _study_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: i
     """The ladder's data sizes, refused when the largest exceeds the training split."""
     data = ladder_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
     if data[-1] > MAX_DATA:
-        raise StudyError(f"the largest data size would be {data[-1]:,} images, over {MAX_DATA:,}", key="--min-steps",
-                         fix="lower --min-steps, --batch-size or --sizes")
+        raise StudyError(
+            f"the largest data size would be {data[-1]:,} images, over {MAX_DATA:,}",
+            key="--min-steps",
+            fix="lower --min-steps, --batch-size or --sizes",
+        )
     return data
 
 
-def study_cells(points: list[IsoPoint], *, sizes: int, ratio: float, min_steps: int,
-                batch_size: int) -> list[tuple[IsoPoint, int]]:
+def study_cells(
+    points: list[IsoPoint], *, sizes: int, ratio: float, min_steps: int, batch_size: int
+) -> list[tuple[IsoPoint, int]]:
     """Each planned point with its on-budget data size (epochs 1), in the points' order (family, budget,
     smallest shape first); a (shape, data size) pair that two budgets share is kept once."""
     data = ladder_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
@@ -180,8 +210,18 @@ def study_cells(points: list[IsoPoint], *, sizes: int, ratio: float, min_steps: 
     return out
 
 
-def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes: int, ratio: float,
-               min_steps: int, batch_size: int, image_size: int, header: str) -> str:
+def study_text(
+    name: str,
+    points: list[IsoPoint],
+    budgets: list[float],
+    *,
+    sizes: int,
+    ratio: float,
+    min_steps: int,
+    batch_size: int,
+    image_size: int,
+    header: str,
+) -> str:
     """One study: a grid.zip group pairing each planned shape with its on-budget data size (epochs 1)."""
     b = sorted(budgets)
     data = _study_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
@@ -189,32 +229,38 @@ def study_text(name: str, points: list[IsoPoint], budgets: list[float], *, sizes
     total = sum(p.train_gmacs * 1e9 * d for p, d in cells)
     worst = max(abs(p.train_gmacs * 1e9 * d / p.budget - 1) for p, d in cells)
     width = max(len(p.model_yaml()) for p, _ in cells)
-    lines = [header,
-             "# epochs 1, so samples seen = data_size; grid.zip pairs each shape with the data size that puts it on",
-             f"# its budget: a budget's largest shape trains on {data[0]:,} images, each smaller one on {ratio:g}x more",
-             f"# ({', '.join(f'{d:,}' for d in data)}). {len(cells)} trials, {_num(float(f'{total:.3g}'))} training MACs "
-             f"in all, each within {100 * worst:.2g}% of its budget.",
-             f"# Analyse: harness fit results/{name} --isoflop --y test_acc --x params --by family "
-             f"--budgets {','.join(_num(c) for c in b)}",
-             f"#          harness optimal results/{name} --budget {_num(b[-1] * ratio)} --by family",
-             f"name: {name}",
-             f"description: IsoFLOP design, budgets {', '.join(_num(c) for c in b)} training MACs, {sizes} sizes per budget",
-             "dataset: {name: fashion_mnist}",
-             "grid:",
-             "  zip:   # each shape paired with the data size that puts it on its budget (linked axes)",
-             "    - model:"]
+    lines = [
+        header,
+        "# epochs 1, so samples seen = data_size; grid.zip pairs each shape with the data size that puts it on",
+        f"# its budget: a budget's largest shape trains on {data[0]:,} images, each smaller one on {ratio:g}x more",
+        f"# ({', '.join(f'{d:,}' for d in data)}). {len(cells)} trials, {_num(float(f'{total:.3g}'))} training MACs "
+        f"in all, each within {100 * worst:.2g}% of its budget.",
+        f"# Analyse: harness fit results/{name} --isoflop --y test_acc --x params --by family "
+        f"--budgets {','.join(_num(c) for c in b)}",
+        f"#          harness optimal results/{name} --budget {_num(b[-1] * ratio)} --by family",
+        f"name: {name}",
+        f"description: IsoFLOP design, budgets {', '.join(_num(c) for c in b)} training MACs, {sizes} sizes per budget",
+        "dataset: {name: fashion_mnist}",
+        "grid:",
+        "  zip:   # each shape paired with the data size that puts it on its budget (linked axes)",
+        "    - model:",
+    ]
     for p, d in cells:
         c = p.train_gmacs * 1e9 * d
-        lines.append(f"        - {p.model_yaml():<{width}}  # budget {_num(p.budget)}: {d:,} samples x "
-                     f"{p.train_gmacs * 1e3:.4g} train MMACs = {c:.4g} ({100 * (c / p.budget - 1):+.2f}%); {p.params:,} params")
-    lines += [f"      data_size: [{', '.join(str(d) for _, d in cells)}]   # = samples seen (epochs 1)",
-              f"  image_size: [{image_size}]",
-              "  seed: [0]",
-              f"train: {{epochs: 1, batch_size: {batch_size}, optimizer: adamw, lr: 2.0e-3, weight_decay: 0.05, "
-              f"schedule: cosine, warmup_steps: {max(1, min_steps // 10)}, eval_size: 5000, curve_eval_size: 500}}"
-              "   # small evals: the smallest runs train on a few thousand images",
-              "profile: {batch_size: 64, warmup: 3, iters: 5}",
-              "resources: {cpus: 1, gpus: 0}"]
+        lines.append(
+            f"        - {p.model_yaml():<{width}}  # budget {_num(p.budget)}: {d:,} samples x "
+            f"{p.train_gmacs * 1e3:.4g} train MMACs = {c:.4g} ({100 * (c / p.budget - 1):+.2f}%); {p.params:,} params"
+        )
+    lines += [
+        f"      data_size: [{', '.join(str(d) for _, d in cells)}]   # = samples seen (epochs 1)",
+        f"  image_size: [{image_size}]",
+        "  seed: [0]",
+        f"train: {{epochs: 1, batch_size: {batch_size}, optimizer: adamw, lr: 2.0e-3, weight_decay: 0.05, "
+        f"schedule: cosine, warmup_steps: {max(1, min_steps // 10)}, eval_size: 5000, curve_eval_size: 500}}"
+        "   # small evals: the smallest runs train on a few thousand images",
+        "profile: {batch_size: 64, warmup: 3, iters: 5}",
+        "resources: {cpus: 1, gpus: 0}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -236,21 +282,54 @@ def run(args: argparse.Namespace) -> int:
     if args.study:  # before planning: a data size the training split cannot hold fails fast
         _check(budgets, args.sizes, ratio, args.min_steps, args.batch_size)
         _study_data_sizes(sizes=args.sizes, ratio=ratio, min_steps=args.min_steps, batch_size=args.batch_size)
-    points = [p for f in _families(args.family)
-              for p in plan_isoflop(f, budgets, image_size=args.image_size, sizes=args.sizes, ratio=ratio,
-                                    min_steps=args.min_steps, batch_size=args.batch_size, in_chans=args.in_chans,
-                                    num_classes=args.num_classes, patch=args.patch)]
+    points = [
+        p
+        for f in _families(args.family)
+        for p in plan_isoflop(
+            f,
+            budgets,
+            image_size=args.image_size,
+            sizes=args.sizes,
+            ratio=ratio,
+            min_steps=args.min_steps,
+            batch_size=args.batch_size,
+            in_chans=args.in_chans,
+            num_classes=args.num_classes,
+            patch=args.patch,
+        )
+    ]
     if args.json:
-        print(json.dumps([dict(p.as_dict(), image_size=args.image_size, in_chans=args.in_chans,
-                               num_classes=args.num_classes) for p in points], indent=1))
+        print(
+            json.dumps(
+                [
+                    dict(p.as_dict(), image_size=args.image_size, in_chans=args.in_chans, num_classes=args.num_classes)
+                    for p in points
+                ],
+                indent=1,
+            )
+        )
         return 0
-    header = (f"# harness plan --isoflop {','.join(_num(c) for c in budgets)} --family {args.family} "
-              f"--image-size {args.image_size} --sizes {args.sizes} --ratio {ratio:g} --min-steps {args.min_steps} "
-              f"--batch-size {args.batch_size}\n# budgets in training MACs (the rows' train_flops unit: fvcore "
-              f"convention, counted forward + backward); {args.in_chans} channel(s), {args.num_classes} classes")
+    header = (
+        f"# harness plan --isoflop {','.join(_num(c) for c in budgets)} --family {args.family} "
+        f"--image-size {args.image_size} --sizes {args.sizes} --ratio {ratio:g} --min-steps {args.min_steps} "
+        f"--batch-size {args.batch_size}\n# budgets in training MACs (the rows' train_flops unit: fvcore "
+        f"convention, counted forward + backward); {args.in_chans} channel(s), {args.num_classes} classes"
+    )
     if args.study:
-        print(study_text(args.study, points, budgets, sizes=args.sizes, ratio=ratio, min_steps=args.min_steps,
-                         batch_size=args.batch_size, image_size=args.image_size, header=header), end="")
+        print(
+            study_text(
+                args.study,
+                points,
+                budgets,
+                sizes=args.sizes,
+                ratio=ratio,
+                min_steps=args.min_steps,
+                batch_size=args.batch_size,
+                image_size=args.image_size,
+                header=header,
+            ),
+            end="",
+        )
     else:
         print("\n".join(snippet_lines(points, header)))
     return 0
@@ -259,12 +338,29 @@ def run(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The --isoflop options of `harness plan` (harness/plan.py register() calls this)."""
     g = p.add_argument_group("IsoFLOP grids (--isoflop; see harness/isoflop.py)")
-    g.add_argument("--isoflop", default=None, metavar="C,C2,C3",
-                   help="training-compute budgets (MACs, as the rows' train_flops): shapes and steps on each budget")
+    g.add_argument(
+        "--isoflop",
+        default=None,
+        metavar="C,C2,C3",
+        help="training-compute budgets (MACs, as the rows' train_flops): shapes and steps on each budget",
+    )
     g.add_argument("--sizes", type=int, default=DEFAULT_SIZES, help=f"shapes per budget (default {DEFAULT_SIZES})")
-    g.add_argument("--ratio", type=float, default=None,
-                   help="compute-per-sample ratio between neighbouring shapes (default: the budgets' ratio, else 2)")
-    g.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
-                   help=f"steps of each budget's largest shape (default {DEFAULT_MIN_STEPS})")
+    g.add_argument(
+        "--ratio",
+        type=float,
+        default=None,
+        help="compute-per-sample ratio between neighbouring shapes (default: the budgets' ratio, else 2)",
+    )
+    g.add_argument(
+        "--min-steps",
+        type=int,
+        default=DEFAULT_MIN_STEPS,
+        help=f"steps of each budget's largest shape (default {DEFAULT_MIN_STEPS})",
+    )
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
-    g.add_argument("--study", default=None, metavar="NAME", help="print one runnable study: grid.zip pairs each shape with its on-budget data size (epochs 1)")
+    g.add_argument(
+        "--study",
+        default=None,
+        metavar="NAME",
+        help="print one runnable study: grid.zip pairs each shape with its on-budget data size (epochs 1)",
+    )

@@ -77,9 +77,16 @@ class Planned:
         return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
 
     def as_dict(self) -> dict:
-        return {"family": self.family, "match": self.match, "target": self.target, "shape": dict(self.shape),
-                "name": zoo.resolve({"family": self.family, **self.shape}).name, "params": self.params,
-                "fwd_gmacs": self.gmacs, "error_pct": round(self.error_pct, 3)}
+        return {
+            "family": self.family,
+            "match": self.match,
+            "target": self.target,
+            "shape": dict(self.shape),
+            "name": zoo.resolve({"family": self.family, **self.shape}).name,
+            "params": self.params,
+            "fwd_gmacs": self.gmacs,
+            "error_pct": round(self.error_pct, 3),
+        }
 
 
 # ----------------------------------------------------------------------------- grids
@@ -94,36 +101,56 @@ def grid(family: str, image_size: int, patch: int | None = None) -> Grid:
     if family not in zoo.FAMILIES:
         raise StudyError(f"unknown family '{family}'", key="--family", fix=did_you_mean(family, zoo.families()))
     small = image_size < zoo.IMAGENET_IMAGE
-    ref_name = "xs" if small else {"vit": "b16", "mixer": "b16", "resnet": "50", "convnext": "tiny",
-                                   "swin": "tiny"}.get(family, "xs")
+    ref_name = (
+        "xs" if small else {"vit": "b16", "mixer": "b16", "resnet": "50", "convnext": "tiny", "swin": "tiny"}.get(family, "xs")
+    )
     ref = dict(zoo.FAMILIES[family].SIZES[ref_name])
     if patch is not None:
         if "patch" not in ref:
             raise StudyError(f"family '{family}' has no patch", key="--patch", fix="leave --patch out for it")
         ref["patch"] = patch
     if family == "vit":  # params and MACs do not depend on heads: head dim 32, or 16 where 32 does not divide
-        return Grid([[d] for d in range(1, 17 if small else 33)], _steps(32, 512, 16) if small else _steps(64, 1536, 32),
-                    lambda n, w: dict(ref, width=w, depth=n[0], heads=_heads(w)), ref)
+        return Grid(
+            [[d] for d in range(1, 17 if small else 33)],
+            _steps(32, 512, 16) if small else _steps(64, 1536, 32),
+            lambda n, w: dict(ref, width=w, depth=n[0], heads=_heads(w)),
+            ref,
+        )
     if family == "mixer":  # the paper's token MLP width / 2 and channel MLP 4 x width
-        return Grid([[d] for d in range(1, 25 if small else 33)], _steps(16, 512, 8) if small else _steps(64, 1536, 32),
-                    lambda n, w: dict(ref, width=w, depth=n[0], token_mlp=w // 2, channel_mlp=4 * w), ref)
+        return Grid(
+            [[d] for d in range(1, 25 if small else 33)],
+            _steps(16, 512, 8) if small else _steps(64, 1536, 32),
+            lambda n, w: dict(ref, width=w, depth=n[0], token_mlp=w // 2, channel_mlp=4 * w),
+            ref,
+        )
     if family == "mlp":
         return Grid([[d] for d in range(1, 7)], _steps(8, 4096, 8), lambda n, w: dict(ref, width=w, depth=n[0]), ref)
     if family == "resnet":  # stages grow in ResNet-18's 1:1:1:1 (small) or ResNet-50's 3:4:6:3
         layers = depth_ladder([1, 1, 1, 1] if small else [3, 4, 6, 3], 24 if small else 60)
         return Grid(layers, _steps(8, 128, 2), lambda n, w: dict(ref, layers=list(n), width=w), ref)
     if family == "convnext":  # stages grow in ConvNeXt-T's 1:1:3:1
-        return Grid(depth_ladder([1, 1, 3, 1], 36), _steps(8, 128, 2) if small else _steps(32, 256, 4),
-                    lambda n, w: dict(ref, depths=list(n), dims=[w * 2**i for i in range(4)]), ref)
+        return Grid(
+            depth_ladder([1, 1, 3, 1], 36),
+            _steps(8, 128, 2) if small else _steps(32, 256, 4),
+            lambda n, w: dict(ref, depths=list(n), dims=[w * 2**i for i in range(4)]),
+            ref,
+        )
     if family == "swin":  # Swin-T's 1:1:3(:1); head dim 8 (16, the small ladder's, leaves 50% width steps) or 32
         head = 8 if small else 32
         depths = depth_ladder([1, 1, 3] if small else [1, 1, 3, 1], 30 if small else 48)
-        return Grid(depths, _steps(head, 192 if small else 256, head),
-                    lambda n, w: dict(ref, width=w, depths=list(n), heads=[w * 2**i // head for i in range(len(n))]), ref)
+        return Grid(
+            depths,
+            _steps(head, 192 if small else 256, head),
+            lambda n, w: dict(ref, width=w, depths=list(n), heads=[w * 2**i // head for i in range(len(n))]),
+            ref,
+        )
     if family == "linear":  # no width or depth: its one shape, whatever the target
         return Grid([[1]], [1], lambda n, w: dict(ref), ref)
-    raise StudyError(f"family '{family}' has no planning grid yet", key="--family",
-                     fix="add one to harness/plan.py grid(), or write its shapes by hand")
+    raise StudyError(
+        f"family '{family}' has no planning grid yet",
+        key="--family",
+        fix="add one to harness/plan.py grid(), or write its shapes by hand",
+    )
 
 
 def _heads(width: int) -> int:
@@ -145,8 +172,7 @@ def depth_ladder(ratio: list[int], max_blocks: int) -> list[list[int]]:
 # ----------------------------------------------------------------------------- counting
 
 
-def measure(family: str, shape: dict, image_size: int, in_chans: int, num_classes: int,
-            device: str = "meta") -> tuple[int, int]:
+def measure(family: str, shape: dict, image_size: int, in_chans: int, num_classes: int, device: str = "meta") -> tuple[int, int]:
     """Exact (parameters, forward MACs per image) from one build. Small models count 3-5x faster
     on the CPU (timm's weight init dominates on the meta device); large ones need the meta device."""
     ms = zoo.resolve({"family": family, **shape})
@@ -165,13 +191,18 @@ def _quadratic(xs: list[int], ys: list[int]) -> Callable[[int], float]:
     (x0, x1, x2), (y0, y1, y2) = xs, ys
 
     def at(x: int) -> float:
-        return (y0 * (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2)) + y1 * (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2))
-                + y2 * (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1)))
+        return (
+            y0 * (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2))
+            + y1 * (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2))
+            + y2 * (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1))
+        )
 
     return at
 
 
-def predict_all(family: str, g: Grid, image_size: int, in_chans: int, num_classes: int) -> list[tuple[list[int], int, float, float]]:
+def predict_all(
+    family: str, g: Grid, image_size: int, in_chans: int, num_classes: int
+) -> list[tuple[list[int], int, float, float]]:
     """(depths, width, params, MACs) for every cell, from 3 x (stages + 1) exact counts."""
     stages = len(g.depths[0])
     ones = [1] * stages
@@ -181,8 +212,11 @@ def predict_all(family: str, g: Grid, image_size: int, in_chans: int, num_classe
         p, m = measure(family, g.shape(g.depths[0], g.widths[0]), image_size, in_chans, num_classes, "cpu")
         return [(g.depths[0], g.widths[0], float(p), float(m))]
     device = "cpu" if image_size < CPU_LIMIT[2] else "meta"  # the smallest widths, one or two blocks per stage
-    counts = {(tuple(n), w): measure(family, g.shape(n, w), image_size, in_chans, num_classes, device)
-              for n in basis for w in fit_widths}
+    counts = {
+        (tuple(n), w): measure(family, g.shape(n, w), image_size, in_chans, num_classes, device)
+        for n in basis
+        for w in fit_widths
+    }
     curves = []  # per basis pattern: (params(w), macs(w))
     for n in basis:
         curves.append(tuple(_quadratic(fit_widths, [counts[(tuple(n), w)][k] for w in fit_widths]) for k in (0, 1)))
@@ -198,8 +232,16 @@ def predict_all(family: str, g: Grid, image_size: int, in_chans: int, num_classe
 # ----------------------------------------------------------------------------- planning
 
 
-def plan(family: str, *, match: str, targets: list[float], image_size: int, in_chans: int = 1,
-         num_classes: int = 10, patch: int | None = None) -> list[Planned]:
+def plan(
+    family: str,
+    *,
+    match: str,
+    targets: list[float],
+    image_size: int,
+    in_chans: int = 1,
+    num_classes: int = 10,
+    patch: int | None = None,
+) -> list[Planned]:
     """One shape per target; `targets` are parameter counts or GMACs (per image)."""
     if match not in ("params", "gmacs"):
         raise StudyError(f"unknown --match '{match}'", key="--match", fix="use params or gmacs")
@@ -217,19 +259,25 @@ def plan(family: str, *, match: str, targets: list[float], image_size: int, in_c
             raise StudyError(f"targets must be positive, got {target:g}", key="--targets", fix="e.g. --targets 0.1M,0.5M,2M")
         goal = target if match == "params" else target * 1e9
 
-        def err(cell: tuple) -> float:
+        def err(cell: tuple, goal: float = goal) -> float:  # bound now: the loop moves on
             return abs((cell[2] if match == "params" else cell[3]) / goal - 1.0)
 
-        if len(cells) > 1 and min(map(err, cells)) > REACH:  # not a shape at -100% error: where the grid ends (linear: its one shape, by design)
+        if (
+            len(cells) > 1 and min(map(err, cells)) > REACH
+        ):  # not a shape at -100% error: where the grid ends (linear: its one shape, by design)
             raise _out_of_reach(family, match, target, cells, image_size)
 
-        n, w, p_pred, m_pred = min(cells, key=lambda c: err(c) + ASPECT_COST * abs(math.log(_aspect(g.shape(c[0], c[1])) / ref_aspect)))
+        n, w, p_pred, m_pred = min(
+            cells, key=lambda c: err(c) + ASPECT_COST * abs(math.log(_aspect(g.shape(c[0], c[1])) / ref_aspect))
+        )
         shape = zoo.resolve({"family": family, **g.shape(n, w)}).shape  # the registry's key order and types
         small_model = p_pred < CPU_LIMIT[0] and m_pred < CPU_LIMIT[1]
         params, macs = measure(family, shape, image_size, in_chans, num_classes, "cpu" if small_model else "meta")
         if (params, macs) != (round(p_pred), round(m_pred)):  # the interpolation's premises failed: a bug
-            raise RuntimeError(f"plan: {family} {shape} counts {params} params / {macs} MACs, predicted "
-                               f"{p_pred:.0f} / {m_pred:.0f}: its grid breaks the quadratic/affine premise")
+            raise RuntimeError(
+                f"plan: {family} {shape} counts {params} params / {macs} MACs, predicted "
+                f"{p_pred:.0f} / {m_pred:.0f}: its grid breaks the quadratic/affine premise"
+            )
         out.append(Planned(family, target, match, shape, params, macs / 1e9))
     return out
 
@@ -239,9 +287,12 @@ def _out_of_reach(family: str, match: str, target: float, cells: list[tuple], im
     lo, hi = min(values), max(values)
     show = (lambda v: _human(float(f"{v:.3g}"))) if match == "params" else (lambda v: f"{v:.3g}")
     unit = "params" if match == "params" else "GMACs"
-    return StudyError(f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid "
-                      f"reaches {show(lo)} to {show(hi)} {unit}",
-                      key="--targets", fix="use targets in that range (--image-size and --patch move it), or write the shape by hand")
+    return StudyError(
+        f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid "
+        f"reaches {show(lo)} to {show(hi)} {unit}",
+        key="--targets",
+        fix="use targets in that range (--image-size and --patch move it), or write the shape by hand",
+    )
 
 
 def _aspect(shape: dict) -> float:
@@ -258,8 +309,11 @@ def parse_targets(text: str, match: str) -> list[float]:
     for item in filter(None, (t.strip() for t in text.split(","))):
         m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kKmMgG]?)", item)
         if not m:
-            raise StudyError(f"cannot read target '{item}'", key="--targets",
-                             fix="numbers with an optional k/M/G suffix, comma-separated: 0.1M,500k,2e6")
+            raise StudyError(
+                f"cannot read target '{item}'",
+                key="--targets",
+                fix="numbers with an optional k/M/G suffix, comma-separated: 0.1M,500k,2e6",
+            )
         value, suffix = float(m.group(1)), m.group(2).lower()
         out.append(value * SUFFIX[suffix] if match == "params" else (value * SUFFIX[suffix] / 1e9 if suffix else value))
     if not out:
@@ -299,36 +353,62 @@ def _run(args: argparse.Namespace) -> int:
     for key in ("image_size", "in_chans", "num_classes"):
         if getattr(args, key) < 1:
             raise StudyError(f"--{key.replace('_', '-')} must be positive", key=f"--{key.replace('_', '-')}")
-    rows = [p for f in _families(args.family)
-            for p in plan(f, match=args.match, targets=targets, image_size=args.image_size, in_chans=args.in_chans,
-                          num_classes=args.num_classes, patch=args.patch)]
+    rows = [
+        p
+        for f in _families(args.family)
+        for p in plan(
+            f,
+            match=args.match,
+            targets=targets,
+            image_size=args.image_size,
+            in_chans=args.in_chans,
+            num_classes=args.num_classes,
+            patch=args.patch,
+        )
+    ]
     if args.json:
-        print(json.dumps([dict(r.as_dict(), image_size=args.image_size, in_chans=args.in_chans,
-                               num_classes=args.num_classes) for r in rows], indent=1))
+        print(
+            json.dumps(
+                [
+                    dict(r.as_dict(), image_size=args.image_size, in_chans=args.in_chans, num_classes=args.num_classes)
+                    for r in rows
+                ],
+                indent=1,
+            )
+        )
         return 0
-    print(f"# harness plan: {args.match} matched at {args.image_size} px, {args.in_chans} channel(s), "
-          f"{args.num_classes} classes; paste the lines into grid.model")
+    print(
+        f"# harness plan: {args.match} matched at {args.image_size} px, {args.in_chans} channel(s), "
+        f"{args.num_classes} classes; paste the lines into grid.model"
+    )
     width = max(len(r.yaml()) for r in rows)
     for r in rows:
         unit = "params" if args.match == "params" else "GMACs"
         target = _human(r.target) if args.match == "params" else f"{r.target:g}"
-        print(f"- {r.yaml():<{width}}  # target {target} {unit}: {r.params:,} params, {r.gmacs:.4g} GMACs "
-              f"({r.error_pct:+.1f}%)")
+        print(f"- {r.yaml():<{width}}  # target {target} {unit}: {r.params:,} params, {r.gmacs:.4g} GMACs ({r.error_pct:+.1f}%)")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("plan", help="shapes of each family that hit parameter or GMAC targets (compute-matched ladders)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "plan",
+        help="shapes of each family that hit parameter or GMAC targets (compute-matched ladders)",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--family", required=True, help="a family, a comma-separated list, or 'all'")
     p.add_argument("--match", choices=("params", "gmacs"), default="params")
-    p.add_argument("--targets", default=None,
-                   help="comma-separated; params: 0.1M,500k,2e6; gmacs: GMACs per image (0.01,0.05) or MACs with a suffix (20M)")
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="comma-separated; params: 0.1M,500k,2e6; gmacs: GMACs per image (0.01,0.05) or MACs with a suffix (20M)",
+    )
     p.add_argument("--image-size", type=int, default=zoo.SMALL_IMAGE, help="default 28 (Fashion-MNIST)")
     p.add_argument("--in-chans", type=int, default=1, help="default 1 (Fashion-MNIST)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--patch", type=int, default=None, help="patch size for families that have one (default: the reference row's)")
-    p.add_argument("--json", action="store_true", help="a JSON list of {family, target, shape, name, params, fwd_gmacs, error_pct}")
+    p.add_argument(
+        "--json", action="store_true", help="a JSON list of {family, target, shape, name, params, fwd_gmacs, error_pct}"
+    )
     from harness import isoflop  # no heavy imports at its top
 
     isoflop.add_arguments(p)

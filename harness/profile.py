@@ -151,8 +151,17 @@ def time_blocks(step: Callable[[], object], clock: Clock, *, steps_per_block: in
     return out
 
 
-def measure(step: Callable[[], object], clock: Clock, *, warmup: int, iters: int, blocks: int = BLOCKS,
-            cv_threshold: float = CV_THRESHOLD, max_rounds: int = MAX_ROUNDS, compile_first: bool = False) -> Timing:
+def measure(
+    step: Callable[[], object],
+    clock: Clock,
+    *,
+    warmup: int,
+    iters: int,
+    blocks: int = BLOCKS,
+    cv_threshold: float = CV_THRESHOLD,
+    max_rounds: int = MAX_ROUNDS,
+    compile_first: bool = False,
+) -> Timing:
     """Per-step times of `step`: [compile call], warm-up, then rounds of timed blocks (module docstring)."""
     compile_s = math.nan
     if compile_first:
@@ -207,13 +216,18 @@ def check_settings(s: Settings, device: torch.device) -> str:
         raise StudyError(f"unknown precision {s.precision!r}", key="--precision", fix=f"one of {', '.join(PRECISIONS)}")
     for key, v in (("batch_size", s.batch_size), ("iters", s.iters), ("blocks", s.blocks), ("max_rounds", s.max_rounds)):
         if not isinstance(v, int) or v < 1:
-            raise StudyError(f"{key} must be a positive integer, got {v!r}", key=f"--{key.replace('_', '-')}", fix="use a whole number > 0")
+            raise StudyError(
+                f"{key} must be a positive integer, got {v!r}", key=f"--{key.replace('_', '-')}", fix="use a whole number > 0"
+            )
     if s.threads is not None and s.threads < 1:
         raise StudyError(f"threads must be >= 1, got {s.threads}", key="--threads", fix="e.g. --threads 2")
     if device.type == "cpu":
         if s.precision == "fp16":
-            raise StudyError("fp16 on CPU is not measured: CPU fp16 kernels are reference paths, not what "
-                             "anyone trains with", key="--precision", fix="use fp32, bf16 or amp-bf16 on CPU, fp16 on a GPU")
+            raise StudyError(
+                "fp16 on CPU is not measured: CPU fp16 kernels are reference paths, not what anyone trains with",
+                key="--precision",
+                fix="use fp32, bf16 or amp-bf16 on CPU, fp16 on a GPU",
+            )
         if s.precision == "tf32":
             raise StudyError("tf32 is a CUDA tensor-core mode", key="--precision", fix="use fp32 on CPU")
         if s.precision in ("bf16", "amp-bf16"):
@@ -301,8 +315,9 @@ class Workload:
         return step
 
 
-def make_workload(build: Callable[[], torch.nn.Module], s: Settings, device: torch.device, *,
-                  in_chans: int, image_size: int, num_classes: int) -> Workload:
+def make_workload(
+    build: Callable[[], torch.nn.Module], s: Settings, device: torch.device, *, in_chans: int, image_size: int, num_classes: int
+) -> Workload:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision, torch.float32)
     model = build().to(device=device, dtype=dtype)
     if s.channels_last:
@@ -400,22 +415,52 @@ class ModeResult:
         p, t = self.mode, self.timing
         if t is None:
             nan = math.nan
-            return {f"{p}_status": self.status, f"{p}_error": self.error, f"{p}_img_s": nan, f"{p}_img_s_iqr": nan,
-                    f"{p}_step_ms": nan, f"{p}_step_ms_iqr": nan, f"{p}_cv": nan, f"{p}_steps": 0,
-                    f"{p}_extended": False, f"{p}_unstable": False, f"{p}_compile_s": nan,
-                    f"{p}_peak_mem_mb": self.peak_mem_mb, f"{p}_tflops_s": nan, f"{p}_mfu": nan}
+            return {
+                f"{p}_status": self.status,
+                f"{p}_error": self.error,
+                f"{p}_img_s": nan,
+                f"{p}_img_s_iqr": nan,
+                f"{p}_step_ms": nan,
+                f"{p}_step_ms_iqr": nan,
+                f"{p}_cv": nan,
+                f"{p}_steps": 0,
+                f"{p}_extended": False,
+                f"{p}_unstable": False,
+                f"{p}_compile_s": nan,
+                f"{p}_peak_mem_mb": self.peak_mem_mb,
+                f"{p}_tflops_s": nan,
+                f"{p}_mfu": nan,
+            }
         med_s, iqr_s, cv = spread(t.per_step_s)
         img_s, img_iqr, _ = spread([self.batch_size / s for s in t.per_step_s])
         achieved = 2 * gmacs_per_img * 1e9 * img_s  # 2 FLOPs per MAC, as device peaks count
-        return {f"{p}_status": self.status, f"{p}_error": self.error, f"{p}_img_s": img_s, f"{p}_img_s_iqr": img_iqr,
-                f"{p}_step_ms": med_s * 1e3, f"{p}_step_ms_iqr": iqr_s * 1e3, f"{p}_cv": cv, f"{p}_steps": t.steps,
-                f"{p}_extended": t.extended, f"{p}_unstable": t.unstable, f"{p}_compile_s": t.compile_s,
-                f"{p}_peak_mem_mb": self.peak_mem_mb, f"{p}_tflops_s": achieved / 1e12, f"{p}_mfu": achieved / peak}
+        return {
+            f"{p}_status": self.status,
+            f"{p}_error": self.error,
+            f"{p}_img_s": img_s,
+            f"{p}_img_s_iqr": img_iqr,
+            f"{p}_step_ms": med_s * 1e3,
+            f"{p}_step_ms_iqr": iqr_s * 1e3,
+            f"{p}_cv": cv,
+            f"{p}_steps": t.steps,
+            f"{p}_extended": t.extended,
+            f"{p}_unstable": t.unstable,
+            f"{p}_compile_s": t.compile_s,
+            f"{p}_peak_mem_mb": self.peak_mem_mb,
+            f"{p}_tflops_s": achieved / 1e12,
+            f"{p}_mfu": achieved / peak,
+        }
 
 
 def _timing_kwargs(s: Settings) -> dict:
-    return {"warmup": s.warmup, "iters": s.iters, "blocks": s.blocks, "cv_threshold": s.cv_threshold,
-            "max_rounds": s.max_rounds, "compile_first": s.compile}
+    return {
+        "warmup": s.warmup,
+        "iters": s.iters,
+        "blocks": s.blocks,
+        "cv_threshold": s.cv_threshold,
+        "max_rounds": s.max_rounds,
+        "compile_first": s.compile,
+    }
 
 
 def measure_mode(w: Workload, mode: str, clock: Clock, mem: PeakMemory) -> ModeResult:
@@ -443,13 +488,29 @@ def measure_latency(w: Workload, clock: Clock) -> Timing:
     w.model.eval()
     x, _ = w.inputs(1)
     iters = max(s.iters, LATENCY_ITERS_MIN)
-    return measure(w.infer_step(x), clock, warmup=s.warmup, iters=iters, blocks=iters,  # batch 1 recompiles:
-                   cv_threshold=s.cv_threshold, max_rounds=s.max_rounds, compile_first=s.compile)  # timed apart
+    return measure(
+        w.infer_step(x),
+        clock,
+        warmup=s.warmup,
+        iters=iters,
+        blocks=iters,  # batch 1 recompiles:
+        cv_threshold=s.cv_threshold,
+        max_rounds=s.max_rounds,
+        compile_first=s.compile,
+    )  # timed apart
 
 
-def profile(build: Callable[[], torch.nn.Module], settings: Settings, device: torch.device, *, in_chans: int,
-            image_size: int, num_classes: int, gmacs: tuple[float, float] | None = None,
-            clock: Clock | None = None) -> dict:
+def profile(
+    build: Callable[[], torch.nn.Module],
+    settings: Settings,
+    device: torch.device,
+    *,
+    in_chans: int,
+    image_size: int,
+    num_classes: int,
+    gmacs: tuple[float, float] | None = None,
+    clock: Clock | None = None,
+) -> dict:
     """One flat record: settings, FLOPs, per-mode speed and spread, latency, memory, MFU, fingerprint.
 
     `gmacs` = (forward, forward + backward) MACs per image in units of 1e9; counted on the meta
@@ -469,14 +530,35 @@ def profile(build: Callable[[], torch.nn.Module], settings: Settings, device: to
     return rec
 
 
-def _record(s: Settings, dims: dict, fwd: float, train: float, note: str, results: dict[str, ModeResult],
-            lat: Timing | None, device: torch.device) -> dict:
+def _record(
+    s: Settings,
+    dims: dict,
+    fwd: float,
+    train: float,
+    note: str,
+    results: dict[str, ModeResult],
+    lat: Timing | None,
+    device: torch.device,
+) -> dict:
     peak, reason = hardware.peak_flops(hardware.device_name(device), s.precision)
-    rec: dict = {**dims, "batch_size": s.batch_size, "mode": s.mode, "precision": s.precision, "precision_note": note,
-                 "channels_last": s.channels_last, "compile": s.compile, "warmup": s.warmup, "iters": s.iters,
-                 "blocks": s.blocks, "cv_threshold": s.cv_threshold,
-                 "fwd_gmacs": fwd, "train_gmacs": train, "train_fwd_ratio": train / fwd if fwd else math.nan,
-                 "peak_tflops": peak / 1e12, "mfu_reason": reason}
+    rec: dict = {
+        **dims,
+        "batch_size": s.batch_size,
+        "mode": s.mode,
+        "precision": s.precision,
+        "precision_note": note,
+        "channels_last": s.channels_last,
+        "compile": s.compile,
+        "warmup": s.warmup,
+        "iters": s.iters,
+        "blocks": s.blocks,
+        "cv_threshold": s.cv_threshold,
+        "fwd_gmacs": fwd,
+        "train_gmacs": train,
+        "train_fwd_ratio": train / fwd if fwd else math.nan,
+        "peak_tflops": peak / 1e12,
+        "mfu_reason": reason,
+    }
     for mode, r in results.items():
         rec.update(r.columns(fwd if mode == "infer" else train, peak))
     if "train" not in results:
@@ -490,11 +572,13 @@ def _record(s: Settings, dims: dict, fwd: float, train: float, note: str, result
     rec["error"] = "; ".join(r.error for r in results.values() if r.error)
     if lat is not None:
         med, iqr, cv = spread(lat.per_step_s)
-        rec.update({"latency_ms_p50": med * 1e3, "latency_ms_iqr": iqr * 1e3, "latency_cv": cv,
-                    "latency_compile_s": lat.compile_s})
+        rec.update(
+            {"latency_ms_p50": med * 1e3, "latency_ms_iqr": iqr * 1e3, "latency_cv": cv, "latency_compile_s": lat.compile_s}
+        )
     else:
-        rec.update({"latency_ms_p50": math.nan, "latency_ms_iqr": math.nan, "latency_cv": math.nan,
-                    "latency_compile_s": math.nan})
+        rec.update(
+            {"latency_ms_p50": math.nan, "latency_ms_iqr": math.nan, "latency_cv": math.nan, "latency_compile_s": math.nan}
+        )
     return rec
 
 
@@ -563,8 +647,16 @@ class BatchProbe:
         return True
 
 
-def max_batch(build: Callable[[], torch.nn.Module], settings: Settings, device: torch.device, *, in_chans: int,
-              image_size: int, num_classes: int, limit: int) -> dict:
+def max_batch(
+    build: Callable[[], torch.nn.Module],
+    settings: Settings,
+    device: torch.device,
+    *,
+    in_chans: int,
+    image_size: int,
+    num_classes: int,
+    limit: int,
+) -> dict:
     """Largest batch per mode that fits (<= limit), reported apart from the throughput record."""
     check_settings(settings, device)
     dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes}
@@ -576,8 +668,12 @@ def max_batch(build: Callable[[], torch.nn.Module], settings: Settings, device: 
             fits, fails = search_max_batch(probe, settings.batch_size, limit)
             out[f"max_batch_{mode}"] = fits
             out[f"max_batch_{mode}_fails"] = fails  # smallest batch that did not fit (None: none up to limit)
-            out[f"max_batch_{mode}_note"] = (f"batches {sorted(set(probe.predicted))} not tried: predicted from peak RSS to "
-                                             f"exceed {CPU_MEM_HEADROOM:.0%} of MemAvailable" if probe.predicted else "")
+            out[f"max_batch_{mode}_note"] = (
+                f"batches {sorted(set(probe.predicted))} not tried: predicted from peak RSS to "
+                f"exceed {CPU_MEM_HEADROOM:.0%} of MemAvailable"
+                if probe.predicted
+                else ""
+            )
             del w, probe
             _free(device)
     return out
@@ -587,18 +683,53 @@ def max_batch(build: Callable[[], torch.nn.Module], settings: Settings, device: 
 
 
 TRIAL_KEYS = (
-    "infer_img_s", "infer_img_s_iqr", "infer_step_ms", "infer_cv", "train_img_s", "train_img_s_iqr", "train_step_ms",
-    "train_cv", "latency_ms_p50", "latency_cv", "extended", "unstable", "peak_mem_mb", "peak_mem_kind",
-    "infer_tflops_s", "train_tflops_s", "infer_mfu", "mfu", "mfu_reason", "peak_tflops", "precision", "train_gmacs",
+    "infer_img_s",
+    "infer_img_s_iqr",
+    "infer_step_ms",
+    "infer_cv",
+    "train_img_s",
+    "train_img_s_iqr",
+    "train_step_ms",
+    "train_cv",
+    "latency_ms_p50",
+    "latency_cv",
+    "extended",
+    "unstable",
+    "peak_mem_mb",
+    "peak_mem_kind",
+    "infer_tflops_s",
+    "train_tflops_s",
+    "infer_mfu",
+    "mfu",
+    "mfu_reason",
+    "peak_tflops",
+    "precision",
+    "train_gmacs",
     # fingerprint columns the trial row does not already carry (device, threads, torch_version)
-    "device_count", "driver", "cpu_model", "cpu_count", "cpu_capability", "cuda_version", "cudnn_version", "tf32",
+    "device_count",
+    "driver",
+    "cpu_model",
+    "cpu_count",
+    "cpu_capability",
+    "cuda_version",
+    "cudnn_version",
+    "tf32",
 )
 TRIAL_RENAMES = {"extended": "profile_extended", "unstable": "profile_unstable", "precision": "profile_precision"}
 
 
-def profile_model(build: Callable[[], torch.nn.Module], *, in_chans: int, image_size: int, num_classes: int,
-                  batch_size: int, warmup: int, iters: int, device: torch.device,
-                  gmacs: tuple[float, float] | None = None) -> dict:
+def profile_model(
+    build: Callable[[], torch.nn.Module],
+    *,
+    in_chans: int,
+    image_size: int,
+    num_classes: int,
+    batch_size: int,
+    warmup: int,
+    iters: int,
+    device: torch.device,
+    gmacs: tuple[float, float] | None = None,
+) -> dict:
     """The trial's profile step: both modes at the precision training uses; the row's columns.
 
     Out of memory raises torch.OutOfMemoryError naming the batch, so the trial becomes a failed

@@ -24,15 +24,24 @@ MAX_BATCH_LIMIT = {"cuda": 4096, "cpu": 512}  # --max-batch without a value: whe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="throughput, latency, memory, FLOPs and MFU of one model (the profiler trials use)",
-                       description="Median and spread of img/s over timed blocks after warm-up, batch-1 latency, peak "
-                                   "memory, forward and training GMACs, achieved TFLOP/s and MFU, and a hardware fingerprint.")
+    p = sub.add_parser(
+        "profile",
+        help="throughput, latency, memory, FLOPs and MFU of one model (the profiler trials use)",
+        description="Median and spread of img/s over timed blocks after warm-up, batch-1 latency, peak "
+        "memory, forward and training GMACs, achieved TFLOP/s and MFU, and a hardware fingerprint.",
+    )
     p.add_argument("model", help="family@size, e.g. vit@xs, resnet@50, convnext@tiny (see `harness models`)")
     p.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet sizes, 28 for small ones")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per step (default {DEFAULT_BATCH}); never shrunk on OOM")
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH, help=f"images per step (default {DEFAULT_BATCH}); never shrunk on OOM"
+    )
     p.add_argument("--mode", choices=MODES, default="both")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (strict: TF32 off on CUDA) | tf32 | bf16 / fp16 (weights and inputs cast) | amp-bf16 (autocast)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (strict: TF32 off on CUDA) | tf32 | bf16 / fp16 (weights and inputs cast) | amp-bf16 (autocast)",
+    )
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time gets its own column")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's current setting)")
@@ -42,13 +51,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default 3)")
     p.add_argument("--iters", type=int, default=10, help="timed steps per round (default 10)")
     p.add_argument("--blocks", type=int, default=BLOCKS, help=f"timed blocks the steps are split into (default {BLOCKS})")
-    p.add_argument("--cv-threshold", type=float, default=CV_THRESHOLD,
-                   help=f"measure another round while the CV of block times is above this (default {CV_THRESHOLD})")
+    p.add_argument(
+        "--cv-threshold",
+        type=float,
+        default=CV_THRESHOLD,
+        help=f"measure another round while the CV of block times is above this (default {CV_THRESHOLD})",
+    )
     p.add_argument("--max-rounds", type=int, default=MAX_ROUNDS, help=f"rounds of blocks at most (default {MAX_ROUNDS})")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
-    p.add_argument("--max-batch", type=int, nargs="?", const=0, default=None, metavar="LIMIT",
-                   help="also search the largest batch that fits per mode, up to LIMIT "
-                        f"(default {MAX_BATCH_LIMIT['cuda']} on CUDA, {MAX_BATCH_LIMIT['cpu']} on CPU)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="LIMIT",
+        help="also search the largest batch that fits per mode, up to LIMIT "
+        f"(default {MAX_BATCH_LIMIT['cuda']} on CUDA, {MAX_BATCH_LIMIT['cpu']} on CPU)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object (NaN written as null)")
     p.set_defaults(func=run)
 
@@ -75,10 +95,20 @@ def run(args: argparse.Namespace) -> int:
     dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes}
     zoo.check(ms, size, args.in_chans)
     device = pick_device(args.device)
-    settings = Settings(batch_size=args.batch_size, mode=args.mode, precision=args.precision,
-                        channels_last=args.channels_last, compile=args.compile, threads=args.threads,
-                        warmup=args.warmup, iters=args.iters, blocks=args.blocks, cv_threshold=args.cv_threshold,
-                        max_rounds=args.max_rounds, latency=not args.no_latency)
+    settings = Settings(
+        batch_size=args.batch_size,
+        mode=args.mode,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        threads=args.threads,
+        warmup=args.warmup,
+        iters=args.iters,
+        blocks=args.blocks,
+        cv_threshold=args.cv_threshold,
+        max_rounds=args.max_rounds,
+        latency=not args.no_latency,
+    )
 
     def build() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -111,26 +141,51 @@ def _num(v: float, fmt: str = ".4g") -> str:
 def render(rec: dict):
     from rich.table import Table
 
-    t = Table(title=f"{rec['model']} @ {rec['image_size']} px, batch {rec['batch_size']}, {rec['precision']}"
-                    f"{', channels-last' if rec['channels_last'] else ''}{', compiled' if rec['compile'] else ''}"
-                    f" on {rec['device']} ({rec['threads']} threads)")
-    for c in ("mode", "status", "img/s (median)", "IQR", "CV", "step ms", "timed steps", "compile s", "peak MB",
-              "TFLOP/s", "MFU"):
+    t = Table(
+        title=f"{rec['model']} @ {rec['image_size']} px, batch {rec['batch_size']}, {rec['precision']}"
+        f"{', channels-last' if rec['channels_last'] else ''}{', compiled' if rec['compile'] else ''}"
+        f" on {rec['device']} ({rec['threads']} threads)"
+    )
+    for c in (
+        "mode",
+        "status",
+        "img/s (median)",
+        "IQR",
+        "CV",
+        "step ms",
+        "timed steps",
+        "compile s",
+        "peak MB",
+        "TFLOP/s",
+        "MFU",
+    ):
         t.add_column(c, justify="left" if c in ("mode", "status") else "right")
     for m in ("infer", "train"):
         if f"{m}_status" not in rec:
             continue
         flags = (" extended" if rec[f"{m}_extended"] else "") + (" UNSTABLE" if rec[f"{m}_unstable"] else "")
-        t.add_row(m, rec[f"{m}_status"] + flags, _num(rec[f"{m}_img_s"], ".1f"), _num(rec[f"{m}_img_s_iqr"], ".1f"),
-                  _num(rec[f"{m}_cv"], ".1%"), _num(rec[f"{m}_step_ms"], ".2f"), str(rec[f"{m}_steps"]),
-                  _num(rec[f"{m}_compile_s"], ".1f"), _num(rec[f"{m}_peak_mem_mb"], ".0f"),
-                  _num(rec[f"{m}_tflops_s"], ".3f"), _num(rec[f"{m}_mfu"], ".1%"))
+        t.add_row(
+            m,
+            rec[f"{m}_status"] + flags,
+            _num(rec[f"{m}_img_s"], ".1f"),
+            _num(rec[f"{m}_img_s_iqr"], ".1f"),
+            _num(rec[f"{m}_cv"], ".1%"),
+            _num(rec[f"{m}_step_ms"], ".2f"),
+            str(rec[f"{m}_steps"]),
+            _num(rec[f"{m}_compile_s"], ".1f"),
+            _num(rec[f"{m}_peak_mem_mb"], ".0f"),
+            _num(rec[f"{m}_tflops_s"], ".3f"),
+            _num(rec[f"{m}_mfu"], ".1%"),
+        )
     lines = [
         f"params {rec['params']:,}   forward {rec['fwd_gmacs']:.4g} GMACs/img   training step {rec['train_gmacs']:.4g} "
         f"GMACs/img ({rec['train_fwd_ratio']:.3f}x forward; 1 MAC = 2 FLOPs in TFLOP/s and MFU)",
-        (f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
-         f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")
-         if not math.isnan(rec["latency_ms_p50"]) else "latency: not measured (--no-latency, or inference did not run)")
+        (
+            f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
+            f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")
+            if not math.isnan(rec["latency_ms_p50"])
+            else "latency: not measured (--no-latency, or inference did not run)"
+        )
         + f"   peak memory: {rec['peak_mem_kind']}",
         f"MFU: peak {_num(rec['peak_tflops'], '.1f')} TFLOP/s" + (f" — {rec['mfu_reason']}" if rec["mfu_reason"] else ""),
     ]
@@ -141,11 +196,15 @@ def render(rec: dict):
     for m in ("infer", "train"):
         if f"max_batch_{m}" in rec:
             fails = rec[f"max_batch_{m}_fails"]
-            lines.append(f"max batch ({m}): {rec[f'max_batch_{m}']}" + (f", {fails} does not fit" if fails else
-                         f" (no failure up to the limit {rec['max_batch_limit']})") +
-                         (f"; {rec[f'max_batch_{m}_note']}" if rec[f"max_batch_{m}_note"] else ""))
-    lines.append(f"{rec['cpu_model']} ({rec['cpu_count']} CPUs, {rec['cpu_capability']}), {rec['device_count']} GPUs"
-                 f"{', driver ' + rec['driver'] if rec['driver'] else ''}; torch {rec['torch_version']}"
-                 f"{', CUDA ' + rec['cuda_version'] if rec['cuda_version'] else ''}; TF32 {rec['tf32']}")
+            lines.append(
+                f"max batch ({m}): {rec[f'max_batch_{m}']}"
+                + (f", {fails} does not fit" if fails else f" (no failure up to the limit {rec['max_batch_limit']})")
+                + (f"; {rec[f'max_batch_{m}_note']}" if rec[f"max_batch_{m}_note"] else "")
+            )
+    lines.append(
+        f"{rec['cpu_model']} ({rec['cpu_count']} CPUs, {rec['cpu_capability']}), {rec['device_count']} GPUs"
+        f"{', driver ' + rec['driver'] if rec['driver'] else ''}; torch {rec['torch_version']}"
+        f"{', CUDA ' + rec['cuda_version'] if rec['cuda_version'] else ''}; TF32 {rec['tf32']}"
+    )
     t.caption = "\n".join(lines)
     return t

@@ -58,8 +58,14 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
         dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
         steps = total_steps(tr.train, tr.data_size)
         samples = steps * min(tr.train["batch_size"], tr.data_size)  # full batches only (data.EpochSampler)
-        out.append({"steps": steps, "params": flops.param_count(tr.model, **dims), "fwd_gmacs": flops.forward_gmacs(tr.model, **dims),
-                    "train_flops": flops_train.train_flops(tr.model, samples, **dims)})
+        out.append(
+            {
+                "steps": steps,
+                "params": flops.param_count(tr.model, **dims),
+                "fwd_gmacs": flops.forward_gmacs(tr.model, **dims),
+                "train_flops": flops_train.train_flops(tr.model, samples, **dims),
+            }
+        )
     return out
 
 
@@ -73,10 +79,19 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
         t.add_column(col, justify="right" if col not in ("trial_id", "model", "state") else "left")
     compute = trial_compute(study, trials)
     for tr, c in zip(trials, compute):
-        t.add_row(tr.trial_id, tr.model.name, str(tr.data_size), str(tr.image_size), str(tr.seed),
-                  *[_cell(tr.train.get(k)) for k in varying], str(c["steps"]),
-                  f"{c['params'] / 1e6:.3f}M", f"{c['fwd_gmacs']:.4f}", f"{c['train_flops']:.3g}",
-                  "done" if tr.trial_id in done else "pending")
+        t.add_row(
+            tr.trial_id,
+            tr.model.name,
+            str(tr.data_size),
+            str(tr.image_size),
+            str(tr.seed),
+            *[_cell(tr.train.get(k)) for k in varying],
+            str(c["steps"]),
+            f"{c['params'] / 1e6:.3f}M",
+            f"{c['fwd_gmacs']:.4f}",
+            f"{c['train_flops']:.3g}",
+            "done" if tr.trial_id in done else "pending",
+        )
     total = sum(c["train_flops"] for c in compute)
     t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
     return t
@@ -86,9 +101,19 @@ def _cell(v: object) -> str:
     return ",".join(f"{k}={x}" for k, x in v.items()) if isinstance(v, dict) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "results", address: str | None = None,
-              smoke: bool = False, dry_run: bool = False, report: bool = True, console: Console | None = None,
-              wait: bool = True, flags: dict | None = None) -> int:
+def run_study(
+    path: str | Path,
+    *,
+    backend: str = "ray",
+    results: str | Path = "results",
+    address: str | None = None,
+    smoke: bool = False,
+    dry_run: bool = False,
+    report: bool = True,
+    console: Console | None = None,
+    wait: bool = True,
+    flags: dict | None = None,
+) -> int:
     """`flags`: the backend's `harness run` options (SLURM: overrides of the study's `slurm:` section);
     `wait=False` (a backend that detaches, SLURM): submit and return."""
     console = console or Console(stderr=True)
@@ -108,8 +133,7 @@ def run_study(path: str | Path, *, backend: str = "ray", results: str | Path = "
     term = _SigtermSeen()
     try:
         with _sigterm_interrupts(term):
-            return _run(be, path, study, trials, rd, address=address, report=report, console=console, wait=wait,
-                        flags=flags)
+            return _run(be, path, study, trials, rd, address=address, report=report, console=console, wait=wait, flags=flags)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
         note = be.interrupted_note(out_dir)
@@ -127,6 +151,7 @@ class _SigtermSeen:
 def _sigterm_interrupts(term: _SigtermSeen) -> Iterator[None]:
     """SIGTERM (a scheduler, `kill`, a container stop) ends the run like Ctrl-C: Terminated is a
     KeyboardInterrupt, so the backend stops its work and finished rows stay."""
+
     def handler(signum: int, frame: object) -> None:
         term.seen = True
         raise Terminated()
@@ -142,23 +167,41 @@ def _sigterm_interrupts(term: _SigtermSeen) -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def _run(be: backends.Backend, path: str | Path, study: Study, trials: list[Trial], rd: store.ResultsDir, *,
-         address: str | None, report: bool, console: Console, wait: bool, flags: dict | None) -> int:
+def _run(
+    be: backends.Backend,
+    path: str | Path,
+    study: Study,
+    trials: list[Trial],
+    rd: store.ResultsDir,
+    *,
+    address: str | None,
+    report: bool,
+    console: Console,
+    wait: bool,
+    flags: dict | None,
+) -> int:
     out_dir = rd.path
     done = rd.done_ids()
     for moved in rd.quarantine_unreadable():  # its trial is not done: it runs again
         console.print(f"[yellow]moved unreadable file aside[/]: {escape(str(moved))} (its trial runs again)")
     pending = [t for t in trials if t.trial_id not in done]
-    console.print(f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
-                  f"{len(pending)} to run on {be.name} -> {out_dir}")
+    console.print(
+        f"[bold]{study.name}[/]: {len(trials)} trials, {len(trials) - len(pending)} already done, "
+        f"{len(pending)} to run on {be.name} -> {out_dir}"
+    )
     rd.record_study(path, study.name, study.study_hash, [t.trial_id for t in trials])  # the rows that belong
     failed = 0
     opts = {"address": address, "out_dir": out_dir, "study": study, "flags": flags, "wait": wait}
     with _progress(console) as bar:
         task = bar.add_task(study.name, total=len(pending))
         # claims: a second driver of this study skips (and waits for) the trials this one runs
-        for ev in claims.run_exclusive(pending, lambda ts, held: be.execute(ts, claims=held, **opts), out_dir,
-                                       wait=wait, on_others=lambda held: _report_others(held, bar.console, wait)):
+        for ev in claims.run_exclusive(
+            pending,
+            lambda ts, held: be.execute(ts, claims=held, **opts),
+            out_dir,
+            wait=wait,
+            on_others=lambda held: _report_others(held, bar.console, wait),
+        ):
             if ev.output is None:
                 bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
             else:
@@ -169,8 +212,10 @@ def _run(be: backends.Backend, path: str | Path, study: Study, trials: list[Tria
             bar.advance(task)
     if not wait:
         if pending:
-            console.print(f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
-                          "run the same command again to wait for the rest")
+            console.print(
+                f"submitted: 'harness status {out_dir}' shows queued / running / done / failed; "
+                "run the same command again to wait for the rest"
+            )
         return EXIT_OK
     _compact(rd, console)
     if report and len(trials) > failed:
@@ -205,14 +250,21 @@ def _report_others(held: dict[str, dict], console: Console, wait: bool = True) -
     for info in held.values():
         by[claims.describe(info)] = by.get(claims.describe(info), 0) + 1
     who = ", ".join(f"{n} by {h}" for h, n in sorted(by.items()))
-    then = ("waiting for their rows (a trial whose holder stops without one is run here)" if wait
-            else "left to them")
+    then = "waiting for their rows (a trial whose holder stops without one is run here)" if wait else "left to them"
     console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): {then}")
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _one_line(out: store.TrialOutput) -> str:
@@ -266,8 +318,11 @@ def status(target: str | Path, *, results: str | Path = "results", include_all: 
     else:
         rd, expected = store.ResultsDir(target), {}
         if not rd.is_results_dir():
-            raise StudyError("not a study file or a results directory (no trials/ inside)", where=str(target),
-                             fix="give studies/NAME.yaml or results/NAME")
+            raise StudyError(
+                "not a study file or a results directory (no trials/ inside)",
+                where=str(target),
+                fix="give studies/NAME.yaml or results/NAME",
+            )
         members = rd.membership()
         expected = dict.fromkeys(members or (), "")  # the study as last run: what is not on disk is pending
     out_dir = rd.path
@@ -287,7 +342,9 @@ def status(target: str | Path, *, results: str | Path = "results", include_all: 
     jobs = backends.in_flight(out_dir)
     held = {tid for tid, info in claims.holders(out_dir).items() if not info.get("slurm_job")}
     queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
-    running = ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}
+    running = (
+        ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}
+    )
     failed = {tid for tid, s in on_disk.items() if s != "ok"} - queued - running
     t.add_row("ok", str(ok))
     t.add_row("failed", str(len(failed)))

@@ -168,8 +168,13 @@ class _StudyLoader(yaml.SafeLoader):
                 continue
             if first is not key_node.start_mark:
                 here = key_node.start_mark
-                raise _DuplicateKey(None, None, f"duplicate key '{key}' at line {here.line + 1}, column {here.column + 1} "
-                                                f"(first given at line {first.line + 1}, column {first.column + 1})", here)
+                raise _DuplicateKey(
+                    None,
+                    None,
+                    f"duplicate key '{key}' at line {here.line + 1}, column {here.column + 1} "
+                    f"(first given at line {first.line + 1}, column {first.column + 1})",
+                    here,
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -178,15 +183,20 @@ def read_yaml(path: Path, where: str) -> Any:
     try:
         blob = path.read_bytes()
     except OSError as e:
-        raise StudyError(f"cannot read the study file: {e.strerror or e}", where=where, fix="check the path and its permissions") from None
+        raise StudyError(
+            f"cannot read the study file: {e.strerror or e}", where=where, fix="check the path and its permissions"
+        ) from None
     try:
         text = blob.decode("utf-8-sig")  # a UTF-8 BOM is harmless
     except UnicodeDecodeError as e:
         line = blob[: e.start].count(b"\n") + 1
         if b"\0" in blob and not blob.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise StudyError("not a text file (binary data)", where=where, fix="give the study's .yaml file") from None
-        raise StudyError(f"not UTF-8 text: byte 0x{blob[e.start]:02x} at line {line} cannot be decoded", where=where,
-                         fix="save the file as UTF-8") from None
+        raise StudyError(
+            f"not UTF-8 text: byte 0x{blob[e.start]:02x} at line {line} cannot be decoded",
+            where=where,
+            fix="save the file as UTF-8",
+        ) from None
     try:
         return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 (a SafeLoader subclass)
     except _DuplicateKey as e:
@@ -200,7 +210,9 @@ def read_yaml(path: Path, where: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         pos = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise StudyError(f"YAML syntax error at {pos}: {problem}", where=where, fix="fix the YAML syntax (indentation, colons, brackets)") from None
+        raise StudyError(
+            f"YAML syntax error at {pos}: {problem}", where=where, fix="fix the YAML syntax (indentation, colons, brackets)"
+        ) from None
 
 
 def load_study(path: str | Path) -> Study:
@@ -212,7 +224,11 @@ def load_study(path: str | Path) -> Study:
     raw = read_yaml(path, where)
     if not isinstance(raw, dict):
         got = "empty" if raw is None else f"a YAML {type(raw).__name__}"
-        raise StudyError(f"a study must be a YAML mapping, this file is {got}", where=where, fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)")
+        raise StudyError(
+            f"a study must be a YAML mapping, this file is {got}",
+            where=where,
+            fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)",
+        )
     return parse_study(raw, where=where)
 
 
@@ -220,11 +236,18 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     _check_keys(raw, TOP_KEYS, where, "")
     for key in ("name", "grid"):
         if key not in raw:
-            raise StudyError(f"missing required key '{key}'", where=where, key=key, fix="see studies/quickstart.yaml for the shape of a study")
+            raise StudyError(
+                f"missing required key '{key}'", where=where, key=key, fix="see studies/quickstart.yaml for the shape of a study"
+            )
     name = raw["name"]
     _check_name(name, where)
     if not isinstance(raw.get("description", ""), (str, type(None))):
-        raise StudyError(f"description must be text, got {type(raw['description']).__name__}", where=where, key="description", fix="quote it: description: \"...\"")
+        raise StudyError(
+            f"description must be text, got {type(raw['description']).__name__}",
+            where=where,
+            key="description",
+            fix='quote it: description: "..."',
+        )
 
     dataset = _section(raw, "dataset", {"name": "fashion_mnist"}, where)
     try:
@@ -238,7 +261,12 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     _check_train(train, where)
     profile = _merged(raw, "profile", PROFILE_DEFAULTS, where)
     if not isinstance(profile["enabled"], bool):
-        raise StudyError(f"profile.enabled must be true or false, got {profile['enabled']!r}", where=where, key="profile.enabled", fix="write enabled: false (unquoted)")
+        raise StudyError(
+            f"profile.enabled must be true or false, got {profile['enabled']!r}",
+            where=where,
+            key="profile.enabled",
+            fix="write enabled: false (unquoted)",
+        )
     # train.steps 0 with profiling off is a count-only study (params and GMACs, nothing timed or
     # trained: studies/vit_sizes.yaml); its rows carry those counts, so it is allowed
     for key in ("batch_size", "iters"):
@@ -249,8 +277,12 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     slurm = _section(raw, "slurm", {}, where)
 
     if train["eval_size"] is not None and train["eval_size"] > info.test_size:
-        raise StudyError(f"train.eval_size {train['eval_size']} is larger than the {info.name} test split ({info.test_size} images)",
-                         where=where, key="train.eval_size", fix=f"use at most {info.test_size}, or leave it out for the full split")
+        raise StudyError(
+            f"train.eval_size {train['eval_size']} is larger than the {info.name} test split ({info.test_size} images)",
+            where=where,
+            key="train.eval_size",
+            fix=f"use at most {info.test_size}, or leave it out for the full split",
+        )
     grid, zips = _parse_grid(raw["grid"], info, train, where)
     overrides = _parse_overrides(raw, grid, where)
     smoke_grid = _parse_smoke(raw, grid, info, where)
@@ -277,11 +309,20 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
 def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tuple[dict, tuple]:
     """The axes (model, data_size, image_size, seed, then training keys) and the zip groups."""
     if not isinstance(grid, dict):
-        raise StudyError("grid must be a mapping of axes to lists", where=where, key="grid", fix="e.g. grid: {model: [vit@xs], data_size: [1000]}")
+        raise StudyError(
+            "grid must be a mapping of axes to lists",
+            where=where,
+            key="grid",
+            fix="e.g. grid: {model: [vit@xs], data_size: [1000]}",
+        )
     for k in grid:
         if isinstance(k, str) and k.startswith("train.") and k[6:] in TRAIN_DEFAULTS:
-            raise StudyError(f"write a training-key axis without 'train.': {k[6:]}", where=where, key=f"grid.{k}",
-                             fix=f"grid: {{{k[6:]}: [...]}} (any key of the train section may be an axis)")
+            raise StudyError(
+                f"write a training-key axis without 'train.': {k[6:]}",
+                where=where,
+                key=f"grid.{k}",
+                fix=f"grid: {{{k[6:]}: [...]}} (any key of the train section may be an axis)",
+            )
     _check_keys(grid, GRID_KEYS | set(TRAIN_DEFAULTS) | {"zip"}, where, "grid")
     axes: dict[str, list] = {}
     paths: dict[str, str] = {}  # axis -> where its list is written (grid.lr or grid.zip[0].lr), for errors
@@ -291,29 +332,48 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tupl
     zips = []
     groups = grid.get("zip", [])
     if not isinstance(groups, list) or not all(isinstance(g, dict) and g for g in groups):
-        raise StudyError("grid.zip must be a list of mappings of axes to equal-length lists", where=where, key="grid.zip",
-                         fix="e.g. zip: [{model: [swin@xs, swin@s], image_size: [32, 64]}]")
+        raise StudyError(
+            "grid.zip must be a list of mappings of axes to equal-length lists",
+            where=where,
+            key="grid.zip",
+            fix="e.g. zip: [{model: [swin@xs, swin@s], image_size: [32, 64]}]",
+        )
     for gi, group in enumerate(groups):
         _check_keys(group, GRID_KEYS | set(TRAIN_DEFAULTS), where, f"grid.zip[{gi}]")
         lists = {k: _as_list(v) for k, v in group.items()}
         for k in lists:
             if k in axes:
-                raise StudyError(f"axis '{k}' is given twice ({paths[k]} and grid.zip[{gi}].{k})", where=where,
-                                 key=f"grid.zip[{gi}].{k}", fix="keep it in one place: in the zip group to pair it, or in grid to cross it")
+                raise StudyError(
+                    f"axis '{k}' is given twice ({paths[k]} and grid.zip[{gi}].{k})",
+                    where=where,
+                    key=f"grid.zip[{gi}].{k}",
+                    fix="keep it in one place: in the zip group to pair it, or in grid to cross it",
+                )
         lengths = {k: len(v) for k, v in lists.items()}
         if len(set(lengths.values())) > 1:
-            raise StudyError(f"zip group lists differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})",
-                             where=where, key=f"grid.zip[{gi}]", fix="give every axis of a zip group as many values (they are paired element-wise)")
+            raise StudyError(
+                f"zip group lists differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})",
+                where=where,
+                key=f"grid.zip[{gi}]",
+                fix="give every axis of a zip group as many values (they are paired element-wise)",
+            )
         for k, v in lists.items():
             axes[k], paths[k] = v, f"grid.zip[{gi}].{k}"
         zips.append(tuple(lists))
     profile_only = train["steps"] == 0
     for key in ("model",) if profile_only else ("model", "data_size"):
         if key not in axes:
-            raise StudyError(f"missing required axis '{key}'", where=where, key=f"grid.{key}",
-                             fix="every grid needs model and data_size lists (data_size may be left out when train.steps is 0: profile only)")
+            raise StudyError(
+                f"missing required axis '{key}'",
+                where=where,
+                key=f"grid.{key}",
+                fix="every grid needs model and data_size lists (data_size may be left out when train.steps is 0: profile only)",
+            )
     if profile_only:
-        axes["data_size"], paths["data_size"] = [0], "grid.data_size"  # nothing is trained: one trial per model x resolution x seed
+        axes["data_size"], paths["data_size"] = (
+            [0],
+            "grid.data_size",
+        )  # nothing is trained: one trial per model x resolution x seed
     for k, values in axes.items():
         if not values:
             raise StudyError("empty axis", where=where, key=paths[k], fix="give at least one value")
@@ -331,16 +391,26 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tupl
         if v > info.train_size:
             raise StudyError(
                 f"data_size {v} is larger than the {info.name} training split ({info.train_size} images)",
-                where=where, key=f"{pd_}[{i}]", fix=f"use at most {info.train_size}")
+                where=where,
+                key=f"{pd_}[{i}]",
+                fix=f"use at most {info.train_size}",
+            )
         if v < info.num_classes:
             raise StudyError(
                 f"data_size {v} is smaller than the number of classes ({info.num_classes})",
-                where=where, key=f"{pd_}[{i}]", fix=f"use at least {info.num_classes} so every class is seen")
+                where=where,
+                key=f"{pd_}[{i}]",
+                fix=f"use at least {info.num_classes} so every class is seen",
+            )
     for i, v in enumerate(image_sizes):
         _positive_int(v, where, f"{pi_}[{i}]")
         if v > MAX_IMAGE_SIZE:
-            raise StudyError(f"image_size {v} px is above the {MAX_IMAGE_SIZE} px limit", where=where, key=f"{pi_}[{i}]",
-                             fix=f"use at most {MAX_IMAGE_SIZE} (images are resized on the fly; one {v} px image alone is {3 * 4 * v * v / 1e9:.3g} GB)")
+            raise StudyError(
+                f"image_size {v} px is above the {MAX_IMAGE_SIZE} px limit",
+                where=where,
+                key=f"{pi_}[{i}]",
+                fix=f"use at most {MAX_IMAGE_SIZE} (images are resized on the fly; one {v} px image alone is {3 * 4 * v * v / 1e9:.3g} GB)",
+            )
     for i, v in enumerate(seeds):
         _nonneg_int(v, where, f"{ps_}[{i}]")
         if v > MAX_SEED:
@@ -353,8 +423,9 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tupl
         try:
             zoo.check(m, s, info.in_chans)
         except StudyError as e:
-            raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
-                             key=f"{paths['model']}[{i}] x {pi_}[{j}]", fix=e.fix) from None
+            raise StudyError(
+                f"{m.name} cannot take {s} px input: {e.what}", where=where, key=f"{paths['model']}[{i}] x {pi_}[{j}]", fix=e.fix
+            ) from None
     out = {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
     out.update({k: v for k, v in axes.items() if k not in out})  # training-key axes, in the order written
     return out, tuple(zips)
@@ -367,23 +438,40 @@ def _parse_overrides(raw: dict, grid: dict, where: str) -> dict:
     for name, keys in section.items():
         key = f"overrides.{name}"
         if not isinstance(name, str):
-            raise StudyError(f"an override is named by a family or a model, got {name!r}", where=where, key=key, fix="e.g. overrides: {vit: {lr: 1.0e-3}}")
+            raise StudyError(
+                f"an override is named by a family or a model, got {name!r}",
+                where=where,
+                key=key,
+                fix="e.g. overrides: {vit: {lr: 1.0e-3}}",
+            )
         if "@" in name:
             try:
                 ms = zoo.resolve(name)
             except StudyError as e:
                 raise e.at(where, key) from None
             if all(m.identity() != ms.identity() for m in grid["model"]):
-                raise StudyError(f"model {name} is not in grid.model", where=where, key=key,
-                                 fix=did_you_mean(name, [m.name for m in grid["model"]]))
+                raise StudyError(
+                    f"model {name} is not in grid.model",
+                    where=where,
+                    key=key,
+                    fix=did_you_mean(name, [m.name for m in grid["model"]]),
+                )
         elif name not in zoo.families():
             raise StudyError(f"unknown family '{name}'", where=where, key=key, fix=did_you_mean(name, zoo.families()))
         elif name not in families:
-            raise StudyError(f"no model of family '{name}' in grid.model", where=where, key=key,
-                             fix=f"override a family of the grid: {', '.join(sorted(families))}")
+            raise StudyError(
+                f"no model of family '{name}' in grid.model",
+                where=where,
+                key=key,
+                fix=f"override a family of the grid: {', '.join(sorted(families))}",
+            )
         if not isinstance(keys, dict) or not keys:
-            raise StudyError("an override is a mapping of train keys to values (a list sweeps them for this family)",
-                             where=where, key=key, fix=f"e.g. {name}: {{lr: 1.0e-3}}")
+            raise StudyError(
+                "an override is a mapping of train keys to values (a list sweeps them for this family)",
+                where=where,
+                key=key,
+                fix=f"e.g. {name}: {{lr: 1.0e-3}}",
+            )
         _check_keys(keys, set(TRAIN_DEFAULTS), where, key)
         for k, v in keys.items():
             if isinstance(v, list) and not v:
@@ -400,23 +488,36 @@ def _parse_smoke(raw: dict, grid: dict, info: data.DataInfo, where: str) -> dict
     sizes = _as_list(section["image_size"])
     distinct = list(dict.fromkeys(grid["image_size"]))  # a zip group may repeat a resolution
     if len(sizes) != len(distinct) or len(set(sizes)) != len(sizes):
-        raise StudyError(f"smoke.image_size needs {len(distinct)} distinct values, one per grid.image_size",
-                         where=where, key="smoke.image_size", fix="list as many smaller resolutions as the grid has")
+        raise StudyError(
+            f"smoke.image_size needs {len(distinct)} distinct values, one per grid.image_size",
+            where=where,
+            key="smoke.image_size",
+            fix="list as many smaller resolutions as the grid has",
+        )
     for j, s in enumerate(sizes):
         _positive_int(s, where, f"smoke.image_size[{j}]")
         for i, m in enumerate(grid["model"]):
             try:
                 zoo.check(m, s, info.in_chans)
             except StudyError as e:
-                raise StudyError(f"{m.name} cannot take {s} px input: {e.what}", where=where,
-                                 key=f"grid.model[{i}] x smoke.image_size[{j}]", fix=e.fix) from None
+                raise StudyError(
+                    f"{m.name} cannot take {s} px input: {e.what}",
+                    where=where,
+                    key=f"grid.model[{i}] x smoke.image_size[{j}]",
+                    fix=e.fix,
+                ) from None
     lookup = dict(zip(distinct, sizes))
     return {"image_size": [lookup[v] for v in grid["image_size"]]}
 
 
 def _check_train(train: dict, where: str) -> None:
     if train["steps"] is not None and train["epochs"] is not None:
-        raise StudyError("both train.steps and train.epochs are set", where=where, key="train", fix="give one budget: steps (equal compute across data sizes) or epochs")
+        raise StudyError(
+            "both train.steps and train.epochs are set",
+            where=where,
+            key="train",
+            fix="give one budget: steps (equal compute across data sizes) or epochs",
+        )
     _nonneg_int(train["val_size"], where, "train.val_size")
     if train["early_stop"] is not None:
         _check_early_stop(train, where)
@@ -428,29 +529,54 @@ def _check_train(train: dict, where: str) -> None:
     elif budget == "steps":
         _nonneg_int(train["steps"], where, "train.steps")  # 0 = profile only (throughput/FLOPs studies)
     elif not _number(train["epochs"]) or train["epochs"] <= 0:
-        raise StudyError(f"train.epochs must be a positive number, got {train['epochs']!r}", where=where, key="train.epochs", fix="e.g. epochs: 10")
+        raise StudyError(
+            f"train.epochs must be a positive number, got {train['epochs']!r}",
+            where=where,
+            key="train.epochs",
+            fix="e.g. epochs: 10",
+        )
     _positive_int(train["batch_size"], where, "train.batch_size")
     _nonneg_int(train["warmup_steps"], where, "train.warmup_steps")
     for key in ("lr", "weight_decay", "momentum", "label_smoothing"):
         v = train[key]
         if not _number(v) or v < 0:
-            raise StudyError(f"train.{key} must be a non-negative number, got {v!r}", where=where, key=f"train.{key}", fix="e.g. lr: 2.0e-3 (YAML needs the '.0' before 'e')")
+            raise StudyError(
+                f"train.{key} must be a non-negative number, got {v!r}",
+                where=where,
+                key=f"train.{key}",
+                fix="e.g. lr: 2.0e-3 (YAML needs the '.0' before 'e')",
+            )
     if train["lr"] == 0:
-        raise StudyError("train.lr is 0: training would change nothing", where=where, key="train.lr",
-                         fix="e.g. lr: 2.0e-3; for a profile-only study use steps: 0")
+        raise StudyError(
+            "train.lr is 0: training would change nothing",
+            where=where,
+            key="train.lr",
+            fix="e.g. lr: 2.0e-3; for a profile-only study use steps: 0",
+        )
     for key, why in (("label_smoothing", "1 would leave no mass on the true class"), ("momentum", "1 or more diverges")):
         if train[key] >= 1:
-            raise StudyError(f"train.{key} must be in [0, 1), got {train[key]!r}", where=where, key=f"train.{key}", fix=f"use a value below 1 ({why}), e.g. 0.1")
+            raise StudyError(
+                f"train.{key} must be in [0, 1), got {train[key]!r}",
+                where=where,
+                key=f"train.{key}",
+                fix=f"use a value below 1 ({why}), e.g. 0.1",
+            )
     for key, allowed in CHOICES.items():
         if train[key] not in allowed:
-            raise StudyError(f"unknown {key} {train[key]!r}", where=where, key=f"train.{key}", fix=did_you_mean(str(train[key]), allowed))
+            raise StudyError(
+                f"unknown {key} {train[key]!r}", where=where, key=f"train.{key}", fix=did_you_mean(str(train[key]), allowed)
+            )
     for key in ("eval_every", "eval_size"):
         if train[key] is not None:
             _positive_int(train[key], where, f"train.{key}")
     _positive_int(train["curve_eval_size"], where, "train.curve_eval_size")
     if not isinstance(train["compile"], bool):
-        raise StudyError(f"train.compile must be true or false, got {train['compile']!r}", where=where, key="train.compile",
-                         fix="compile: true (torch.compile the model) or leave it out")
+        raise StudyError(
+            f"train.compile must be true or false, got {train['compile']!r}",
+            where=where,
+            key="train.compile",
+            fix="compile: true (torch.compile the model) or leave it out",
+        )
     for key, default in UNHASHED_DEFAULTS.items():
         if train[key] == default:
             del train[key]  # the default stays out of the hashed config: trial ids of existing studies do not change
@@ -459,15 +585,28 @@ def _check_train(train: dict, where: str) -> None:
 def _check_early_stop(train: dict, where: str) -> None:
     es, key = train["early_stop"], "train.early_stop"
     if not isinstance(es, dict):
-        raise StudyError(f"early_stop must be a mapping, got {es!r}", where=where, key=key, fix="e.g. early_stop: {patience: 5, max_steps: 4000}")
+        raise StudyError(
+            f"early_stop must be a mapping, got {es!r}",
+            where=where,
+            key=key,
+            fix="e.g. early_stop: {patience: 5, max_steps: 4000}",
+        )
     _check_keys(es, EARLY_STOP_KEYS, where, key)
     if "patience" not in es:
-        raise StudyError("early_stop needs patience (evaluations without a better val accuracy before stopping)",
-                         where=where, key=key, fix="e.g. early_stop: {patience: 5, max_steps: 4000}")
+        raise StudyError(
+            "early_stop needs patience (evaluations without a better val accuracy before stopping)",
+            where=where,
+            key=key,
+            fix="e.g. early_stop: {patience: 5, max_steps: 4000}",
+        )
     _positive_int(es["patience"], where, f"{key}.patience")
     if ("max_steps" in es) == ("max_epochs" in es):
-        raise StudyError("early_stop needs one ceiling: max_steps or max_epochs", where=where, key=key,
-                         fix="e.g. early_stop: {patience: 5, max_steps: 4000} (training stops there at the latest)")
+        raise StudyError(
+            "early_stop needs one ceiling: max_steps or max_epochs",
+            where=where,
+            key=key,
+            fix="e.g. early_stop: {patience: 5, max_steps: 4000} (training stops there at the latest)",
+        )
     if "min_steps" in es and "min_epochs" in es:
         raise StudyError("early_stop takes min_steps or min_epochs, not both", where=where, key=key, fix="keep one")
     for k in ("max_steps", "min_steps"):
@@ -475,25 +614,50 @@ def _check_early_stop(train: dict, where: str) -> None:
             (_positive_int if k == "max_steps" else _nonneg_int)(es[k], where, f"{key}.{k}")
     for k in ("max_epochs", "min_epochs"):
         if k in es and (not _number(es[k]) or es[k] < 0 or (k == "max_epochs" and es[k] == 0)):
-            raise StudyError(f"{k} must be a positive number, got {es[k]!r}", where=where, key=f"{key}.{k}", fix="e.g. max_epochs: 50")
+            raise StudyError(
+                f"{k} must be a positive number, got {es[k]!r}", where=where, key=f"{key}.{k}", fix="e.g. max_epochs: 50"
+            )
     for budget in ("steps", "epochs"):
         if train[budget] is not None:
-            raise StudyError(f"train.{budget} and train.early_stop are both set", where=where, key=key,
-                             fix="early_stop carries its own ceiling (max_steps or max_epochs): remove train.steps/epochs")
+            raise StudyError(
+                f"train.{budget} and train.early_stop are both set",
+                where=where,
+                key=key,
+                fix="early_stop carries its own ceiling (max_steps or max_epochs): remove train.steps/epochs",
+            )
     if not train["val_size"]:
-        raise StudyError("early stopping watches the validation split, and train.val_size is 0", where=where, key=key,
-                         fix="set train.val_size (e.g. 5000: images held out of the training split)")
+        raise StudyError(
+            "early stopping watches the validation split, and train.val_size is 0",
+            where=where,
+            key=key,
+            fix="set train.val_size (e.g. 5000: images held out of the training split)",
+        )
 
 
 def _check_resources(res: dict, where: str) -> None:
     for key in ("cpus", "gpus"):
         v = res[key]
         if not _number(v) or v < 0:
-            raise StudyError(f"resources.{key} must be a non-negative number, got {v!r}", where=where, key=f"resources.{key}", fix="e.g. resources: {cpus: 1, gpus: 0.25}")
+            raise StudyError(
+                f"resources.{key} must be a non-negative number, got {v!r}",
+                where=where,
+                key=f"resources.{key}",
+                fix="e.g. resources: {cpus: 1, gpus: 0.25}",
+            )
     if res["cpus"] < 1 or int(res["cpus"]) != res["cpus"]:
-        raise StudyError(f"resources.cpus must be a whole number >= 1, got {res['cpus']!r}", where=where, key="resources.cpus", fix="each trial runs one torch thread per CPU; use 1, 2, ...")
+        raise StudyError(
+            f"resources.cpus must be a whole number >= 1, got {res['cpus']!r}",
+            where=where,
+            key="resources.cpus",
+            fix="each trial runs one torch thread per CPU; use 1, 2, ...",
+        )
     if res["gpus"] > 1 and int(res["gpus"]) != res["gpus"]:
-        raise StudyError("fractional GPUs above 1 are not schedulable", where=where, key="resources.gpus", fix="use a fraction below 1 (packing) or a whole number")
+        raise StudyError(
+            "fractional GPUs above 1 are not schedulable",
+            where=where,
+            key="resources.gpus",
+            fix="use a fraction below 1 (packing) or a whole number",
+        )
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -512,10 +676,19 @@ def expand(study: Study) -> list[Trial]:
         model = g["model"][cell["model"][0]]
         base = {k: g[k][i] for k, (i, _) in cell.items() if k not in AXIS_ORDER}
         for train in _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()}):
-            t = Trial(study=study.name, model=model, image_size=g["image_size"][cell["image_size"][0]],
-                      data_size=g["data_size"][cell["data_size"][0]], seed=g["seed"][cell["seed"][0]],
-                      dataset=study.dataset, train=train, profile=study.profile,
-                      resources=study.resources, study_hash=study.study_hash, data_source=study.data_source)
+            t = Trial(
+                study=study.name,
+                model=model,
+                image_size=g["image_size"][cell["image_size"][0]],
+                data_size=g["data_size"][cell["data_size"][0]],
+                seed=g["seed"][cell["seed"][0]],
+                dataset=study.dataset,
+                train=train,
+                profile=study.profile,
+                resources=study.resources,
+                study_hash=study.study_hash,
+                data_source=study.data_source,
+            )
             if t.trial_id not in seen:
                 seen.add(t.trial_id)
                 trials.append(t)
@@ -567,7 +740,7 @@ def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) 
             _check_train(cfg, study.path)
         except StudyError as e:
             k = e.key.split(".")[1] if e.key.startswith("train.") else ""
-            raise (e.at(study.path, source[k] + e.key[len("train." + k):]) if k in source else e) from None
+            raise (e.at(study.path, source[k] + e.key[len("train." + k) :]) if k in source else e) from None
         out.append(_smoke_train(cfg) if study.smoke else cfg)
     return out
 
@@ -577,9 +750,13 @@ def _check_cells(study: Study, info: data.DataInfo, where: str) -> None:
     for t in expand(study):
         val = t.train.get("val_size", 0)
         if val and t.data_size + val > info.train_size:
-            raise StudyError(f"data_size {t.data_size} + val_size {val} is larger than the {info.name} training split "
-                             f"({info.train_size} images)", where=where, key="grid.data_size",
-                             fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size")
+            raise StudyError(
+                f"data_size {t.data_size} + val_size {val} is larger than the {info.name} training split "
+                f"({info.train_size} images)",
+                where=where,
+                key="grid.data_size",
+                fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
+            )
 
 
 def varying_train_keys(trials: list[Trial]) -> list[str]:
@@ -621,10 +798,20 @@ def smoke(study: Study) -> Study:
     train = _smoke_train(study.train)
     profile = dict(study.profile, batch_size=min(study.profile["batch_size"], 8), warmup=1, iters=2)
     return Study(
-        name=study.name + "-smoke", description=study.description, path=study.path, dataset=study.dataset,
-        grid=dict(study.grid, data_size=sizes, **study.smoke_grid), train=train, profile=profile,
-        resources=_smoke_resources(study.resources), slurm=study.slurm, smoke=True, data_source=study.data_source,
-        zips=study.zips, overrides=study.overrides, train_written=study.train_written,
+        name=study.name + "-smoke",
+        description=study.description,
+        path=study.path,
+        dataset=study.dataset,
+        grid=dict(study.grid, data_size=sizes, **study.smoke_grid),
+        train=train,
+        profile=profile,
+        resources=_smoke_resources(study.resources),
+        slurm=study.slurm,
+        smoke=True,
+        data_source=study.data_source,
+        zips=study.zips,
+        overrides=study.overrides,
+        train_written=study.train_written,
     )
 
 
@@ -633,8 +820,16 @@ SMOKE_VAL_SIZE = 100  # validation images under --smoke
 
 def _smoke_train(train: dict) -> dict:
     """A checked train config shrunk to seconds: 3 steps (or an early-stop ceiling of 3), batch <= 32."""
-    out = dict(train, steps=SMOKE_STEPS if train.get("steps") != 0 else 0, epochs=None, batch_size=min(train["batch_size"], 32),
-               warmup_steps=1, eval_every=None, curve_eval_size=64, eval_size=256)
+    out = dict(
+        train,
+        steps=SMOKE_STEPS if train.get("steps") != 0 else 0,
+        epochs=None,
+        batch_size=min(train["batch_size"], 32),
+        warmup_steps=1,
+        eval_every=None,
+        curve_eval_size=64,
+        eval_size=256,
+    )
     if train.get("early_stop"):
         out.update(steps=None, early_stop={"patience": train["early_stop"]["patience"], "max_steps": SMOKE_STEPS})
     if train.get("val_size"):
@@ -650,7 +845,9 @@ def _section(raw: dict, key: str, default: dict, where: str) -> dict:
     if value is None:
         value = default
     if not isinstance(value, dict):
-        raise StudyError(f"'{key}' must be a mapping, got {type(value).__name__}", where=where, key=key, fix=f"write it as '{key}: {{...}}'")
+        raise StudyError(
+            f"'{key}' must be a mapping, got {type(value).__name__}", where=where, key=key, fix=f"write it as '{key}: {{...}}'"
+        )
     return copy.deepcopy(value)
 
 
@@ -669,7 +866,11 @@ def _check_keys(section: dict, allowed: set[str], where: str, prefix: str) -> No
 
 def _check_name(name: Any, where: str) -> None:
     """The study name is one directory under the results root: a single safe path component."""
-    def bad(what: str, fix: str = f"use letters, digits, '_', '-', '.', starting with a letter or digit, at most {NAME_MAX} characters (it names the results directory)") -> StudyError:
+
+    def bad(
+        what: str,
+        fix: str = f"use letters, digits, '_', '-', '.', starting with a letter or digit, at most {NAME_MAX} characters (it names the results directory)",
+    ) -> StudyError:
         return StudyError(what, where=where, key="name", fix=fix)
 
     if not isinstance(name, str):

@@ -46,39 +46,104 @@ SCHEMA_VERSION = 1
 # DESIGN.md's results schema, in order; extend, never rename without a SCHEMA_VERSION bump
 COLUMNS: dict[str, str] = {
     # identity
-    "study": "string", "trial_id": "string", "status": "string", "error": "string", "schema_version": "Int64",
+    "study": "string",
+    "trial_id": "string",
+    "status": "string",
+    "error": "string",
+    "schema_version": "Int64",
     # config
-    "family": "string", "size": "string", "model": "string", "image_size": "Int64", "data_size": "Int64",
-    "seed": "Int64", "steps": "Int64", "epochs": "float64", "batch_size": "Int64", "lr": "float64",
-    "dataset": "string", "config_json": "string",
+    "family": "string",
+    "size": "string",
+    "model": "string",
+    "image_size": "Int64",
+    "data_size": "Int64",
+    "seed": "Int64",
+    "steps": "Int64",
+    "epochs": "float64",
+    "batch_size": "Int64",
+    "lr": "float64",
+    "dataset": "string",
+    "config_json": "string",
     # model
-    "params": "Int64", "fwd_gmacs": "float64", "train_flops": "float64",
+    "params": "Int64",
+    "fwd_gmacs": "float64",
+    "train_flops": "float64",
     # speed
-    "infer_img_s": "float64", "infer_img_s_iqr": "float64", "train_img_s": "float64", "train_img_s_iqr": "float64",
-    "latency_ms_p50": "float64", "peak_mem_mb": "float64", "peak_mem_kind": "string", "mfu": "float64",
+    "infer_img_s": "float64",
+    "infer_img_s_iqr": "float64",
+    "train_img_s": "float64",
+    "train_img_s_iqr": "float64",
+    "latency_ms_p50": "float64",
+    "peak_mem_mb": "float64",
+    "peak_mem_kind": "string",
+    "mfu": "float64",
     "profile_batch_size": "Int64",
     # speed, issue 5 (harness/profile.py): spreads, achieved rate, MFU and its reason, counted training MACs/img
-    "infer_step_ms": "float64", "infer_cv": "float64", "train_step_ms": "float64", "train_cv": "float64",
-    "latency_cv": "float64", "profile_extended": "boolean", "profile_unstable": "boolean", "profile_precision": "string",
-    "infer_tflops_s": "float64", "train_tflops_s": "float64", "infer_mfu": "float64", "mfu_reason": "string",
-    "peak_tflops": "float64", "train_gmacs": "float64",
+    "infer_step_ms": "float64",
+    "infer_cv": "float64",
+    "train_step_ms": "float64",
+    "train_cv": "float64",
+    "latency_cv": "float64",
+    "profile_extended": "boolean",
+    "profile_unstable": "boolean",
+    "profile_precision": "string",
+    "infer_tflops_s": "float64",
+    "train_tflops_s": "float64",
+    "infer_mfu": "float64",
+    "mfu_reason": "string",
+    "peak_tflops": "float64",
+    "train_gmacs": "float64",
     # quality
-    "test_acc": "float64", "test_loss": "float64", "train_loss": "float64", "best_test_acc": "float64",
-    "samples_seen": "Int64", "train_time_s": "float64",
+    "test_acc": "float64",
+    "test_loss": "float64",
+    "train_loss": "float64",
+    "best_test_acc": "float64",
+    "samples_seen": "Int64",
+    "train_time_s": "float64",
     # provenance
-    "device": "string", "dtype": "string", "threads": "Int64", "torch_version": "string", "timm_version": "string",
-    "harness_version": "string", "git_sha": "string", "host": "string", "started_at": "string",
-    "duration_s": "float64", "study_hash": "string",
+    "device": "string",
+    "dtype": "string",
+    "threads": "Int64",
+    "torch_version": "string",
+    "timm_version": "string",
+    "harness_version": "string",
+    "git_sha": "string",
+    "host": "string",
+    "started_at": "string",
+    "duration_s": "float64",
+    "study_hash": "string",
     # hardware fingerprint (harness/hardware.py), filled when the trial is profiled
-    "device_count": "Int64", "driver": "string", "cpu_model": "string", "cpu_count": "Int64", "cpu_capability": "string", "niceness": "Int64",
-    "cuda_version": "string", "cudnn_version": "string", "tf32": "string",
+    "device_count": "Int64",
+    "driver": "string",
+    "cpu_model": "string",
+    "cpu_count": "Int64",
+    "cpu_capability": "string",
+    "niceness": "Int64",
+    "cuda_version": "string",
+    "cudnn_version": "string",
+    "tf32": "string",
     # issue 11 (harness/train.py): validation split, selection on it, early stopping's ceiling
-    "val_acc": "float64", "val_loss": "float64", "best_val_acc": "float64", "best_val_step": "Int64",
-    "test_acc_at_best_val": "float64", "max_steps": "Int64",
+    "val_acc": "float64",
+    "val_loss": "float64",
+    "best_val_acc": "float64",
+    "best_val_step": "Int64",
+    "test_acc_at_best_val": "float64",
+    "max_steps": "Int64",
     "compile_s": "float64",  # train.compile: the compiling first step, outside train_time_s (issue 10)
 }
-CURVE_COLUMNS = ["trial_id", "epoch", "step", "samples_seen", "train_loss", "test_acc", "test_loss", "lr", "elapsed_s",
-                 "val_acc", "val_loss"]  # val_*: with train.val_size (issue 11)
+CURVE_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "step",
+    "samples_seen",
+    "train_loss",
+    "test_acc",
+    "test_loss",
+    "lr",
+    "elapsed_s",
+    "val_acc",
+    "val_loss",
+]  # val_*: with train.val_size (issue 11)
 ROW_SUFFIX = ".parquet"
 STAMP = ["_file", "_size", "_mtime_ns", "_ino"]  # the manifest columns of a compacted file
 READ_THREADS = 2  # pyarrow releases the GIL while it decodes; more threads gain nothing on 2 cores
@@ -420,8 +485,7 @@ class ResultsDir:
         (rows, curve rows). Safe with writers running: a file replaced meanwhile no longer matches
         its stamp, so readers take the new file, not the compacted copy."""
         n = []
-        for src, dest, ok in ((self.trials, self.compacted_trials, _is_row),
-                              (self.curves, self.compacted_curves, _is_curve)):
+        for src, dest, ok in ((self.trials, self.compacted_trials, _is_row), (self.curves, self.compacted_curves, _is_curve)):
             reader = _Reader(self, src, dest, None, ok, keep_stamp=True)
             table = reader.table()
             if table is not None and not reader.changed:
@@ -492,8 +556,15 @@ def _read_file(path: Path, columns: list[str] | None = None, optional: bool = Fa
 class _Reader:
     """The rows of one directory of per-trial files, through its compacted file when there is one."""
 
-    def __init__(self, rd: ResultsDir, directory: Path, compacted: Path, columns: list[str] | None,
-                 check: Callable[[object], bool], keep_stamp: bool = False) -> None:
+    def __init__(
+        self,
+        rd: ResultsDir,
+        directory: Path,
+        compacted: Path,
+        columns: list[str] | None,
+        check: Callable[[object], bool],
+        keep_stamp: bool = False,
+    ) -> None:
         self.rd, self.dir, self.compacted, self.columns = rd, directory, compacted, columns
         self.check, self.keep_stamp = check, keep_stamp
         self.changed = True  # False once table() found the compacted file exactly current
@@ -546,8 +617,7 @@ class _Reader:
             self.rd.unreadable.paths.append(self.compacted)  # rebuilt by the next compaction
             return None, set()
         names = table.column("_file").to_pylist()
-        stamps = zip(table.column("_size").to_pylist(), table.column("_mtime_ns").to_pylist(),
-                     table.column("_ino").to_pylist())
+        stamps = zip(table.column("_size").to_pylist(), table.column("_mtime_ns").to_pylist(), table.column("_ino").to_pylist())
         keep = [files.get(n) == tuple(s) for n, s in zip(names, stamps)]
         self._dropped = not all(keep)
         table = table.filter(pa.array(keep, type=pa.bool_()))
@@ -573,8 +643,11 @@ class _Reader:
         try:
             return [pa.concat_tables(good, promote_options="permissive")]
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column with text in one file, numbers in another
-            return [pa.Table.from_pandas(pd.concat([t.to_pandas() for t in good], ignore_index=True, sort=False),
-                                         preserve_index=False)]
+            return [
+                pa.Table.from_pandas(
+                    pd.concat([t.to_pandas() for t in good], ignore_index=True, sort=False), preserve_index=False
+                )
+            ]
 
     def _read_one(self, name: str) -> object:
         import pyarrow as pa
@@ -588,10 +661,12 @@ class _Reader:
             return None
         n = table.num_rows
         size, mtime, ino = stamp
-        return table.append_column("_file", pa.array([name] * n, pa.string())) \
-            .append_column("_size", pa.array([size] * n, pa.int64())) \
-            .append_column("_mtime_ns", pa.array([mtime] * n, pa.int64())) \
+        return (
+            table.append_column("_file", pa.array([name] * n, pa.string()))
+            .append_column("_size", pa.array([size] * n, pa.int64()))
+            .append_column("_mtime_ns", pa.array([mtime] * n, pa.int64()))
             .append_column("_ino", pa.array([ino] * n, pa.int64()))
+        )
 
 
 # ----------------------------------------------------------------------------- module-level API (thin wrappers)

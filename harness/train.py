@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,9 +176,19 @@ class _Losses:
         self.values.extend(got)
 
 
-def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: int, seed: int,
-          cfg: dict, device: torch.device, checkpoint_path: Path | None = None,
-          checkpoint_every: int = 0, sync_every_step: bool = False) -> TrainResult:
+def train(
+    model: torch.nn.Module,
+    ds: Dataset,
+    *,
+    image_size: int,
+    data_size: int,
+    seed: int,
+    cfg: dict,
+    device: torch.device,
+    checkpoint_path: Path | None = None,
+    checkpoint_every: int = 0,
+    sync_every_step: bool = False,
+) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
     (benchmarks/train_speed.py compares the two); never changes a result."""
     pool, val_cpu = data.split_validation(ds.train, cfg.get("val_size", 0))  # val_size 0: (ds.train, None)
@@ -247,8 +257,19 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
             stop_clock()
         if curve_point and val_split is not None:  # validation: the curve, selection and early stopping
             va, vl = evaluate(model, val_split, batcher)
-            curve.append(_point(step + 1, seen, len(train_split), losses[-since:], math.nan, math.nan, lr_at(step, total, cfg),
-                                train_time, val=(va, vl)))
+            curve.append(
+                _point(
+                    step + 1,
+                    seen,
+                    len(train_split),
+                    losses[-since:],
+                    math.nan,
+                    math.nan,
+                    lr_at(step, total, cfg),
+                    train_time,
+                    val=(va, vl),
+                )
+            )
             since = 0
             best.update(va, step + 1, model)
             stop = patience is not None and best.bad >= patience and step + 1 >= earliest
@@ -257,9 +278,24 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
         if save:
-            _save_checkpoint(ckpt, model, opt, sampler, aug_gen, {
-                "step": step + 1, "total": total, "losses": losses, "curve": curve, "seen": seen,
-                "train_time": train_time, "since": since, "resumes": resumes, "best": best})
+            _save_checkpoint(
+                ckpt,
+                model,
+                opt,
+                sampler,
+                aug_gen,
+                {
+                    "step": step + 1,
+                    "total": total,
+                    "losses": losses,
+                    "curve": curve,
+                    "seen": seen,
+                    "train_time": train_time,
+                    "since": since,
+                    "resumes": resumes,
+                    "best": best,
+                },
+            )
         if curve_point or save:
             t0 = time.perf_counter()
         if stop:  # early stopping: `patience` evaluations without a better val accuracy
@@ -270,11 +306,20 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
 
     acc, test_loss = evaluate(model, test_split, batcher)
     last = losses[-since:] if since else losses[-1:]
-    tail = losses[-max(1, ran // 10):]
+    tail = losses[-max(1, ran // 10) :]
     out = TrainResult(
-        test_acc=acc, test_loss=test_loss, train_loss=sum(tail) / len(tail), best_test_acc=math.nan, steps=ran,
-        samples_seen=seen, epochs=seen / len(train_split), train_time_s=train_time, curve=curve,
-        resumes=resumes, resumed_from_step=start, compile_s=compile_s if compile_s is not None else math.nan,
+        test_acc=acc,
+        test_loss=test_loss,
+        train_loss=sum(tail) / len(tail),
+        best_test_acc=math.nan,
+        steps=ran,
+        samples_seen=seen,
+        epochs=seen / len(train_split),
+        train_time_s=train_time,
+        curve=curve,
+        resumes=resumes,
+        resumed_from_step=start,
+        compile_s=compile_s if compile_s is not None else math.nan,
         max_steps=total,
     )
     if val_split is None:
@@ -287,7 +332,9 @@ def train(model: torch.nn.Module, ds: Dataset, *, image_size: int, data_size: in
     else:
         va, vl = evaluate(model, val_split, batcher)
         best.update(va, ran, model)
-        curve.append(_point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time, val=(va, vl)))
+        curve.append(
+            _point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time, val=(va, vl))
+        )
     out.val_acc, out.val_loss, out.best_val_acc, out.best_val_step = va, vl, best.acc, best.step
     if best.step == ran:
         out.test_acc_at_best_val = acc
@@ -324,13 +371,26 @@ def _compiled(model: torch.nn.Module, compile: bool) -> tuple[torch.nn.Module, f
     return torch.compile(model), 0.0
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sampler: EpochSampler,
-                     aug_gen: torch.Generator, progress: dict) -> None:
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sampler: EpochSampler,
+    aug_gen: torch.Generator,
+    progress: dict,
+) -> None:
     """Everything the next step depends on, written to a temporary name and renamed (never half a file)."""
-    state = dict(progress, model=model.state_dict(), opt=opt.state_dict(), sampler_rng=sampler.g.get_state(),
-                 sampler_perm=sampler.perm, sampler_pos=sampler.pos, aug_rng=aug_gen.get_state(),
-                 torch_rng=torch.get_rng_state(),
-                 cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    state = dict(
+        progress,
+        model=model.state_dict(),
+        opt=opt.state_dict(),
+        sampler_rng=sampler.g.get_state(),
+        sampler_perm=sampler.perm,
+        sampler_pos=sampler.pos,
+        aug_rng=aug_gen.get_state(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -341,8 +401,15 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
         raise
 
 
-def _load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sampler: EpochSampler,
-                     aug_gen: torch.Generator, device: torch.device, total: int) -> dict | None:
+def _load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sampler: EpochSampler,
+    aug_gen: torch.Generator,
+    device: torch.device,
+    total: int,
+) -> dict | None:
     """Restore in place and return the progress; None (start from step 0) if it belongs to another budget."""
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors + plain lists
     if state.get("total") != total:
@@ -358,12 +425,29 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
     return state
 
 
-def _point(step: int, seen: int, n: int, losses: list[float], acc: float, test_loss: float, lr: float, elapsed: float,
-           val: tuple[float, float] | None = None) -> dict:
+def _point(
+    step: int,
+    seen: int,
+    n: int,
+    losses: list[float],
+    acc: float,
+    test_loss: float,
+    lr: float,
+    elapsed: float,
+    val: tuple[float, float] | None = None,
+) -> dict:
     """One curve row; with a validation split, curve points carry val_acc/val_loss and the test
     numbers only at the end (NaN before)."""
-    point = {"epoch": seen / n, "step": step, "samples_seen": seen, "train_loss": sum(losses) / len(losses),
-             "test_acc": acc, "test_loss": test_loss, "lr": lr, "elapsed_s": elapsed}
+    point = {
+        "epoch": seen / n,
+        "step": step,
+        "samples_seen": seen,
+        "train_loss": sum(losses) / len(losses),
+        "test_acc": acc,
+        "test_loss": test_loss,
+        "lr": lr,
+        "elapsed_s": elapsed,
+    }
     if val is not None:
         point.update(val_acc=val[0], val_loss=val[1])
     return point

@@ -38,8 +38,9 @@ def git_sha() -> str:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return sha.stdout.strip()[:12] + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -59,17 +60,32 @@ def base_row(trial: Trial) -> dict:
     device = pick_device(trial)
     cfg = trial.train
     return {
-        "study": trial.study, "trial_id": trial.trial_id, "status": "failed", "error": "",
+        "study": trial.study,
+        "trial_id": trial.trial_id,
+        "status": "failed",
+        "error": "",
         "schema_version": SCHEMA_VERSION,
-        "family": trial.model.family, "size": trial.model.size, "model": trial.model.name,
-        "image_size": trial.image_size, "data_size": trial.data_size, "seed": trial.seed,
-        "steps": total_steps(cfg, trial.data_size), "batch_size": trial.batch_size, "lr": cfg["lr"],
-        "dataset": trial.dataset["name"], "config_json": json.dumps(trial.config(), sort_keys=True),
+        "family": trial.model.family,
+        "size": trial.model.size,
+        "model": trial.model.name,
+        "image_size": trial.image_size,
+        "data_size": trial.data_size,
+        "seed": trial.seed,
+        "steps": total_steps(cfg, trial.data_size),
+        "batch_size": trial.batch_size,
+        "lr": cfg["lr"],
+        "dataset": trial.dataset["name"],
+        "config_json": json.dumps(trial.config(), sort_keys=True),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
-        "threads": torch.get_num_threads(), "niceness": os.nice(0),
-        "torch_version": torch.__version__, "timm_version": timm.__version__, "harness_version": __version__,
-        "git_sha": git_sha(), "host": socket.gethostname(), "study_hash": trial.study_hash,
+        "threads": torch.get_num_threads(),
+        "niceness": os.nice(0),
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "harness_version": __version__,
+        "git_sha": git_sha(),
+        "host": socket.gethostname(),
+        "study_hash": trial.study_hash,
     }
 
 
@@ -110,30 +126,63 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         torch.manual_seed(trial.seed)  # same init for the profiled copy and the trained one
         return zoo.build(trial.model, **dims)
 
-    out: dict = {"fwd_gmacs": flops.forward_gmacs(trial.model, **dims), "train_gmacs": flops_train.train_gmacs(trial.model, **dims)}
+    out: dict = {
+        "fwd_gmacs": flops.forward_gmacs(trial.model, **dims),
+        "train_gmacs": flops_train.train_gmacs(trial.model, **dims),
+    }
     if trial.profile["enabled"]:
         p = trial.profile
-        out.update(profile_model(build, in_chans=info.in_chans, image_size=trial.image_size, num_classes=info.num_classes,
-                                 batch_size=p["batch_size"], warmup=p["warmup"], iters=p["iters"], device=device,
-                                 gmacs=(out["fwd_gmacs"], out["train_gmacs"])))
+        out.update(
+            profile_model(
+                build,
+                in_chans=info.in_chans,
+                image_size=trial.image_size,
+                num_classes=info.num_classes,
+                batch_size=p["batch_size"],
+                warmup=p["warmup"],
+                iters=p["iters"],
+                device=device,
+                gmacs=(out["fwd_gmacs"], out["train_gmacs"]),
+            )
+        )
     model = build()
     out["params"] = flops.count_params(model)
     if trial.train["steps"] == 0:  # profile-only study: nothing to train or evaluate
         return out
-    res = train(model, ds, image_size=trial.image_size, data_size=trial.data_size, seed=trial.seed,
-                cfg=trial.train, device=device, checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every)
+    res = train(
+        model,
+        ds,
+        image_size=trial.image_size,
+        data_size=trial.data_size,
+        seed=trial.seed,
+        cfg=trial.train,
+        device=device,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
+    )
     curve.extend(res.curve)
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
-    out.update({
-        "test_acc": res.test_acc, "test_loss": res.test_loss, "train_loss": res.train_loss,
-        "best_test_acc": res.best_test_acc, "steps": res.steps, "samples_seen": res.samples_seen,
-        "epochs": res.epochs, "train_time_s": res.train_time_s, "max_steps": res.max_steps,
-        # validation split (train.val_size; NaN without): selection and early stopping never look at the test split
-        "val_acc": res.val_acc, "val_loss": res.val_loss, "best_val_acc": res.best_val_acc,
-        "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan, "test_acc_at_best_val": res.test_acc_at_best_val,
-        "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
-        "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
-        "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
-    })
+    out.update(
+        {
+            "test_acc": res.test_acc,
+            "test_loss": res.test_loss,
+            "train_loss": res.train_loss,
+            "best_test_acc": res.best_test_acc,
+            "steps": res.steps,
+            "samples_seen": res.samples_seen,
+            "epochs": res.epochs,
+            "train_time_s": res.train_time_s,
+            "max_steps": res.max_steps,
+            # validation split (train.val_size; NaN without): selection and early stopping never look at the test split
+            "val_acc": res.val_acc,
+            "val_loss": res.val_loss,
+            "best_val_acc": res.best_val_acc,
+            "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan,
+            "test_acc_at_best_val": res.test_acc_at_best_val,
+            "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
+            "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
+            "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
+        }
+    )
     return out

@@ -40,8 +40,10 @@ def profile_table(out: Path) -> list[str]:
     path = out / "profile.jsonl"
     if not path.is_file():
         return ["(no profile.jsonl)"]
-    lines = [f"{'run':<18} {'status':<7} {'batch':>5} {'prec':<9} {'infer img/s':>11} {'train img/s':>11} "
-             f"{'train TFLOP/s':>13} {'train MFU':>9} {'infer MFU':>9} {'peak MB':>8} {'compile s':>9} {'lat ms':>7}"]
+    lines = [
+        f"{'run':<18} {'status':<7} {'batch':>5} {'prec':<9} {'infer img/s':>11} {'train img/s':>11} "
+        f"{'train TFLOP/s':>13} {'train MFU':>9} {'infer MFU':>9} {'peak MB':>8} {'compile s':>9} {'lat ms':>7}"
+    ]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         mfu = r.get("train_mfu", r.get("mfu"))
@@ -50,14 +52,17 @@ def profile_table(out: Path) -> list[str]:
             f"{str(r.get('precision', '-')):<9} {_num(r.get('infer_img_s'), ',.0f'):>11} {_num(r.get('train_img_s'), ',.0f'):>11} "
             f"{_num(r.get('train_tflops_s'), '.1f'):>13} {_pct(mfu):>9} {_pct(r.get('infer_mfu')):>9} "
             f"{_num(r.get('peak_mem_mb'), ',.0f'):>8} {_num(r.get('train_compile_s'), '.1f'):>9} "
-            f"{_num(r.get('latency_ms_p50'), '.2f'):>7}")
+            f"{_num(r.get('latency_ms_p50'), '.2f'):>7}"
+        )
         if r.get("status") != "ok":
             lines.append(f"{'':<18} error: {r.get('error') or r.get('train_error') or r.get('infer_error')}")
     first = next((json.loads(x) for x in path.read_text().splitlines() if json.loads(x).get("device")), {})
-    lines.append(f"device: {first.get('device', '?')} x{first.get('device_count', '?')}, driver {first.get('driver', '?')}, "
-                 f"torch {first.get('torch_version', '?')}, CUDA {first.get('cuda_version', '?')}, "
-                 f"peak {first.get('peak_tflops', '?')} TFLOP/s ({first.get('precision', '?')}); MFU reason: "
-                 f"{first.get('mfu_reason') or '-'}")
+    lines.append(
+        f"device: {first.get('device', '?')} x{first.get('device_count', '?')}, driver {first.get('driver', '?')}, "
+        f"torch {first.get('torch_version', '?')}, CUDA {first.get('cuda_version', '?')}, "
+        f"peak {first.get('peak_tflops', '?')} TFLOP/s ({first.get('precision', '?')}); MFU reason: "
+        f"{first.get('mfu_reason') or '-'}"
+    )
     return lines
 
 
@@ -77,18 +82,24 @@ def study_lines(study_dir: Path) -> list[str]:
     if ok.empty:
         return lines
     ok = ok.assign(trained_img_s=ok["samples_seen"] / ok["train_time_s"])
-    lines.append(f"training time {ok['train_time_s'].sum():.1f} s over {int(ok['steps'].sum()):,} steps "
-                 f"({1000 * ok['train_time_s'].sum() / ok['steps'].sum():.2f} ms per step on average); "
-                 f"trial wall time {ok['duration_s'].sum():.1f} s")
-    lines.append(f"{'family':<10} {'ms/step':>8} {'trained img/s':>14} {'profiled train img/s':>21} {'MFU':>6}  test_acc by data_size (mean over seeds)")
+    lines.append(
+        f"training time {ok['train_time_s'].sum():.1f} s over {int(ok['steps'].sum()):,} steps "
+        f"({1000 * ok['train_time_s'].sum() / ok['steps'].sum():.2f} ms per step on average); "
+        f"trial wall time {ok['duration_s'].sum():.1f} s"
+    )
+    lines.append(
+        f"{'family':<10} {'ms/step':>8} {'trained img/s':>14} {'profiled train img/s':>21} {'MFU':>6}  test_acc by data_size (mean over seeds)"
+    )
     sizes = sorted(ok["data_size"].unique())
     for fam, g in ok.groupby("family"):
         accs = g.groupby("data_size")["test_acc"].mean()
         acc = " ".join(f"{int(n)}:{100 * accs[n]:.1f}" if n in accs else f"{int(n)}:-" for n in sizes)
         ms = 1000 * g["train_time_s"].sum() / g["steps"].sum()
         mfu = g["mfu"].median() if "mfu" in g else math.nan
-        lines.append(f"{fam:<10} {ms:>8.2f} {g['trained_img_s'].median():>14,.0f} {_num(g['train_img_s'].median(), ',.0f'):>21} "
-                     f"{_pct(mfu):>6}  {acc}")
+        lines.append(
+            f"{fam:<10} {ms:>8.2f} {g['trained_img_s'].median():>14,.0f} {_num(g['train_img_s'].median(), ',.0f'):>21} "
+            f"{_pct(mfu):>6}  {acc}"
+        )
     return lines
 
 
@@ -97,22 +108,34 @@ def packing_lines(out: Path) -> list[str]:
     if not path.is_file():
         return ["(no packing.json)"]
     p = json.loads(path.read_text())
-    lines = [f"{p['model']} at {p['image_size']} px, batch {p['batch_size']}, {p['steps']} steps per trial, {p['device']}",
-             f"{'N':>3} {'aggregate img/s':>16} {'gain':>6} {'per-trial img/s':>16} {'slowdown':>9}"]
+    lines = [
+        f"{p['model']} at {p['image_size']} px, batch {p['batch_size']}, {p['steps']} steps per trial, {p['device']}",
+        f"{'N':>3} {'aggregate img/s':>16} {'gain':>6} {'per-trial img/s':>16} {'slowdown':>9}",
+    ]
     for r in p["rows"]:
-        lines.append(f"{r['n']:>3} {r['aggregate_img_s']:>16,.0f} {r['gain']:>5.2f}x {r['per_trial_img_s']:>16,.0f} {r['slowdown']:>8.2f}x")
+        lines.append(
+            f"{r['n']:>3} {r['aggregate_img_s']:>16,.0f} {r['gain']:>5.2f}x {r['per_trial_img_s']:>16,.0f} {r['slowdown']:>8.2f}x"
+        )
     return lines
 
 
 def main() -> int:
     out, study_dir = Path(sys.argv[1]), Path(sys.argv[2])
     fit = (out / "fit.txt").read_text().rstrip().splitlines() if (out / "fit.txt").is_file() else ["(no fit.txt)"]
-    sections = [("Steps", steps_table(out)), ("Profiles (harness profile; MFU against the device's dense peak for the precision)", profile_table(out)),
-                ("Data-scaling study", study_lines(study_dir)), ("Fits: test error = E + A n^-alpha per family", fit),
-                ("Packing (benchmarks/packing.py)", packing_lines(out))]
+    sections = [
+        ("Steps", steps_table(out)),
+        ("Profiles (harness profile; MFU against the device's dense peak for the precision)", profile_table(out)),
+        ("Data-scaling study", study_lines(study_dir)),
+        ("Fits: test error = E + A n^-alpha per family", fit),
+        ("Packing (benchmarks/packing.py)", packing_lines(out)),
+    ]
     text = "\n\n".join(f"== {title}\n" + "\n".join(body) for title, body in sections) + "\n"
     (out / "summary.txt").write_text(text)
-    md = "# gpu_check summary\n\n" + "\n\n".join(f"## {title}\n\n```\n" + "\n".join(body) + "\n```" for title, body in sections) + "\n"
+    md = (
+        "# gpu_check summary\n\n"
+        + "\n\n".join(f"## {title}\n\n```\n" + "\n".join(body) + "\n```" for title, body in sections)
+        + "\n"
+    )
     (out / "summary.md").write_text(md)
     return 0
 

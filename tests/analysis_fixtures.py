@@ -62,8 +62,7 @@ def _failure(family: str, size: str, data_size: int, seed: int, grid: dict) -> s
     """OOM: last family, largest size and data size, last seed (its cell keeps other seeds).
     NaN: third family (mixer by default), smallest size and data size, every seed."""
     fams, sizes, data_sizes = grid["families"], grid["sizes"], grid["data_sizes"]
-    if (family == fams[-1] and size == sizes[-1] and data_size == data_sizes[-1]
-            and seed == grid["seeds"][-1]):
+    if family == fams[-1] and size == sizes[-1] and data_size == data_sizes[-1] and seed == grid["seeds"][-1]:
         return OOM
     if len(fams) >= 3 and family == fams[2] and size == sizes[0] and data_size == data_sizes[0]:
         return NAN
@@ -71,10 +70,16 @@ def _failure(family: str, size: str, data_size: int, seed: int, grid: dict) -> s
 
 
 def make_rows(
-    *, families: tuple[str, ...] = FAMILIES, sizes: tuple[str, ...] = ("xs", "s"),
-    data_sizes: tuple[int, ...] = (1000, 4000, 16000), seeds: tuple[int, ...] = (0, 1),
-    image_sizes: tuple[int, ...] = (32,), fail: bool = True, noise: float = 0.02,
-    study: str = "fixture", rng_seed: int = 0,
+    *,
+    families: tuple[str, ...] = FAMILIES,
+    sizes: tuple[str, ...] = ("xs", "s"),
+    data_sizes: tuple[int, ...] = (1000, 4000, 16000),
+    seeds: tuple[int, ...] = (0, 1),
+    image_sizes: tuple[int, ...] = (32,),
+    fail: bool = True,
+    noise: float = 0.02,
+    study: str = "fixture",
+    rng_seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, curves) with every schema_version 1 column filled."""
     rng = np.random.default_rng(rng_seed)
@@ -95,30 +100,69 @@ def make_rows(
     return pd.DataFrame(trials), pd.DataFrame(curves)
 
 
-def _row(family: str, size: str, image_size: int, data_size: int, seed: int, error: str,
-         rng: np.random.Generator, noise: float, study: str, i: int) -> dict:
+def _row(
+    family: str,
+    size: str,
+    image_size: int,
+    data_size: int,
+    seed: int,
+    error: str,
+    rng: np.random.Generator,
+    noise: float,
+    study: str,
+    i: int,
+) -> dict:
     params, _ = SHAPES[family][size]
     gmacs = _gmacs(family, size, image_size)
-    cfg = {"family": family, "size": size, "image_size": image_size, "data_size": data_size,
-           "seed": seed, "epochs": EPOCHS, "batch_size": 128, "lr": 0.003, "dataset": "fashion_mnist"}
+    cfg = {
+        "family": family,
+        "size": size,
+        "image_size": image_size,
+        "data_size": data_size,
+        "seed": seed,
+        "epochs": EPOCHS,
+        "batch_size": 128,
+        "lr": 0.003,
+        "dataset": "fashion_mnist",
+    }
     err = true_error(family, params, data_size) * math.exp(noise * rng.standard_normal())
     ok = not error
     infer = _GFLOP_S[family] / gmacs * math.exp(0.03 * rng.standard_normal())
     nan = math.nan
     return {
-        "study": study, "trial_id": _trial_id(cfg), "status": "ok" if ok else "failed",
-        "error": error, "schema_version": 1, **cfg, "model": f"{family}@{size}",
-        "steps": EPOCHS * data_size // 128, "config_json": json.dumps(cfg, sort_keys=True),
-        "params": params, "fwd_gmacs": gmacs, "train_flops": 6 * gmacs * 1e9 * EPOCHS * data_size,
-        "infer_img_s": infer if ok else nan, "infer_img_s_iqr": 0.05 * infer if ok else nan,
-        "train_img_s": infer / 3.2 if ok else nan, "train_img_s_iqr": 0.05 * infer / 3.2 if ok else nan,
-        "latency_ms_p50": 1000 / infer if ok else nan, "peak_mem_mb": 40 + params * 16 / 2**20,
-        "peak_mem_kind": "rss", "mfu": nan,
-        "test_acc": 1 - err if ok else nan, "test_loss": -math.log(1 - err) + 0.1 if ok else nan,
-        "train_loss": -math.log(1 - err) if ok else nan, "best_test_acc": 1 - 0.97 * err if ok else nan,
-        "device": "cpu", "dtype": "float32", "torch_version": "2.5.1", "timm_version": "1.0.12",
-        "harness_version": "0.1.0", "git_sha": "0123abc", "host": "laptop-1",
-        "started_at": f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}", "duration_s": 12.5 + i,
+        "study": study,
+        "trial_id": _trial_id(cfg),
+        "status": "ok" if ok else "failed",
+        "error": error,
+        "schema_version": 1,
+        **cfg,
+        "model": f"{family}@{size}",
+        "steps": EPOCHS * data_size // 128,
+        "config_json": json.dumps(cfg, sort_keys=True),
+        "params": params,
+        "fwd_gmacs": gmacs,
+        "train_flops": 6 * gmacs * 1e9 * EPOCHS * data_size,
+        "infer_img_s": infer if ok else nan,
+        "infer_img_s_iqr": 0.05 * infer if ok else nan,
+        "train_img_s": infer / 3.2 if ok else nan,
+        "train_img_s_iqr": 0.05 * infer / 3.2 if ok else nan,
+        "latency_ms_p50": 1000 / infer if ok else nan,
+        "peak_mem_mb": 40 + params * 16 / 2**20,
+        "peak_mem_kind": "rss",
+        "mfu": nan,
+        "test_acc": 1 - err if ok else nan,
+        "test_loss": -math.log(1 - err) + 0.1 if ok else nan,
+        "train_loss": -math.log(1 - err) if ok else nan,
+        "best_test_acc": 1 - 0.97 * err if ok else nan,
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_version": "2.5.1",
+        "timm_version": "1.0.12",
+        "harness_version": "0.1.0",
+        "git_sha": "0123abc",
+        "host": "laptop-1",
+        "started_at": f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}",
+        "duration_s": 12.5 + i,
         "study_hash": "feedc0de",
     }
 
@@ -129,12 +173,19 @@ def _curve(row: dict) -> list[dict]:
     out = []
     for epoch in range(1, EPOCHS + 1):
         acc = final - (final - 0.1) * math.exp(-epoch / 2.5)
-        out.append({
-            "trial_id": row["trial_id"], "epoch": float(epoch), "step": epoch * d // 128,
-            "samples_seen": epoch * d, "train_loss": -math.log(acc) * 0.9, "test_acc": acc,
-            "test_loss": -math.log(acc), "lr": 0.003 * (1 - epoch / (EPOCHS + 1)),
-            "elapsed_s": 1.2 * epoch,
-        })
+        out.append(
+            {
+                "trial_id": row["trial_id"],
+                "epoch": float(epoch),
+                "step": epoch * d // 128,
+                "samples_seen": epoch * d,
+                "train_loss": -math.log(acc) * 0.9,
+                "test_acc": acc,
+                "test_loss": -math.log(acc),
+                "lr": 0.003 * (1 - epoch / (EPOCHS + 1)),
+                "elapsed_s": 1.2 * epoch,
+            }
+        )
     return out
 
 
@@ -177,8 +228,7 @@ def golden_outputs(results: Path) -> dict[str, str]:
 
     df, _ = load_results(results)
     table = build_table(df)
-    return {f"table_default.{ext}": render(table, fmt)
-            for ext, fmt in (("md", "md"), ("tex", "latex"), ("csv", "csv"))}
+    return {f"table_default.{ext}": render(table, fmt) for ext, fmt in (("md", "md"), ("tex", "latex"), ("csv", "csv"))}
 
 
 def _update_golden() -> None:

@@ -27,8 +27,15 @@ resources: {{cpus: 1, gpus: 0}}
 """
 
 
-def write_study(directory: Path, name: str = "tiny", models: str = "[resnet@xs, vit@xs]", data_sizes: str = "[32, 64]",
-                steps: int = 4, lr: str = "1.0e-3", extra: str = "") -> Path:
+def write_study(
+    directory: Path,
+    name: str = "tiny",
+    models: str = "[resnet@xs, vit@xs]",
+    data_sizes: str = "[32, 64]",
+    steps: int = 4,
+    lr: str = "1.0e-3",
+    extra: str = "",
+) -> Path:
     path = directory / f"{name}.yaml"
     path.write_text(TINY.format(name=name, models=models, data_sizes=data_sizes, steps=steps, lr=lr) + textwrap.dedent(extra))
     return path

@@ -20,8 +20,7 @@ from tests.analysis_fixtures import LAWS, SHAPES, true_error, write_results
 
 CHINCHILLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
 # Epoch AI's refit (Besiroglu et al. 2024, Table 1 via ../shared/data/README.md): estimate, SE
-EPOCH = {"A": (482.01, 124.5), "B": (2085.43, 1293.0), "E": (1.817, 0.026),
-         "alpha": (0.3478, 0.015), "beta": (0.3659, 0.021)}
+EPOCH = {"A": (482.01, 124.5), "B": (2085.43, 1293.0), "E": (1.817, 0.026), "alpha": (0.3478, 0.015), "beta": (0.3659, 0.021)}
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +92,9 @@ def test_two_x_recovers_known_law() -> None:
 @pytest.fixture(scope="module")
 def grid_df(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """One size per family, 6 data sizes, 3 seeds, with the fixture's planted failures."""
-    root = write_results(tmp_path_factory.mktemp("fits"), sizes=("s",),
-                         data_sizes=(500, 1000, 2000, 4000, 8000, 16000), seeds=(0, 1, 2))
+    root = write_results(
+        tmp_path_factory.mktemp("fits"), sizes=("s",), data_sizes=(500, 1000, 2000, 4000, 8000, 16000), seeds=(0, 1, 2)
+    )
     return load_results(root)[0]
 
 
@@ -153,8 +153,9 @@ def test_json_shape(by_family: fits.FitReport) -> None:
 
 
 def test_two_x_fit_on_results(tmp_path: Path) -> None:
-    df = load_results(write_results(tmp_path, families=("vit",), sizes=("xs", "s", "m"),
-                                    data_sizes=(500, 2000, 8000), fail=False))[0]
+    df = load_results(
+        write_results(tmp_path, families=("vit",), sizes=("xs", "s", "m"), data_sizes=(500, 2000, 8000), fail=False)
+    )[0]
     rep = fit_results(df, "test_acc", ["params", "data_size"], bootstrap=20)
     f = rep.fits[0]
     assert set(f.law.params) == {"E", "A", "alpha", "B", "beta"}
@@ -163,8 +164,9 @@ def test_two_x_fit_on_results(tmp_path: Path) -> None:
 
 
 def test_pooling_and_exact_fit_are_flagged(tmp_path: Path) -> None:
-    df = load_results(write_results(tmp_path, families=("vit",), sizes=("xs", "s"),
-                                    data_sizes=(500, 2000, 8000), seeds=(0,), fail=False))[0]
+    df = load_results(
+        write_results(tmp_path, families=("vit",), sizes=("xs", "s"), data_sizes=(500, 2000, 8000), seeds=(0,), fail=False)
+    )[0]
     pooled = fit_results(df, "test_acc", ["data_size"], bootstrap=10).fits[0]
     assert any("pools 2 model values" in n for n in pooled.notes)
     exact = fit_results(df, "test_acc", ["data_size"], by="model", bootstrap=10).fits[0]
@@ -195,14 +197,14 @@ def _run(argv: list[str]) -> int:
 
 
 def test_cli_fit_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = write_results(tmp_path, families=("resnet", "vit"), sizes=("s",),
-                         data_sizes=(500, 1000, 2000, 4000, 8000))
-    assert _run(["fit", str(root), "--y", "test_acc", "--x", "data_size", "--by", "family",
-                 "--holdout", "1", "--bootstrap", "20"]) == 0
+    root = write_results(tmp_path, families=("resnet", "vit"), sizes=("s",), data_sizes=(500, 1000, 2000, 4000, 8000))
+    assert (
+        _run(["fit", str(root), "--y", "test_acc", "--x", "data_size", "--by", "family", "--holdout", "1", "--bootstrap", "20"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "[resnet]" in text and "holdout" in text and "overtakes" in text
-    assert _run(["fit", str(root), "--y", "test_acc", "--x", "data_size", "--json",
-                 "--bootstrap", "0"]) == 0
+    assert _run(["fit", str(root), "--y", "test_acc", "--x", "data_size", "--json", "--bootstrap", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["fits"][0]["group"] == "all" and out["fits"][0]["ci95"] == {}
 
@@ -223,10 +225,10 @@ def test_parameters_on_their_bounds_are_flagged() -> None:
     bumpy = pd.DataFrame({"status": "ok", "params": x, "test_acc": [0.70, 0.77, 0.76, 0.70, 0.77, 0.76]})
     f = fit_results(bumpy, "test_acc", ["params"], bootstrap=0).fits[0]
     assert f.law is not None and any("alpha" in n and "search bound" in n for n in f.notes), f.notes
-    no_floor = pd.DataFrame({"status": "ok", "params": x, "test_loss": 50.0 * x ** -0.5})
+    no_floor = pd.DataFrame({"status": "ok", "params": x, "test_loss": 50.0 * x**-0.5})
     g = fit_results(no_floor, "test_loss", ["params"], bootstrap=0).fits[0]
     assert g.law.params["alpha"] == pytest.approx(0.5, abs=0.01)
     assert any("no floor is visible" in n for n in g.notes), g.notes
     assert not any("search bound" in n for n in g.notes)
-    clean = pd.DataFrame({"status": "ok", "params": x, "test_loss": 0.1 + 50.0 * x ** -0.5})
+    clean = pd.DataFrame({"status": "ok", "params": x, "test_loss": 0.1 + 50.0 * x**-0.5})
     assert fit_results(clean, "test_loss", ["params"], bootstrap=0).fits[0].notes == []

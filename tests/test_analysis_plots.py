@@ -13,7 +13,13 @@ import pytest
 from harness.analysis.cli import register
 from harness.analysis.io import load_results
 from harness.analysis.plots import (
-    FAMILY_COLOURS, KINDS, family_colour, make_plot, pareto_front, plot_cost, plot_curves,
+    FAMILY_COLOURS,
+    KINDS,
+    family_colour,
+    make_plot,
+    pareto_front,
+    plot_cost,
+    plot_curves,
 )
 from harness.errors import StudyError
 from tests.analysis_fixtures import write_results
@@ -24,8 +30,13 @@ MIN_PNG_BYTES = 5_000  # an empty 150-dpi axes with labels is already ~15 kB; 5 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two resolutions so every kind has something to draw."""
-    return write_results(tmp_path_factory.mktemp("plots"), families=("resnet", "vit", "mixer"),
-                         sizes=("xs", "s"), data_sizes=(500, 2000, 8000), image_sizes=(32, 64))
+    return write_results(
+        tmp_path_factory.mktemp("plots"),
+        families=("resnet", "vit", "mixer"),
+        sizes=("xs", "s"),
+        data_sizes=(500, 2000, 8000),
+        image_sizes=(32, 64),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +60,13 @@ def test_every_kind_draws(loaded: tuple[pd.DataFrame, pd.DataFrame], tmp_path: P
     _check(out.paths)
     if kind == "pareto":  # one figure per cost axis
         assert sorted(p.stem for p in out.paths if p.suffix == ".png") == [
-            "pareto_test_acc_vs_compute", "pareto_test_acc_vs_gmacs", "pareto_test_acc_vs_throughput"]
+            "pareto_test_acc_vs_compute",
+            "pareto_test_acc_vs_gmacs",
+            "pareto_test_acc_vs_throughput",
+        ]
 
 
-def test_scaling_without_fits_still_draws(loaded: tuple[pd.DataFrame, pd.DataFrame],
-                                          tmp_path: Path) -> None:
+def test_scaling_without_fits_still_draws(loaded: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
     # only 2 sizes per family: points are drawn and joined, fits skipped (3 distinct x needed)
     df, curves = loaded
     small = df[df["family"].isin(["vit", "resnet"]) & (df["image_size"] == 32)]
@@ -100,8 +113,7 @@ def test_unknown_kind_is_study_error(loaded: tuple[pd.DataFrame, pd.DataFrame], 
         make_plot(*loaded, "heatmap", tmp_path)
 
 
-def test_cli_plot_prints_paths_and_skips(results: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plot_prints_paths_and_skips(results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="harness")
     register(parser.add_subparsers(required=True))
     args = parser.parse_args(["plot", str(results), "--kind", "cost", "--out", str(tmp_path)])
@@ -115,8 +127,16 @@ def test_pareto_labels_name_custom_shapes_by_family_and_params() -> None:
     one data size for every point is not repeated on each label."""
     from harness.analysis.plots import _pareto_points
 
-    df = pd.DataFrame({"status": "ok", "family": ["resnet", "vit"], "data_size": 16000,
-                       "model": ["resnet{block=basic,layers=[2,2,1,1],width=28}", "vit@xs"],
-                       "params": [1012014, 205000], "train_flops": [1e12, 2e12], "test_acc": [0.87, 0.76]})
+    df = pd.DataFrame(
+        {
+            "status": "ok",
+            "family": ["resnet", "vit"],
+            "data_size": 16000,
+            "model": ["resnet{block=basic,layers=[2,2,1,1],width=28}", "vit@xs"],
+            "params": [1012014, 205000],
+            "train_flops": [1e12, 2e12],
+            "test_acc": [0.87, 0.76],
+        }
+    )
     pts, _ = _pareto_points(df, "train_flops", "test_acc")
     assert sorted(pts["_label"]) == ["resnet 1.01M", "vit@xs"]

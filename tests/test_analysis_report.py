@@ -20,8 +20,9 @@ BOOT = 10  # resamples: enough to exercise the intervals, fast on 2 cores
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 sizes x 4 data sizes: every section, holdout and the joint fit have data."""
-    root = write_results(tmp_path_factory.mktemp("report"), families=("resnet", "vit"),
-                         sizes=("xs", "s", "m"), data_sizes=(500, 1000, 4000, 16000))
+    root = write_results(
+        tmp_path_factory.mktemp("report"), families=("resnet", "vit"), sizes=("xs", "s", "m"), data_sizes=(500, 1000, 4000, 16000)
+    )
     write_report(root, bootstrap=BOOT)
     return root
 
@@ -32,9 +33,16 @@ def _links(md: str) -> list[str]:
 
 def test_full_report_has_every_section(full: Path) -> None:
     md = (full / "report" / "index.md").read_text(encoding="utf-8")
-    for heading in ("## Comparison", "## Scaling with data size", "## Scaling with model size",
-                    "### Joint fit over parameters and data size", "## Cost and efficiency",
-                    "## Learning curves", "## Provenance", "### Failures"):
+    for heading in (
+        "## Comparison",
+        "## Scaling with data size",
+        "## Scaling with model size",
+        "### Joint fit over parameters and data size",
+        "## Cost and efficiency",
+        "## Learning curves",
+        "## Provenance",
+        "### Failures",
+    ):
         assert heading in md
     assert "| resnet@xs |" in md and "holdout log-RMSE" in md
     assert "vit@s overtakes resnet@s at data_size ≈" in md
@@ -72,16 +80,17 @@ def test_one_data_size_says_why(tmp_path: Path) -> None:
 
 
 def test_one_seed_three_sizes_gives_fit_without_intervals(tmp_path: Path) -> None:
-    md = _report(tmp_path, families=("vit",), sizes=("s",), data_sizes=(500, 2000, 8000),
-                 seeds=(0,), fail=False)
+    md = _report(tmp_path, families=("vit",), sizes=("s",), data_sizes=(500, 2000, 8000), seeds=(0,), fail=False)
     assert "exact fit" in md and "No holdout check" in md
 
 
 def test_all_failed(tmp_path: Path) -> None:
     trials, _ = make_rows(families=("vit",), sizes=("s",), data_sizes=(500, 2000, 8000))
-    trials = store_dtypes(trials.assign(status="failed", error="RuntimeError: boom",
-                                        test_acc=float("nan"), best_test_acc=float("nan"),
-                                        test_loss=float("nan")))
+    trials = store_dtypes(
+        trials.assign(
+            status="failed", error="RuntimeError: boom", test_acc=float("nan"), best_test_acc=float("nan"), test_loss=float("nan")
+        )
+    )
     (tmp_path / "trials").mkdir()
     for i in range(len(trials)):
         trials.iloc[[i]].to_parquet(tmp_path / "trials" / f"{i}.parquet", index=False)
@@ -93,8 +102,7 @@ def test_all_failed(tmp_path: Path) -> None:
 
 def test_minimal_columns(tmp_path: Path) -> None:
     """Rows from some other tool: no family/provenance columns, no curves."""
-    pd.DataFrame({"data_size": [100, 200, 400, 800], "test_acc": [0.5, 0.6, 0.7, 0.75]}).to_parquet(
-        tmp_path / "r.parquet")
+    pd.DataFrame({"data_size": [100, 200, 400, 800], "test_acc": [0.5, 0.6, 0.7, 0.75]}).to_parquet(tmp_path / "r.parquet")
     (tmp_path / "trials").mkdir()
     (tmp_path / "r.parquet").rename(tmp_path / "trials" / "r.parquet")
     md = write_report(tmp_path, bootstrap=BOOT).read_text(encoding="utf-8")

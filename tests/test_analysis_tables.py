@@ -16,7 +16,12 @@ import pytest
 from harness.analysis.cli import register
 from harness.analysis.io import load_results
 from harness.analysis.tables import (
-    NOT_RUN, build_table, fmt_count, fmt_sig, render, short_reason,
+    NOT_RUN,
+    build_table,
+    fmt_count,
+    fmt_sig,
+    render,
+    short_reason,
 )
 from harness.errors import StudyError
 from tests.analysis_fixtures import GOLDEN_DIR, NAN, OOM, golden_outputs, make_rows, write_results
@@ -48,8 +53,16 @@ def test_default_table_shape(df: pd.DataFrame) -> None:
     t = build_table(df)
     assert t.columns[:6] == ["family", "model", "params", "GMACs", "infer img/s", "train img/s"]
     assert t.columns[6:] == ["data_size=1k", "data_size=4k", "data_size=16k"]
-    assert [r[1] for r in t.rows] == ["resnet@xs", "resnet@s", "vit@xs", "vit@s", "mixer@xs",
-                                      "mixer@s", "convnext@xs", "convnext@s"]
+    assert [r[1] for r in t.rows] == [
+        "resnet@xs",
+        "resnet@s",
+        "vit@xs",
+        "vit@s",
+        "mixer@xs",
+        "mixer@s",
+        "convnext@xs",
+        "convnext@s",
+    ]
     assert all(cell for row in t.rows for cell in row), "no blank cells"
 
 
@@ -96,14 +109,14 @@ def test_missing_column_names_it_and_suggests(df: pd.DataFrame) -> None:
         build_table(df, value="test_accc")
 
 
-@pytest.mark.parametrize("v,want", [(272_474, "272k"), (1_203_322, "1.2M"), (86_567_656, "86.6M"),
-                                    (950, "950"), (1.35e9, "1.35B")])
+@pytest.mark.parametrize(
+    "v,want", [(272_474, "272k"), (1_203_322, "1.2M"), (86_567_656, "86.6M"), (950, "950"), (1.35e9, "1.35B")]
+)
 def test_fmt_count(v: float, want: str) -> None:
     assert fmt_count(v) == want
 
 
-@pytest.mark.parametrize("v,want", [(0.01234, "0.0123"), (4.414, "4.41"), (17.64, "17.6"),
-                                    (1234.5, "1,234"), (0, "0")])
+@pytest.mark.parametrize("v,want", [(0.01234, "0.0123"), (4.414, "4.41"), (17.64, "17.6"), (1234.5, "1,234"), (0, "0")])
 def test_fmt_sig(v: float, want: str) -> None:
     assert fmt_sig(v) == want
 
@@ -172,8 +185,7 @@ def _run(argv: list[str]) -> int:
 def test_cli_table_formats(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["table", str(results)]) == 0
     assert capsys.readouterr().out == (GOLDEN_DIR / "table_default.md").read_text(encoding="utf-8")
-    assert _run(["table", str(results), "--format", "csv", "--rows", "family,model",
-                 "--agg", "max"]) == 0
+    assert _run(["table", str(results), "--format", "csv", "--rows", "family,model", "--agg", "max"]) == 0
     assert capsys.readouterr().out.startswith("family,model,params")
 
 

@@ -36,7 +36,11 @@ def test_every_backend_implements_the_protocol(name: str) -> None:
 
 def test_one_squeue_caller() -> None:
     root = Path(backends.__file__).parents[2]
-    callers = [p.relative_to(root).as_posix() for p in (root / "harness").rglob("*.py") if re.search(r"""["']squeue["']""", p.read_text())]
+    callers = [
+        p.relative_to(root).as_posix()
+        for p in (root / "harness").rglob("*.py")
+        if re.search(r"""["']squeue["']""", p.read_text())
+    ]
     assert callers == ["harness/backends/squeue.py"]
 
 
@@ -50,7 +54,9 @@ def test_backend_flags_are_refused_by_backends_that_do_not_take_them(tmp_path: P
     assert not res.exists()
 
 
-def test_slurm_section_is_checked_through_the_protocol_whatever_the_backend(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_slurm_section_is_checked_through_the_protocol_whatever_the_backend(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     study = write_study(tmp_path, extra="slurm: {partiton: gpu}\n")
     for backend in ("local", "ray", "slurm"):
         assert main(["run", str(study), "--backend", backend, "--dry-run", "--results", str(tmp_path / "r")]) == 2
@@ -84,8 +90,9 @@ def _fake_squeue(tmp_path: Path, lines: str) -> tuple[str, Path]:
     return f"{bindir}:{Path(sys.executable).parent}:/usr/bin:/bin", calls
 
 
-def test_status_shows_slurm_jobs_in_flight_through_the_protocol(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_shows_slurm_jobs_in_flight_through_the_protocol(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out_dir = tmp_path / "res" / "s"
     (out_dir / "trials").mkdir(parents=True)
     (out_dir / "slurm").mkdir()

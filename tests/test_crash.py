@@ -64,8 +64,9 @@ def stop_session(sid: int) -> None:
 
 def start_driver(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     with open(log, "w") as f:
-        return subprocess.Popen([HARNESS, "run", *args], stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+        return subprocess.Popen(
+            [HARNESS, "run", *args], stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
 
 
 def rows(out_dir: Path) -> list[Path]:

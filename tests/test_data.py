@@ -91,9 +91,13 @@ def test_dataset_root_reaches_the_trial_but_not_its_id(tmp_path: Path, monkeypat
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "absent")
     monkeypatch.delenv("HARNESS_DATA", raising=False)
-    raw = {"name": "r", "dataset": {"name": "fashion_mnist", "root": str(tmp_path)},
-           "grid": {"model": ["linear@xs"], "data_size": [20]},
-           "train": {"steps": 2, "batch_size": 10, "curve_eval_size": 10}, "profile": {"enabled": False}}
+    raw = {
+        "name": "r",
+        "dataset": {"name": "fashion_mnist", "root": str(tmp_path)},
+        "grid": {"model": ["linear@xs"], "data_size": [20]},
+        "train": {"steps": 2, "batch_size": 10, "curve_eval_size": 10},
+        "profile": {"enabled": False},
+    }
     (trial,) = spec.expand(spec.parse_study(raw))
     out = run_trial(trial)
     assert out.row["status"] == "ok", out.row["error"]

@@ -37,8 +37,12 @@ def write_cifar(root: Path, per_batch: int = 4, test: int = 6) -> Path:
     rng = np.random.default_rng(0)
     for name in data.CIFAR_FILES:
         n = test if name == "test_batch" else per_batch
-        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, n)],
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
         with open(d / name, "wb") as f:
             pickle.dump(batch, f)
     return d
@@ -136,15 +140,18 @@ def test_imagefolder_train_val_layout(tmp_path: Path) -> None:
         data.describe(folder_cfg(tmp_path))
 
 
-@pytest.mark.parametrize("make,cfg,key,match", [
-    (lambda p: None, {"root": "MISSING"}, "dataset.root", "not a directory"),
-    (lambda p: write_folder(p), {"image_size": None}, "dataset.image_size", "needs image_size"),
-    (lambda p: (p / "only").mkdir(parents=True), {}, "dataset.root", "1 class folder"),
-    (lambda p: (write_folder(p), (p / "empty").mkdir()), {}, "dataset.root", "has no images"),
-    (lambda p: write_folder(p), {"channels": 2}, "dataset.channels", "1 \\(grey\\) or 3"),
-    (lambda p: write_folder(p), {"test_fraction": 1.5}, "dataset.test_fraction", "between 0 and 1"),
-    (lambda p: write_folder(p), {"max_memory_mb": -1}, "dataset.max_memory_mb", "non-negative"),
-])
+@pytest.mark.parametrize(
+    "make,cfg,key,match",
+    [
+        (lambda p: None, {"root": "MISSING"}, "dataset.root", "not a directory"),
+        (lambda p: write_folder(p), {"image_size": None}, "dataset.image_size", "needs image_size"),
+        (lambda p: (p / "only").mkdir(parents=True), {}, "dataset.root", "1 class folder"),
+        (lambda p: (write_folder(p), (p / "empty").mkdir()), {}, "dataset.root", "has no images"),
+        (lambda p: write_folder(p), {"channels": 2}, "dataset.channels", "1 \\(grey\\) or 3"),
+        (lambda p: write_folder(p), {"test_fraction": 1.5}, "dataset.test_fraction", "between 0 and 1"),
+        (lambda p: write_folder(p), {"max_memory_mb": -1}, "dataset.max_memory_mb", "non-negative"),
+    ],
+)
 def test_imagefolder_errors_name_the_key(tmp_path: Path, make: object, cfg: dict, key: str, match: str) -> None:
     root = tmp_path / "ds"
     make(root)
@@ -206,11 +213,15 @@ def test_streamed_imagefolder_trains_like_the_in_memory_one(tmp_path: Path) -> N
 
 def test_a_study_on_a_streamed_imagefolder_runs_a_trial(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "pets", per_class=6)
-    study = spec.parse_study({
-        "name": "folder", "dataset": folder_cfg(root, max_memory_mb=0, workers=1),
-        "grid": {"model": ["mlp@xs"], "data_size": [15], "image_size": [8]},
-        "train": {"steps": 2, "batch_size": 4, "warmup_steps": 1}, "profile": {"enabled": False},
-    })
+    study = spec.parse_study(
+        {
+            "name": "folder",
+            "dataset": folder_cfg(root, max_memory_mb=0, workers=1),
+            "grid": {"model": ["mlp@xs"], "data_size": [15], "image_size": [8]},
+            "train": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
+            "profile": {"enabled": False},
+        }
+    )
     (trial,) = spec.expand(study)
     assert trial.dataset["root"] == str(root) and "fingerprint" in trial.dataset
     out = run_trial(trial)

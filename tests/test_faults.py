@@ -51,8 +51,9 @@ def refused(tmp_path: Path, capsys: pytest.CaptureFixture, study: str | bytes, *
     path = tmp_path / "study.yaml"
     path.write_bytes(study if isinstance(study, bytes) else study.encode())
     results = tmp_path / "results"
-    line = refused_cli(capsys, ["run", str(path), "--backend", "local", "--results", str(results), "--no-report", *args],
-                       tmp_path)
+    line = refused_cli(
+        capsys, ["run", str(path), "--backend", "local", "--results", str(results), "--no-report", *args], tmp_path
+    )
     assert str(path) in line, line
     assert " — " in line, f"every error says how to fix it: {line}"
     return line
@@ -61,17 +62,20 @@ def refused(tmp_path: Path, capsys: pytest.CaptureFixture, study: str | bytes, *
 # ----------------------------------------------------------------------------- names and paths
 
 
-@pytest.mark.parametrize("name,expect", [
-    ('".."', "not a directory of its own"),
-    ('"."', "not a directory of its own"),
-    ("a/b", "invalid study name"),
-    ('"a\\\\b"', "invalid study name"),
-    (".hidden", "starts with '.'"),
-    ("-rf", "starts with '-'"),
-    ("a" * (spec.NAME_MAX + 1), f"above the {spec.NAME_MAX} allowed"),
-    ("5", "not text"),
-    ("[a, b]", "not text"),
-])
+@pytest.mark.parametrize(
+    "name,expect",
+    [
+        ('".."', "not a directory of its own"),
+        ('"."', "not a directory of its own"),
+        ("a/b", "invalid study name"),
+        ('"a\\\\b"', "invalid study name"),
+        (".hidden", "starts with '.'"),
+        ("-rf", "starts with '-'"),
+        ("a" * (spec.NAME_MAX + 1), f"above the {spec.NAME_MAX} allowed"),
+        ("5", "not text"),
+        ("[a, b]", "not text"),
+    ],
+)
 def test_study_name_is_one_safe_path_component(tmp_path: Path, capsys: pytest.CaptureFixture, name: str, expect: str) -> None:
     line = refused(tmp_path, capsys, OK.replace("name: x", f"name: {name}"))
     assert "name:" in line and expect in line, line
@@ -86,16 +90,19 @@ def test_longest_allowed_name_loads(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the file itself
 
 
-@pytest.mark.parametrize("blob,expect", [
-    ("name: café\n".encode("latin-1") + SYNTH.encode() + GRID.encode(), "not UTF-8 text: byte 0xe9 at line 1"),
-    (OK.encode("utf-16"), "not UTF-8 text"),
-    (bytes(range(256)) * 4, "not a text file"),
-    (b"name: x\x00\n" + GRID.encode(), "binary data at line 1"),
-    (b"name: x\x07\n", "unprintable character #x0007 at line 1"),
-    (b"", "this file is empty"),
-    (b"- vit@xs\n- resnet@xs\n", "this file is a YAML list"),
-    (b"just words\n", "this file is a YAML str"),
-])
+@pytest.mark.parametrize(
+    "blob,expect",
+    [
+        ("name: café\n".encode("latin-1") + SYNTH.encode() + GRID.encode(), "not UTF-8 text: byte 0xe9 at line 1"),
+        (OK.encode("utf-16"), "not UTF-8 text"),
+        (bytes(range(256)) * 4, "not a text file"),
+        (b"name: x\x00\n" + GRID.encode(), "binary data at line 1"),
+        (b"name: x\x07\n", "unprintable character #x0007 at line 1"),
+        (b"", "this file is empty"),
+        (b"- vit@xs\n- resnet@xs\n", "this file is a YAML list"),
+        (b"just words\n", "this file is a YAML str"),
+    ],
+)
 def test_unreadable_study_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, blob: bytes, expect: str) -> None:
     assert expect in refused(tmp_path, capsys, blob)
 
@@ -106,11 +113,20 @@ def test_utf8_with_bom_is_read(tmp_path: Path) -> None:
     assert spec.load_study(p).name == "x"
 
 
-@pytest.mark.parametrize("text,expect", [
-    (OK.replace("steps: 2,", "steps: 2, steps: 5,"), "duplicate key 'steps' at line 4, column 19 (first given at line 4, column 9)"),
-    (OK + "name: y\n", "duplicate key 'name' at line 6, column 1 (first given at line 1, column 1)"),
-    (OK.replace("grid: {", "grid: {seed: [0], ").replace("image_size: [16]}", "image_size: [16], seed: [1]}"), "duplicate key 'seed'"),
-])
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        (
+            OK.replace("steps: 2,", "steps: 2, steps: 5,"),
+            "duplicate key 'steps' at line 4, column 19 (first given at line 4, column 9)",
+        ),
+        (OK + "name: y\n", "duplicate key 'name' at line 6, column 1 (first given at line 1, column 1)"),
+        (
+            OK.replace("grid: {", "grid: {seed: [0], ").replace("image_size: [16]}", "image_size: [16], seed: [1]}"),
+            "duplicate key 'seed'",
+        ),
+    ],
+)
 def test_duplicate_yaml_keys_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture, text: str, expect: str) -> None:
     line = refused(tmp_path, capsys, text)
     assert expect in line and "keep one" in line, line
@@ -118,47 +134,52 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_yaml_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     p = tmp_path / "s.yaml"
-    p.write_text("name: x\n" + SYNTH + "grid: {model: &m [vit@xs], data_size: [32], image_size: [16]}\n"
-                 "train: {steps: 2, batch_size: 16, warmup_steps: 1}\nprofile: {<<: {enabled: true, iters: 2}, iters: 3}\n")
+    p.write_text(
+        "name: x\n" + SYNTH + "grid: {model: &m [vit@xs], data_size: [32], image_size: [16]}\n"
+        "train: {steps: 2, batch_size: 16, warmup_steps: 1}\nprofile: {<<: {enabled: true, iters: 2}, iters: 3}\n"
+    )
     assert spec.load_study(p).profile["iters"] == 3  # a key after a merge overrides it, as YAML says: not a duplicate
 
 
 # ----------------------------------------------------------------------------- values
 
 
-@pytest.mark.parametrize("old,new,expect", [
-    ("warmup_steps: 1}", "warmup_steps: 1, label_smoothing: 1.0}", "train.label_smoothing must be in [0, 1)"),
-    ("warmup_steps: 1}", "warmup_steps: 1, label_smoothing: -0.1}", "train.label_smoothing must be a non-negative"),
-    ("warmup_steps: 1}", "warmup_steps: 1, momentum: 1.5, optimizer: sgd}", "train.momentum must be in [0, 1)"),
-    ("warmup_steps: 1}", "warmup_steps: 1, lr: 0}", "train.lr is 0"),
-    ("steps: 2,", "epochs: .inf,", "train.epochs must be a positive number, got inf"),
-    ("steps: 2,", "epochs: .nan,", "train.epochs must be a positive number, got nan"),
-    ("warmup_steps: 1}", "warmup_steps: 1, eval_size: 1000}", "larger than the synthetic test split (64 images)"),
-    ("batch_size: 16,", "batch_size: 0,", "train.batch_size: must be a positive integer"),
-    ("warmup_steps: 1}", "warmup_steps: 1, weight_decay: .nan}", "train.weight_decay"),
-    ("{enabled: false}", "{enabled: 'no'}", "profile.enabled must be true or false"),
-    ("profile: {enabled: false}", "profile: {iters: -1}", "profile.iters"),
-    ("profile: {enabled: false}", "resources: {gpus: .inf}", "resources.gpus must be a non-negative number, got inf"),
-    ("profile: {enabled: false}", "resources: {gpus: .nan}", "resources.gpus"),
-    ("profile: {enabled: false}", "resources: {cpus: 1.5}", "resources.cpus must be a whole number"),
-    ("profile: {enabled: false}", "description: [a, b]", "description must be text"),
-    ("image_size: [16]}", "image_size: [16], seed: [-1]}", "grid.seed[0]: must be a non-negative integer"),
-    ("image_size: [16]}", "image_size: [16], seed: [4294967296]}", "grid.seed[0]: seed 4294967296 is above 4294967295"),
-    ("image_size: [16]}", "image_size: [18]}", "not a multiple of the patch size 4"),
-    ("image_size: [16]}", "image_size: [8192]}", f"above the {spec.MAX_IMAGE_SIZE} px limit"),
-    ("image_size: [16]}", "image_size: [0]}", "grid.image_size[0]: must be a positive integer"),
-    ("image_size: [16]}", "image_size: ['16']}", "grid.image_size[0]: must be a positive integer, got '16'"),
-    ("data_size: [32]", "data_size: [-5]", "grid.data_size[0]: must be a positive integer"),
-    ("data_size: [32]", "data_size: [32.5]", "grid.data_size[0]"),
-    ("data_size: [32]", "data_size: [100000]", "larger than the synthetic training split"),
-    ("data_size: [32]", "data_size: []", "grid.data_size: empty axis"),
-    ("model: [vit@xs]", "model: ['vit @ xs']", "unknown model family 'vit '"),
-    ("model: [vit@xs]", "model: ['vit@x s']", "unknown size 'x s'"),
-    ("model: [vit@xs]", "model: [{family: vit, mlp_ratio: .inf}]", "vit mlp_ratio must be a positive number, not inf"),
-    ("model: [vit@xs]", "model: [{family: vit, depth: 0}]", "vit depth must be a positive integer"),
-    ("model: [vit@xs]", "model: [null]", "a model is 'family@size' or a mapping"),
-    ("num_classes: 4,", "num_classes: 4, colour: red,", "dataset.colour: unknown key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "old,new,expect",
+    [
+        ("warmup_steps: 1}", "warmup_steps: 1, label_smoothing: 1.0}", "train.label_smoothing must be in [0, 1)"),
+        ("warmup_steps: 1}", "warmup_steps: 1, label_smoothing: -0.1}", "train.label_smoothing must be a non-negative"),
+        ("warmup_steps: 1}", "warmup_steps: 1, momentum: 1.5, optimizer: sgd}", "train.momentum must be in [0, 1)"),
+        ("warmup_steps: 1}", "warmup_steps: 1, lr: 0}", "train.lr is 0"),
+        ("steps: 2,", "epochs: .inf,", "train.epochs must be a positive number, got inf"),
+        ("steps: 2,", "epochs: .nan,", "train.epochs must be a positive number, got nan"),
+        ("warmup_steps: 1}", "warmup_steps: 1, eval_size: 1000}", "larger than the synthetic test split (64 images)"),
+        ("batch_size: 16,", "batch_size: 0,", "train.batch_size: must be a positive integer"),
+        ("warmup_steps: 1}", "warmup_steps: 1, weight_decay: .nan}", "train.weight_decay"),
+        ("{enabled: false}", "{enabled: 'no'}", "profile.enabled must be true or false"),
+        ("profile: {enabled: false}", "profile: {iters: -1}", "profile.iters"),
+        ("profile: {enabled: false}", "resources: {gpus: .inf}", "resources.gpus must be a non-negative number, got inf"),
+        ("profile: {enabled: false}", "resources: {gpus: .nan}", "resources.gpus"),
+        ("profile: {enabled: false}", "resources: {cpus: 1.5}", "resources.cpus must be a whole number"),
+        ("profile: {enabled: false}", "description: [a, b]", "description must be text"),
+        ("image_size: [16]}", "image_size: [16], seed: [-1]}", "grid.seed[0]: must be a non-negative integer"),
+        ("image_size: [16]}", "image_size: [16], seed: [4294967296]}", "grid.seed[0]: seed 4294967296 is above 4294967295"),
+        ("image_size: [16]}", "image_size: [18]}", "not a multiple of the patch size 4"),
+        ("image_size: [16]}", "image_size: [8192]}", f"above the {spec.MAX_IMAGE_SIZE} px limit"),
+        ("image_size: [16]}", "image_size: [0]}", "grid.image_size[0]: must be a positive integer"),
+        ("image_size: [16]}", "image_size: ['16']}", "grid.image_size[0]: must be a positive integer, got '16'"),
+        ("data_size: [32]", "data_size: [-5]", "grid.data_size[0]: must be a positive integer"),
+        ("data_size: [32]", "data_size: [32.5]", "grid.data_size[0]"),
+        ("data_size: [32]", "data_size: [100000]", "larger than the synthetic training split"),
+        ("data_size: [32]", "data_size: []", "grid.data_size: empty axis"),
+        ("model: [vit@xs]", "model: ['vit @ xs']", "unknown model family 'vit '"),
+        ("model: [vit@xs]", "model: ['vit@x s']", "unknown size 'x s'"),
+        ("model: [vit@xs]", "model: [{family: vit, mlp_ratio: .inf}]", "vit mlp_ratio must be a positive number, not inf"),
+        ("model: [vit@xs]", "model: [{family: vit, depth: 0}]", "vit depth must be a positive integer"),
+        ("model: [vit@xs]", "model: [null]", "a model is 'family@size' or a mapping"),
+        ("num_classes: 4,", "num_classes: 4, colour: red,", "dataset.colour: unknown key 'colour'"),
+    ],
+)
 def test_bad_value_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, old: str, new: str, expect: str) -> None:
     assert old in OK
     line = refused(tmp_path, capsys, OK.replace(old, new))
@@ -200,8 +221,10 @@ def test_count_only_study_row_carries_the_counts(tmp_path: Path) -> None:
 # trial ids of studies/quickstart.yaml and studies/model_scaling.yaml recorded from the code before
 # issue 15: a user's re-run must find its finished trials
 QUICKSTART_IDS = {
-    ("resnet@xs", 1000): "8ca513dee06e", ("vit@xs", 1000): "26ffdcab0cc2",
-    ("mixer@xs", 1000): "b6588de6ac59", ("convnext@xs", 1000): "0c6c250fb5db",
+    ("resnet@xs", 1000): "8ca513dee06e",
+    ("vit@xs", 1000): "26ffdcab0cc2",
+    ("mixer@xs", 1000): "b6588de6ac59",
+    ("convnext@xs", 1000): "0c6c250fb5db",
 }
 MODEL_SCALING_IDS = {
     ("resnet{block=basic,layers=[2,2,2,1],stem=small,width=8}", 16000, 0): "9bff923b2682",
@@ -214,18 +237,28 @@ STUDIES = Path(__file__).parent.parent / "studies"
 def test_named_sizes_and_explicit_shapes_keep_their_ids() -> None:
     quick = {(t.model.name, t.data_size): t.trial_id for t in spec.expand(spec.load_study(STUDIES / "quickstart.yaml"))}
     assert {k: quick[k] for k in QUICKSTART_IDS} == QUICKSTART_IDS
-    scaling = {(t.model.name, t.data_size, t.seed): t.trial_id
-               for t in spec.expand(spec.load_study(STUDIES / "model_scaling.yaml"))}
+    scaling = {
+        (t.model.name, t.data_size, t.seed): t.trial_id for t in spec.expand(spec.load_study(STUDIES / "model_scaling.yaml"))
+    }
     assert {k: scaling[k] for k in MODEL_SCALING_IDS} == MODEL_SCALING_IDS
 
 
-@pytest.mark.parametrize("spellings", [
-    ["vit@xs", "{family: vit}", "{family: vit, size: xs}", "{family: vit, patch: 4, width: 64, depth: 4, heads: 2, mlp_ratio: 4}",
-     "{family: vit, size: s, width: 64, depth: 4, heads: 2}", "VIT@XS"],
-    ["{family: vit, size: xs, depth: 8}", "{family: vit, depth: 8}", "{family: vit, size: s, width: 64, depth: 8, heads: 2}"],
-    ["resnet@xs", "{family: resnet, layers: [1, 1, 1, 1]}", "{family: resnet, size: s, layers: [1, 1, 1, 1]}"],
-    ["convnext@xs", "{family: convnext, patch: 2, depths: [1, 1, 3, 1], dims: [16, 32, 64, 128]}"],
-])
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        [
+            "vit@xs",
+            "{family: vit}",
+            "{family: vit, size: xs}",
+            "{family: vit, patch: 4, width: 64, depth: 4, heads: 2, mlp_ratio: 4}",
+            "{family: vit, size: s, width: 64, depth: 4, heads: 2}",
+            "VIT@XS",
+        ],
+        ["{family: vit, size: xs, depth: 8}", "{family: vit, depth: 8}", "{family: vit, size: s, width: 64, depth: 8, heads: 2}"],
+        ["resnet@xs", "{family: resnet, layers: [1, 1, 1, 1]}", "{family: resnet, size: s, layers: [1, 1, 1, 1]}"],
+        ["convnext@xs", "{family: convnext, patch: 2, depths: [1, 1, 3, 1], dims: [16, 32, 64, 128]}"],
+    ],
+)
 def test_same_resolved_shape_is_the_same_trial(tmp_path: Path, spellings: list[str]) -> None:
     ids, names = set(), set()
     for i, model in enumerate(spellings):
@@ -252,16 +285,25 @@ def test_different_shapes_stay_different_trials(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- other commands' arguments
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["models", "--image-size", "-3"], "--image-size: must be a positive integer, got -3"),
-    (["models", "--image-size", "0"], "--image-size: must be a positive integer, got 0"),
-    (["models", "--in-chans", "0"], "--in-chans: must be a positive integer"),
-    (["models", "--family", "vit", "--image-size", "30"], "no model of family 'vit' takes 30 px input"),
-    (["plan", "--family", "vit", "--targets", "1e12"], "out of reach for vit at 28 px: its planning grid reaches 15.3k to 50.5M params"),
-    (["plan", "--family", "vit", "--targets", "1"], "out of reach for vit"),
-    (["plan", "--family", "mixer,vit", "--targets", "0.1M,1e12"], "out of reach for mixer"),
-    (["plan", "--family", "resnet", "--match", "gmacs", "--targets", "1000"], "target 1e+03 GMACs is out of reach for resnet"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["models", "--image-size", "-3"], "--image-size: must be a positive integer, got -3"),
+        (["models", "--image-size", "0"], "--image-size: must be a positive integer, got 0"),
+        (["models", "--in-chans", "0"], "--in-chans: must be a positive integer"),
+        (["models", "--family", "vit", "--image-size", "30"], "no model of family 'vit' takes 30 px input"),
+        (
+            ["plan", "--family", "vit", "--targets", "1e12"],
+            "out of reach for vit at 28 px: its planning grid reaches 15.3k to 50.5M params",
+        ),
+        (["plan", "--family", "vit", "--targets", "1"], "out of reach for vit"),
+        (["plan", "--family", "mixer,vit", "--targets", "0.1M,1e12"], "out of reach for mixer"),
+        (
+            ["plan", "--family", "resnet", "--match", "gmacs", "--targets", "1000"],
+            "target 1e+03 GMACs is out of reach for resnet",
+        ),
+    ],
+)
 def test_bad_command_line_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], expect: str) -> None:
     assert expect in refused_cli(capsys, argv, tmp_path)
 
@@ -279,17 +321,24 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_results(tmp_path_factory.mktemp("faults") / "res")
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["plot", "{R}", "--kind", "pareto", "--x", "nosuch"], "--x: pareto cannot plot against 'nosuch' — use one of fwd_gmacs, train_flops, infer_img_s"),
-    (["plot", "{R}", "--kind", "curves", "--x", "nosuch"], "--x: column 'nosuch' is not in the learning curves"),
-    (["plot", "{R}", "--kind", "curves", "--y", "nosuch"], "--y: column 'nosuch' is not in the learning curves"),
-    (["plot", "{R}", "--kind", "cost", "--y", "nosuch"], "--y: column 'nosuch' is not in the results"),
-    (["plot", "{R}", "--kind", "scaling", "--x", "nosuch"], "column 'nosuch' is not in the results"),
-    (["fit", "{R}", "--y", "test_acc", "--x", "model"], "--x: column 'model' holds labels (e.g."),
-    (["fit", "{R}", "--y", "family", "--x", "data_size"], "pass --by family"),
-    (["fit", "{R}", "--y", "test_acc", "--x", "nosuch"], "column 'nosuch' is not in the results"),
-])
-def test_analysis_column_that_cannot_be_used_is_one_line(results: Path, capsys: pytest.CaptureFixture,
-                                                         argv: list[str], expect: str) -> None:
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (
+            ["plot", "{R}", "--kind", "pareto", "--x", "nosuch"],
+            "--x: pareto cannot plot against 'nosuch' — use one of fwd_gmacs, train_flops, infer_img_s",
+        ),
+        (["plot", "{R}", "--kind", "curves", "--x", "nosuch"], "--x: column 'nosuch' is not in the learning curves"),
+        (["plot", "{R}", "--kind", "curves", "--y", "nosuch"], "--y: column 'nosuch' is not in the learning curves"),
+        (["plot", "{R}", "--kind", "cost", "--y", "nosuch"], "--y: column 'nosuch' is not in the results"),
+        (["plot", "{R}", "--kind", "scaling", "--x", "nosuch"], "column 'nosuch' is not in the results"),
+        (["fit", "{R}", "--y", "test_acc", "--x", "model"], "--x: column 'model' holds labels (e.g."),
+        (["fit", "{R}", "--y", "family", "--x", "data_size"], "pass --by family"),
+        (["fit", "{R}", "--y", "test_acc", "--x", "nosuch"], "column 'nosuch' is not in the results"),
+    ],
+)
+def test_analysis_column_that_cannot_be_used_is_one_line(
+    results: Path, capsys: pytest.CaptureFixture, argv: list[str], expect: str
+) -> None:
     line = refused_cli(capsys, [a.replace("{R}", str(results)) for a in argv], results)
     assert expect in line, line

@@ -6,9 +6,9 @@ Each case: one line on stderr, exit 2, nothing written -- or, for a signal, the 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
-import shutil
 import stat
 import subprocess
 import sys
@@ -39,10 +39,17 @@ def study(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- Ray addresses
 
 
-@pytest.mark.parametrize("address, why", [("127.0.0.1:1", "connection refused"), ("nosuch.invalid:6379", "unknown host"),
-                                          ("10.0.0.5:notaport", "cannot read the Ray address")])
+@pytest.mark.parametrize(
+    "address, why",
+    [
+        ("127.0.0.1:1", "connection refused"),
+        ("nosuch.invalid:6379", "unknown host"),
+        ("10.0.0.5:notaport", "cannot read the Ray address"),
+    ],
+)
 def test_cluster_address_that_does_not_answer_is_one_line_and_writes_nothing(
-        tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, address: str, why: str) -> None:
+    tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, address: str, why: str
+) -> None:
     """Was: ray.init retried 127.0.0.1:1 for 10 minutes, after claims and the study copy were written."""
     res = tmp_path / "res"
     assert main(["run", str(study), "--address", address, "--results", str(res)]) == 2
@@ -52,7 +59,8 @@ def test_cluster_address_that_does_not_answer_is_one_line_and_writes_nothing(
 
 
 def test_address_auto_is_refused_before_the_results_directory_is_touched(
-        tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     res = tmp_path / "res"
     assert main(["run", str(study), "--address", "auto", "--results", str(res)]) == 2
     assert "'auto'" in _one_error_line(capsys) and not res.exists()
@@ -91,8 +99,8 @@ def silent_listener() -> Iterator[str]:
 
 @pytest.mark.slow
 def test_address_that_listens_but_is_no_ray_head_is_one_line_and_writes_nothing(
-        tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        silent_listener: str) -> None:
+    tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, silent_listener: str
+) -> None:
     """Was: ray.init kept retrying such a port (still waiting after 3.5 min here)."""
     monkeypatch.setattr(ray_backend, "GCS_TIMEOUT_S", 3.0)
     res = tmp_path / "res"
@@ -120,20 +128,24 @@ def _fake_commands(directory: Path, **scripts: str) -> str:
 
 
 def test_slurm_without_sbatch_is_one_line_and_writes_nothing(
-        tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", _fake_commands(tmp_path / "bin"))  # nothing SLURM on it
     res = tmp_path / "res"
     assert main(["run", str(study), "--backend", "slurm", "--results", str(res)]) == 2
     assert "sbatch/srun not found" in _one_error_line(capsys) and not res.exists()
 
 
-@pytest.mark.parametrize("squeue_body, why", [
-    ("echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1", "Unable to contact"),
-    ("exec sleep 60", "no answer from the controller"),
-])
+@pytest.mark.parametrize(
+    "squeue_body, why",
+    [
+        ("echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1", "Unable to contact"),
+        ("exec sleep 60", "no answer from the controller"),
+    ],
+)
 def test_slurm_controller_that_does_not_answer_is_one_line_and_writes_nothing(
-        tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-        squeue_body: str, why: str) -> None:
+    tmp_path: Path, study: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, squeue_body: str, why: str
+) -> None:
     monkeypatch.setenv("PATH", _fake_commands(tmp_path / "bin", sbatch="exit 0", srun="exit 0", squeue=squeue_body))
     monkeypatch.setattr(squeue, "TIMEOUT_S", 1.0)
     res = tmp_path / "res"
@@ -147,8 +159,7 @@ def test_slurm_controller_that_does_not_answer_is_one_line_and_writes_nothing(
 
 
 @pytest.mark.parametrize("backend", ["local", "ray"])
-def test_gpus_asked_where_no_cuda_is_visible_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture, backend: str) -> None:
+def test_gpus_asked_where_no_cuda_is_visible_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture, backend: str) -> None:
     """Was: trained on CPU silently. Embedded Ray too (it runs the trials on this machine)."""
     import torch
 

@@ -27,9 +27,21 @@ from tests.conftest import write_study
 
 
 def _row(tid: str, status: str = "ok", acc: float = 0.5, data_size: int = 100) -> dict:
-    return {"study": "s", "trial_id": tid, "status": status, "error": "", "family": "vit", "size": "xs",
-            "model": "vit@xs", "image_size": 28, "data_size": data_size, "seed": 0, "test_acc": acc,
-            "params": 123, "steps": 10}
+    return {
+        "study": "s",
+        "trial_id": tid,
+        "status": status,
+        "error": "",
+        "family": "vit",
+        "size": "xs",
+        "model": "vit@xs",
+        "image_size": 28,
+        "data_size": data_size,
+        "seed": 0,
+        "test_acc": acc,
+        "params": 123,
+        "steps": 10,
+    }
 
 
 def _temporaries(root: Path) -> list[Path]:
@@ -60,8 +72,9 @@ def _junk(path: Path) -> None:
 
 
 @pytest.mark.parametrize("spoil", [_truncate, _other_schema, _junk], ids=["truncated", "other-schema", "junk"])
-def test_a_bad_trial_file_is_skipped_and_reported_once(two_rows: ResultsDir, spoil: object,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_a_bad_trial_file_is_skipped_and_reported_once(
+    two_rows: ResultsDir, spoil: object, capsys: pytest.CaptureFixture
+) -> None:
     bad = two_rows.trial_file("b")
     spoil(bad)  # type: ignore[operator]
     assert store.done_ids(two_rows.path) == {"a"}  # the bad trial is not done
@@ -86,8 +99,7 @@ def test_junk_in_curves_and_a_junk_file_name_in_trials(two_rows: ResultsDir, cap
     assert main(["plot", str(two_rows.path), "--kind", "curves"]) == 0
 
 
-def test_run_moves_a_bad_trial_file_aside_and_runs_the_trial_again(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_run_moves_a_bad_trial_file_aside_and_runs_the_trial_again(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     study = write_study(tmp_path, name="bad", models="[vit@xs]", data_sizes="[16, 32]", steps=2)
     res = tmp_path / "res"
     assert main(["run", str(study), "--backend", "local", "--results", str(res), "--no-report"]) == 0
@@ -160,8 +172,9 @@ def _one_error_line(capsys: pytest.CaptureFixture, *expect: str) -> str:
     return errors[0]
 
 
-def test_full_disk_before_the_run_exits_2_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_before_the_run_exits_2_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     def full(f: object, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -172,8 +185,9 @@ def test_full_disk_before_the_run_exits_2_and_writes_nothing(tmp_path: Path, mon
     assert not res.exists()
 
 
-def test_full_disk_mid_run_exits_2_without_temporaries_or_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_mid_run_exits_2_without_temporaries_or_claims(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     def full(self: pd.DataFrame, path: str, **kw: object) -> None:
         Path(path).write_bytes(b"PAR1 half")  # the disk filled up while the row was written
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -13,8 +13,7 @@ from harness import flops, zoo
 from harness.errors import StudyError
 
 
-def vit_macs(ms: zoo.ModelSpec, image_size: int, in_chans: int, num_classes: int,
-             attention: bool = True) -> int:
+def vit_macs(ms: zoo.ModelSpec, image_size: int, in_chans: int, num_classes: int, attention: bool = True) -> int:
     """ViT forward MACs: patch embedding + depth x (12 N D^2 + 2 N^2 D) + head.
 
     Per block: qkv 3ND^2, projection ND^2, MLP 2 N D (mlp_ratio D) = 8ND^2 at ratio 4,
@@ -27,10 +26,18 @@ def vit_macs(ms: zoo.ModelSpec, image_size: int, in_chans: int, num_classes: int
     return patches * p * p * in_chans * d + ms.shape["depth"] * block + d * num_classes
 
 
-@pytest.mark.parametrize("name,image_size", [
-    ("vit@b16", 224), ("vit@b16", 384), ("vit@b16", 512), ("vit@b16", 1024),
-    ("vit@xs", 28), ("vit@xs", 32), ("vit@s", 64),
-])
+@pytest.mark.parametrize(
+    "name,image_size",
+    [
+        ("vit@b16", 224),
+        ("vit@b16", 384),
+        ("vit@b16", 512),
+        ("vit@b16", 1024),
+        ("vit@xs", 28),
+        ("vit@xs", 32),
+        ("vit@s", 64),
+    ],
+)
 def test_vit_matches_the_analytic_formula(name: str, image_size: int) -> None:
     ms = zoo.resolve(name)
     counted = flops.forward_gmacs(ms, image_size=image_size, in_chans=3, num_classes=1000) * 1e9
@@ -68,12 +75,15 @@ def test_vit_l16_at_1024_px_counts_on_meta_and_is_cached() -> None:
     assert first * 1e9 == pytest.approx(vit_macs(ms, 1024, 3, 1000), rel=0.005)
 
 
-@pytest.mark.parametrize("name,published", [
-    ("resnet@50", 4.1),      # timm's benchmark tables (He et al. 2016 print 3.8, a leaner count)
-    ("vit@b16", 17.6),       # timm's benchmark tables; Swin (Liu et al. 2021) Table 1: DeiT-B 17.5G
-    ("convnext@tiny", 4.5),  # Liu et al. 2022, "A ConvNet for the 2020s", Table 1: 4.5G
-    ("mixer@b16", 12.6),     # timm's benchmark tables
-])
+@pytest.mark.parametrize(
+    "name,published",
+    [
+        ("resnet@50", 4.1),  # timm's benchmark tables (He et al. 2016 print 3.8, a leaner count)
+        ("vit@b16", 17.6),  # timm's benchmark tables; Swin (Liu et al. 2021) Table 1: DeiT-B 17.5G
+        ("convnext@tiny", 4.5),  # Liu et al. 2022, "A ConvNet for the 2020s", Table 1: 4.5G
+        ("mixer@b16", 12.6),  # timm's benchmark tables
+    ],
+)
 def test_published_gmacs_at_224(name: str, published: float) -> None:
     counted = flops.forward_gmacs(zoo.resolve(name), image_size=224, in_chans=3, num_classes=1000)
     assert counted == pytest.approx(published, rel=0.02)

@@ -49,8 +49,9 @@ CONVS = [  # n, c_in, c_out, k, stride, padding, dilation, groups, size
 
 @pytest.mark.parametrize("n,c_in,c_out,k,stride,pad,dil,groups,size", CONVS)
 @pytest.mark.parametrize("input_grad", [True, False])
-def test_conv_forward_and_backward_match_the_formula(n: int, c_in: int, c_out: int, k: int, stride: int, pad: int,
-                                                     dil: int, groups: int, size: int, input_grad: bool) -> None:
+def test_conv_forward_and_backward_match_the_formula(
+    n: int, c_in: int, c_out: int, k: int, stride: int, pad: int, dil: int, groups: int, size: int, input_grad: bool
+) -> None:
     conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, dilation=dil, groups=groups, device=META)
     x = torch.empty(n, c_in, size, size, device=META, requires_grad=input_grad)
     out = (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
@@ -113,10 +114,16 @@ def test_fused_attention_backward_formula_leaves_recomputation_out() -> None:
     assert flops_train._sdpa_backward_flops(q, q, q, q) // 2 == 2 * fwd  # torch's own formula: 2.5x
 
 
-@pytest.mark.parametrize("name,size", [
-    ("resnet@xs", 28), ("vit@xs", 28), ("mixer@xs", 28), ("convnext@xs", 28),
-    ("convnext@tiny", 224),  # torch's own formula reads 8.69x here
-])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("resnet@xs", 28),
+        ("vit@xs", 28),
+        ("mixer@xs", 28),
+        ("convnext@xs", 28),
+        ("convnext@tiny", 224),  # torch's own formula reads 8.69x here
+    ],
+)
 def test_every_family_trains_at_just_under_three_times_forward(name: str, size: int) -> None:
     # 3x forward per layer, minus the stem's input gradient (images are not trained)
     ms = zoo.resolve(name)
@@ -126,8 +133,7 @@ def test_every_family_trains_at_just_under_three_times_forward(name: str, size: 
     assert 2.95 < train / fwd <= 3.0
     with torch.device("meta"):
         stem = next(m for m in zoo.build(ms, **dims).modules() if isinstance(m, nn.Conv2d))
-    stem_macs = conv_macs(1, stem.in_channels, stem.out_channels, stem.kernel_size[0], stem.groups,
-                                          *_stem_out(stem, size))
+    stem_macs = conv_macs(1, stem.in_channels, stem.out_channels, stem.kernel_size[0], stem.groups, *_stem_out(stem, size))
     assert train * 1e9 == pytest.approx(3 * fwd * 1e9 - stem_macs, rel=1e-9)
 
 

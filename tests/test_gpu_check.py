@@ -24,15 +24,33 @@ HAVE_FASHION = (DEBIAN_FASHION / FASHION_FILES["train_images"]).is_file()
 def test_cpu_tiny_gpu_check_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path))
-    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(DEBIAN_FASHION), str(out), "--cpu-tiny"],
-                       capture_output=True, text=True, env=env, timeout=900)
+    p = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), str(DEBIAN_FASHION), str(out), "--cpu-tiny"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()[1:]]
     assert [s[0] for s in steps] == ["env", "pytest", "profile", "study", "analysis", "packing", "summary", "total"]
     assert all(s[1] in ("0", "-") for s in steps), steps
-    for name in ("env.txt", "pytest.txt", "profile.jsonl", "fit.txt", "table.md", "trials.csv", "curves.csv",
-                 "packing.txt", "packing.json", "summary.txt", "summary.md", "results.tar.gz", "gpu_check.tar.gz",
-                 "report/index.md"):
+    for name in (
+        "env.txt",
+        "pytest.txt",
+        "profile.jsonl",
+        "fit.txt",
+        "table.md",
+        "trials.csv",
+        "curves.csv",
+        "packing.txt",
+        "packing.json",
+        "summary.txt",
+        "summary.md",
+        "results.tar.gz",
+        "gpu_check.tar.gz",
+        "report/index.md",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     profiles = [json.loads(line) for line in (out / "profile.jsonl").read_text().splitlines()]
     assert [r["run"] for r in profiles] == ["resnet@xs", "vit@xs"] and all(r["status"] == "ok" for r in profiles)

@@ -38,32 +38,38 @@ def test_device_names_map_to_their_row(name: str, key: str | None) -> None:
     assert hardware.gpu_key(name) == key
 
 
-@pytest.mark.parametrize("name,precision,tflops", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
-    ("NVIDIA H100 80GB HBM3", "amp-bf16", 989.4),  # autocast runs its matmuls in bf16
-    ("NVIDIA H100 80GB HBM3", "tf32", 494.7),
-    ("NVIDIA H100 PCIe", "fp16", 756.5),
-    ("NVIDIA A100-SXM4-40GB", "bf16", 312.0),
-    ("NVIDIA A100-SXM4-40GB", "tf32", 156.0),
-    ("NVIDIA A100-SXM4-40GB", "fp32", 19.5),
-    ("NVIDIA L40S", "bf16", 362.05),
-    ("NVIDIA L4", "fp16", 121.0),
-    ("NVIDIA A10", "tf32", 62.5),
-    ("Tesla V100-SXM2-16GB", "fp16", 125.0),
-    ("Tesla T4", "fp32", 8.1),
-])
+@pytest.mark.parametrize(
+    "name,precision,tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+        ("NVIDIA H100 80GB HBM3", "amp-bf16", 989.4),  # autocast runs its matmuls in bf16
+        ("NVIDIA H100 80GB HBM3", "tf32", 494.7),
+        ("NVIDIA H100 PCIe", "fp16", 756.5),
+        ("NVIDIA A100-SXM4-40GB", "bf16", 312.0),
+        ("NVIDIA A100-SXM4-40GB", "tf32", 156.0),
+        ("NVIDIA A100-SXM4-40GB", "fp32", 19.5),
+        ("NVIDIA L40S", "bf16", 362.05),
+        ("NVIDIA L4", "fp16", 121.0),
+        ("NVIDIA A10", "tf32", 62.5),
+        ("Tesla V100-SXM2-16GB", "fp16", 125.0),
+        ("Tesla T4", "fp32", 8.1),
+    ],
+)
 def test_peak_lookup(name: str, precision: str, tflops: float) -> None:
     peak, reason = hardware.peak_flops(name, precision)
     assert peak == pytest.approx(tflops * 1e12) and reason == ""
 
 
-@pytest.mark.parametrize("name,precision,why", [
-    ("cpu", "fp32", "CPU"),
-    ("cpu", "amp-bf16", "CPU"),
-    ("Tesla V100-SXM2-16GB", "bf16", "before Ampere"),
-    ("Tesla T4", "tf32", "before Ampere"),
-    ("NVIDIA A10G", "bf16", "not in the peak table"),
-])
+@pytest.mark.parametrize(
+    "name,precision,why",
+    [
+        ("cpu", "fp32", "CPU"),
+        ("cpu", "amp-bf16", "CPU"),
+        ("Tesla V100-SXM2-16GB", "bf16", "before Ampere"),
+        ("Tesla T4", "tf32", "before Ampere"),
+        ("NVIDIA A10G", "bf16", "not in the peak table"),
+    ],
+)
 def test_unknown_peaks_are_nan_with_a_reason(name: str, precision: str, why: str) -> None:
     peak, reason = hardware.peak_flops(name, precision)
     assert math.isnan(peak) and why in reason
@@ -90,8 +96,20 @@ def test_cpu_fingerprint() -> None:
     assert fp["device"] == "cpu" and fp["threads"] == torch.get_num_threads()
     assert fp["cpu_model"] and fp["cpu_count"] >= 1 and fp["torch_version"] == torch.__version__
     assert fp["tf32"].startswith("n/a") and fp["driver"] == ""
-    assert set(fp) == {"device", "device_count", "driver", "cpu_model", "cpu_count", "cpu_capability", "threads",
-                       "niceness", "torch_version", "cuda_version", "cudnn_version", "tf32"}
+    assert set(fp) == {
+        "device",
+        "device_count",
+        "driver",
+        "cpu_model",
+        "cpu_count",
+        "cpu_capability",
+        "threads",
+        "niceness",
+        "torch_version",
+        "cuda_version",
+        "cudnn_version",
+        "tf32",
+    }
 
 
 @pytest.mark.gpu

@@ -41,21 +41,35 @@ print("PROBE " + json.dumps({"codes": codes, "loaded": loaded}))
 
 
 def _probe(tmp_path: Path, argvs: list[list[str]], block: tuple[str, ...] = ()) -> tuple[dict, str]:
-    p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(block), json.dumps(argvs), json.dumps(HEAVY)],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                            "MPLBACKEND": "Agg", "RAY_AUTH_MODE": "disabled"})
+    p = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(block), json.dumps(argvs), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "MPLBACKEND": "Agg",
+            "RAY_AUTH_MODE": "disabled",
+        },
+    )
     line = next((x for x in p.stdout.splitlines() if x.startswith("PROBE ")), None)
     assert line is not None, p.stdout[-3000:] + p.stderr[-3000:]
-    return json.loads(line[len("PROBE "):]), p.stderr, p.stdout
+    return json.loads(line[len("PROBE ") :]), p.stderr, p.stdout
 
 
 def test_help_status_and_analysis_import_neither_torch_nor_ray(tmp_path: Path) -> None:
     res = write_results(tmp_path / "res" / "fake")
-    argvs = [["--help"], ["status", str(res)], ["table", str(res)],
-             ["fit", str(res), "--y", "test_acc", "--x", "data_size", "--by", "family", "--bootstrap", "3"],
-             ["plot", str(res), "--kind", "scaling", "--bootstrap", "3", "--out", str(tmp_path / "plots")],
-             ["report", str(res), "--bootstrap", "3"]]
+    argvs = [
+        ["--help"],
+        ["status", str(res)],
+        ["table", str(res)],
+        ["fit", str(res), "--y", "test_acc", "--x", "data_size", "--by", "family", "--bootstrap", "3"],
+        ["plot", str(res), "--kind", "scaling", "--bootstrap", "3", "--out", str(tmp_path / "plots")],
+        ["report", str(res), "--bootstrap", "3"],
+    ]
     out, err, _ = _probe(tmp_path, argvs)
     assert out["codes"] == [0, 1, 0, 0, 0, 0], err[-3000:]  # status 1: the fixture has failed trials
     assert out["loaded"] == [], f"imported {out['loaded']}"
@@ -73,11 +87,14 @@ def test_verbs_with_a_study_argument_need_no_heavy_import_to_list_them(tmp_path:
 def test_local_run_profile_models_plan_and_analysis_without_ray_submitit_fvcore(tmp_path: Path) -> None:
     study = write_study(tmp_path, models="[vit@xs]", data_sizes="[16]", steps=2)
     res = tmp_path / "r"
-    argvs = [["run", str(study), "--backend", "local", "--results", str(res)],  # with the auto-report
-             ["models", "--family", "mixer", "--json"],
-             ["profile", "mlp@xs", "--iters", "2", "--warmup", "1", "--blocks", "2", "--max-rounds", "1", "--no-latency", "--json"],
-             ["plan", "--family", "vit", "--targets", "0.1M", "--json"],
-             ["table", str(res / "tiny")], ["status", str(res / "tiny")]]
+    argvs = [
+        ["run", str(study), "--backend", "local", "--results", str(res)],  # with the auto-report
+        ["models", "--family", "mixer", "--json"],
+        ["profile", "mlp@xs", "--iters", "2", "--warmup", "1", "--blocks", "2", "--max-rounds", "1", "--no-latency", "--json"],
+        ["plan", "--family", "vit", "--targets", "0.1M", "--json"],
+        ["table", str(res / "tiny")],
+        ["status", str(res / "tiny")],
+    ]
     out, err, _ = _probe(tmp_path, argvs, block=("ray", "submitit", "fvcore"))
     assert out["codes"] == [0, 0, 0, 0, 0, 0], err[-3000:]
     assert (res / "tiny" / "report").is_dir()
@@ -87,8 +104,11 @@ def test_ray_or_slurm_backend_without_its_package_is_one_line_and_writes_nothing
     study = write_study(tmp_path, models="[vit@xs]", data_sizes="[16]", steps=2)
     res = tmp_path / "r"
     backends = [("ray", "ray", "pip install 'ray[default]'"), ("slurm", "submitit", "pip install submitit")]
-    out, err, _ = _probe(tmp_path, [["run", str(study), "--backend", b, "--results", str(res)] for b, _, _ in backends],
-                         block=("ray", "submitit", "fvcore"))
+    out, err, _ = _probe(
+        tmp_path,
+        [["run", str(study), "--backend", b, "--results", str(res)] for b, _, _ in backends],
+        block=("ray", "submitit", "fvcore"),
+    )
     assert out["codes"] == [2, 2]
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 2, err

@@ -62,8 +62,7 @@ def test_fit_counts_the_study_as_last_run(two_versions: Path, capsys: pytest.Cap
     assert main(["fit", str(two_versions), "--y", "test_acc", "--x", "data_size", "--json", "--bootstrap", "0"]) == 0
     fits = json.loads(capsys.readouterr().out)["fits"]
     assert [f["n"] for f in fits] == [3]
-    assert main(["fit", str(two_versions), "--y", "test_acc", "--x", "data_size", "--json", "--bootstrap", "0",
-                 "--all"]) == 0
+    assert main(["fit", str(two_versions), "--y", "test_acc", "--x", "data_size", "--json", "--bootstrap", "0", "--all"]) == 0
     fits = json.loads(capsys.readouterr().out)["fits"]
     assert sorted(f["n"] for f in fits) == [3, 3]  # two fits, one per version, never one of n=6
     assert all("train.steps=" in f["group"] for f in fits)
@@ -86,12 +85,28 @@ def test_report_uses_the_study_as_last_run(two_versions: Path) -> None:
 
 def test_seeds_are_averaged_only_when_everything_else_is_equal() -> None:
     """Hand-made rows: two seeds of one configuration average; a different lr is its own row."""
+
     def row(seed: int, lr: float, acc: float) -> dict:
-        cfg = {"model": {"family": "vit", "size": "xs"}, "data_size": 100, "image_size": 28, "seed": seed,
-               "train": {"lr": lr, "steps": 10}}
-        return {"study": "s", "trial_id": f"{seed}-{lr}", "status": "ok", "error": "", "family": "vit",
-                "model": "vit@xs", "data_size": 100, "image_size": 28, "seed": seed, "test_acc": acc,
-                "config_json": json.dumps(cfg)}
+        cfg = {
+            "model": {"family": "vit", "size": "xs"},
+            "data_size": 100,
+            "image_size": 28,
+            "seed": seed,
+            "train": {"lr": lr, "steps": 10},
+        }
+        return {
+            "study": "s",
+            "trial_id": f"{seed}-{lr}",
+            "status": "ok",
+            "error": "",
+            "family": "vit",
+            "model": "vit@xs",
+            "data_size": 100,
+            "image_size": 28,
+            "seed": seed,
+            "test_acc": acc,
+            "config_json": json.dumps(cfg),
+        }
 
     df = mark_variants(pd.DataFrame([row(0, 1e-3, 0.5), row(1, 1e-3, 0.7), row(0, 2e-3, 0.9)]))
     assert sorted(df["variant"].unique()) == ["train.lr=0.001", "train.lr=0.002"]

@@ -15,15 +15,30 @@ import yaml
 
 from harness.analysis import optimal
 from harness.analysis.optimal import (
-    FlopsModel, allocation_exponents, assign_budgets, fit_flops_per_sample, fit_profile, isoflop_results,
-    n_opt, n_opt_closed_form, optimal_results,
+    FlopsModel,
+    allocation_exponents,
+    assign_budgets,
+    fit_flops_per_sample,
+    fit_profile,
+    isoflop_results,
+    n_opt,
+    n_opt_closed_form,
+    optimal_results,
 )
 from harness.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-CHINCHILLA = next((p for p in (REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv",
-                               Path("/work/shared/data/chinchilla_svg_extracted.csv")) if p.exists()),
-                  REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv")
+CHINCHILLA = next(
+    (
+        p
+        for p in (
+            REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv",
+            Path("/work/shared/data/chinchilla_svg_extracted.csv"),
+        )
+        if p.exists()
+    ),
+    REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv",
+)
 # Epoch AI's refit of Chinchilla (Besiroglu et al. 2024, via ../shared/data/README.md)
 EPOCH = {"A": 482.01, "B": 2085.43, "E": 1.817, "alpha": 0.3478, "beta": 0.3659}
 CHINCHILLA_BUDGET = 5.76e23  # Chinchilla's training FLOPs (70B params x 1.4T tokens x 6)
@@ -37,12 +52,15 @@ F_TRUTH = FlopsModel("counted", 60.0, 1.05)
 # ----------------------------------------------------------------------------- the minimiser
 
 
-@pytest.mark.parametrize("params,fm", [
-    (EPOCH, SIX_N),
-    ({"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28}, SIX_N),  # Hoffmann et al.'s own fit
-    (TRUTH, F_TRUTH),
-    ({"A": 3.0, "B": 900.0, "E": 0.1, "alpha": 0.9, "beta": 0.2}, FlopsModel("counted", 25.0, 0.8)),
-])
+@pytest.mark.parametrize(
+    "params,fm",
+    [
+        (EPOCH, SIX_N),
+        ({"A": 406.4, "B": 410.7, "E": 1.69, "alpha": 0.34, "beta": 0.28}, SIX_N),  # Hoffmann et al.'s own fit
+        (TRUTH, F_TRUTH),
+        ({"A": 3.0, "B": 900.0, "E": 0.1, "alpha": 0.9, "beta": 0.2}, FlopsModel("counted", 25.0, 0.8)),
+    ],
+)
 def test_minimiser_matches_the_closed_form(params: dict[str, float], fm: FlopsModel) -> None:
     """For f = k·N^gamma, minimising E + A·N^-alpha + B·(k·N^gamma/C)^beta over N gives
     N_opt = (alpha·A/(gamma·beta·B))^(1/(alpha+gamma·beta)) · (C/k)^(beta/(alpha+gamma·beta)) exactly."""
@@ -107,8 +125,9 @@ def test_flops_per_sample_needs_two_models() -> None:
         fit_flops_per_sample(np.array([1e6, 1e6]), np.array([3e7, 3e7]))
 
 
-def _rows(ladders: dict[str, list[tuple[int, float]]], budgets: list[float], law: dict[str, float],
-          noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
+def _rows(
+    ladders: dict[str, list[tuple[int, float]]], budgets: list[float], law: dict[str, float], noise: float = 0.01, seed: int = 0
+) -> pd.DataFrame:
     """Trials of every ladder model at every budget, as harness rows (train_flops = f·samples)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -117,8 +136,18 @@ def _rows(ladders: dict[str, list[tuple[int, float]]], budgets: list[float], law
             for c in budgets:
                 d = round(c / f)
                 err = optimal.law_at(law, n, d) * math.exp(noise * rng.standard_normal())
-                out.append({"status": "ok", "family": fam, "model": f"{fam}-{n}", "params": n, "samples_seen": d,
-                            "train_flops": f * d, "test_acc": 1.0 - err, "data_size": 60000})
+                out.append(
+                    {
+                        "status": "ok",
+                        "family": fam,
+                        "model": f"{fam}-{n}",
+                        "params": n,
+                        "samples_seen": d,
+                        "train_flops": f * d,
+                        "test_acc": 1.0 - err,
+                        "data_size": 60000,
+                    }
+                )
     return pd.DataFrame(out)
 
 
@@ -161,8 +190,16 @@ def _isoflop_frame(a: float = 0.5, budgets: tuple[float, ...] = (1e12, 4e12, 1.6
             for _ in range(2):
                 y = 0.3 - 0.02 * math.log(c / 1e12) + 0.02 * math.log(n / star) ** 2 + 0.002 * rng.standard_normal()
                 cc = c * math.exp(0.01 * rng.standard_normal())  # planned trials land ~1% off their budget
-                rows.append({"status": "ok", "family": "vit", "params": n, "samples_seen": cc / (30 * n),
-                             "train_flops": cc, "test_loss": y})
+                rows.append(
+                    {
+                        "status": "ok",
+                        "family": "vit",
+                        "params": n,
+                        "samples_seen": cc / (30 * n),
+                        "train_flops": cc,
+                        "test_loss": y,
+                    }
+                )
     return pd.DataFrame(rows), truth
 
 
@@ -171,7 +208,7 @@ def test_parabola_recovers_known_minima() -> None:
     rep = isoflop_results(df, y="test_loss", x=["params"], bootstrap=100)
     (g,) = rep.groups
     assert [p.budget for p in g.profiles] == pytest.approx(sorted(truth), rel=0.02)
-    for p, (c, star) in zip(g.profiles, sorted(truth.items())):
+    for p, (_c, star) in zip(g.profiles, sorted(truth.items())):
         assert p.bracketed and p.n_opt == pytest.approx(star, rel=0.1)
         lo, hi = p.n_opt_ci95
         assert lo <= star <= hi
@@ -222,8 +259,9 @@ def test_chinchilla_allocation_reproduces_the_refit(chinchilla: pd.DataFrame) ->
     assert expected == pytest.approx(72.5e9, rel=0.01)
     assert a == pytest.approx(0.513, abs=0.001)
 
-    rep = optimal_results(chinchilla, [CHINCHILLA_BUDGET], y="loss", x=["Model Size", "D"], flops="6N",
-                          compute="Training FLOP", bootstrap=200)
+    rep = optimal_results(
+        chinchilla, [CHINCHILLA_BUDGET], y="loss", x=["Model Size", "D"], flops="6N", compute="Training FLOP", bootstrap=200
+    )
     (al,) = rep.groups[0].allocations
     assert al.a == pytest.approx(0.51, abs=0.02)
     assert al.a_ci95[0] < 0.513 < al.a_ci95[1]
@@ -236,8 +274,30 @@ def test_chinchilla_allocation_reproduces_the_refit(chinchilla: pd.DataFrame) ->
 def test_chinchilla_cli_json(chinchilla: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "chinchilla240.csv"
     chinchilla.to_csv(path, index=False)  # the 240-run subset, as the README example makes it
-    assert main(["optimal", str(path), "--budget", "5.76e23,1e21", "--x", "Model Size", "--x", "D", "--y", "loss",
-                 "--flops-per-sample", "6N", "--compute", "Training FLOP", "--bootstrap", "20", "--json"]) == 0
+    assert (
+        main(
+            [
+                "optimal",
+                str(path),
+                "--budget",
+                "5.76e23,1e21",
+                "--x",
+                "Model Size",
+                "--x",
+                "D",
+                "--y",
+                "loss",
+                "--flops-per-sample",
+                "6N",
+                "--compute",
+                "Training FLOP",
+                "--bootstrap",
+                "20",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["budget"] for r in rows] == [5.76e23, 1e21]
     assert rows[0]["flops_model"]["kind"] == "6N" and 4e10 < rows[0]["n_opt"] < 1.2e11
@@ -253,8 +313,25 @@ def test_fit_isoflop_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["fit", str(path), "--isoflop", "--y", "test_loss", "--x", "params", "--bootstrap", "30"]) == 0
     out = capsys.readouterr().out
     assert "power law through the minima: N_opt =" in out and "approach 2 vs approach 3:" in out
-    assert main(["fit", str(path), "--isoflop", "--y", "test_loss", "--x", "params", "--bootstrap", "10",
-                 "--budgets", "1e12,4e12,1.6e13", "--json"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--isoflop",
+                "--y",
+                "test_loss",
+                "--x",
+                "params",
+                "--bootstrap",
+                "10",
+                "--budgets",
+                "1e12,4e12,1.6e13",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert [p["budget"] for p in rep["groups"][0]["profiles"]] == [1e12, 4e12, 1.6e13]
 
@@ -312,8 +389,7 @@ def test_plan_isoflop_puts_every_point_on_its_budget() -> None:
 def test_plan_isoflop_cli_snippets_and_study(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from harness import spec
 
-    argv = ["plan", "--isoflop", "2e11,4e11,8e11", "--family", "vit", "--sizes", "3", "--min-steps", "20",
-            "--batch-size", "32"]
+    argv = ["plan", "--isoflop", "2e11,4e11,8e11", "--family", "vit", "--sizes", "3", "--min-steps", "20", "--batch-size", "32"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "linked axes" in text and "## budget 2e+11: vit" in text
@@ -360,8 +436,10 @@ def test_plan_isoflop_study_reproduces_isoflop_cpu(capsys: pytest.CaptureFixture
     """studies/isoflop_cpu.yaml's grid is the planner's --study output for the command in its header."""
     from harness import spec
 
-    assert main(["plan", "--isoflop", "2.5e11,5e11,1e12", "--family", "resnet,vit", "--image-size", "28",
-                 "--study", "isoflop_cpu"]) == 0
+    assert (
+        main(["plan", "--isoflop", "2.5e11,5e11,1e12", "--family", "resnet,vit", "--image-size", "28", "--study", "isoflop_cpu"])
+        == 0
+    )
     path = tmp_path / "isoflop_cpu.yaml"
     path.write_text(capsys.readouterr().out)
 

@@ -78,18 +78,22 @@ def test_linear_has_its_one_shape() -> None:
     assert p.shape == {} and p.params == 7850 and p.error_pct == pytest.approx(-92.15)
 
 
-@pytest.mark.parametrize("text,match,expected", [
-    ("0.1M,500k,2e6", "params", [1e5, 5e5, 2e6]),
-    (" 1.5G ", "params", [1.5e9]),
-    ("0.02, 20M", "gmacs", [0.02, 0.02]),
-])
+@pytest.mark.parametrize(
+    "text,match,expected",
+    [
+        ("0.1M,500k,2e6", "params", [1e5, 5e5, 2e6]),
+        (" 1.5G ", "params", [1.5e9]),
+        ("0.02, 20M", "gmacs", [0.02, 0.02]),
+    ],
+)
 def test_parse_targets(text: str, match: str, expected: list[float]) -> None:
     assert plan.parse_targets(text, match) == pytest.approx(expected)
 
 
 def test_cli_json_rows_resolve_to_their_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["plan", "--family", "mixer,mlp", "--targets", "0.5M", "--image-size", "32", "--in-chans", "3",
-                     "--json"]) == 0
+    assert (
+        cli.main(["plan", "--family", "mixer,mlp", "--targets", "0.5M", "--image-size", "32", "--in-chans", "3", "--json"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert [r["family"] for r in rows] == ["mixer", "mlp"]
     for r in rows:
@@ -111,12 +115,15 @@ def test_cli_text_lines_paste_into_a_grid(capsys: pytest.CaptureFixture[str]) ->
         zoo.check(zoo.resolve(m), 28, 1)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--family", "vitt", "--targets", "1M"], "--family: unknown family 'vitt' — did you mean vit"),
-    (["--family", "swin", "--targets", "1M", "--image-size", "30"], "--image-size: image size 30 px does not fit"),
-    (["--family", "mlp", "--targets", "1M", "--patch", "4"], "--patch: family 'mlp' has no patch"),
-    (["--family", "vit", "--targets", "lots"], "--targets: cannot read target 'lots'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--family", "vitt", "--targets", "1M"], "--family: unknown family 'vitt' — did you mean vit"),
+        (["--family", "swin", "--targets", "1M", "--image-size", "30"], "--image-size: image size 30 px does not fit"),
+        (["--family", "mlp", "--targets", "1M", "--patch", "4"], "--patch: family 'mlp' has no patch"),
+        (["--family", "vit", "--targets", "lots"], "--targets: cannot read target 'lots'"),
+    ],
+)
 def test_cli_errors_exit_2_with_the_key(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", *argv]) == 2
     assert message in capsys.readouterr().err

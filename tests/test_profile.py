@@ -17,8 +17,17 @@ import torch.nn as nn
 from harness import flops_train, spec, zoo
 from harness.cli import main
 from harness.errors import StudyError
-from harness.profile import (Settings, WallClock, check_settings, max_batch, measure, profile, profile_model,
-                             search_max_batch, spread)
+from harness.profile import (
+    Settings,
+    WallClock,
+    check_settings,
+    max_batch,
+    measure,
+    profile,
+    profile_model,
+    search_max_batch,
+    spread,
+)
 from harness.trial import run_trial
 from tests.conftest import write_study
 
@@ -62,8 +71,9 @@ def test_warmup_is_not_timed_and_blocks_split_the_steps() -> None:
 
 def test_compile_call_is_its_own_number() -> None:
     fake = FakeTime()
-    t = measure(fake.step(lambda i: 50.0 if i == 0 else 0.2), WallClock(CPU, fake.now), warmup=2, iters=4, blocks=2,
-                compile_first=True)
+    t = measure(
+        fake.step(lambda i: 50.0 if i == 0 else 0.2), WallClock(CPU, fake.now), warmup=2, iters=4, blocks=2, compile_first=True
+    )
     assert t.compile_s == pytest.approx(50.0) and t.median_s == pytest.approx(0.2)
     assert fake.calls == 1 + 2 + 4
 
@@ -71,8 +81,15 @@ def test_compile_call_is_its_own_number() -> None:
 def test_high_spread_measures_longer_and_says_so() -> None:
     fake = FakeTime()
     # blocks of 2 steps alternate between 0.1 s and 0.3 s per step: CV ~ 50% whatever we do
-    t = measure(fake.step(lambda i: 0.1 if (i // 2) % 2 else 0.3), WallClock(CPU, fake.now), warmup=0, iters=10,
-                blocks=5, cv_threshold=0.05, max_rounds=3)
+    t = measure(
+        fake.step(lambda i: 0.1 if (i // 2) % 2 else 0.3),
+        WallClock(CPU, fake.now),
+        warmup=0,
+        iters=10,
+        blocks=5,
+        cv_threshold=0.05,
+        max_rounds=3,
+    )
     assert t.rounds == 3 and t.steps == 30 and t.extended and t.unstable and t.cv > 0.3
 
 
@@ -80,8 +97,9 @@ def test_extension_stops_once_the_spread_is_low() -> None:
     fake = FakeTime()
     # one slow block in the first round (CV 6.5%); a second quiet round brings it to 4.7%
     durations = [1.0, 1.0, 1.0, 1.0, 1.15] + [1.0] * 20
-    t = measure(fake.step(lambda i: durations[i]), WallClock(CPU, fake.now), warmup=0, iters=5, blocks=5,
-                cv_threshold=0.05, max_rounds=3)
+    t = measure(
+        fake.step(lambda i: durations[i]), WallClock(CPU, fake.now), warmup=0, iters=5, blocks=5, cv_threshold=0.05, max_rounds=3
+    )
     assert t.rounds == 2 and t.extended and not t.unstable and t.median_s == pytest.approx(1.0)
 
 
@@ -127,8 +145,9 @@ def test_fitting_batch_is_measured() -> None:
     assert rec["infer_steps"] >= 2 and rec["train_tflops_s"] == pytest.approx(2 * 3e-6 * 1e9 * rec["train_img_s"] / 1e12)
 
 
-@pytest.mark.parametrize("start,limit,expect", [(8, 4096, (37, 38)), (64, 4096, (37, 38)), (1, 20, (20, None)),
-                                                (37, 37, (37, None))])
+@pytest.mark.parametrize(
+    "start,limit,expect", [(8, 4096, (37, 38)), (64, 4096, (37, 38)), (1, 20, (20, None)), (37, 37, (37, None))]
+)
 def test_max_batch_search(start: int, limit: int, expect: tuple[int, int | None]) -> None:
     tried: list[int] = []
 
@@ -160,16 +179,22 @@ def test_precision_rules_on_cpu() -> None:
 
 
 def test_bf16_on_cpu_runs_and_says_so() -> None:
-    rec = profile(lambda: Hungry(fits=8), Settings(batch_size=4, warmup=1, iters=2, blocks=2, precision="bf16",
-                                                   latency=False), CPU, gmacs=(1e-6, 3e-6), **DIMS)
+    rec = profile(
+        lambda: Hungry(fits=8),
+        Settings(batch_size=4, warmup=1, iters=2, blocks=2, precision="bf16", latency=False),
+        CPU,
+        gmacs=(1e-6, 3e-6),
+        **DIMS,
+    )
     assert rec["status"] == "ok" and "bf16 on CPU" in rec["precision_note"] and rec["precision"] == "bf16"
 
 
 def test_real_model_record() -> None:
     ms = zoo.resolve("vit@xs")
     dims = {"image_size": 28, "in_chans": 1, "num_classes": 10}
-    rec = profile(lambda: zoo.build(ms, **dims), Settings(batch_size=4, warmup=1, iters=2, blocks=2, threads=1), CPU,
-                  **dims)  # FLOPs counted from the builder on the meta device
+    rec = profile(
+        lambda: zoo.build(ms, **dims), Settings(batch_size=4, warmup=1, iters=2, blocks=2, threads=1), CPU, **dims
+    )  # FLOPs counted from the builder on the meta device
     assert rec["status"] == "ok" and rec["threads"] == 1 and rec["device"] == "cpu"
     assert rec["train_gmacs"] == pytest.approx(flops_train.train_gmacs(ms, **dims))
     assert 2.95 < rec["train_fwd_ratio"] <= 3.0
@@ -184,13 +209,40 @@ def test_cli_profile_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and rec["model"] == "vit@xs" and rec["image_size"] == 28 and rec["batch_size"] == 2
     assert rec["infer_img_s"] > 0 and rec["train_img_s"] > 0 and rec["mfu"] is None and rec["mfu_reason"]
     assert rec["params"] > 0 and rec["fwd_gmacs"] > 0 and rec["threads"] == 1
-    assert {"infer_cv", "train_cv", "infer_step_ms_iqr", "train_extended", "latency_ms_p50", "cpu_model",
-            "torch_version", "tf32", "peak_mem_mb"} <= set(rec)
+    assert {
+        "infer_cv",
+        "train_cv",
+        "infer_step_ms_iqr",
+        "train_extended",
+        "latency_ms_p50",
+        "cpu_model",
+        "torch_version",
+        "tf32",
+        "peak_mem_mb",
+    } <= set(rec)
 
 
 def test_cli_profile_table_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", "resnet@xs", "--mode", "infer", "--batch-size", "2", "--warmup", "0", "--iters", "1",
-                 "--no-latency", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "resnet@xs",
+                "--mode",
+                "infer",
+                "--batch-size",
+                "2",
+                "--warmup",
+                "0",
+                "--iters",
+                "1",
+                "--no-latency",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "resnet@xs" in capsys.readouterr().out
     assert main(["profile", "vit@xs", "--precision", "fp16", "--device", "cpu"]) == 2
     assert "fp16 on CPU" in capsys.readouterr().err

@@ -32,7 +32,9 @@ EXTRA_IP = "127.0.0.4"
 RAY = str(Path(sys.executable).parent / "ray")
 
 REPO = Path(__file__).resolve().parent.parent
-needs_cluster = pytest.mark.skipif(not ADDRESS, reason="no Ray cluster: HARNESS_TEST_RAY_ADDRESS is set by .ci/run (scripts/ray_up.sh)")
+needs_cluster = pytest.mark.skipif(
+    not ADDRESS, reason="no Ray cluster: HARNESS_TEST_RAY_ADDRESS is set by .ci/run (scripts/ray_up.sh)"
+)
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "cluster-local.yaml"])
@@ -55,8 +57,10 @@ def test_cluster_launcher_configs_pass_rays_own_validation(name: str) -> None:
 
 def alive_nodes() -> int:
     """Alive nodes, asked in a short-lived process (a driver in the test process would pin the cluster)."""
-    code = ("import ray, sys; ray.init(address=sys.argv[1], _node_ip_address=sys.argv[1].split(':')[0], "
-            "log_to_driver=False, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))")
+    code = (
+        "import ray, sys; ray.init(address=sys.argv[1], _node_ip_address=sys.argv[1].split(':')[0], "
+        "log_to_driver=False, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    )
     p = subprocess.run([sys.executable, "-c", code, ADDRESS], capture_output=True, text=True, timeout=120)
     return int(p.stdout.split()[-1]) if p.returncode == 0 and p.stdout.split() else -1
 
@@ -83,20 +87,37 @@ def test_node_death_mid_study_every_trial_once(tmp_path: Path) -> None:
     assert before >= 2, "the CI cluster (head + node2) is not up"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     node = subprocess.Popen(
-        [RAY, "start", "--block", f"--address={ADDRESS}", f"--node-ip-address={EXTRA_IP}", "--num-cpus=1",
-         "--resources={\"extra\": 1}", "--disable-usage-stats", f"--temp-dir={RAY_DIR}/tmp", "--object-store-memory=200000000"],
-        stdout=open(tmp_path / "node.log", "w"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        [
+            RAY,
+            "start",
+            "--block",
+            f"--address={ADDRESS}",
+            f"--node-ip-address={EXTRA_IP}",
+            "--num-cpus=1",
+            '--resources={"extra": 1}',
+            "--disable-usage-stats",
+            f"--temp-dir={RAY_DIR}/tmp",
+            "--object-store-memory=200000000",
+        ],
+        stdout=open(tmp_path / "node.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
     driver = None
     try:
         wait_for(lambda: alive_nodes() == before + 1, 120, "the extra node to register", every=1)
-        raylet = wait_for(lambda: next((c for c in psutil.Process(node.pid).children() if "raylet" in c.name()), None),
-                          30, "the extra node's raylet")
+        raylet = wait_for(
+            lambda: next((c for c in psutil.Process(node.pid).children() if "raylet" in c.name()), None),
+            30,
+            "the extra node's raylet",
+        )
         # 8 trials of a few seconds each over 3 one-CPU nodes
-        study = write_study(tmp_path, name="nodedeath", models="[resnet@xs, vit@xs]",
-                            data_sizes="[32, 64, 128, 256]", steps=60)
+        study = write_study(tmp_path, name="nodedeath", models="[resnet@xs, vit@xs]", data_sizes="[32, 64, 128, 256]", steps=60)
         out_dir = tmp_path / "res" / "nodedeath"
-        driver = start_driver([str(study), "--address", ADDRESS, "--results", str(tmp_path / "res"), "--no-report"],
-                              tmp_path / "driver.log")
+        driver = start_driver(
+            [str(study), "--address", ADDRESS, "--results", str(tmp_path / "res"), "--no-report"], tmp_path / "driver.log"
+        )
 
         def trials_on_extra_node() -> set[str]:  # its workers busy with a trial are titled "ray::trial <id> ..."
             out = set()
@@ -110,8 +131,9 @@ def test_node_death_mid_study_every_trial_once(tmp_path: Path) -> None:
         wait_for(lambda: store.trial_files(out_dir), 180, "the first row")
         seen = trials_on_extra_node()
         # kill the node the moment a trial starts there, so that trial is surely mid-run
-        victim = wait_for(lambda: next(iter(trials_on_extra_node() - seen), None), 180, "a trial starting on the extra node",
-                          every=0.05)
+        victim = wait_for(
+            lambda: next(iter(trials_on_extra_node() - seen), None), 180, "a trial starting on the extra node", every=0.05
+        )
         workers = [w.pid for w in raylet.children()]
         killed_at = time.time()
         os.kill(raylet.pid, signal.SIGKILL)

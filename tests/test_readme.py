@@ -34,8 +34,9 @@ def _column_list(name: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name, columns", [("store.COLUMNS", list(store.COLUMNS)),
-                                           ("store.CURVE_COLUMNS", list(store.CURVE_COLUMNS))])
+@pytest.mark.parametrize(
+    "name, columns", [("store.COLUMNS", list(store.COLUMNS)), ("store.CURVE_COLUMNS", list(store.CURVE_COLUMNS))]
+)
 def test_readme_column_lists_match_the_store(name: str, columns: list[str]) -> None:
     listed = _column_list(name)
     assert len(listed) == len(set(listed)), f"listed twice: {sorted({c for c in listed if listed.count(c) > 1})}"

@@ -40,8 +40,13 @@ def layout_literals(source: str) -> list[str]:
     lines = source.splitlines()
     for node in ast.walk(ast.parse(source)):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             for i in range(body[0].lineno - 1, body[0].end_lineno):
                 lines[i] = ""
     hits = []
@@ -65,8 +70,11 @@ def f(out_dir, tid):
 '''
     assert layout_literals(bad) == [
         'a = Path(out_dir) / "trials" / f"{tid}.parquet"  # two hits on one line',
-        'b = sorted(p.glob("*/curves/*.parquet"))', 'c = slurm_dir(out_dir) / "jobs.json"',
-        'd = root / "checkpoints"', 'return "trials/" + tid']
+        'b = sorted(p.glob("*/curves/*.parquet"))',
+        'c = slurm_dir(out_dir) / "jobs.json"',
+        'd = root / "checkpoints"',
+        'return "trials/" + tid',
+    ]
 
 
 def test_no_results_layout_path_outside_the_store() -> None:
@@ -111,8 +119,12 @@ def test_one_reader_drops_a_copied_row_like_the_analysis_did(tmp_path: Path) -> 
 
     rd = ResultsDir(tmp_path)
     rd.write(TrialOutput({"trial_id": "a", "status": "failed", "error": "x", "started_at": "2025-01-01T00:00:00"}))
-    store.atomic_write(rd.trials / "copy.parquet", lambda tmp: store.row_frame(
-        {"trial_id": "a", "status": "ok", "error": "", "started_at": "2025-01-02T00:00:00"}).to_parquet(tmp))
+    store.atomic_write(
+        rd.trials / "copy.parquet",
+        lambda tmp: store.row_frame(
+            {"trial_id": "a", "status": "ok", "error": "", "started_at": "2025-01-02T00:00:00"}
+        ).to_parquet(tmp),
+    )
     assert store.read(tmp_path)["status"].tolist() == ["ok"]
     assert load_results(tmp_path)[0]["status"].tolist() == ["ok"]
 
@@ -144,12 +156,14 @@ def test_a_newer_row_file_wins_over_its_compacted_copy(tmp_path: Path) -> None:
 
 
 def _writer_script(directory: Path, ids: list[str], rounds: int) -> str:
-    return (f"from harness.store import ResultsDir, TrialOutput\n"
-            f"rd = ResultsDir({str(directory)!r})\n"
-            f"for r in range({rounds}):\n"
-            f"    for tid in {ids!r}:\n"
-            f"        rd.write(TrialOutput({{'trial_id': tid, 'status': 'ok', 'error': '', 'test_acc': float(r)}},"
-            f" [{{'epoch': 1.0, 'step': r, 'test_acc': float(r)}}]))\n")
+    return (
+        f"from harness.store import ResultsDir, TrialOutput\n"
+        f"rd = ResultsDir({str(directory)!r})\n"
+        f"for r in range({rounds}):\n"
+        f"    for tid in {ids!r}:\n"
+        f"        rd.write(TrialOutput({{'trial_id': tid, 'status': 'ok', 'error': '', 'test_acc': float(r)}},"
+        f" [{{'epoch': 1.0, 'step': r, 'test_acc': float(r)}}]))\n"
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -174,8 +188,12 @@ def test_concurrent_writers_and_compactions_never_double_count_or_lose_a_trial(t
             tid = r.choice(ids)
             acc = float(k * 1000 + n)
             with lock:  # the lock orders writes of one trial, so "last" is well defined
-                rd.write(TrialOutput({"trial_id": tid, "status": "ok" if n % 3 else "failed", "error": "",
-                                      "test_acc": acc}, [{"epoch": 1.0, "step": n, "test_acc": acc}]))
+                rd.write(
+                    TrialOutput(
+                        {"trial_id": tid, "status": "ok" if n % 3 else "failed", "error": "", "test_acc": acc},
+                        [{"epoch": 1.0, "step": n, "test_acc": acc}],
+                    )
+                )
                 last[tid] = acc
                 written.add(tid)
 
@@ -198,8 +216,11 @@ def test_concurrent_writers_and_compactions_never_double_count_or_lose_a_trial(t
             if reader_rd.unreadable.paths:
                 errors.append(f"unreadable {reader_rd.unreadable.paths}")
 
-    proc = subprocess.Popen([sys.executable, "-c", _writer_script(rd.path, proc_ids, 3)],
-                            cwd=HARNESS.parent, env={"PYTHONPATH": str(HARNESS.parent), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _writer_script(rd.path, proc_ids, 3)],
+        cwd=HARNESS.parent,
+        env={"PYTHONPATH": str(HARNESS.parent), "PATH": "/usr/bin:/bin"},
+    )
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
     side = [threading.Thread(target=compactor), threading.Thread(target=reader)]
     for t in threads + side:

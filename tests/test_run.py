@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import store
+from harness import spec, store
 from harness.cli import main
 from harness.trial import run_trial
-from harness import spec
 from tests.conftest import write_study
 
 
@@ -88,8 +87,14 @@ def test_models_json(capsys: pytest.CaptureFixture) -> None:
     assert main(["models", "--json", "--family", "vit"]) == 0
     rows = json.loads(capsys.readouterr().out)
     b16 = next(r for r in rows if r["name"] == "vit@b16")
-    assert b16 == {"name": "vit@b16", "family": "vit", "size": "b16", "image_size": 224,
-                   "params": 86567656, "fwd_gmacs": pytest.approx(17.58, rel=0.01)}
+    assert b16 == {
+        "name": "vit@b16",
+        "family": "vit",
+        "size": "b16",
+        "image_size": 224,
+        "params": 86567656,
+        "fwd_gmacs": pytest.approx(17.58, rel=0.01),
+    }
     assert main(["models", "--family", "vitt"]) == 2
 
 
@@ -108,9 +113,21 @@ def test_ray_backend_end_to_end(tmp_path: Path, tiny_study: Path) -> None:
 def test_console_script_smoke(tmp_path: Path) -> None:
     """The installed `harness` command, as a user runs it (subprocess, exit code and output)."""
     exe = Path(sys.executable).parent / "harness"
-    p = subprocess.run([str(exe), "run", str(write_study(tmp_path, models="[mixer@xs]", data_sizes="[16]")),
-                        "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            str(exe),
+            "run",
+            str(write_study(tmp_path, models="[mixer@xs]", data_sizes="[16]")),
+            "--backend",
+            "local",
+            "--results",
+            str(tmp_path / "r"),
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "1/1 ok" in p.stderr
 
@@ -125,8 +142,13 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_completes(tmp_path: Path) -> Non
     cmd = [str(exe), "run", str(study), "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"]
     # default SIGINT in the child even when pytest itself runs with SIGINT ignored (a background job of
     # a non-interactive shell, `make test &`): an ignored disposition survives exec and the child would never see it
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     for line in proc.stderr:  # the runner prints one line per stored trial: wait for the first
         if line.lstrip().startswith("ok"):
@@ -150,8 +172,9 @@ def test_one_line_per_trial_shows_what_was_measured() -> None:
     nan = float("nan")
     profiled = _one_line(store.TrialOutput({**base, "test_acc": 0.75, "train_img_s": 500.0}, []))
     assert "acc=0.7500" in profiled and "train 500 img/s" in profiled
-    off = _one_line(store.TrialOutput({**base, "test_acc": 0.75, "train_img_s": nan, "samples_seen": 32000,
-                                       "train_time_s": 64.0}, []))
+    off = _one_line(
+        store.TrialOutput({**base, "test_acc": 0.75, "train_img_s": nan, "samples_seen": 32000, "train_time_s": 64.0}, [])
+    )
     assert "trained at 500 img/s" in off and "nan" not in off
     only = _one_line(store.TrialOutput({**base, "test_acc": nan, "train_img_s": 90.0, "infer_img_s": 300.0}, []))
     assert "acc" not in only and "train 90 img/s" in only and "infer 300 img/s" in only and "nan" not in only

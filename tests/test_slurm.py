@@ -35,7 +35,9 @@ SYNTH = "dataset: {name: synthetic, num_classes: 4, channels: 1, image_size: 16,
 
 def study_with(tmp_path: Path, body: str, name: str = "s") -> spec.Study:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\n{SYNTH}grid: {{model: [vit@xs], data_size: [32, 64]}}\ntrain: {{steps: 4, batch_size: 16}}\n{body}")
+    path.write_text(
+        f"name: {name}\n{SYNTH}grid: {{model: [vit@xs], data_size: [32, 64]}}\ntrain: {{steps: 4, batch_size: 16}}\n{body}"
+    )
     return spec.load_study(path)
 
 
@@ -47,8 +49,12 @@ def test_slurm_section_typo_names_the_key_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(StudyError) as e:
         slurm.options(st)
     assert e.value.key == "slurm.partiton" and "did you mean partition" in e.value.fix and e.value.where.endswith("s.yaml")
-    for body, key in [("slurm: {time: soon}", "slurm.time"), ("slurm: {cpus_per_task: 0}", "slurm.cpus_per_task"),
-                      ("slurm: {setup: [1]}", "slurm.setup"), ("slurm: {mem_gb: -1}", "slurm.mem_gb")]:
+    for body, key in [
+        ("slurm: {time: soon}", "slurm.time"),
+        ("slurm: {cpus_per_task: 0}", "slurm.cpus_per_task"),
+        ("slurm: {setup: [1]}", "slurm.setup"),
+        ("slurm: {mem_gb: -1}", "slurm.mem_gb"),
+    ]:
         with pytest.raises(StudyError) as e:
             slurm.options(study_with(tmp_path, body + "\n"))
         assert e.value.key == key
@@ -107,12 +113,19 @@ def test_job_array_script_matches_golden(tmp_path: Path) -> None:
     """The sbatch script submitit generates from a study's `slurm:` section (STYLE 9: golden file)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    st = study_with(tmp_path, "resources: {cpus: 2, gpus: 0.5}\nslurm: {partition: gpu, time: '1:30:00', mem_gb: 8, "
-                              "account: proj42, qos: normal, array_parallelism: 4, setup: ['module load cuda/12.4'], "
-                              "checkpoint_every: 50, sbatch: {constraint: a100}}\n")
+    st = study_with(
+        tmp_path,
+        "resources: {cpus: 2, gpus: 0.5}\nslurm: {partition: gpu, time: '1:30:00', mem_gb: 8, "
+        "account: proj42, qos: normal, array_parallelism: 4, setup: ['module load cuda/12.4'], "
+        "checkpoint_every: 50, sbatch: {constraint: a100}}\n",
+    )
     params = slurm.executor_parameters(st, slurm.options(st))
-    text = _make_sbatch_string(command="python -u -m submitit.core._submit /R/slurm/logs", folder="/R/slurm/logs",
-                               map_count=len(spec.expand(st)), **params)
+    text = _make_sbatch_string(
+        command="python -u -m submitit.core._submit /R/slurm/logs",
+        folder="/R/slurm/logs",
+        map_count=len(spec.expand(st)),
+        **params,
+    )
     assert text == GOLDEN
 
 
@@ -155,7 +168,11 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path: Path,
     assert (resumed.resumes, resumed.resumed_from_step) == (1, 4)
     strip = lambda curve: [{k: v for k, v in p.items() if k != "elapsed_s"} for p in curve]  # noqa: E731
     assert strip(resumed.curve) == strip(reference.curve)  # same losses and accuracies, step for step
-    assert (resumed.test_acc, resumed.train_loss, resumed.samples_seen) == (reference.test_acc, reference.train_loss, reference.samples_seen)
+    assert (resumed.test_acc, resumed.train_loss, resumed.samples_seen) == (
+        reference.test_acc,
+        reference.train_loss,
+        reference.samples_seen,
+    )
     assert (reference.resumes, reference.resumed_from_step) == (0, 0)
 
 
@@ -176,8 +193,25 @@ def _manifest(out_dir: Path) -> list[dict]:
 def test_smoke_study_as_one_job_array(tmp_path: Path) -> None:
     study = write_study(tmp_path, name="arr", models="[resnet@xs, vit@xs, mixer@xs, convnext@xs]", data_sizes="[64]", steps=6)
     res = tmp_path / "res"
-    assert main(["run", str(study), "--backend", "slurm", "--smoke", "--results", str(res), "--no-report",
-                 "--time", "5", "--array-parallelism", "2"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(study),
+                "--backend",
+                "slurm",
+                "--smoke",
+                "--results",
+                str(res),
+                "--no-report",
+                "--time",
+                "5",
+                "--array-parallelism",
+                "2",
+            ]
+        )
+        == 0
+    )
     out_dir = res / "arr-smoke"
     df = store.read(out_dir)
     assert len(df) == 4 and df["trial_id"].is_unique and (df["status"] == "ok").all()
@@ -195,8 +229,14 @@ def test_smoke_study_as_one_job_array(tmp_path: Path) -> None:
 def test_no_wait_status_and_a_second_driver_waits_for_the_jobs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--no-wait returns at once; status shows the jobs queued; a re-run waits for those jobs instead of
     submitting again; a trial that raises is a failed row carrying the traceback's last line."""
-    bad = write_study(tmp_path, name="boom", models="[vit@xs, resnet@xs]", data_sizes="[32]", lr="1.0e+30",
-                      extra="slurm: {sbatch: {hold: true}}\n")  # held: queued until this test releases it
+    bad = write_study(
+        tmp_path,
+        name="boom",
+        models="[vit@xs, resnet@xs]",
+        data_sizes="[32]",
+        lr="1.0e+30",
+        extra="slurm: {sbatch: {hold: true}}\n",
+    )  # held: queued until this test releases it
     res, out_dir = tmp_path / "res", tmp_path / "res" / "boom"
     args = [str(bad), "--backend", "slurm", "--results", str(res), "--no-report", "--time", "5"]
     assert main(["run", *args, "--no-wait"]) == 0
@@ -230,9 +270,11 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path: Path) -> None
     The trial trains over 40 s, so the first run always hits the limit. Once a run that left a
     checkpoint has been requeued, the test raises the limit of the queued job (as a user may) so the
     resumed run finishes instead of timing out again: ~1.5 minutes instead of 3."""
-    body = ("grid: {model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}\n"
-            "train: {steps: STEPS, batch_size: 32, lr: 1.0e-3, warmup_steps: 1}\nprofile: {enabled: false}\n"
-            "slurm: {time: 1, signal_delay_s: 20, checkpoint_every: 20, max_timeouts: 8}\n")
+    body = (
+        "grid: {model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}\n"
+        "train: {steps: STEPS, batch_size: 32, lr: 1.0e-3, warmup_steps: 1}\nprofile: {enabled: false}\n"
+        "slurm: {time: 1, signal_delay_s: 20, checkpoint_every: 20, max_timeouts: 8}\n"
+    )
     calib = tmp_path / "calib.yaml"
     calib.write_text(f"name: calib\n{SYNTH}" + body.replace("STEPS", "40"))
     from harness.trial import run_trial
@@ -244,14 +286,21 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path: Path) -> None
     res, out_dir = tmp_path / "res", tmp_path / "res" / "limit"
     driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
     try:
-        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = wait_for(
+            lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission"
+        )
         job = next(iter(job.values()))
         err = out_dir / "slurm" / "logs" / f"{job}_0_log.err"
         ckpt = out_dir / "slurm" / "checkpoints" / f"{_manifest(out_dir)[0]['trials'].popitem()[0]}.pt"
 
         def requeued_with_checkpoint() -> bool:  # a window shorter than python's start-up leaves none: wait for the next
-            return err.exists() and "DUE TO JOB REQUEUE" in err.read_text() and ckpt.exists() and \
-                _squeue(job) in ("PENDING", "REQUEUED", "REQUEUE_HOLD")
+            return (
+                err.exists()
+                and "DUE TO JOB REQUEUE" in err.read_text()
+                and ckpt.exists()
+                and _squeue(job) in ("PENDING", "REQUEUED", "REQUEUE_HOLD")
+            )
+
         wait_for(requeued_with_checkpoint, 240, "the time limit, a checkpoint and the requeue", every=0.5)
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True, timeout=30)
         assert driver.wait(300) == 0, (tmp_path / "driver.log").read_text()
@@ -275,12 +324,16 @@ def test_timeout_without_checkpointing_is_a_failed_time_limit_row(tmp_path: Path
     its row says so. The timeout signal is the one SLURM sends (SIGUSR2), delivered at once with
     `scancel --signal` as submitit's own tests do, instead of after a minute."""
     study = tmp_path / "nockpt.yaml"
-    study.write_text(f"name: nockpt\n{SYNTH}grid: {{model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}}\n"
-                     "train: {steps: 100000, batch_size: 32}\nprofile: {enabled: false}\nslurm: {time: 1}\n")
+    study.write_text(
+        f"name: nockpt\n{SYNTH}grid: {{model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}}\n"
+        "train: {steps: 100000, batch_size: 32}\nprofile: {enabled: false}\nslurm: {time: 1}\n"
+    )
     res, out_dir = tmp_path / "res", tmp_path / "res" / "nockpt"
     driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
     try:
-        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = wait_for(
+            lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission"
+        )
         job = next(iter(job.values()))
         out = out_dir / "slurm" / "logs" / f"{job}_0_log.out"
         # the job logs this once submitit's signal handlers are installed and the trial starts
@@ -302,7 +355,9 @@ def test_job_that_ends_without_a_row_becomes_a_failed_row(tmp_path: Path) -> Non
     res, out_dir = tmp_path / "res", tmp_path / "res" / "cancelled"
     driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
     try:
-        job = wait_for(lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission")
+        job = wait_for(
+            lambda: (out_dir / "slurm" / "jobs.json").exists() and _manifest(out_dir)[0]["trials"], 60, "the submission"
+        )
         job = next(iter(job.values()))
         subprocess.run(["scancel", job], check=True, timeout=30)
         assert driver.wait(120) == 1, (tmp_path / "driver.log").read_text()

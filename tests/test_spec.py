@@ -15,8 +15,7 @@ from tests.conftest import write_study
 def test_expand_is_the_cartesian_product_in_order(tiny_study: Path) -> None:
     study = spec.load_study(tiny_study)
     trials = spec.expand(study)
-    assert [(t.model.name, t.data_size) for t in trials] == [
-        ("resnet@xs", 32), ("resnet@xs", 64), ("vit@xs", 32), ("vit@xs", 64)]
+    assert [(t.model.name, t.data_size) for t in trials] == [("resnet@xs", 32), ("resnet@xs", 64), ("vit@xs", 32), ("vit@xs", 64)]
     assert len({t.trial_id for t in trials}) == 4
     assert all(len(t.trial_id) == 12 for t in trials)
 
@@ -65,7 +64,11 @@ BAD = [
     ("grid: {model: [vit@xs], data_size: [10]}\n", "missing required key 'name'", ""),
     ("name: x\ndataset: {name: mnist}\ngrid: {model: [vit@xs], data_size: [10]}\n", "unknown dataset 'mnist'", "fashion_mnist"),
     ("name: x\ngrid: {model: [vit@xs], data_size: [100]}\ntrain: {lr: 2e-3}\n", "train.lr", "'.0'"),
-    ("name: x\ngrid: {model: [vit@xs], data_size: [100]}\ntrain: {steps: 5, epochs: 2}\n", "both train.steps and train.epochs", ""),
+    (
+        "name: x\ngrid: {model: [vit@xs], data_size: [100]}\ntrain: {steps: 5, epochs: 2}\n",
+        "both train.steps and train.epochs",
+        "",
+    ),
     ("name: x\ngrid: {model: [vit@xs], data_size: [100]}\ntrain: {optimizer: adam}\n", "unknown optimizer", "adamw"),
     ("name: x\ngrid: {model: [vit@xs], data_size: [100]}\nresources: {cpus: 0}\n", "resources.cpus", ""),
     ("name: 'a b'\ngrid: {model: [vit@xs], data_size: [100]}\n", "invalid study name", ""),

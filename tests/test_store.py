@@ -13,14 +13,40 @@ from harness.store import TrialOutput
 
 
 def _row(tid: str, status: str = "ok", acc: float = 0.5) -> dict:
-    return {"study": "s", "trial_id": tid, "status": status, "error": "" if status == "ok" else "RuntimeError: x",
-            "family": "vit", "model": "vit@xs", "image_size": 28, "data_size": 100, "seed": 0,
-            "test_acc": acc if status == "ok" else math.nan, "params": 123}
+    return {
+        "study": "s",
+        "trial_id": tid,
+        "status": status,
+        "error": "" if status == "ok" else "RuntimeError: x",
+        "family": "vit",
+        "model": "vit@xs",
+        "image_size": 28,
+        "data_size": 100,
+        "seed": 0,
+        "test_acc": acc if status == "ok" else math.nan,
+        "params": 123,
+    }
 
 
 def test_write_read_roundtrip_with_schema(tmp_path: Path) -> None:
-    store.write(TrialOutput(_row("a"), [{"epoch": 1.0, "step": 1, "samples_seen": 8, "train_loss": 1.0,
-                                         "test_acc": 0.4, "test_loss": 1.1, "lr": 0.1, "elapsed_s": 0.1}]), tmp_path)
+    store.write(
+        TrialOutput(
+            _row("a"),
+            [
+                {
+                    "epoch": 1.0,
+                    "step": 1,
+                    "samples_seen": 8,
+                    "train_loss": 1.0,
+                    "test_acc": 0.4,
+                    "test_loss": 1.1,
+                    "lr": 0.1,
+                    "elapsed_s": 0.1,
+                }
+            ],
+        ),
+        tmp_path,
+    )
     store.write(TrialOutput(_row("b", "failed")), tmp_path)
     df = store.read(tmp_path)
     assert set(store.COLUMNS) <= set(df.columns)

@@ -13,8 +13,9 @@ STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.ya
 QUICK = {"quickstart", "attention_cost_small"}  # the rest take 30-130 s each on 2 shared cores: marked slow
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=() if p.stem in QUICK else pytest.mark.slow) for p in STUDIES],
-                         ids=[p.stem for p in STUDIES])
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=() if p.stem in QUICK else pytest.mark.slow) for p in STUDIES], ids=[p.stem for p in STUDIES]
+)
 def test_shipped_study_runs_in_smoke_mode(path: Path, tmp_path: Path) -> None:
     study = spec.load_study(path)
     head = path.read_text().lstrip()

@@ -39,28 +39,70 @@ profile: {enabled: false}
 """
 GOLDEN = {  # recorded from the trainer before issue 10 (commit 5f258f9), CPU, one thread
     "synthetic/resnet@xs": {
-        "test_acc": 0.25, "test_loss": 1.3862214088439941, "train_loss": 1.3699469566345215, "best_test_acc": 0.3125,
-        "curve": [[4, 1.3746860027313232, 0.265625, 1.3844095468521118], [8, 1.4303908050060272, 0.3125, 1.3826534748077393], [12, 1.4322337806224823, 0.25, 1.3862214088439941]],
+        "test_acc": 0.25,
+        "test_loss": 1.3862214088439941,
+        "train_loss": 1.3699469566345215,
+        "best_test_acc": 0.3125,
+        "curve": [
+            [4, 1.3746860027313232, 0.265625, 1.3844095468521118],
+            [8, 1.4303908050060272, 0.3125, 1.3826534748077393],
+            [12, 1.4322337806224823, 0.25, 1.3862214088439941],
+        ],
     },
     "synthetic/vit@xs": {
-        "test_acc": 0.25, "test_loss": 1.3473162651062012, "train_loss": 1.1517502069473267, "best_test_acc": 0.4375,
-        "curve": [[4, 1.3940075635910034, 0.4375, 1.26627779006958], [8, 1.3708793222904205, 0.265625, 1.3624141216278076], [12, 1.2315385937690735, 0.25, 1.3473162651062012]],
+        "test_acc": 0.25,
+        "test_loss": 1.3473162651062012,
+        "train_loss": 1.1517502069473267,
+        "best_test_acc": 0.4375,
+        "curve": [
+            [4, 1.3940075635910034, 0.4375, 1.26627779006958],
+            [8, 1.3708793222904205, 0.265625, 1.3624141216278076],
+            [12, 1.2315385937690735, 0.25, 1.3473162651062012],
+        ],
     },
     "synthetic/mixer@xs": {
-        "test_acc": 0.5, "test_loss": 1.3430957794189453, "train_loss": 1.3636692762374878, "best_test_acc": 0.5,
-        "curve": [[4, 1.385847419500351, 0.484375, 1.3738635778427124], [8, 1.3770118951797485, 0.46875, 1.3500633239746094], [12, 1.363037347793579, 0.5, 1.3430957794189453]],
+        "test_acc": 0.5,
+        "test_loss": 1.3430957794189453,
+        "train_loss": 1.3636692762374878,
+        "best_test_acc": 0.5,
+        "curve": [
+            [4, 1.385847419500351, 0.484375, 1.3738635778427124],
+            [8, 1.3770118951797485, 0.46875, 1.3500633239746094],
+            [12, 1.363037347793579, 0.5, 1.3430957794189453],
+        ],
     },
     "synthetic/convnext@xs": {
-        "test_acc": 0.890625, "test_loss": 0.7457993030548096, "train_loss": 1.0156928300857544, "best_test_acc": 0.890625,
-        "curve": [[4, 1.3254078924655914, 0.703125, 0.9713951945304871], [8, 1.2225770056247711, 0.890625, 0.7852029800415039], [12, 0.9850477427244186, 0.890625, 0.7457993030548096]],
+        "test_acc": 0.890625,
+        "test_loss": 0.7457993030548096,
+        "train_loss": 1.0156928300857544,
+        "best_test_acc": 0.890625,
+        "curve": [
+            [4, 1.3254078924655914, 0.703125, 0.9713951945304871],
+            [8, 1.2225770056247711, 0.890625, 0.7852029800415039],
+            [12, 0.9850477427244186, 0.890625, 0.7457993030548096],
+        ],
     },
     "fashion_mnist/resnet@xs": {
-        "test_acc": 0.431, "test_loss": 1.9837521362304686, "train_loss": 1.8093637625376384, "best_test_acc": 0.431,
-        "curve": [[10, 2.2214814901351927, 0.218, 2.26810986328125], [20, 1.9548782467842103, 0.36, 2.1214189453125], [30, 1.8321878433227539, 0.431, 1.9837521362304686]],
+        "test_acc": 0.431,
+        "test_loss": 1.9837521362304686,
+        "train_loss": 1.8093637625376384,
+        "best_test_acc": 0.431,
+        "curve": [
+            [10, 2.2214814901351927, 0.218, 2.26810986328125],
+            [20, 1.9548782467842103, 0.36, 2.1214189453125],
+            [30, 1.8321878433227539, 0.431, 1.9837521362304686],
+        ],
     },
     "fashion_mnist/vit@xs": {
-        "test_acc": 0.209, "test_loss": 1.9759849243164063, "train_loss": 1.9347420930862427, "best_test_acc": 0.209,
-        "curve": [[10, 2.169376015663147, 0.19, 2.0264842529296874], [20, 2.018484652042389, 0.2, 2.0246463623046873], [30, 1.9902426719665527, 0.209, 1.9759849243164063]],
+        "test_acc": 0.209,
+        "test_loss": 1.9759849243164063,
+        "train_loss": 1.9347420930862427,
+        "best_test_acc": 0.209,
+        "curve": [
+            [10, 2.169376015663147, 0.19, 2.0264842529296874],
+            [20, 2.018484652042389, 0.2, 2.0246463623046873],
+            [30, 1.9902426719665527, 0.209, 1.9759849243164063],
+        ],
     },
 }
 
@@ -115,8 +157,16 @@ def _tiny(tmp_path: Path, model: str = "vit@xs", steps: int = 12, train: str = "
 def _train(trial: spec.Trial, device: str = "cpu", model: torch.nn.Module | None = None, **kw: object) -> train_mod.TrainResult:
     torch.manual_seed(0)
     model = model if model is not None else zoo.build(trial.model, image_size=16, in_chans=1, num_classes=4)
-    return train_mod.train(model, data.load(trial.dataset), image_size=16, data_size=trial.data_size, seed=0,
-                           cfg=trial.train, device=torch.device(device), **kw)
+    return train_mod.train(
+        model,
+        data.load(trial.dataset),
+        image_size=16,
+        data_size=trial.data_size,
+        seed=0,
+        cfg=trial.train,
+        device=torch.device(device),
+        **kw,
+    )
 
 
 def test_reading_the_loss_every_step_changes_nothing(tmp_path: Path) -> None:
@@ -212,7 +262,9 @@ def test_cuda_batches_are_gathered_resized_and_augmented_on_the_device(tmp_path:
     seen, uploads = [], []
     call, pin = data.Batcher.__call__, torch.Tensor.pin_memory
 
-    def spy(self: data.Batcher, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def spy(
+        self: data.Batcher, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         if train:
             seen.append((images.device.type, generator.device.type))
         return call(self, images, train, generator)
@@ -280,9 +332,13 @@ def test_cuda_trial_row_with_compile_column(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_trial_is_profiled_with_mfu(tmp_path: Path) -> None:
-    trial = _trials(tmp_path, SYNTHETIC.replace("[resnet@xs, vit@xs, mixer@xs, convnext@xs]", "[resnet@xs]")
-                    .replace("profile: {enabled: false}", "profile: {batch_size: 32, warmup: 2, iters: 3}")
-                    .replace("steps: 12", "steps: 6") + "resources: {cpus: 1, gpus: 1}\n")[0]
+    trial = _trials(
+        tmp_path,
+        SYNTHETIC.replace("[resnet@xs, vit@xs, mixer@xs, convnext@xs]", "[resnet@xs]")
+        .replace("profile: {enabled: false}", "profile: {batch_size: 32, warmup: 2, iters: 3}")
+        .replace("steps: 12", "steps: 6")
+        + "resources: {cpus: 1, gpus: 1}\n",
+    )[0]
     out = run_trial(trial)
     assert out.ok, out.row["error"]
     assert out.row["train_img_s"] > 0 and out.row["peak_mem_kind"] == "cuda_max_allocated"

@@ -18,11 +18,25 @@ from harness.errors import StudyError
 
 def _row(model: str, n: int, seed: int, lr: float, val: float, test: float, wd: float = 0.05) -> dict:
     train = {"lr": lr, "weight_decay": wd, "steps": 100, "val_size": 500}
-    return {"study": "t", "trial_id": f"{model}{n}{seed}{lr}{wd}", "status": "ok", "family": model.split("@")[0],
-            "model": model, "size": model.split("@")[1], "data_size": n, "image_size": 28, "seed": seed,
-            "dataset": "fashion_mnist", "lr": lr, "params": 1000 if "vit" in model else 2000,
-            "best_val_acc": val, "val_acc": val - 0.01, "test_acc": test, "test_acc_at_best_val": test,
-            "config_json": json.dumps({"model": model, "train": train, "data_size": n, "seed": seed})}
+    return {
+        "study": "t",
+        "trial_id": f"{model}{n}{seed}{lr}{wd}",
+        "status": "ok",
+        "family": model.split("@")[0],
+        "model": model,
+        "size": model.split("@")[1],
+        "data_size": n,
+        "image_size": 28,
+        "seed": seed,
+        "dataset": "fashion_mnist",
+        "lr": lr,
+        "params": 1000 if "vit" in model else 2000,
+        "best_val_acc": val,
+        "val_acc": val - 0.01,
+        "test_acc": test,
+        "test_acc_at_best_val": test,
+        "config_json": json.dumps({"model": model, "train": train, "data_size": n, "seed": seed}),
+    }
 
 
 def _frame() -> pd.DataFrame:
@@ -46,8 +60,16 @@ def test_envelope_keeps_the_best_validation_trial_per_point_and_warns_at_the_edg
 
 
 def test_untuned_varying_keys_stay_part_of_the_point() -> None:
-    df = pd.concat([_frame(), _frame().assign(config_json=lambda d: d["config_json"].str.replace('"weight_decay": 0.05', '"weight_decay": 0.1'),
-                                              best_val_acc=lambda d: d["best_val_acc"] - 0.1)], ignore_index=True)
+    df = pd.concat(
+        [
+            _frame(),
+            _frame().assign(
+                config_json=lambda d: d["config_json"].str.replace('"weight_decay": 0.05', '"weight_decay": 0.1'),
+                best_val_acc=lambda d: d["best_val_acc"] - 0.1,
+            ),
+        ],
+        ignore_index=True,
+    )
     assert len(envelope(df, ["lr"]).rows) == 12  # weight_decay varies but is not tuned: two points per (n, seed)
     both = envelope(df, ["lr", "train.weight_decay"])
     assert len(both.rows) == 6 and set(both.rows["weight_decay"]) == {0.05}

@@ -86,8 +86,15 @@ def test_min_steps_holds_early_stopping_back(tmp_path: Path) -> None:
     assert r["steps"] == 10 and r["max_steps"] == 12
 
 
-def _rewrite_steps_out(tmp_path: Path, train: str = "val_size: 40, early_stop: {patience: 2, max_steps: 20}, lr: 1.0e-9,") -> Path:
+def _rewrite_steps_out(
+    tmp_path: Path, train: str = "val_size: 40, early_stop: {patience: 2, max_steps: 20}, lr: 1.0e-9,"
+) -> Path:
     """The tiny study without its `steps:` (early_stop carries the budget)."""
     p = write_study(tmp_path, name="es", models="[mlp@xs]", data_sizes="[64]")
-    p.write_text(p.read_text().replace("steps: 4, ", "").replace("lr: 1.0e-3,", "").replace("warmup_steps: 1,", f"warmup_steps: 1, {train}"))
+    p.write_text(
+        p.read_text()
+        .replace("steps: 4, ", "")
+        .replace("lr: 1.0e-3,", "")
+        .replace("warmup_steps: 1,", f"warmup_steps: 1, {train}")
+    )
     return p

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import math
 
 import pytest
@@ -14,32 +13,60 @@ from harness import zoo
 from harness.errors import StudyError
 from harness.flops import count_params
 
-
 SMALL = ["xs", "s", "m", "l"]
 LADDER = [(f, s) for f in zoo.families() for s in SMALL if s in zoo.sizes(f)]  # linear: xs only
 
 # Parameters at 28 px, 1 channel, 10 classes (Fashion-MNIST): a changed table row shows up here.
 LADDER_PARAMS = {
-    "resnet@xs": 308_538, "resnet@s": 701_178, "resnet@m": 1_574_770, "resnet@l": 2_797_034,
-    "vit@xs": 205_066, "vit@s": 678_730, "vit@m": 1_596_426, "vit@l": 3_574_282,
-    "mixer@xs": 221_232, "mixer@s": 637_938, "mixer@m": 1_667_030, "mixer@l": 3_679_894,
-    "convnext@xs": 306_074, "convnext@s": 827_994, "convnext@m": 1_813_378, "convnext@l": 3_179_690,
-    "swin@xs": 144_856, "swin@s": 568_230, "swin@m": 1_362_886, "swin@l": 3_051_940,
-    "mlp@xs": 203_530, "mlp@s": 669_706, "mlp@m": 1_863_690, "mlp@l": 3_581_962,
+    "resnet@xs": 308_538,
+    "resnet@s": 701_178,
+    "resnet@m": 1_574_770,
+    "resnet@l": 2_797_034,
+    "vit@xs": 205_066,
+    "vit@s": 678_730,
+    "vit@m": 1_596_426,
+    "vit@l": 3_574_282,
+    "mixer@xs": 221_232,
+    "mixer@s": 637_938,
+    "mixer@m": 1_667_030,
+    "mixer@l": 3_679_894,
+    "convnext@xs": 306_074,
+    "convnext@s": 827_994,
+    "convnext@m": 1_813_378,
+    "convnext@l": 3_179_690,
+    "swin@xs": 144_856,
+    "swin@s": 568_230,
+    "swin@m": 1_362_886,
+    "swin@l": 3_051_940,
+    "mlp@xs": 203_530,
+    "mlp@s": 669_706,
+    "mlp@m": 1_863_690,
+    "mlp@l": 3_581_962,
     "linear@xs": 7_850,  # (784 + 1) x 10
 }
 
 # Each ImageNet size and the timm model it must equal (224 px, 3 channels, 1000 classes).
 TIMM_NAMES = {
-    "resnet@18": "resnet18", "resnet@34": "resnet34", "resnet@50": "resnet50", "resnet@101": "resnet101",
-    "vit@ti16": "vit_tiny_patch16_224", "vit@s16": "vit_small_patch16_224",
-    "vit@b16": "vit_base_patch16_224", "vit@l16": "vit_large_patch16_224",
+    "resnet@18": "resnet18",
+    "resnet@34": "resnet34",
+    "resnet@50": "resnet50",
+    "resnet@101": "resnet101",
+    "vit@ti16": "vit_tiny_patch16_224",
+    "vit@s16": "vit_small_patch16_224",
+    "vit@b16": "vit_base_patch16_224",
+    "vit@l16": "vit_large_patch16_224",
     "vit@h14": "vit_huge_patch14_224",
-    "mixer@s16": "mixer_s16_224", "mixer@b16": "mixer_b16_224", "mixer@l16": "mixer_l16_224",
-    "convnext@tiny": "convnext_tiny", "convnext@small": "convnext_small",
-    "convnext@base": "convnext_base", "convnext@large": "convnext_large",
-    "swin@tiny": "swin_tiny_patch4_window7_224", "swin@small": "swin_small_patch4_window7_224",
-    "swin@base": "swin_base_patch4_window7_224", "swin@large": "swin_large_patch4_window7_224",
+    "mixer@s16": "mixer_s16_224",
+    "mixer@b16": "mixer_b16_224",
+    "mixer@l16": "mixer_l16_224",
+    "convnext@tiny": "convnext_tiny",
+    "convnext@small": "convnext_small",
+    "convnext@base": "convnext_base",
+    "convnext@large": "convnext_large",
+    "swin@tiny": "swin_tiny_patch4_window7_224",
+    "swin@small": "swin_small_patch4_window7_224",
+    "swin@base": "swin_base_patch4_window7_224",
+    "swin@large": "swin_large_patch4_window7_224",
 }
 
 
@@ -109,8 +136,7 @@ def test_resolve_strings_and_dicts() -> None:
     ms = zoo.resolve("vit@xs")
     assert (ms.family, ms.size, ms.name, ms.canonical) == ("vit", "xs", "vit@xs", False)
     assert list(ms.shape) == ["patch", "width", "depth", "heads", "mlp_ratio"]
-    assert zoo.resolve("resnet@50").shape == {"block": "bottleneck", "layers": [3, 4, 6, 3],
-                                              "width": 64, "stem": "imagenet"}
+    assert zoo.resolve("resnet@50").shape == {"block": "bottleneck", "layers": [3, 4, 6, 3], "width": 64, "stem": "imagenet"}
     assert zoo.resolve({"family": "resnet", "size": 50}) == zoo.resolve("resnet@50")  # YAML int
 
 
@@ -149,16 +175,19 @@ def test_resolve_size_with_overrides() -> None:
     assert not big.canonical and zoo.default_image_size(big) == 224
 
 
-@pytest.mark.parametrize("spec,hint", [
-    ("vit@xss", "vit@xs"),
-    ("vitt@xs", "vit"),
-    ("convnext@t", "convnext@tiny"),
-    ({"family": "mixr", "size": "xs"}, "mixer"),
-    ({"family": "vit", "size": "xs", "dpeth": 8}, "depth"),
-    ({"family": "resnet", "block": "bottlenek"}, "bottleneck"),
-    ("resnet", "resnet@"),
-    ("resnet@", "resnet@18"),
-])
+@pytest.mark.parametrize(
+    "spec,hint",
+    [
+        ("vit@xss", "vit@xs"),
+        ("vitt@xs", "vit"),
+        ("convnext@t", "convnext@tiny"),
+        ({"family": "mixr", "size": "xs"}, "mixer"),
+        ({"family": "vit", "size": "xs", "dpeth": 8}, "depth"),
+        ({"family": "resnet", "block": "bottlenek"}, "bottleneck"),
+        ("resnet", "resnet@"),
+        ("resnet@", "resnet@18"),
+    ],
+)
 def test_resolve_unknown_names_suggest_the_nearest(spec: str | dict, hint: str) -> None:
     with pytest.raises(StudyError) as err:
         zoo.resolve(spec)
@@ -174,18 +203,21 @@ def test_resolve_error_wording() -> None:
         zoo.resolve("vit")
 
 
-@pytest.mark.parametrize("spec", [
-    {"family": "vit", "depth": 0},
-    {"family": "vit", "depth": 2.5},
-    {"family": "vit", "depth": True},
-    {"family": "vit", "mlp_ratio": -1},
-    {"family": "convnext", "dims": [16, 32]},
-    {"family": "resnet", "layers": "2,2,2,2"},
-    {"family": "resnet", "width": 15},
-    {"family": "vit", "width": 100, "heads": 3},
-    {"size": "xs"},
-    42,
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"family": "vit", "depth": 0},
+        {"family": "vit", "depth": 2.5},
+        {"family": "vit", "depth": True},
+        {"family": "vit", "mlp_ratio": -1},
+        {"family": "convnext", "dims": [16, 32]},
+        {"family": "resnet", "layers": "2,2,2,2"},
+        {"family": "resnet", "width": 15},
+        {"family": "vit", "width": 100, "heads": 3},
+        {"size": "xs"},
+        42,
+    ],
+)
 def test_resolve_rejects_bad_values(spec: object) -> None:
     with pytest.raises(StudyError):
         zoo.resolve(spec)
@@ -227,8 +259,7 @@ def test_smallest_images_and_defaults() -> None:
         with pytest.raises(StudyError):
             zoo.check(ms, smallest - 1)
     with torch.device("meta"):
-        zoo.build(zoo.resolve("convnext@xs"), image_size=16, in_chans=1, num_classes=10)(
-            torch.empty(1, 1, 16, 16))
+        zoo.build(zoo.resolve("convnext@xs"), image_size=16, in_chans=1, num_classes=10)(torch.empty(1, 1, 16, 16))
     assert zoo.default_image_size(zoo.resolve({"family": "vit", "patch": 16})) == 32
     assert zoo.default_image_size(zoo.resolve({"family": "convnext", "patch": 4})) == 32
 
@@ -236,9 +267,13 @@ def test_smallest_images_and_defaults() -> None:
 # ----------------------------------------------------------------------------- Swin and baselines
 
 
-@pytest.mark.parametrize("name,published", [
-    ("swin@tiny", 4.5), ("swin@small", 8.7),  # Liu et al. 2021, Table 1(a); Swin-B's 15.4G counts 15.43
-])
+@pytest.mark.parametrize(
+    "name,published",
+    [
+        ("swin@tiny", 4.5),
+        ("swin@small", 8.7),  # Liu et al. 2021, Table 1(a); Swin-B's 15.4G counts 15.43
+    ],
+)
 def test_swin_gmacs_match_the_paper(name: str, published: float) -> None:
     from harness import flops  # attention is counted: windowed q @ k^T and attn @ v matmuls
 
@@ -281,13 +316,16 @@ def test_swin_image_sizes() -> None:
     assert zoo.default_image_size(zoo.resolve({"family": "swin", "patch": 4, "windows": 4})) == 32
 
 
-@pytest.mark.parametrize("spec,match", [
-    ({"family": "swin", "windows": 3}, "windows 3 cannot tile all 3 stages"),
-    ({"family": "swin", "heads": [3, 2, 4]}, "heads\\[0\\] = 3 do not divide stage 1's 16 channels"),
-    ({"family": "swin", "heads": [1, 2]}, "must list the same number of stages"),
-    ({"family": "mlp", "depth": 0}, "positive integer"),
-    ({"family": "linear", "width": 8}, "unknown shape key 'width'"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"family": "swin", "windows": 3}, "windows 3 cannot tile all 3 stages"),
+        ({"family": "swin", "heads": [3, 2, 4]}, "heads\\[0\\] = 3 do not divide stage 1's 16 channels"),
+        ({"family": "swin", "heads": [1, 2]}, "must list the same number of stages"),
+        ({"family": "mlp", "depth": 0}, "positive integer"),
+        ({"family": "linear", "width": 8}, "unknown shape key 'width'"),
+    ],
+)
 def test_swin_and_baseline_shapes_are_validated(spec: dict, match: str) -> None:
     with pytest.raises(StudyError, match=match):
         zoo.resolve(spec)

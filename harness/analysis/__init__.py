@@ -11,9 +11,15 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "load_results": "io", "build_table": "tables", "render": "tables",
-    "fit_arrays": "fits", "fit_results": "fits", "FitReport": "fits",
-    "make_plot": "plots", "FAMILY_COLOURS": "plots", "write_report": "report",
+    "load_results": "io",
+    "build_table": "tables",
+    "render": "tables",
+    "fit_arrays": "fits",
+    "fit_results": "fits",
+    "FitReport": "fits",
+    "make_plot": "plots",
+    "FAMILY_COLOURS": "plots",
+    "write_report": "report",
 }
 __all__ = sorted(_PUBLIC)
 

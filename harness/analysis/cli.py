@@ -14,8 +14,10 @@ import argparse
 import json
 
 _RESULTS_HELP = "results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
-_ALL_HELP = ("include rows from earlier versions of the study (default: only the study as last run); "
-             "configurations are still kept apart, never averaged as seeds")
+_ALL_HELP = (
+    "include rows from earlier versions of the study (default: only the study as last run); "
+    "configurations are still kept apart, never averaged as seeds"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("table", help="comparison table: models x data sizes",
-                       description="One row per model, one column per data size (by default); "
-                                   "cells are mean ± std (n seeds); failed cells say why.")
+    p = sub.add_parser(
+        "table",
+        help="comparison table: models x data sizes",
+        description="One row per model, one column per data size (by default); "
+        "cells are mean ± std (n seeds); failed cells say why.",
+    )
     p.add_argument("results", help=_RESULTS_HELP)
-    p.add_argument("--rows", type=_csv_list, default=None, metavar="COLS",
-                   help="comma-separated row columns (default: family,model[,image_size,dataset])")
+    p.add_argument(
+        "--rows",
+        type=_csv_list,
+        default=None,
+        metavar="COLS",
+        help="comma-separated row columns (default: family,model[,image_size,dataset])",
+    )
     p.add_argument("--cols", default="data_size", metavar="COL", help="pivot column (default data_size)")
     p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
@@ -44,28 +54,44 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
-                       description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
-                                   "from a grid of starts, bootstrap 95% intervals. Accuracy-type "
-                                   "y are fitted as error 1 - y.")
+    p = sub.add_parser(
+        "fit",
+        help="fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
+        description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
+        "from a grid of starts, bootstrap 95% intervals. Accuracy-type "
+        "y are fitted as error 1 - y.",
+    )
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument("--y", required=True, metavar="COL", help="e.g. test_acc, test_loss")
-    p.add_argument("--x", required=True, action="append", metavar="COL",
-                   help="e.g. data_size; give twice for E + A·x1^-alpha + B·x2^-beta")
+    p.add_argument(
+        "--x", required=True, action="append", metavar="COL", help="e.g. data_size; give twice for E + A·x1^-alpha + B·x2^-beta"
+    )
     p.add_argument("--by", default=None, metavar="COL", help="fit per group, e.g. family; reports crossovers")
-    p.add_argument("--holdout", type=int, default=0, metavar="N",
-                   help="refit without the N largest x values and report the extrapolation error")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                   help="bootstrap resamples over trials (default 200; 0 = none)")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refit without the N largest x values and report the extrapolation error",
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=None, metavar="B", help="bootstrap resamples over trials (default 200; 0 = none)"
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
-    p.add_argument("--isoflop", action="store_true",
-                   help="IsoFLOP profiles (Chinchilla approach 2): rows grouped by training-compute budget, a "
-                        "parabola in log(first --x) per budget, the power law through the minima, compared "
-                        "with the joint fit (approach 3)")
-    p.add_argument("--budgets", default=None, metavar="C,C2",
-                   help="with --isoflop: the planned budgets (rows go to the nearest within 1.25x); "
-                        "default: clusters of the compute column")
+    p.add_argument(
+        "--isoflop",
+        action="store_true",
+        help="IsoFLOP profiles (Chinchilla approach 2): rows grouped by training-compute budget, a "
+        "parabola in log(first --x) per budget, the power law through the minima, compared "
+        "with the joint fit (approach 3)",
+    )
+    p.add_argument(
+        "--budgets",
+        default=None,
+        metavar="C,C2",
+        help="with --isoflop: the planned budgets (rows go to the nearest within 1.25x); default: clusters of the compute column",
+    )
     p.add_argument("--compute", default=None, metavar="COL", help="with --isoflop: compute column (default train_flops)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
@@ -76,12 +102,15 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="scaling / Pareto / cost / learning-curve figures (PNG+SVG)")
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument("--kind", required=True, help="scaling, pareto, cost or curves")
-    p.add_argument("--x", default=None, metavar="COL",
-                   help="x column (scaling: data_size; pareto: one of fwd_gmacs, train_flops, infer_img_s)")
+    p.add_argument(
+        "--x",
+        default=None,
+        metavar="COL",
+        help="x column (scaling: data_size; pareto: one of fwd_gmacs, train_flops, infer_img_s)",
+    )
     p.add_argument("--y", default=None, metavar="COL", help="y column (default test_acc)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                   help="resamples for the scaling fit's band (default 200)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples for the scaling fit's band (default 200)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
     p.set_defaults(func=_plot)
@@ -90,41 +119,59 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RESULTS/report/index.md and index.html")
     p.add_argument("results", help="results directory")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                   help="resamples per fitted curve (default 100)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples per fitted curve (default 100)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     p.set_defaults(func=_report)
 
 
 def _add_optimal(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("optimal", help="compute-optimal model size and samples for FLOP budgets (Chinchilla approach 3)",
-                       description="Joint fit L(N, D) = E + A/N^alpha + B/D^beta minimised under C = f(N)·D, "
-                                   "f = counted training compute per sample (a power law in N per group) or 6N. "
-                                   "N_opt, D_opt with 95% bootstrap intervals, the metric there, and a, b in "
-                                   "N_opt ∝ C^a, D_opt ∝ C^b.")
+    p = sub.add_parser(
+        "optimal",
+        help="compute-optimal model size and samples for FLOP budgets (Chinchilla approach 3)",
+        description="Joint fit L(N, D) = E + A/N^alpha + B/D^beta minimised under C = f(N)·D, "
+        "f = counted training compute per sample (a power law in N per group) or 6N. "
+        "N_opt, D_opt with 95% bootstrap intervals, the metric there, and a, b in "
+        "N_opt ∝ C^a, D_opt ∝ C^b.",
+    )
     p.add_argument("results", help=_RESULTS_HELP)
-    p.add_argument("--budget", required=True, action="append", metavar="C[,C2]",
-                   help="compute budgets, in the compute column's unit (train_flops: MACs) or 6ND FLOPs with 6N")
+    p.add_argument(
+        "--budget",
+        required=True,
+        action="append",
+        metavar="C[,C2]",
+        help="compute budgets, in the compute column's unit (train_flops: MACs) or 6ND FLOPs with 6N",
+    )
     p.add_argument("--by", default=None, metavar="COL", help="one allocation per group, e.g. family")
-    p.add_argument("--x", action="append", default=None, metavar="COL",
-                   help="N then D (default: --x params --x samples_seen)")
+    p.add_argument("--x", action="append", default=None, metavar="COL", help="N then D (default: --x params --x samples_seen)")
     p.add_argument("--y", default=None, metavar="COL", help="default test_acc (fitted as the error 1 - test_acc)")
-    p.add_argument("--flops-per-sample", default=None, dest="flops", metavar="counted|6N",
-                   help="counted (default: compute / samples from the rows, a power law in N) or 6N")
+    p.add_argument(
+        "--flops-per-sample",
+        default=None,
+        dest="flops",
+        metavar="counted|6N",
+        help="counted (default: compute / samples from the rows, a power law in N) or 6N",
+    )
     p.add_argument("--compute", default=None, metavar="COL", help="compute column (default train_flops)")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples (default 200; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
-    p.add_argument("--json", action="store_true",
-                   help="JSON rows {group, budget, n_opt, d_opt, n_opt_ci95, d_opt_ci95, metric_opt, a, b, flops_model}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON rows {group, budget, n_opt, d_opt, n_opt_ci95, d_opt_ci95, metric_opt, a, b, flops_model}",
+    )
     p.set_defaults(func=_optimal)
 
 
 def _optimal(args: argparse.Namespace) -> int:
     from harness.analysis.optimal import optimal_path, parse_budgets
 
-    report = optimal_path(args.results, parse_budgets(args.budget), by=args.by, seed=args.seed,
-                          **_given(x=args.x, y=args.y, flops=args.flops, compute=args.compute,
-                                   bootstrap=args.bootstrap))
+    report = optimal_path(
+        args.results,
+        parse_budgets(args.budget),
+        by=args.by,
+        seed=args.seed,
+        **_given(x=args.x, y=args.y, flops=args.flops, compute=args.compute, bootstrap=args.bootstrap),
+    )
     if args.json:
         print(json.dumps(report.rows(), indent=2))
     else:
@@ -136,16 +183,28 @@ def _isoflop(args: argparse.Namespace) -> int:
     from harness.analysis.optimal import isoflop_path, parse_budgets
 
     budgets = parse_budgets(args.budgets) if args.budgets else None
-    report = isoflop_path(args.results, y=args.y, x=args.x, by=args.by, budgets=budgets, seed=args.seed,
-                          **_given(compute=args.compute, bootstrap=args.bootstrap))
+    report = isoflop_path(
+        args.results,
+        y=args.y,
+        x=args.x,
+        by=args.by,
+        budgets=budgets,
+        seed=args.seed,
+        **_given(compute=args.compute, bootstrap=args.bootstrap),
+    )
     print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
     return 0
 
 
 def _add_tune(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tune", type=_csv_list, default=None, metavar="KEYS",
-                   help="training keys swept per point (e.g. lr,weight_decay): keep the best-validation trial "
-                        "of each point first (harness/analysis/tune.py)")
+    p.add_argument(
+        "--tune",
+        type=_csv_list,
+        default=None,
+        metavar="KEYS",
+        help="training keys swept per point (e.g. lr,weight_decay): keep the best-validation trial "
+        "of each point first (harness/analysis/tune.py)",
+    )
 
 
 def _csv_list(text: str) -> list[str]:
@@ -160,8 +219,19 @@ def _given(**kwargs: object) -> dict[str, object]:
 def _table(args: argparse.Namespace) -> int:
     from harness.analysis.tables import table_path
 
-    print(table_path(args.results, rows=args.rows, cols=args.cols, value=args.value,
-                     agg=args.agg, fmt=args.fmt, include_all=args.include_all, **_given(tune=args.tune)), end="")
+    print(
+        table_path(
+            args.results,
+            rows=args.rows,
+            cols=args.cols,
+            value=args.value,
+            agg=args.agg,
+            fmt=args.fmt,
+            include_all=args.include_all,
+            **_given(tune=args.tune),
+        ),
+        end="",
+    )
     return 0
 
 
@@ -170,8 +240,16 @@ def _fit(args: argparse.Namespace) -> int:
         return _isoflop(args)
     from harness.analysis.fits import fit_path
 
-    report = fit_path(args.results, args.y, args.x, by=args.by, holdout=args.holdout,
-                      seed=args.seed, include_all=args.include_all, **_given(bootstrap=args.bootstrap, tune=args.tune))
+    report = fit_path(
+        args.results,
+        args.y,
+        args.x,
+        by=args.by,
+        holdout=args.holdout,
+        seed=args.seed,
+        include_all=args.include_all,
+        **_given(bootstrap=args.bootstrap, tune=args.tune),
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -182,8 +260,15 @@ def _fit(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from harness.analysis.plots import plot_path
 
-    outcome = plot_path(args.results, args.kind, x=args.x, y=args.y, out=args.out,
-                        include_all=args.include_all, **_given(bootstrap=args.bootstrap, tune=args.tune))
+    outcome = plot_path(
+        args.results,
+        args.kind,
+        x=args.x,
+        y=args.y,
+        out=args.out,
+        include_all=args.include_all,
+        **_given(bootstrap=args.bootstrap, tune=args.tune),
+    )
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:

@@ -79,8 +79,7 @@ def _huber_over_delta(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)
 
 
-def _objective(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray,
-               delta: float) -> tuple[float, np.ndarray]:
+def _objective(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
     """Summed Huber/delta loss of the log residuals and its analytic gradient.
 
     logsumexp/softmax are written out: scipy's versions cost ~4x more per call here and
@@ -154,9 +153,7 @@ def _centre(theta: np.ndarray, shift: np.ndarray, sign: float) -> np.ndarray:
     return out
 
 
-def minimise(
-    logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = HUBER_DELTA
-) -> tuple[np.ndarray, float]:
+def minimise(logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = HUBER_DELTA) -> tuple[np.ndarray, float]:
     """L-BFGS-B from each start; the lowest final objective wins."""
     shift = logx.mean(axis=0)
     centred = logx - shift
@@ -164,8 +161,13 @@ def minimise(
     bounds = _bounds(logx.shape[1])
     for s in starts:
         res = minimize(
-            _objective, _centre(s, shift, 1.0), args=(centred, logy, delta), jac=True,
-            method="L-BFGS-B", bounds=bounds, options=_LBFGS_OPTIONS,
+            _objective,
+            _centre(s, shift, 1.0),
+            args=(centred, logy, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=_LBFGS_OPTIONS,
         )
         if np.isfinite(res.fun) and res.fun < best_loss:
             best_theta, best_loss = _centre(res.x, shift, -1.0), float(res.fun)
@@ -230,8 +232,13 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 
 
 def fit_arrays(
-    x: np.ndarray, y: np.ndarray, *, bootstrap: int = 0, seed: int = 0,
-    delta: float = HUBER_DELTA, within_points: bool = False,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    delta: float = HUBER_DELTA,
+    within_points: bool = False,
 ) -> LawFit:
     """Fit the law to positive finite x (n,) or (n, 2) and y (n,); bootstrap over rows, or with
     `within_points` over the repeats (seeds) of each x where there are any (see `_bootstrap`)."""
@@ -253,7 +260,12 @@ def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: 
 
 
 def _bootstrap(
-    logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, b: int, seed: int, delta: float,
+    logx: np.ndarray,
+    logy: np.ndarray,
+    starts: np.ndarray,
+    b: int,
+    seed: int,
+    delta: float,
     within_points: bool = False,
 ) -> list[dict[str, float]]:
     """Refit on `b` resamples. `within_points` and repeated x (seeds): each point's seeds are
@@ -263,8 +275,15 @@ def _bootstrap(
     rng = np.random.default_rng(seed)
     out: list[dict[str, float]] = []
     n = len(logy)
-    points = [np.flatnonzero(inv == i) for inv in [np.unique(logx, axis=0, return_inverse=True)[1].ravel()]
-              for i in range(inv.max() + 1)] if n else []
+    points = (
+        [
+            np.flatnonzero(inv == i)
+            for inv in [np.unique(logx, axis=0, return_inverse=True)[1].ravel()]
+            for i in range(inv.max() + 1)
+        ]
+        if n
+        else []
+    )
     within = within_points and any(len(p) > 1 for p in points)
     for _ in range(b):
         idx = np.concatenate([p[rng.integers(0, len(p), len(p))] for p in points]) if within else rng.integers(0, n, n)
@@ -326,16 +345,26 @@ class GroupFit:
 
     def to_json(self) -> dict[str, Any]:
         law = self.law
-        return _clean({
-            "group": self.group, "form": form_text(len(self.x)), "y": self.y, "target": self.target,
-            "x": self.x, "n": self.n, "n_dropped": self.n_dropped,
-            "params": law.params if law else None,
-            "derived": derived(law.params) if law else None,
-            "ci95": {k: list(v) for k, v in law.ci95.items()} if law else None,
-            "se": law.se if law else None, "n_boot": law.n_boot if law else 0,
-            "rmse_log": law.rmse_log if law else None, "x_range": self.x_range,
-            "holdout": self.holdout, "notes": self.notes,
-        })
+        return _clean(
+            {
+                "group": self.group,
+                "form": form_text(len(self.x)),
+                "y": self.y,
+                "target": self.target,
+                "x": self.x,
+                "n": self.n,
+                "n_dropped": self.n_dropped,
+                "params": law.params if law else None,
+                "derived": derived(law.params) if law else None,
+                "ci95": {k: list(v) for k, v in law.ci95.items()} if law else None,
+                "se": law.se if law else None,
+                "n_boot": law.n_boot if law else 0,
+                "rmse_log": law.rmse_log if law else None,
+                "x_range": self.x_range,
+                "holdout": self.holdout,
+                "notes": self.notes,
+            }
+        )
 
 
 @dataclass
@@ -361,23 +390,34 @@ class Crossover:
         share = f"crossing in {self.frac_boot:.0%} of bootstrap pairs" if self.frac_boot is not None else ""
         if self.x is None:
             tail = f" ({share})" if share else ""
-            return (f"{self.winner} and {self.other} do not cross for {self.x_name} in "
-                    f"[{lo}, {hi}]; {self.winner} is lower throughout{tail}")
+            return (
+                f"{self.winner} and {self.other} do not cross for {self.x_name} in "
+                f"[{lo}, {hi}]; {self.winner} is lower throughout{tail}"
+            )
         ci = f"95% CI {fmt_x(self.ci95[0])}–{fmt_x(self.ci95[1])}" if self.ci95 else ""
         extra = "; ".join(p for p in (ci, share) if p)
         where = ""
         if self.extrapolated:
             assert self.measured is not None
             where = f"; EXTRAPOLATED: outside the measured {fmt_x(self.measured[0])}–{fmt_x(self.measured[1])}"
-        return (f"{self.winner} overtakes {self.other} at {self.x_name} ≈ {fmt_x(self.x)}"
-                + (f" ({extra}{where})" if extra else (f" ({where[2:]})" if where else "")))
+        return f"{self.winner} overtakes {self.other} at {self.x_name} ≈ {fmt_x(self.x)}" + (
+            f" ({extra}{where})" if extra else (f" ({where[2:]})" if where else "")
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({
-            "winner": self.winner, "other": self.other, "x": self.x_name, "at": self.x,
-            "searched": list(self.searched), "ci95": list(self.ci95) if self.ci95 else None,
-            "frac_boot": self.frac_boot, "extrapolated": self.extrapolated, "text": self.text(),
-        })
+        return _clean(
+            {
+                "winner": self.winner,
+                "other": self.other,
+                "x": self.x_name,
+                "at": self.x,
+                "searched": list(self.searched),
+                "ci95": list(self.ci95) if self.ci95 else None,
+                "frac_boot": self.frac_boot,
+                "extrapolated": self.extrapolated,
+                "text": self.text(),
+            }
+        )
 
 
 @dataclass
@@ -394,12 +434,20 @@ class FitReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({
-            "y": self.y, "target": self.target, "x": self.x, "by": self.by,
-            "bootstrap": self.bootstrap, "n_rows": self.n_rows, "dropped": self.dropped,
-            "notes": self.notes, "fits": [f.to_json() for f in self.fits],
-            "crossovers": [c.to_json() for c in self.crossovers],
-        })
+        return _clean(
+            {
+                "y": self.y,
+                "target": self.target,
+                "x": self.x,
+                "by": self.by,
+                "bootstrap": self.bootstrap,
+                "n_rows": self.n_rows,
+                "dropped": self.dropped,
+                "notes": self.notes,
+                "fits": [f.to_json() for f in self.fits],
+                "crossovers": [c.to_json() for c in self.crossovers],
+            }
+        )
 
     def summary(self) -> str:
         return "\n".join(summary_lines(self)) + "\n"
@@ -435,8 +483,15 @@ PairFilter = Callable[[GroupFit, GroupFit], bool]
 
 
 def fit_results(
-    df: pd.DataFrame, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
-    bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, pairs: PairFilter | None = None,
+    df: pd.DataFrame,
+    y: str,
+    x: list[str],
+    *,
+    by: str | None = None,
+    holdout: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    pairs: PairFilter | None = None,
 ) -> FitReport:
     """Fit `y` against one or two `x` columns, per `by` group; see the module docstring.
 
@@ -447,18 +502,29 @@ def fit_results(
         by = by or "variant"
         df = df.assign(**{by: df[by].astype(str) + " [" + df["variant"].astype(str) + "]"}) if by != "variant" else df
     data, target, dropped, notes = _usable(df, y, x)
-    groups = [("all", data)] if by is None else sorted(
-        ((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(*kg))
+    groups = (
+        [("all", data)]
+        if by is None
+        else sorted(((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(*kg))
+    )
     dropped_by_group = _dropped_per_group(df, data, by)
-    fits = [
-        _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0))
-        for name, g in groups
-    ]
+    fits = [_fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0)) for name, g in groups]
     if by is not None:  # groups whose rows were all dropped still get a line saying so
         fitted_names = {name for name, _ in groups}
         for name in sorted(set(dropped_by_group) - fitted_names, key=lambda n: _group_rank(n, None)):
-            fits.append(GroupFit(name, y, target, list(x), 0, dropped_by_group[name], None, None,
-                                 notes=["no usable rows (all failed or non-positive)"]))
+            fits.append(
+                GroupFit(
+                    name,
+                    y,
+                    target,
+                    list(x),
+                    0,
+                    dropped_by_group[name],
+                    None,
+                    None,
+                    notes=["no usable rows (all failed or non-positive)"],
+                )
+            )
     cross = crossovers(fits, x[0], pairs) if len(x) == 1 else []
     if len(x) == 2 and by is not None:
         notes.append("crossovers are computed for one-x fits only")
@@ -482,11 +548,11 @@ def _group_rank(name: str, rows: pd.DataFrame | None) -> tuple[int, float, float
 _FIT_COLUMNS = ("data_size", "params", "fwd_gmacs", "train_flops", "image_size", "test_acc", "test_loss")  # named in errors
 
 
-def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int,
-                   bootstrap: int) -> None:
+def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int, bootstrap: int) -> None:
     if len(x) not in (1, 2):
-        raise StudyError(f"got {len(x)} x columns", key="--x",
-                         fix="give one --x (E + A·x^-alpha) or two (E + A·x1^-alpha + B·x2^-beta)")
+        raise StudyError(
+            f"got {len(x)} x columns", key="--x", fix="give one --x (E + A·x^-alpha) or two (E + A·x1^-alpha + B·x2^-beta)"
+        )
     require_columns(df, [y, *x], key="--y/--x")
     if by is not None:
         require_columns(df, [by], key="--by")
@@ -494,11 +560,15 @@ def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdo
         values = df[col].dropna()
         if len(values) and pd.to_numeric(values, errors="coerce").isna().all():  # a label column: nothing to fit
             numeric = [c for c in _FIT_COLUMNS if c in df and c != col]
-            raise StudyError(f"column {col!r} holds labels (e.g. {str(values.iloc[0])!r}), not numbers", key=flag,
-                             fix=f"use a numeric column ({', '.join(numeric)}); to fit per {col}, pass --by {col}")
+            raise StudyError(
+                f"column {col!r} holds labels (e.g. {str(values.iloc[0])!r}), not numbers",
+                key=flag,
+                fix=f"use a numeric column ({', '.join(numeric)}); to fit per {col}, pass --by {col}",
+            )
     if holdout < 0 or bootstrap < 0:
-        raise StudyError("--holdout and --bootstrap must be >= 0", key="--holdout/--bootstrap",
-                         fix="pass a non-negative count (0 disables)")
+        raise StudyError(
+            "--holdout and --bootstrap must be >= 0", key="--holdout/--bootstrap", fix="pass a non-negative count (0 disables)"
+        )
 
 
 def _usable(df: pd.DataFrame, y: str, x: list[str]) -> tuple[pd.DataFrame, str, dict[str, int], list[str]]:
@@ -509,8 +579,9 @@ def _usable(df: pd.DataFrame, y: str, x: list[str]) -> tuple[pd.DataFrame, str, 
         frac, percent = as_fraction(out[y])
         out["_y"] = 1.0 - frac
         target = f"1 - {y}"
-        notes.append(f"{y} is an accuracy: fitting the error 1 - {y}"
-                     + (" (values were percentages, divided by 100)" if percent else ""))
+        notes.append(
+            f"{y} is an accuracy: fitting the error 1 - {y}" + (" (values were percentages, divided by 100)" if percent else "")
+        )
     else:
         out["_y"] = pd.to_numeric(out[y], errors="coerce").astype(float)
         target = y
@@ -533,14 +604,21 @@ def _dropped_per_group(df: pd.DataFrame, used: pd.DataFrame, by: str | None) -> 
 
 
 def _fit_group(
-    name: str, g: pd.DataFrame, y: str, target: str, x: list[str], by: str | None, holdout: int,
-    bootstrap: int, seed: int, n_dropped: int,
+    name: str,
+    g: pd.DataFrame,
+    y: str,
+    target: str,
+    x: list[str],
+    by: str | None,
+    holdout: int,
+    bootstrap: int,
+    seed: int,
+    n_dropped: int,
 ) -> GroupFit:
     X = g[[f"_x{i}" for i in range(len(x))]].to_numpy(dtype=float)
     Y = g["_y"].to_numpy(dtype=float)
     xr = (float(X[:, 0].min()), float(X[:, 0].max())) if len(Y) else None
-    fit = GroupFit(name, y, target, list(x), len(Y), n_dropped, None, xr,
-                   notes=_pooling_notes(g, x, by), meta=_group_meta(g))
+    fit = GroupFit(name, y, target, list(x), len(Y), n_dropped, None, xr, notes=_pooling_notes(g, x, by), meta=_group_meta(g))
     short = [c for i, c in enumerate(x) if len(np.unique(X[:, i])) < MIN_DISTINCT_X]
     if short:
         have = ", ".join(f"{len(np.unique(X[:, x.index(c)]))} {c}" for c in short)
@@ -548,8 +626,7 @@ def _fit_group(
         return fit
     n_params = 1 + 2 * len(x)
     if bootstrap and len(Y) <= n_params:
-        fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit "
-                         f"(add seeds or x values)")
+        fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit (add seeds or x values)")
         bootstrap = 0
     fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True)  # seeds within each x (issue 11)
     fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
@@ -574,8 +651,10 @@ def _bound_notes(params: dict[str, float], x: list[str], y_min: float) -> list[s
     for name, col in zip(("alpha", "beta"), x):
         v = params.get(name)
         if v is not None and on_bound(v):
-            notes.append(f"{name} = {v:g} sits on its search bound [{lo:g}, {hi:g}]: these data do not determine it "
-                         f"(y does not fall like a power law in {col}: flat, non-monotonic or a step)")
+            notes.append(
+                f"{name} = {v:g} sits on its search bound [{lo:g}, {hi:g}]: these data do not determine it "
+                f"(y does not fall like a power law in {col}: flat, non-monotonic or a step)"
+            )
     if params["E"] < 0.01 * y_min:
         notes.append(f"E = {params['E']:.3g} is ~0 (under 1% of the smallest y): no floor is visible in these data")
     return notes
@@ -586,17 +665,17 @@ def _check_bootstrap(law: LawFit, requested: int, notes: list[str]) -> None:
     conditional sample (all near-permutations of the data), so no intervals are given."""
     skipped = requested - law.n_boot
     if law.n_boot < requested / 2:
-        notes.append(f"no intervals: {skipped} of {requested} bootstrap resamples lacked "
-                     f"{MIN_DISTINCT_X} distinct x values (too few trials per x)")
+        notes.append(
+            f"no intervals: {skipped} of {requested} bootstrap resamples lacked "
+            f"{MIN_DISTINCT_X} distinct x values (too few trials per x)"
+        )
         law.ci95, law.se, law.boot = {}, {}, []
     elif skipped:
-        notes.append(f"{skipped} of {requested} bootstrap resamples lacked {MIN_DISTINCT_X} "
-                     f"distinct x values and were skipped")
+        notes.append(f"{skipped} of {requested} bootstrap resamples lacked {MIN_DISTINCT_X} distinct x values and were skipped")
 
 
 def _group_meta(g: pd.DataFrame) -> dict[str, Any]:
-    meta: dict[str, Any] = {c: g[c].iloc[0] for c in ("family", "image_size")
-                            if c in g and len(g) and g[c].nunique() == 1}
+    meta: dict[str, Any] = {c: g[c].iloc[0] for c in ("family", "image_size") if c in g and len(g) and g[c].nunique() == 1}
     if "params" in g and len(g):
         meta["params"] = float(pd.to_numeric(g["params"], errors="coerce").median())
     return meta
@@ -630,8 +709,7 @@ def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, 
     """Refit without the `n_hold` largest distinct first-x values; errors on those rows."""
     values = np.unique(X[:, 0])
     if len(values) - n_hold < MIN_DISTINCT_X:
-        return None, (f"holdout of {n_hold} skipped: needs >= {n_hold + MIN_DISTINCT_X} distinct "
-                      f"x values, has {len(values)}")
+        return None, (f"holdout of {n_hold} skipped: needs >= {n_hold + MIN_DISTINCT_X} distinct x values, has {len(values)}")
     cut = values[-n_hold]
     train = X[:, 0] < cut
     if any(len(np.unique(X[train, j])) < MIN_DISTINCT_X for j in range(X.shape[1])):
@@ -639,15 +717,21 @@ def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, 
     law = fit_arrays(X[train], Y[train])
     pred, obs = predict(law.params, X[~train]), Y[~train]
     per_x = [
-        {"x": float(v), "observed_mean": float(obs[X[~train, 0] == v].mean()),
-         "predicted_mean": float(pred[X[~train, 0] == v].mean())}
+        {
+            "x": float(v),
+            "observed_mean": float(obs[X[~train, 0] == v].mean()),
+            "predicted_mean": float(pred[X[~train, 0] == v].mean()),
+        }
         for v in values[-n_hold:]
     ]
     return {
-        "held_out_x": [float(v) for v in values[-n_hold:]], "n_train": int(train.sum()),
-        "n_test": int((~train).sum()), "params": law.params,
+        "held_out_x": [float(v) for v in values[-n_hold:]],
+        "n_train": int(train.sum()),
+        "n_test": int((~train).sum()),
+        "params": law.params,
         "log_rmse": float(np.sqrt(np.mean((np.log(pred) - np.log(obs)) ** 2))),
-        "max_rel_error": float(np.max(np.abs(pred - obs) / obs)), "per_x": per_x,
+        "max_rel_error": float(np.max(np.abs(pred - obs) / obs)),
+        "per_x": per_x,
     }, ""
 
 
@@ -723,8 +807,11 @@ def _boot_roots(
         dist = np.abs(cand - math.log(r0))
         has = change.any(axis=1)
         nearest = cand[has, np.nanargmin(np.where(np.isnan(dist), np.inf, dist)[has], axis=1)]
-        cis.append((float(np.exp(np.percentile(nearest, 2.5))), float(np.exp(np.percentile(nearest, 97.5))))
-                   if len(nearest) >= 2 else None)
+        cis.append(
+            (float(np.exp(np.percentile(nearest, 2.5))), float(np.exp(np.percentile(nearest, 97.5))))
+            if len(nearest) >= 2
+            else None
+        )
     return cis, share
 
 
@@ -742,8 +829,7 @@ def _boot_curves(boot: list[dict[str, float]], t: np.ndarray) -> np.ndarray:
 def summary_lines(rep: FitReport) -> list[str]:
     xs = " and ".join(rep.x)
     per = "curve" if rep.by == "_group" else rep.by  # internal grouping column of fit_view
-    lines = [f"fit: {rep.target} = {form_text(len(rep.x))}  (x = {xs}"
-             + (f", per {per}" if per else "") + ")"]
+    lines = [f"fit: {rep.target} = {form_text(len(rep.x))}  (x = {xs}" + (f", per {per}" if per else "") + ")"]
     lines += [f"note: {n}" for n in rep.notes]
     used = rep.n_rows - sum(rep.dropped.values())
     drop = ", ".join(f"{v} {k}" for k, v in rep.dropped.items()) or "none"
@@ -770,8 +856,10 @@ def group_lines(f: GroupFit) -> list[str]:
     if f.holdout:
         h = f.holdout
         held = ", ".join(fmt_x(v) for v in h["held_out_x"])
-        out.append(f"  holdout ({f.x[0]} = {held}; fitted on {h['n_train']} rows): "
-                   f"log-RMSE {h['log_rmse']:.3f}, worst relative error {h['max_rel_error']:.1%}")
+        out.append(
+            f"  holdout ({f.x[0]} = {held}; fitted on {h['n_train']} rows): "
+            f"log-RMSE {h['log_rmse']:.3f}, worst relative error {h['max_rel_error']:.1%}"
+        )
     out += [f"  note: {n}" for n in f.notes]
     return out
 
@@ -806,8 +894,7 @@ def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
         top = d["data_size"].max()
         d = d[d["data_size"] == top]
         notes.append(f"at the largest data_size, {fmt_x(float(top))}")
-    per_model = (x not in _SIZE_LIKE and "model" in d
-                 and d.groupby("_family")["model"].nunique().max() > 1)
+    per_model = x not in _SIZE_LIKE and "model" in d and d.groupby("_family")["model"].nunique().max() > 1
     group = d["model"].astype(str) if per_model else d["_family"]
     if "image_size" in d and d["image_size"].nunique() > 1 and x != "image_size":
         group = group + " " + d["image_size"].astype(str) + "px"
@@ -819,17 +906,27 @@ def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
     return ScalingView(d, "; ".join(notes), bool(per_model))
 
 
-def fit_view(df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: int = DEFAULT_BOOTSTRAP,
-             seed: int = 0) -> tuple[FitReport, ScalingView]:
+def fit_view(
+    df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> tuple[FitReport, ScalingView]:
     """`fit_results` over the curves `scaling_view` picks (used by plots and the report)."""
     view = scaling_view(df, x)
     pairs = comparable_models if view.per_model else None
-    return fit_results(view.frame, y, [x], by="_group", holdout=holdout, bootstrap=bootstrap,
-                       seed=seed, pairs=pairs), view
+    return fit_results(view.frame, y, [x], by="_group", holdout=holdout, bootstrap=bootstrap, seed=seed, pairs=pairs), view
 
 
-def fit_path(path: str, y: str, x: list[str], *, by: str | None = None, holdout: int = 0,
-             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, include_all: bool = False, tune: list[str] | None = None) -> FitReport:
+def fit_path(
+    path: str,
+    y: str,
+    x: list[str],
+    *,
+    by: str | None = None,
+    holdout: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    include_all: bool = False,
+    tune: list[str] | None = None,
+) -> FitReport:
     """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all)
     env = None

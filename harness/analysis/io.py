@@ -51,7 +51,8 @@ def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.Dat
         trials, curves = _read_dirs(p, include_all, notes)
     if trials.empty:
         raise StudyError(
-            "no trial rows found", where=str(p),
+            "no trial rows found",
+            where=str(p),
             fix="run the study first (`harness run STUDY.yaml`) or point at its results directory",
         )
     for note in notes:
@@ -83,12 +84,15 @@ def _read_dirs(p: Path, include_all: bool, notes: list[str]) -> tuple[pd.DataFra
     trials = [t for t in trials if not t.empty]
     if not trials:
         raise StudyError(
-            "no trials/*.parquet files found", where=str(p),
+            "no trials/*.parquet files found",
+            where=str(p),
             fix="run the study first (`harness run STUDY.yaml`) or " + _FIX_PATH,
         )
     curves = [c for c in curves if not c.empty]
-    return (pd.concat(trials, ignore_index=True, sort=False) if len(trials) > 1 else trials[0],
-            pd.concat(curves, ignore_index=True, sort=False) if curves else pd.DataFrame(columns=list(CURVE_COLUMNS)))
+    return (
+        pd.concat(trials, ignore_index=True, sort=False) if len(trials) > 1 else trials[0],
+        pd.concat(curves, ignore_index=True, sort=False) if curves else pd.DataFrame(columns=list(CURVE_COLUMNS)),
+    )
 
 
 def members(rd: ResultsDir, df: pd.DataFrame, include_all: bool = False) -> tuple[pd.DataFrame, int]:
@@ -102,8 +106,7 @@ def members(rd: ResultsDir, df: pd.DataFrame, include_all: bool = False) -> tupl
 
 
 def left_out_note(rd: ResultsDir, n: int) -> str:
-    return (f"{rd.path}: {n} row{'s' if n != 1 else ''} from earlier versions of this study not shown; "
-            f"--all to include")
+    return f"{rd.path}: {n} row{'s' if n != 1 else ''} from earlier versions of this study not shown; --all to include"
 
 
 def _read_table(p: Path) -> pd.DataFrame:
@@ -114,8 +117,7 @@ def _read_table(p: Path) -> pd.DataFrame:
         if suffix in (".csv", ".txt"):
             return pd.read_csv(p)
     except (OSError, ValueError) as exc:  # pyarrow and the csv parser raise these
-        raise StudyError(f"cannot read results file ({type(exc).__name__}: {exc})",
-                         where=str(p), fix=_FIX_PATH) from exc
+        raise StudyError(f"cannot read results file ({type(exc).__name__}: {exc})", where=str(p), fix=_FIX_PATH) from exc
     raise StudyError(f"unsupported results file type {suffix!r}", where=str(p), fix=_FIX_PATH)
 
 
@@ -191,8 +193,9 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], *, where: str = ""
     """StudyError naming the first missing column and the nearest existing ones."""
     for col in columns:
         if col not in df.columns:
-            raise StudyError(f"column {col!r} is not in the results", where=where, key=key,
-                             fix=did_you_mean(col, [str(c) for c in df.columns]))
+            raise StudyError(
+                f"column {col!r} is not in the results", where=where, key=key, fix=did_you_mean(col, [str(c) for c in df.columns])
+            )
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.fits import (
-    DEFAULT_BOOTSTRAP, GroupFit, _clean, fit_results, fmt_x, form_text, on_bound,
+    DEFAULT_BOOTSTRAP,
+    GroupFit,
+    _clean,
+    fit_results,
+    fmt_x,
+    form_text,
+    on_bound,
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, normalise, require_columns
 from harness.errors import StudyError
@@ -68,12 +74,15 @@ class FlopsModel:
     def text(self) -> str:
         if self.kind == "6N":
             return "f(N) = 6N (language-model convention)"
-        return (f"f(N) = {self.k:.4g}·N^{self.gamma:.4f} counted training compute per sample, "
-                f"fitted on {self.n_models} model sizes (worst {self.max_rel_error:.1%} off)")
+        return (
+            f"f(N) = {self.k:.4g}·N^{self.gamma:.4f} counted training compute per sample, "
+            f"fitted on {self.n_models} model sizes (worst {self.max_rel_error:.1%} off)"
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({"kind": self.kind, "k": self.k, "gamma": self.gamma, "n_models": self.n_models,
-                       "max_rel_error": self.max_rel_error})
+        return _clean(
+            {"kind": self.kind, "k": self.k, "gamma": self.gamma, "n_models": self.n_models, "max_rel_error": self.max_rel_error}
+        )
 
 
 def fit_flops_per_sample(params: np.ndarray, per_sample: np.ndarray) -> FlopsModel:
@@ -82,8 +91,11 @@ def fit_flops_per_sample(params: np.ndarray, per_sample: np.ndarray) -> FlopsMod
     pts = pts[np.isfinite(pts["n"]) & np.isfinite(pts["f"]) & (pts["n"] > 0) & (pts["f"] > 0)]
     pts = pts.groupby("n", as_index=False)["f"].median()
     if len(pts) < 2:
-        raise StudyError(f"the FLOPs-per-sample fit needs >= 2 model sizes, got {len(pts)}",
-                         key="--flops-per-sample", fix="run more model sizes, or use --flops-per-sample 6N")
+        raise StudyError(
+            f"the FLOPs-per-sample fit needs >= 2 model sizes, got {len(pts)}",
+            key="--flops-per-sample",
+            fix="run more model sizes, or use --flops-per-sample 6N",
+        )
     ln, lf = np.log(pts["n"].to_numpy()), np.log(pts["f"].to_numpy())
     gamma, logk = np.polyfit(ln, lf, 1)
     fm = FlopsModel("counted", math.exp(logk), float(gamma), len(pts))
@@ -106,7 +118,11 @@ def _per_sample_column(df: pd.DataFrame, compute: str, samples: str) -> pd.Serie
 
 
 def law_at(params: dict[str, float], n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    return params["E"] + params["A"] * np.asarray(n, float) ** -params["alpha"] + params["B"] * np.asarray(d, float) ** -params["beta"]
+    return (
+        params["E"]
+        + params["A"] * np.asarray(n, float) ** -params["alpha"]
+        + params["B"] * np.asarray(d, float) ** -params["beta"]
+    )
 
 
 def n_opt(params: dict[str, float], fm: FlopsModel, budget: float, centre: float = 1e6) -> float:
@@ -164,10 +180,23 @@ class Allocation:
     note: str = ""  # extrapolation
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({"group": self.group, "budget": self.budget, "n_opt": self.n_opt, "d_opt": self.d_opt,
-                       "n_opt_ci95": self.n_opt_ci95, "d_opt_ci95": self.d_opt_ci95,
-                       "metric_opt": self.metric_opt, "a": self.a, "b": self.b, "a_ci95": self.a_ci95,
-                       "b_ci95": self.b_ci95, "flops_model": self.flops_model.to_json(), "note": self.note})
+        return _clean(
+            {
+                "group": self.group,
+                "budget": self.budget,
+                "n_opt": self.n_opt,
+                "d_opt": self.d_opt,
+                "n_opt_ci95": self.n_opt_ci95,
+                "d_opt_ci95": self.d_opt_ci95,
+                "metric_opt": self.metric_opt,
+                "a": self.a,
+                "b": self.b,
+                "a_ci95": self.a_ci95,
+                "b_ci95": self.b_ci95,
+                "flops_model": self.flops_model.to_json(),
+                "note": self.note,
+            }
+        )
 
 
 @dataclass
@@ -221,8 +250,11 @@ def _with_samples(df: pd.DataFrame, x: list[str], flops: str, compute: str) -> t
 
 def _check(flops: str, budgets: list[float], x: list[str], bootstrap: int) -> None:
     if flops not in FLOPS_MODELS:
-        raise StudyError(f"unknown --flops-per-sample {flops!r}", key="--flops-per-sample",
-                         fix="use counted (training compute per sample from the rows) or 6N")
+        raise StudyError(
+            f"unknown --flops-per-sample {flops!r}",
+            key="--flops-per-sample",
+            fix="use counted (training compute per sample from the rows) or 6N",
+        )
     if len(x) != 2:
         raise StudyError(f"got {len(x)} x columns", key="--x", fix="give two: --x params --x samples_seen (N then D)")
     if not budgets or not all(b > 0 and math.isfinite(b) for b in budgets):
@@ -231,10 +263,18 @@ def _check(flops: str, budgets: list[float], x: list[str], bootstrap: int) -> No
         raise StudyError("--bootstrap must be >= 0", key="--bootstrap", fix="pass a non-negative count")
 
 
-def optimal_results(df: pd.DataFrame, budgets: list[float], *, y: str = DEFAULT_Y,
-                    x: tuple[str, str] | list[str] = DEFAULT_X, by: str | None = None,
-                    flops: str = "counted", compute: str = DEFAULT_COMPUTE,
-                    bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> OptimalReport:
+def optimal_results(
+    df: pd.DataFrame,
+    budgets: list[float],
+    *,
+    y: str = DEFAULT_Y,
+    x: tuple[str, str] | list[str] = DEFAULT_X,
+    by: str | None = None,
+    flops: str = "counted",
+    compute: str = DEFAULT_COMPUTE,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> OptimalReport:
     """`harness optimal`: approach 3 per group, N_opt/D_opt at each budget with intervals."""
     x = list(x)
     _check(flops, budgets, x, bootstrap)
@@ -250,20 +290,25 @@ def optimal_results(df: pd.DataFrame, budgets: list[float], *, y: str = DEFAULT_
     return out
 
 
-def _optimal_group(f: GroupFit, rows: pd.DataFrame, budgets: list[float], x: list[str], flops: str,
-                   compute: str) -> OptimalGroup:
+def _optimal_group(f: GroupFit, rows: pd.DataFrame, budgets: list[float], x: list[str], flops: str, compute: str) -> OptimalGroup:
     g = OptimalGroup(f, None, None)
     n = pd.to_numeric(rows[x[0]], errors="coerce").to_numpy(float)
     d = pd.to_numeric(rows[x[1]], errors="coerce").to_numpy(float)
     try:
-        g.flops_model = (FlopsModel("6N", 6.0, 1.0) if flops == "6N"
-                         else fit_flops_per_sample(n, _per_sample_column(rows, compute, x[1]).to_numpy(float)))
+        g.flops_model = (
+            FlopsModel("6N", 6.0, 1.0)
+            if flops == "6N"
+            else fit_flops_per_sample(n, _per_sample_column(rows, compute, x[1]).to_numpy(float))
+        )
     except StudyError as e:
         g.notes.append(f"not computed: {e.what}")
         return g
     # the runs' compute in the budgets' unit: 6ND for 6N (a counted train_flops column is MACs), else the column
-    c = (pd.to_numeric(rows[compute], errors="coerce").to_numpy(float) if compute in rows and flops != "6N"
-         else g.flops_model.per_sample(n) * d)
+    c = (
+        pd.to_numeric(rows[compute], errors="coerce").to_numpy(float)
+        if compute in rows and flops != "6N"
+        else g.flops_model.per_sample(n) * d
+    )
     c = c[np.isfinite(c) & (c > 0)]
     g.compute_range = (float(c.min()), float(c.max())) if len(c) else None
     if f.law is None:
@@ -286,9 +331,23 @@ def _optimal_group(f: GroupFit, rows: pd.DataFrame, budgets: list[float], x: lis
         if lost:
             note = "; ".join(filter(None, [note, f"{lost} of {len(boot_n)} bootstrap fits have no finite optimum"]))
         metric = float(law_at(f.law.params, no, do)) if math.isfinite(no) else math.nan
-        g.allocations.append(Allocation(
-            f.group, budget, no, do, _percentiles(boot_n), _percentiles(boot_d), metric, a, b,
-            _percentiles([v[0] for v in boot_ab]), _percentiles([v[1] for v in boot_ab]), g.flops_model, note))
+        g.allocations.append(
+            Allocation(
+                f.group,
+                budget,
+                no,
+                do,
+                _percentiles(boot_n),
+                _percentiles(boot_d),
+                metric,
+                a,
+                b,
+                _percentiles([v[0] for v in boot_ab]),
+                _percentiles([v[1] for v in boot_ab]),
+                g.flops_model,
+                note,
+            )
+        )
     return g
 
 
@@ -316,34 +375,51 @@ def _metric_text(target: str, v: float) -> str:
 
 
 def optimal_lines(rep: OptimalReport) -> list[str]:
-    unit = ("6·N·D FLOPs" if rep.flops == "6N"
-            else f"the unit of {rep.compute}" + (" (MACs, fvcore convention; hardware FLOPs are 2x)"
-                                                 if rep.compute == DEFAULT_COMPUTE else ""))
-    lines = [f"optimal: {rep.target} = {form_text(2)}  (x1 = N = {rep.x[0]}, x2 = D = {rep.x[1]}"
-             + (f", per {rep.by}" if rep.by else "") + ")",
-             f"constraint: C = f(N)·D, budgets in {unit}"]
+    unit = (
+        "6·N·D FLOPs"
+        if rep.flops == "6N"
+        else f"the unit of {rep.compute}"
+        + (" (MACs, fvcore convention; hardware FLOPs are 2x)" if rep.compute == DEFAULT_COMPUTE else "")
+    )
+    lines = [
+        f"optimal: {rep.target} = {form_text(2)}  (x1 = N = {rep.x[0]}, x2 = D = {rep.x[1]}"
+        + (f", per {rep.by}" if rep.by else "")
+        + ")",
+        f"constraint: C = f(N)·D, budgets in {unit}",
+    ]
     if rep.bootstrap:
-        lines.append(f"intervals: 95% percentile, bootstrap over trials ({rep.bootstrap} resamples), "
-                     f"the joint fit refitted and re-minimised per resample")
+        lines.append(
+            f"intervals: 95% percentile, bootstrap over trials ({rep.bootstrap} resamples), "
+            f"the joint fit refitted and re-minimised per resample"
+        )
     lines += [f"note: {n}" for n in rep.notes]
     for g in rep.groups:
         f = g.fit
-        lines += ["", f"[{f.group}] n={f.n}" + (f", runs {fmt_x(g.compute_range[0])}–{fmt_x(g.compute_range[1])}"
-                                                  if g.compute_range else "")]
+        lines += [
+            "",
+            f"[{f.group}] n={f.n}"
+            + (f", runs {fmt_x(g.compute_range[0])}–{fmt_x(g.compute_range[1])}" if g.compute_range else ""),
+        ]
         if g.flops_model:
             lines.append(f"  {g.flops_model.text()}")
         if f.law:
             p = f.law.params
-            lines.append(f"  fit: E={p['E']:.4g}, A={p['A']:.4g}, alpha={p['alpha']:.4g}, B={p['B']:.4g}, "
-                         f"beta={p['beta']:.4g}; rmse(log) {f.law.rmse_log:.4f}")
+            lines.append(
+                f"  fit: E={p['E']:.4g}, A={p['A']:.4g}, alpha={p['alpha']:.4g}, B={p['B']:.4g}, "
+                f"beta={p['beta']:.4g}; rmse(log) {f.law.rmse_log:.4f}"
+            )
         if g.allocations:
             a0 = g.allocations[0]
-            lines.append(f"  a = {a0.a:.3f}{_ci(a0.a_ci95, lambda v: f'{v:.3f}')} (N_opt ∝ C^a), "
-                         f"b = {a0.b:.3f}{_ci(a0.b_ci95, lambda v: f'{v:.3f}')} (D_opt ∝ C^b)")
+            lines.append(
+                f"  a = {a0.a:.3f}{_ci(a0.a_ci95, lambda v: f'{v:.3f}')} (N_opt ∝ C^a), "
+                f"b = {a0.b:.3f}{_ci(a0.b_ci95, lambda v: f'{v:.3f}')} (D_opt ∝ C^b)"
+            )
         for al in g.allocations:
-            lines.append(f"  C = {al.budget:.3g}: N_opt = {fmt_x(al.n_opt)}{_ci(al.n_opt_ci95)}, "
-                         f"D_opt = {fmt_x(al.d_opt)}{_ci(al.d_opt_ci95)}, {_metric_text(rep.target, al.metric_opt)}"
-                         + (f"; {al.note}" if al.note else ""))
+            lines.append(
+                f"  C = {al.budget:.3g}: N_opt = {fmt_x(al.n_opt)}{_ci(al.n_opt_ci95)}, "
+                f"D_opt = {fmt_x(al.d_opt)}{_ci(al.d_opt_ci95)}, {_metric_text(rep.target, al.metric_opt)}"
+                + (f"; {al.note}" if al.note else "")
+            )
         lines += [f"  note: {n}" for n in g.notes + f.notes]
     return lines
 
@@ -356,8 +432,9 @@ def parse_budgets(text: str | list[str]) -> list[float]:
             try:
                 out.append(float(item))
             except ValueError:
-                raise StudyError(f"cannot read budget {item!r}", key="--budget",
-                                 fix="numbers, comma-separated: 1e12,3e12,1e13") from None
+                raise StudyError(
+                    f"cannot read budget {item!r}", key="--budget", fix="numbers, comma-separated: 1e12,3e12,1e13"
+                ) from None
     if not out:
         raise StudyError("no budgets given", key="--budget", fix="e.g. --budget 1e12,1e13")
     return out
@@ -387,9 +464,19 @@ class BudgetProfile:
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({"budget": self.budget, "n": self.n, "n_range": self.n_range, "coef": self.coef,
-                       "n_opt": self.n_opt, "n_opt_ci95": self.n_opt_ci95, "metric_opt": self.metric_opt,
-                       "bracketed": self.bracketed, "note": self.note})
+        return _clean(
+            {
+                "budget": self.budget,
+                "n": self.n,
+                "n_range": self.n_range,
+                "coef": self.coef,
+                "n_opt": self.n_opt,
+                "n_opt_ci95": self.n_opt_ci95,
+                "metric_opt": self.metric_opt,
+                "bracketed": self.bracketed,
+                "note": self.note,
+            }
+        )
 
 
 @dataclass
@@ -406,10 +493,18 @@ class IsoflopGroup:
 
     def to_json(self) -> dict[str, Any]:
         a3 = self.approach3
-        return _clean({"group": self.group, "profiles": [p.to_json() for p in self.profiles], "a": self.a,
-                       "a_ci95": self.a_ci95, "g": self.g,
-                       "approach3": {"a": a3.a, "a_ci95": a3.a_ci95} if a3 else None,
-                       "verdict": self.verdict, "notes": self.notes})
+        return _clean(
+            {
+                "group": self.group,
+                "profiles": [p.to_json() for p in self.profiles],
+                "a": self.a,
+                "a_ci95": self.a_ci95,
+                "g": self.g,
+                "approach3": {"a": a3.a, "a_ci95": a3.a_ci95} if a3 else None,
+                "verdict": self.verdict,
+                "notes": self.notes,
+            }
+        )
 
 
 @dataclass
@@ -426,16 +521,26 @@ class IsoflopReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return _clean({"y": self.y, "target": self.target, "x": self.x, "by": self.by, "compute": self.compute,
-                       "bootstrap": self.bootstrap, "n_rows": self.n_rows, "n_unassigned": self.n_unassigned,
-                       "notes": self.notes, "groups": [g.to_json() for g in self.groups]})
+        return _clean(
+            {
+                "y": self.y,
+                "target": self.target,
+                "x": self.x,
+                "by": self.by,
+                "compute": self.compute,
+                "bootstrap": self.bootstrap,
+                "n_rows": self.n_rows,
+                "n_unassigned": self.n_unassigned,
+                "notes": self.notes,
+                "groups": [g.to_json() for g in self.groups],
+            }
+        )
 
     def summary(self) -> str:
         return "\n".join(isoflop_lines(self)) + "\n"
 
 
-def assign_budgets(compute: np.ndarray, budgets: list[float] | None = None,
-                   tolerance: float = BUDGET_TOLERANCE) -> np.ndarray:
+def assign_budgets(compute: np.ndarray, budgets: list[float] | None = None, tolerance: float = BUDGET_TOLERANCE) -> np.ndarray:
     """Each row's budget: the nearest given budget within `tolerance`x (NaN otherwise), or, with no
     budgets given, clusters of compute values whose neighbours lie within `tolerance`x, labelled
     by their geometric mean."""
@@ -472,8 +577,9 @@ def _parabola_min(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray | None, floa
     return coef, float(-coef[1] / (2 * coef[0]))
 
 
-def fit_profile(n: np.ndarray, y: np.ndarray, budget: float, *, bootstrap: int = DEFAULT_BOOTSTRAP,
-                seed: int = 0) -> BudgetProfile:
+def fit_profile(
+    n: np.ndarray, y: np.ndarray, budget: float, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> BudgetProfile:
     """Parabola in ln N through one budget's rows; its minimum with a bootstrap interval over rows."""
     t = np.log(np.asarray(n, float))
     y = np.asarray(y, float)
@@ -489,8 +595,10 @@ def fit_profile(n: np.ndarray, y: np.ndarray, budget: float, *, bootstrap: int =
     prof.n_opt, prof.metric_opt = math.exp(tmin), float(np.polyval(coef, tmin))
     prof.bracketed = bool(t.min() <= tmin <= t.max())
     if not prof.bracketed:
-        prof.note = (f"minimum outside the measured sizes {fmt_x(prof.n_range[0])}–{fmt_x(prof.n_range[1])}: "
-                     f"extrapolated, left out of the power law")
+        prof.note = (
+            f"minimum outside the measured sizes {fmt_x(prof.n_range[0])}–{fmt_x(prof.n_range[1])}: "
+            f"extrapolated, left out of the power law"
+        )
     rng = np.random.default_rng(seed)
     short = 0
     for _ in range(bootstrap):
@@ -539,9 +647,18 @@ def _agreement(g: IsoflopGroup) -> str:
     return f"{'AGREE' if overlap else 'DISAGREE'} (95% intervals {'overlap' if overlap else 'do not overlap'}): {both}"
 
 
-def isoflop_results(df: pd.DataFrame, *, y: str = DEFAULT_Y, x: list[str] | None = None, by: str | None = None,
-                    budgets: list[float] | None = None, compute: str = DEFAULT_COMPUTE, flops: str = "counted",
-                    bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> IsoflopReport:
+def isoflop_results(
+    df: pd.DataFrame,
+    *,
+    y: str = DEFAULT_Y,
+    x: list[str] | None = None,
+    by: str | None = None,
+    budgets: list[float] | None = None,
+    compute: str = DEFAULT_COMPUTE,
+    flops: str = "counted",
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> IsoflopReport:
     """`harness fit --isoflop`: IsoFLOP profiles per budget (and group), the power law through their
     minima, and the same allocation exponent from the joint fit on the same rows."""
     x = list(x or DEFAULT_X)
@@ -567,9 +684,10 @@ def isoflop_results(df: pd.DataFrame, *, y: str = DEFAULT_Y, x: list[str] | None
         rep.notes.append(f"{unassigned} ok rows lie more than ×{BUDGET_TOLERANCE} from every budget: left out")
     groups = [("all", usable)] if by is None else [(str(k), v) for k, v in usable.groupby(by, sort=True)]
     for name, rows in groups:
-        profiles = [fit_profile(r["_n"].to_numpy(float), r["_y"].to_numpy(float), float(c),
-                                bootstrap=bootstrap, seed=seed + i)
-                    for i, (c, r) in enumerate(rows.groupby("_budget", sort=True))]
+        profiles = [
+            fit_profile(r["_n"].to_numpy(float), r["_y"].to_numpy(float), float(c), bootstrap=bootstrap, seed=seed + i)
+            for i, (c, r) in enumerate(rows.groupby("_budget", sort=True))
+        ]
         grp = IsoflopGroup(name, profiles, points=rows[["_n", "_y", "_c", "_budget"]].copy())
         grp.a, grp.g, grp.a_ci95 = _power_law(profiles)
         grp.approach3 = _approach3(df, rows, y, x, by, name, compute, flops, bootstrap, seed, grp.notes)
@@ -578,14 +696,24 @@ def isoflop_results(df: pd.DataFrame, *, y: str = DEFAULT_Y, x: list[str] | None
     return rep
 
 
-def _approach3(df: pd.DataFrame, rows: pd.DataFrame, y: str, x: list[str], by: str | None, name: str,
-               compute: str, flops: str, bootstrap: int, seed: int, notes: list[str]) -> Allocation | None:
+def _approach3(
+    df: pd.DataFrame,
+    rows: pd.DataFrame,
+    y: str,
+    x: list[str],
+    by: str | None,
+    name: str,
+    compute: str,
+    flops: str,
+    bootstrap: int,
+    seed: int,
+    notes: list[str],
+) -> Allocation | None:
     """The joint fit's allocation on the same rows, at the group's middle budget."""
     sub = df.loc[rows.index]
     budget = float(np.exp(np.log(rows["_budget"].unique()).mean()))
     try:
-        rep = optimal_results(sub, [budget], y=y, x=x, by=None, flops=flops, compute=compute,
-                              bootstrap=bootstrap, seed=seed)
+        rep = optimal_results(sub, [budget], y=y, x=x, by=None, flops=flops, compute=compute, bootstrap=bootstrap, seed=seed)
     except StudyError as e:
         notes.append(f"approach 3 not computed: {e.what}")
         return None
@@ -595,8 +723,11 @@ def _approach3(df: pd.DataFrame, rows: pd.DataFrame, y: str, x: list[str], by: s
 
 
 def isoflop_lines(rep: IsoflopReport) -> list[str]:
-    lines = [f"isoflop: {rep.target} = p0 + p1·ln N + p2·(ln N)² per {rep.compute} budget (N = {rep.x}"
-             + (f", per {rep.by}" if rep.by else "") + "); N_opt ∝ C^a through the minima (Chinchilla approach 2)"]
+    lines = [
+        f"isoflop: {rep.target} = p0 + p1·ln N + p2·(ln N)² per {rep.compute} budget (N = {rep.x}"
+        + (f", per {rep.by}" if rep.by else "")
+        + "); N_opt ∝ C^a through the minima (Chinchilla approach 2)"
+    ]
     if rep.bootstrap:
         lines.append(f"intervals: 95% percentile, bootstrap over each budget's trials ({rep.bootstrap} resamples)")
     lines += [f"note: {n}" for n in rep.notes]
@@ -605,12 +736,12 @@ def isoflop_lines(rep: IsoflopReport) -> list[str]:
         for p in g.profiles:
             head = f"  C = {p.budget:.3g}: {p.n} trials, N {fmt_x(p.n_range[0])}–{fmt_x(p.n_range[1])}"
             if math.isfinite(p.n_opt):
-                head += (f"; minimum at N = {fmt_x(p.n_opt)}{_ci(p.n_opt_ci95)}, "
-                         f"{_metric_text(rep.target, p.metric_opt)}")
+                head += f"; minimum at N = {fmt_x(p.n_opt)}{_ci(p.n_opt_ci95)}, {_metric_text(rep.target, p.metric_opt)}"
             lines.append(head + (f"; {p.note}" if p.note else ""))
         if math.isfinite(g.a):
-            lines.append(f"  power law through the minima: N_opt = {g.g:.4g}·C^{g.a:.3f}"
-                         f"{_ci(g.a_ci95, lambda v: f'{v:.3f}')} (a)")
+            lines.append(
+                f"  power law through the minima: N_opt = {g.g:.4g}·C^{g.a:.3f}{_ci(g.a_ci95, lambda v: f'{v:.3f}')} (a)"
+            )
         lines.append(f"  approach 2 vs approach 3: {g.verdict}")
         lines += [f"  note: {n}" for n in g.notes]
     return lines

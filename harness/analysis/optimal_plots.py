@@ -20,10 +20,22 @@ import seaborn as sns
 
 from harness.analysis.fits import MIN_DISTINCT_X, fmt_x
 from harness.analysis.optimal import (
-    DEFAULT_COMPUTE, IsoflopReport, OptimalReport, isoflop_results, n_opt_closed_form, optimal_results,
+    DEFAULT_COMPUTE,
+    IsoflopReport,
+    OptimalReport,
+    isoflop_results,
+    n_opt_closed_form,
+    optimal_results,
 )
 from harness.analysis.plots import (
-    PlotOutcome, _family_order, _log_axis, _new_figure, _save, _style, error_label, family_colour,
+    PlotOutcome,
+    _family_order,
+    _log_axis,
+    _new_figure,
+    _save,
+    _style,
+    error_label,
+    family_colour,
 )
 from harness.errors import StudyError
 
@@ -69,8 +81,19 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
                     err = None
                     if p.n_opt_ci95:
                         err = [[p.n_opt - p.n_opt_ci95[0]], [p.n_opt_ci95[1] - p.n_opt]]
-                    ax.errorbar([p.n_opt], [p.metric_opt], xerr=err, fmt="*", ms=12, color=c, mec="black",
-                                mew=0.6, capsize=3, elinewidth=1, zorder=4)
+                    ax.errorbar(
+                        [p.n_opt],
+                        [p.metric_opt],
+                        xerr=err,
+                        fmt="*",
+                        ms=12,
+                        color=c,
+                        mec="black",
+                        mew=0.6,
+                        capsize=3,
+                        elinewidth=1,
+                        zorder=4,
+                    )
                     label += f": min {fmt_x(p.n_opt)}"
                 elif math.isfinite(p.n_opt):
                     label += f": min {fmt_x(p.n_opt)} outside the sizes run"
@@ -86,25 +109,31 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
             ylo, yhi = float(np.nanmin(ys)), float(np.nanmax(ys))
             pad = 0.08 * (yhi - ylo or abs(yhi) or 1.0)
             ax.set_ylim(ylo - pad, yhi + pad)  # the data, not a parabola's extrapolated arms
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
-        fig.suptitle("IsoFLOP profiles (Chinchilla approach 2), one curve per training-compute budget\n"
-                     "lines: parabola in ln N (dotted: no minimum); stars: minima, 95% bootstrap interval",
-                     fontsize=10.5)
+        fig.suptitle(
+            "IsoFLOP profiles (Chinchilla approach 2), one curve per training-compute budget\n"
+            "lines: parabola in ln N (dotted: no minimum); stars: minima, 95% bootstrap interval",
+            fontsize=10.5,
+        )
         out.paths = _save(fig, out_dir, f"isoflop_{rep.y}")
     return out
 
 
-def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = None,
-               points: pd.DataFrame | None = None) -> PlotOutcome:
+def plot_n_opt(
+    opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = None, points: pd.DataFrame | None = None
+) -> PlotOutcome:
     """`points`: measured trials with columns _group, _c, _n, _y (the best per budget is marked)."""
     out = PlotOutcome("n_opt")
     groups = [g for g in opt.groups if g.allocations and g.fit.law is not None and g.compute_range]
     if not groups:
         out.skipped.append("n_opt: no group has a joint fit with a finite optimum")
         return out
-    out.skipped += [f"n_opt: {g.fit.group} not drawn, no compute-optimal allocation (see the table's notes)"
-                    for g in opt.groups if g not in groups]
+    out.skipped += [
+        f"n_opt: {g.fit.group} not drawn, no compute-optimal allocation (see the table's notes)"
+        for g in opt.groups
+        if g not in groups
+    ]
     names, ncols, nrows = _panels([g.fit.group for g in groups])
     by_name = {g.fit.group: g for g in groups}
     iso_by = {g.group: g for g in iso.groups} if iso else {}
@@ -117,24 +146,45 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
             hi = max([g.compute_range[1], *(a.budget for a in g.allocations)])
             cs = np.geomspace(lo, hi, 60)
             law, fm = g.fit.law, g.flops_model
-            ax.plot(cs, n_opt_closed_form(law.params, fm, cs), "-", color=colour, lw=1.8,
-                    label=f"joint fit (approach 3): a = {g.allocations[0].a:.2f}")
+            ax.plot(
+                cs,
+                n_opt_closed_form(law.params, fm, cs),
+                "-",
+                color=colour,
+                lw=1.8,
+                label=f"joint fit (approach 3): a = {g.allocations[0].a:.2f}",
+            )
             if len(law.boot) >= _MIN_BAND:
-                band = np.array([n_opt_closed_form(p, fm, cs) for p in law.boot
-                                 if p["alpha"] > 0 and p["beta"] > 0])
-                ax.fill_between(cs, np.nanpercentile(band, 2.5, axis=0), np.nanpercentile(band, 97.5, axis=0),
-                                color=colour, alpha=0.18, lw=0, label="95% bootstrap band")
-            ax.axvspan(g.compute_range[1], hi, color="0.85", alpha=0.5, lw=0,
-                       label="beyond the largest run") if hi > g.compute_range[1] * 1.01 else None
+                band = np.array([n_opt_closed_form(p, fm, cs) for p in law.boot if p["alpha"] > 0 and p["beta"] > 0])
+                ax.fill_between(
+                    cs,
+                    np.nanpercentile(band, 2.5, axis=0),
+                    np.nanpercentile(band, 97.5, axis=0),
+                    color=colour,
+                    alpha=0.18,
+                    lw=0,
+                    label="95% bootstrap band",
+                )
+            ax.axvspan(
+                g.compute_range[1], hi, color="0.85", alpha=0.5, lw=0, label="beyond the largest run"
+            ) if hi > g.compute_range[1] * 1.01 else None
             ig = iso_by.get(name)
             if ig is not None:
                 pr = [p for p in ig.profiles if p.bracketed]
                 if pr:
                     lo_hi = np.array([p.n_opt_ci95 or (p.n_opt, p.n_opt) for p in pr])
                     n = np.array([p.n_opt for p in pr])
-                    ax.errorbar([p.budget for p in pr], n, yerr=[n - lo_hi[:, 0], lo_hi[:, 1] - n], fmt="s",
-                                color="black", ms=6, capsize=3, lw=1,
-                                label="IsoFLOP minima (approach 2)" + (f": a = {ig.a:.2f}" if math.isfinite(ig.a) else ""))
+                    ax.errorbar(
+                        [p.budget for p in pr],
+                        n,
+                        yerr=[n - lo_hi[:, 0], lo_hi[:, 1] - n],
+                        fmt="s",
+                        color="black",
+                        ms=6,
+                        capsize=3,
+                        lw=1,
+                        label="IsoFLOP minima (approach 2)" + (f": a = {ig.a:.2f}" if math.isfinite(ig.a) else ""),
+                    )
             if points is not None:
                 sub = points[points["_group"] == name]
                 if len(sub):
@@ -142,21 +192,28 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
                     profiled = [p.budget for p in (ig.profiles if ig else []) if p.coef is not None]
                     sub = sub[sub["_budget"].isin(profiled)]  # a 'best' of one or two sizes says nothing
                     best = sub.loc[sub.groupby("_budget")["_y"].idxmin()]
-                    ax.scatter(best["_c"], best["_n"], s=40, facecolor="none", edgecolor=colour, lw=1.3,
-                               label="best trial per budget")
+                    ax.scatter(
+                        best["_c"], best["_n"], s=40, facecolor="none", edgecolor=colour, lw=1.3, label="best trial per budget"
+                    )
             for a in g.allocations:
                 ax.plot([a.budget], [a.n_opt], "D", color=colour, mec="black", mew=0.6, ms=6)
             _log_axis(ax, "x", cs)
             _log_axis(ax, "y", np.array([g.fit.x_range[0] / 10, g.fit.x_range[1] * 10]))
-            ax.set_xlabel("training compute C (" + ("6ND FLOPs" if opt.flops == "6N" else opt.compute
-                                                     + (", MACs" if opt.compute == DEFAULT_COMPUTE else "")) + ")")
+            ax.set_xlabel(
+                "training compute C ("
+                + ("6ND FLOPs" if opt.flops == "6N" else opt.compute + (", MACs" if opt.compute == DEFAULT_COMPUTE else ""))
+                + ")"
+            )
             ax.set_ylabel(f"compute-optimal N ({opt.x[0]})")
             ax.set_title(name if name != "all" else "")
             ax.legend(fontsize=7.5, frameon=True, loc="upper left")
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
-        fig.suptitle("Compute-optimal model size N_opt(C): the joint fit E + A/N^α + B/D^β\n"
-                     "minimised under C = f(N)·D; diamonds: the budgets asked for", fontsize=10)
+        fig.suptitle(
+            "Compute-optimal model size N_opt(C): the joint fit E + A/N^α + B/D^β\n"
+            "minimised under C = f(N)·D; diamonds: the budgets asked for",
+            fontsize=10,
+        )
         out.paths = _save(fig, out_dir, f"n_opt_{opt.y}")
     return out
 
@@ -164,7 +221,7 @@ def plot_n_opt(opt: OptimalReport, out_dir: Path, iso: IsoflopReport | None = No
 def measured_points(iso: IsoflopReport | None) -> pd.DataFrame:
     """The trials behind the figure: group, compute, N, metric and budget."""
     rows = []
-    for g in (iso.groups if iso else []):
+    for g in iso.groups if iso else []:
         rows.append(g.points.assign(_group=g.group))
     return pd.concat(rows) if rows else pd.DataFrame(columns=["_group", "_c", "_n", "_y", "_budget"])
 
@@ -189,30 +246,47 @@ def report_section(doc: object, df: pd.DataFrame, y: str | None, out: Path, boot
     except StudyError as e:  # the report runs after every study: say why, never fail it
         doc.p(f"Not computed: {e.what}.")
         return
-    doc.p(f"Approach 3: `{opt.target} = E + A·N^-alpha + B·D^-beta` (N = params, D = samples seen) per "
-          f"{by or 'study'}, minimised under C = f(N)·D with f the counted training compute per sample "
-          f"(a power law in N fitted to the rows); C in {DEFAULT_COMPUTE} units (MACs). Budgets: the trials' "
-          f"compute clusters and 10x the largest run (extrapolated).")
+    doc.p(
+        f"Approach 3: `{opt.target} = E + A·N^-alpha + B·D^-beta` (N = params, D = samples seen) per "
+        f"{by or 'study'}, minimised under C = f(N)·D with f the counted training compute per sample "
+        f"(a power law in N fitted to the rows); C in {DEFAULT_COMPUTE} units (MACs). Budgets: the trials' "
+        f"compute clusters and 10x the largest run (extrapolated)."
+    )
     from harness.analysis.tables import Table
 
     rows = []
     for g in opt.groups:
         for a in g.allocations:
-            ci = (lambda t: f" [{fmt_x(t[0])}, {fmt_x(t[1])}]" if t else "")
-            rows.append([a.group, f"{a.budget:.3g}", fmt_x(a.n_opt) + ci(a.n_opt_ci95),
-                         fmt_x(a.d_opt) + ci(a.d_opt_ci95), f"{a.metric_opt:.4g}",
-                         f"{a.a:.2f}" + (f" [{a.a_ci95[0]:.2f}, {a.a_ci95[1]:.2f}]" if a.a_ci95 else ""),
-                         a.note or "—"])
+            ci = lambda t: f" [{fmt_x(t[0])}, {fmt_x(t[1])}]" if t else ""
+            rows.append(
+                [
+                    a.group,
+                    f"{a.budget:.3g}",
+                    fmt_x(a.n_opt) + ci(a.n_opt_ci95),
+                    fmt_x(a.d_opt) + ci(a.d_opt_ci95),
+                    f"{a.metric_opt:.4g}",
+                    f"{a.a:.2f}" + (f" [{a.a_ci95[0]:.2f}, {a.a_ci95[1]:.2f}]" if a.a_ci95 else ""),
+                    a.note or "—",
+                ]
+            )
         if not g.allocations:
             rows.append([g.fit.group, "—", "—", "—", "—", "—", "; ".join(g.notes + g.fit.notes) or "not fitted"])
-    doc.table(Table("optimal", ["group", "budget C", "N_opt", "D_opt", opt.target, "a", "note"], rows,
-                    ["l", "r", "r", "r", "r", "r", "l"], pd.DataFrame()))
+    doc.table(
+        Table(
+            "optimal",
+            ["group", "budget C", "N_opt", "D_opt", opt.target, "a", "note"],
+            rows,
+            ["l", "r", "r", "r", "r", "r", "l"],
+            pd.DataFrame(),
+        )
+    )
     if budgets:
         doc.p("Approach 2 (IsoFLOP profiles) against approach 3, per group:")
         doc.ul([f"{g.group}: {g.verdict}" for g in iso.groups])
         _figure(doc, plot_isoflop(iso, out), "IsoFLOP profiles")
-    _figure(doc, plot_n_opt(opt, out, iso if budgets else None, measured_points(iso) if budgets else None),
-            "compute-optimal N vs C")
+    _figure(
+        doc, plot_n_opt(opt, out, iso if budgets else None, measured_points(iso) if budgets else None), "compute-optimal N vs C"
+    )
 
 
 def _figure(doc: object, outcome: PlotOutcome, alt: str) -> None:
@@ -234,6 +308,8 @@ def _cannot(df: pd.DataFrame, y: str | None) -> str:
     key = ok["family"].astype(str) if "family" in ok else pd.Series("all", index=ok.index)
     n = ok.groupby(key)[["params", "samples_seen"]].nunique()
     if n.empty or not ((n["params"] >= MIN_DISTINCT_X) & (n["samples_seen"] >= MIN_DISTINCT_X)).any():
-        return (f"the joint fit needs >= {MIN_DISTINCT_X} model sizes and >= {MIN_DISTINCT_X} sample counts "
-                f"(samples_seen) in a family; a fixed train.steps gives every trial the same samples")
+        return (
+            f"the joint fit needs >= {MIN_DISTINCT_X} model sizes and >= {MIN_DISTINCT_X} sample counts "
+            f"(samples_seen) in a family; a fixed train.steps gives every trial the same samples"
+        )
     return ""

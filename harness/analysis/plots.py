@@ -28,7 +28,15 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from harness.analysis.fits import (
-    DEFAULT_BOOTSTRAP, MIN_DISTINCT_X, FitReport, GroupFit, ScalingView, fit_view, fmt_x, on_bound, predict,
+    DEFAULT_BOOTSTRAP,
+    MIN_DISTINCT_X,
+    FitReport,
+    GroupFit,
+    ScalingView,
+    fit_view,
+    fmt_x,
+    on_bound,
+    predict,
 )
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.tables import FAMILY_ORDER, fmt_count
@@ -108,8 +116,9 @@ def _family_order(families: list[str]) -> list[str]:
     return sorted(set(families), key=lambda f: (rank.get(f, len(rank)), f))
 
 
-def _new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.6,
-                sharey: bool = False) -> tuple[Figure, np.ndarray]:
+def _new_figure(
+    ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.6, sharey: bool = False
+) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)  # an Agg canvas of its own: text extents for label placement, no pyplot
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
@@ -156,9 +165,17 @@ def lower_is_better(y: str) -> bool:
 # ----------------------------------------------------------------------------- entry points
 
 
-def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | None = None,
-              out: str | Path | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-              include_all: bool = False, tune: list[str] | None = None) -> PlotOutcome:
+def plot_path(
+    path: str | Path,
+    kind: str,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    out: str | Path | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    include_all: bool = False,
+    tune: list[str] | None = None,
+) -> PlotOutcome:
     """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots); `tune`:
     the best-val envelope over those keys (which value won where goes to stderr)."""
     df, curves = load_results(path, include_all=include_all)
@@ -173,9 +190,16 @@ def plot_path(path: str | Path, kind: str, *, x: str | None = None, y: str | Non
     return make_plot(df, curves, kind, out_dir, x=x, y=y, bootstrap=bootstrap)
 
 
-def make_plot(df: pd.DataFrame, curves: pd.DataFrame, kind: str, out_dir: Path, *,
-              x: str | None = None, y: str | None = None, bootstrap: int = DEFAULT_BOOTSTRAP,
-              ) -> PlotOutcome:
+def make_plot(
+    df: pd.DataFrame,
+    curves: pd.DataFrame,
+    kind: str,
+    out_dir: Path,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> PlotOutcome:
     """Draw one kind; `x`/`y` override its default columns."""
     _check_axes(df, curves, kind, x, y)
     if kind == "scaling":
@@ -206,10 +230,15 @@ def _check_axes(df: pd.DataFrame, curves: pd.DataFrame, kind: str, x: str | None
 # ----------------------------------------------------------------------------- scaling
 
 
-def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: str = "test_acc",
-                 bootstrap: int = DEFAULT_BOOTSTRAP,
-                 fitted: tuple[FitReport, ScalingView] | None = None,
-                 ) -> PlotOutcome:
+def plot_scaling(
+    df: pd.DataFrame,
+    out_dir: Path,
+    *,
+    x: str = "data_size",
+    y: str = "test_acc",
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    fitted: tuple[FitReport, ScalingView] | None = None,
+) -> PlotOutcome:
     """log-log y (error for accuracies) vs x, one curve per family/model, fit + 95% band.
 
     `fitted` is `fit_view(df, y, x)` when the caller already has it (the report does).
@@ -234,7 +263,7 @@ def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: st
             sub = pts if panel == "all" else pts[pts["_family"] == panel]
             _draw_scaling_panel(ax, sub, fits, x)
             ax.set_title(panel if panel != "all" else "")
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
         for ax in axes.flat:
             if ax.get_visible():
@@ -253,8 +282,10 @@ def plot_scaling(df: pd.DataFrame, out_dir: Path, *, x: str = "data_size", y: st
             how = r"lines: fit $E + A\,x^{-\alpha}$ (no band: too few trials to bootstrap)"
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
-        fig.suptitle(f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n"
-                     f"{how}; dots: trials; markers: seed means (bars: ± std over seeds)", fontsize=10.5)
+        fig.suptitle(
+            f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)",
+            fontsize=10.5,
+        )
         out.paths = _save(fig, out_dir, f"scaling_{y}_vs_{x}")
     return out
 
@@ -281,10 +312,8 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
     resolution (when several). Curves without a fit join their seed means with a thin line."""
     resolutions = sorted(pts["image_size"].unique()) if "image_size" in pts else []
     for fam, members in _ordered_groups(pts).items():
-        per_model = "model" in pts and all(pts.loc[pts["_group"] == m, "model"].nunique() == 1
-                                           for m in members)
-        model_of = {m: pts.loc[pts["_group"] == m, "model"].iloc[0] if per_model else fam
-                    for m in members}
+        per_model = "model" in pts and all(pts.loc[pts["_group"] == m, "model"].nunique() == 1 for m in members)
+        model_of = {m: pts.loc[pts["_group"] == m, "model"].iloc[0] if per_model else fam for m in members}
         models = list(dict.fromkeys(model_of[m] for m in members))  # small to large
         for name in members:
             g = pts[pts["_group"] == name]
@@ -294,12 +323,29 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
             ax.scatter(g[x], g["_y"], s=12, color=colour, alpha=0.35, linewidths=0)
             means, spread = g.groupby(x)["_y"].mean(), g.groupby(x)["_y"].std()  # std over seeds (NaN for one)
             if spread.notna().any():
-                ax.errorbar(means.index, means.to_numpy(), yerr=spread.fillna(0).to_numpy(), fmt="none",
-                            ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.8)
+                ax.errorbar(
+                    means.index,
+                    means.to_numpy(),
+                    yerr=spread.fillna(0).to_numpy(),
+                    fmt="none",
+                    ecolor=colour,
+                    elinewidth=0.8,
+                    capsize=2,
+                    alpha=0.8,
+                )
             f = fits.get(name)
             fitted = f is not None and f.law is not None
-            ax.plot(means.index, means.to_numpy(), marker, ls="none" if fitted else style,
-                    lw=0.8, color=colour, ms=5, mec="white", mew=0.6)
+            ax.plot(
+                means.index,
+                means.to_numpy(),
+                marker,
+                ls="none" if fitted else style,
+                lw=0.8,
+                color=colour,
+                ms=5,
+                mec="white",
+                mew=0.6,
+            )
             label = f"{name} (not fitted)"
             if fitted:
                 a = f.law.params["alpha"]
@@ -331,8 +377,9 @@ def _draw_law(ax: Axes, f: GroupFit, colour: str, style: str = "-") -> None:
     ax.plot(xs, predict(f.law.params, xs), style, color=colour, lw=1.6)
     if len(f.law.boot) >= _MIN_BAND:
         band = np.array([predict(p, xs) for p in f.law.boot])
-        ax.fill_between(xs, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0),
-                        color=colour, alpha=0.15, linewidth=0)
+        ax.fill_between(
+            xs, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0), color=colour, alpha=0.15, linewidth=0
+        )
 
 
 # ----------------------------------------------------------------------------- pareto
@@ -345,8 +392,7 @@ _PARETO_X = (  # column, higher-is-better, file suffix
 )
 
 
-def plot_pareto(df: pd.DataFrame, out_dir: Path, *, y: str = "test_acc",
-                xs: list[str] | None = None) -> PlotOutcome:
+def plot_pareto(df: pd.DataFrame, out_dir: Path, *, y: str = "test_acc", xs: list[str] | None = None) -> PlotOutcome:
     """Accuracy vs cost, one figure per cost axis, Pareto frontier drawn and points labelled.
 
     Points are models (seed means) at the largest data size, except for training compute,
@@ -369,13 +415,17 @@ def plot_pareto(df: pd.DataFrame, out_dir: Path, *, y: str = "test_acc",
             front = _draw_pareto(axes[0, 0], pts, col, y, higher)
             label_all = len(pts) <= _MAX_LABELS
             which = "" if label_all else f"; {len(pts)} points, frontier labelled"
-            fig.suptitle(f"Pareto frontier: {y} vs {axis_label(col).split(' (')[0]}\n({note}{which})",
-                         fontsize=11)
+            fig.suptitle(f"Pareto frontier: {y} vs {axis_label(col).split(' (')[0]}\n({note}{which})", fontsize=11)
             shown = np.arange(len(pts)) if label_all else front
             # last: labels are placed in final display coordinates, after every layout change
-            _place_labels(axes[0, 0], pts["_x"].to_numpy(float), pts["_y"].to_numpy(float), shown,
-                          pts["_label"].to_numpy()[shown].tolist(),
-                          [family_colour(f) for f in pts["_family"].to_numpy()[shown]])
+            _place_labels(
+                axes[0, 0],
+                pts["_x"].to_numpy(float),
+                pts["_y"].to_numpy(float),
+                shown,
+                pts["_label"].to_numpy()[shown].tolist(),
+                [family_colour(f) for f in pts["_family"].to_numpy()[shown]],
+            )
             out.paths += _save(fig, out_dir, f"pareto_{y}_vs_{suffix}")
     if xs and not out.paths and not out.skipped:
         out.skipped.append(f"pareto: --x must be one of {', '.join(c for c, _, _ in _PARETO_X)}")
@@ -429,8 +479,7 @@ def _point_label(row: pd.Series, keys: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
 
-def pareto_front(x: np.ndarray, y: np.ndarray, higher_x_better: bool,
-                 higher_y_better: bool = True) -> np.ndarray:
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_x_better: bool, higher_y_better: bool = True) -> np.ndarray:
     """Indices of non-dominated points: walk from the best x, keep each strict y record.
 
     Ties in x are walked best y first, so a point that only matches another's cost but not
@@ -453,12 +502,19 @@ def _draw_pareto(ax: Axes, pts: pd.DataFrame, col: str, y: str, higher: bool) ->
     f = front[np.argsort(x[front])]
     # Staircase of "best y reachable": for a cost (lower x better) a point's y holds to its
     # right; for a speed (higher x better) it holds to its left.
-    ax.plot(x[f], yv[f], "-", color="#333333", lw=1.2, zorder=1,
-            drawstyle="steps-pre" if higher else "steps-post", label="Pareto frontier")
+    ax.plot(
+        x[f],
+        yv[f],
+        "-",
+        color="#333333",
+        lw=1.2,
+        zorder=1,
+        drawstyle="steps-pre" if higher else "steps-post",
+        label="Pareto frontier",
+    )
     for fam in _family_order(pts["_family"].tolist()):
         m = (pts["_family"] == fam).to_numpy()
-        ax.scatter(x[m], yv[m], s=36, color=family_colour(fam), label=fam, zorder=2,
-                   edgecolors="white", linewidths=0.6)
+        ax.scatter(x[m], yv[m], s=36, color=family_colour(fam), label=fam, zorder=2, edgecolors="white", linewidths=0.6)
     ax.scatter(x[front], yv[front], s=80, facecolors="none", edgecolors="#333333", lw=1.0, zorder=3)
     _log_axis(ax, "x", x)
     ax.set_xlabel(axis_label(col) + ("  → better" if higher else "  ← better"))
@@ -479,8 +535,7 @@ def _label_offsets() -> list[tuple[float, float, str, str]]:
     return out
 
 
-def _place_labels(ax: Axes, x: np.ndarray, y: np.ndarray, shown: np.ndarray, texts: list[str],
-                  colours: list[str]) -> None:
+def _place_labels(ax: Axes, x: np.ndarray, y: np.ndarray, shown: np.ndarray, texts: list[str], colours: list[str]) -> None:
     """Label points `shown` without overlaps; the nearest free candidate position wins.
 
     Greedy search in display space; every point (labelled or not), earlier labels and the
@@ -517,14 +572,20 @@ def _text_box(t: Annotation, renderer: object, remove: bool = False) -> Bbox:
     return box
 
 
-def _annotate(ax: Axes, text: str, xy: tuple[float, float], cand: tuple[float, float, str, str],
-              colour: str) -> Annotation:
+def _annotate(ax: Axes, text: str, xy: tuple[float, float], cand: tuple[float, float, str, str], colour: str) -> Annotation:
     dx, dy, ha, va = cand
     far = math.hypot(dx, dy) > 10
-    t = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                    fontsize=7.5, color=colour,
-                    arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "shrinkA": 0,
-                                "shrinkB": 3} if far else None)
+    t = ax.annotate(
+        text,
+        xy,
+        xytext=(dx, dy),
+        textcoords="offset points",
+        ha=ha,
+        va=va,
+        fontsize=7.5,
+        color=colour,
+        arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "shrinkA": 0, "shrinkB": 3} if far else None,
+    )
     t.set_in_layout(False)
     return t
 
@@ -570,15 +631,13 @@ def _draw_cost(ax: Axes, d: pd.DataFrame, col: str) -> None:
     if "variant" in d:  # one line per configuration
         d = d.assign(**{key: d[key].astype(str) + " [" + d["variant"].astype(str) + "]"})
     pts = d.assign(_v=pd.to_numeric(d[col], errors="coerce")).dropna(subset=["_v"])
-    pts = pts.groupby(["family", key, "image_size"], as_index=False).agg(
-        _v=("_v", "median"), params=("params", "median"))
+    pts = pts.groupby(["family", key, "image_size"], as_index=False).agg(_v=("_v", "median"), params=("params", "median"))
     for fam in _family_order(pts["family"].tolist()):
         sub = pts[pts["family"] == fam]
         models = sub.groupby(key)["params"].median().sort_values(kind="stable").index.tolist()
         for i, m in enumerate(models):
             g = sub[sub[key] == m].sort_values("image_size")
-            ax.plot(g["image_size"], g["_v"], "-o", ms=4, color=shade(family_colour(fam), i, len(models)),
-                    label=str(m))
+            ax.plot(g["image_size"], g["_v"], "-o", ms=4, color=shade(family_colour(fam), i, len(models)), label=str(m))
     if not pts.empty:
         _log_axis(ax, "x", pts["image_size"].to_numpy(float))
         _log_axis(ax, "y", pts["_v"].to_numpy(float))
@@ -593,8 +652,9 @@ def _draw_cost(ax: Axes, d: pd.DataFrame, col: str) -> None:
 # ----------------------------------------------------------------------------- learning curves
 
 
-def plot_curves(df: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, *,
-                x: str = "samples_seen", y: str = "test_acc") -> PlotOutcome:
+def plot_curves(
+    df: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, *, x: str = "samples_seen", y: str = "test_acc"
+) -> PlotOutcome:
     """y vs x per trial, one panel per data size, coloured by family."""
     out = PlotOutcome("curves")
     if curves.empty or x not in curves or y not in curves or "trial_id" not in df:
@@ -621,10 +681,11 @@ def plot_curves(df: pd.DataFrame, curves: pd.DataFrame, out_dir: Path, *,
             ax.set_title(f"data_size={fmt_x(float(panel))}" if panel is not None else "", fontsize=10)
             ax.set_xlabel(axis_label(x))
             ax.set_ylabel(axis_label(y) if ax.get_subplotspec().is_first_col() else "")
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
-        handles = [axes.flat[0].plot([], [], "-", color=family_colour(f), label=f)[0]
-                   for f in _family_order(c["family"].tolist())]
+        handles = [
+            axes.flat[0].plot([], [], "-", color=family_colour(f), label=f)[0] for f in _family_order(c["family"].tolist())
+        ]
         fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="family")
         fig.suptitle(f"Learning curves: {y} vs {x}, one line per trial", fontsize=11)
         out.paths = _save(fig, out_dir, f"curves_{y}_vs_{x}")

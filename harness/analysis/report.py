@@ -18,7 +18,14 @@ import pandas as pd
 
 from harness import __version__
 from harness.analysis.fits import (
-    FitReport, GroupFit, MIN_DISTINCT_X, derived, fit_results, fit_view, fmt_x, on_bound,
+    MIN_DISTINCT_X,
+    FitReport,
+    GroupFit,
+    derived,
+    fit_results,
+    fit_view,
+    fmt_x,
+    on_bound,
 )
 from harness.analysis.io import is_accuracy, load_results
 from harness.analysis.plots import PlotOutcome, plot_cost, plot_curves, plot_pareto, plot_scaling
@@ -27,8 +34,18 @@ from harness.errors import StudyError
 from harness.store import ResultsDir
 
 REPORT_BOOTSTRAP = 100  # resamples per curve: intervals to ~±10% of their width, seconds per curve
-PROVENANCE_COLUMNS = ("study", "device", "dtype", "torch_version", "timm_version",
-                      "harness_version", "git_sha", "host", "study_hash", "schema_version")
+PROVENANCE_COLUMNS = (
+    "study",
+    "device",
+    "dtype",
+    "torch_version",
+    "timm_version",
+    "harness_version",
+    "git_sha",
+    "host",
+    "study_hash",
+    "schema_version",
+)
 
 
 # ----------------------------------------------------------------------------- document model
@@ -97,10 +114,7 @@ def _inline(text: str) -> str:
 def _html_table(t: Table) -> str:
     cls = [' class="r"' if a == "r" else "" for a in t.align]
     head = "".join(f"<th{c}>{html.escape(h)}</th>" for h, c in zip(t.columns, cls))
-    rows = "".join(
-        "<tr>" + "".join(f"<td{c}>{html.escape(v)}</td>" for v, c in zip(r, cls)) + "</tr>"
-        for r in t.rows
-    )
+    rows = "".join("<tr>" + "".join(f"<td{c}>{html.escape(v)}</td>" for v, c in zip(r, cls)) + "</tr>" for r in t.rows)
     notes = "".join(f"<p><em>{html.escape(n)}</em></p>" for n in t.notes)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{notes}"
 
@@ -119,9 +133,10 @@ def to_html(doc: Doc, title: str) -> str:
         elif b.kind == "img":
             src = html.escape(b.items[0], quote=True)
             body.append(f'<p><a href="{src}"><img src="{src}" alt="{html.escape(b.text)}"></a></p>')
-    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -141,15 +156,16 @@ def write_report(results_dir: str | Path, *, bootstrap: int = REPORT_BOOTSTRAP, 
     return md
 
 
-def build_report(df: pd.DataFrame, curves: pd.DataFrame, out: Path, *, bootstrap: int,
-                 source: str) -> Doc:
+def build_report(df: pd.DataFrame, curves: pd.DataFrame, out: Path, *, bootstrap: int, source: str) -> Doc:
     doc = Doc()
     studies = ", ".join(sorted(df["study"].astype(str).unique())) if "study" in df else Path(source).name
     n_ok = int((df["status"] == "ok").sum())
     doc.h(1, f"Results: {studies}")
-    doc.p(f"{len(df)} trials ({n_ok} ok, {len(df) - n_ok} failed) from `{source}`; "
-          f"report by harness {__version__}. Intervals are 95% percentile bootstrap intervals "
-          f"over trials ({bootstrap} resamples); lower error is better.")
+    doc.p(
+        f"{len(df)} trials ({n_ok} ok, {len(df) - n_ok} failed) from `{source}`; "
+        f"report by harness {__version__}. Intervals are 95% percentile bootstrap intervals "
+        f"over trials ({bootstrap} resamples); lower error is better."
+    )
     y = _quality_column(df)
     _table_section(doc, df)
     _data_section(doc, df, y, out, bootstrap)
@@ -193,13 +209,15 @@ def _data_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstra
     n_d = _ok_distinct(df, "data_size")
     holdout = 2 if n_d >= 6 else 1 if n_d >= 4 else 0  # keep >= 3 sizes to fit (+1 held out)
     report, view = fit_view(df, y, "data_size", holdout=holdout, bootstrap=bootstrap)
-    doc.p(_fit_intro(report, "data_size", view.note)
-          + ("" if holdout else f" No holdout check: needs >= 4 distinct data sizes, results have {n_d}."))
+    doc.p(
+        _fit_intro(report, "data_size", view.note)
+        + ("" if holdout else f" No holdout check: needs >= 4 distinct data sizes, results have {n_d}.")
+    )
     _fit_tables(doc, report)
-    _crossovers(doc, report, "comparable models (other family, same resolution, params within 2x)"
-                if view.per_model else "families")
-    _figure(doc, plot_scaling(df, out, x="data_size", y=y, fitted=(report, view)),
-            f"{_target(y)} vs data size")
+    _crossovers(
+        doc, report, "comparable models (other family, same resolution, params within 2x)" if view.per_model else "families"
+    )
+    _figure(doc, plot_scaling(df, out, x="data_size", y=y, fitted=(report, view)), f"{_target(y)} vs data size")
 
 
 def _model_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstrap: int) -> None:
@@ -212,15 +230,13 @@ def _model_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstr
     sizes = ok.groupby("family")["params"].nunique() if "family" in df else pd.Series(dtype=int)
     if sizes.empty or sizes.max() < MIN_DISTINCT_X:
         most = int(sizes.max()) if not sizes.empty else 0
-        doc.p(f"Not computed: needs >= {MIN_DISTINCT_X} model sizes in a family, the most any "
-              f"family has is {most}.")
+        doc.p(f"Not computed: needs >= {MIN_DISTINCT_X} model sizes in a family, the most any family has is {most}.")
         return
     report, view = fit_view(df, y, "params", bootstrap=bootstrap)
     doc.p(_fit_intro(report, "params", view.note))
     _fit_tables(doc, report)
     _crossovers(doc, report, "families")
-    _figure(doc, plot_scaling(df, out, x="params", y=y, fitted=(report, view)),
-            f"{_target(y)} vs parameters")
+    _figure(doc, plot_scaling(df, out, x="params", y=y, fitted=(report, view)), f"{_target(y)} vs parameters")
     _joint_fit(doc, df, y, bootstrap)
 
 
@@ -231,9 +247,11 @@ def _joint_fit(doc: Doc, df: pd.DataFrame, y: str, bootstrap: int) -> None:
         doc.p(f"Not computed: needs >= {MIN_DISTINCT_X} distinct data sizes.")
         return
     report = fit_results(df, y, ["params", "data_size"], by="family", bootstrap=bootstrap)
-    doc.p(f"`{report.target} = E + A·N^-alpha + B·D^-beta` per family (N = params, "
-          f"D = data_size); a = beta/(alpha+beta) is the share of extra compute that should go "
-          f"to model size (Hoffmann et al. 2022).")
+    doc.p(
+        f"`{report.target} = E + A·N^-alpha + B·D^-beta` per family (N = params, "
+        f"D = data_size); a = beta/(alpha+beta) is the share of extra compute that should go "
+        f"to model size (Hoffmann et al. 2022)."
+    )
     _fit_tables(doc, report)
 
 
@@ -247,8 +265,7 @@ def _optimal_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, boots
 def _plots_section(doc: Doc, df: pd.DataFrame, curves: pd.DataFrame, y: str | None, out: Path) -> None:
     doc.h(2, "Cost and efficiency")
     if y is None:
-        doc.p("Pareto plots not drawn: no ok trial has a quality column "
-              "(test_acc, best_test_acc, test_loss).")
+        doc.p("Pareto plots not drawn: no ok trial has a quality column (test_acc, best_test_acc, test_loss).")
     else:
         _figure(doc, plot_pareto(df, out, y=y), "Pareto frontier")
     _figure(doc, plot_cost(df, out), "cost vs resolution")
@@ -315,8 +332,7 @@ def _cannot_fit(df: pd.DataFrame, y: str | None, x: str) -> str:
         return f"the results have no {x} column"
     n = _ok_distinct(df, x)
     if n < MIN_DISTINCT_X:
-        return (f"a fit of E + A·{x}^-alpha needs >= {MIN_DISTINCT_X} distinct {x} values "
-                f"among ok trials, results have {n}")
+        return f"a fit of E + A·{x}^-alpha needs >= {MIN_DISTINCT_X} distinct {x} values among ok trials, results have {n}"
     return ""
 
 
@@ -327,9 +343,13 @@ def _target(y: str) -> str:
 def _fit_intro(report: FitReport, x: str, note: str) -> str:
     dropped = ", ".join(f"{v} {k}" for k, v in report.dropped.items())
     used = report.n_rows - sum(report.dropped.values())
-    text = (f"`{report.target} = E + A·{x}^-alpha`, fitted per curve"
-            + (f", {note}," if note else "") + f" on {used} trials"
-            + (f" (dropped: {dropped})" if dropped else "") + ".")
+    text = (
+        f"`{report.target} = E + A·{x}^-alpha`, fitted per curve"
+        + (f", {note}," if note else "")
+        + f" on {used} trials"
+        + (f" (dropped: {dropped})" if dropped else "")
+        + "."
+    )
     return " ".join([text, *(f"Note: {n}." for n in report.notes)])
 
 

@@ -105,14 +105,18 @@ def default_rows(df: pd.DataFrame) -> list[str]:
     keys = [c for c in ("family", "model") if c in df]
     keys += [c for c in ("image_size", "dataset") if c in df and df[c].nunique(dropna=True) > 1]
     if not keys:
-        raise StudyError("results have neither a family nor a model column",
-                         key="--rows", fix="name the row columns with --rows COL1,COL2")
+        raise StudyError(
+            "results have neither a family nor a model column", key="--rows", fix="name the row columns with --rows COL1,COL2"
+        )
     return keys
 
 
 def build_table(
-    df: pd.DataFrame, rows: list[str] | None = None, cols: str = "data_size",
-    value: str = "test_acc", agg: str = "mean",
+    df: pd.DataFrame,
+    rows: list[str] | None = None,
+    cols: str = "data_size",
+    value: str = "test_acc",
+    agg: str = "mean",
 ) -> Table:
     """Pivot trial rows: `rows` keys × distinct `cols` values, cells aggregate `value`."""
     if agg not in AGGS:
@@ -273,9 +277,13 @@ def _latex_escape(s: str) -> str:
 def to_latex(table: Table) -> str:
     """booktabs tabular (needs \\usepackage{booktabs}); the title becomes a comment + caption."""
     out = [
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.title)}}}",
-        rf"\begin{{tabular}}{{{''.join(table.align)}}}", r"\toprule",
-        " & ".join(_latex_escape(c) for c in table.columns) + r" \\", r"\midrule",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_latex_escape(table.title)}}}",
+        rf"\begin{{tabular}}{{{''.join(table.align)}}}",
+        r"\toprule",
+        " & ".join(_latex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
     ]
     out += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in table.rows]
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
@@ -286,14 +294,21 @@ def to_csv(table: Table) -> str:
     """Numbers stay numbers: one value, _std and _n column per pivot value."""
     buf = io.StringIO()
     # 6 significant digits: more than any measurement here carries, and stable for golden files
-    table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL,
-                       float_format="%.6g")
+    table.frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL, float_format="%.6g")
     return buf.getvalue()
 
 
-def table_path(path: str, *, rows: list[str] | None = None, cols: str = "data_size",
-               value: str = "test_acc", agg: str = "mean", fmt: str = "md", include_all: bool = False,
-               tune: list[str] | None = None) -> str:
+def table_path(
+    path: str,
+    *,
+    rows: list[str] | None = None,
+    cols: str = "data_size",
+    value: str = "test_acc",
+    agg: str = "mean",
+    fmt: str = "md",
+    include_all: bool = False,
+    tune: list[str] | None = None,
+) -> str:
     """`harness table`: load a results path, build and render the table (`tune`: of the best-val
     envelope over those keys; which value won where is a note under a markdown table, else on stderr)."""
     df, _ = load_results(path, include_all=include_all)

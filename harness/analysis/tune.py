@@ -60,8 +60,11 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
         raise StudyError("--tune needs at least one training key", key="--tune", fix="e.g. --tune lr or --tune lr,weight_decay")
     metric = next((m for m in METRICS if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()), None)
     if metric is None:
-        raise StudyError("--tune selects on the validation split, and no trial has val_acc or best_val_acc", key="--tune",
-                         fix="run the study with train.val_size > 0 (a validation split carved from the training data)")
+        raise StudyError(
+            "--tune selects on the validation split, and no trial has val_acc or best_val_acc",
+            key="--tune",
+            fix="run the study with train.val_size > 0 (a validation split carved from the training data)",
+        )
     train = train_values(df)
     for k in keys:
         if k not in train:
@@ -72,8 +75,11 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
     by = ok["model"].astype(str) if "model" in ok else pd.Series("", index=ok.index)
     others = [k for k in t.columns if k not in keys and (t[k].astype(str).groupby(by).nunique() > 1).any()]
     point = [c for c in POINT if c in ok] + [f"train.{k}" for k in others]
-    work = ok.assign(**{f"train.{k}": t[k].astype(str) for k in others}, **{f"_tune_{k}": t[k] for k in keys},
-                     _metric=pd.to_numeric(ok[metric], errors="coerce"))
+    work = ok.assign(
+        **{f"train.{k}": t[k].astype(str) for k in others},
+        **{f"_tune_{k}": t[k] for k in keys},
+        _metric=pd.to_numeric(ok[metric], errors="coerce"),
+    )
     chosen, winners, warnings = [], [], []
     for pkey, g in work.groupby(point, sort=True, dropna=False):
         best = g.loc[g["_metric"].idxmax()]
@@ -89,8 +95,10 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
         rows[k] = train.loc[chosen, k].to_numpy()
     rows["tuned"] = [", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, vals)) for vals in zip(*(rows[k] for k in keys))]
     if "variant" in rows:  # the tuned keys no longer tell configurations apart (harness/analysis/io.py)
-        rows["variant"] = [", ".join(p for p in str(v).split(", ") if not any(p.startswith(f"train.{k}=") for k in keys))
-                           for v in rows["variant"]]
+        rows["variant"] = [
+            ", ".join(p for p in str(v).split(", ") if not any(p.startswith(f"train.{k}=") for k in keys))
+            for v in rows["variant"]
+        ]
         if rows["variant"].nunique() <= 1:
             rows = rows.drop(columns="variant")
     return Envelope(rows, metric, list(keys), winners, warnings)

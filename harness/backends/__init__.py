@@ -53,8 +53,11 @@ class Backend:
         if given or (not wait and not self.detaches):
             flag = f"--{given[0].replace('_', '-')}" if given else "--no-wait"
             takers = [b.name for b in all_backends() if (given[0] in b.flags if given else b.detaches)]
-            raise StudyError(f"{flag} applies to --backend {' or '.join(takers)} only", key=flag,
-                             fix=f"add --backend {takers[0]}, or drop the flag ({self.name} drivers stay to collect results)")
+            raise StudyError(
+                f"{flag} applies to --backend {' or '.join(takers)} only",
+                key=flag,
+                fix=f"add --backend {takers[0]}, or drop the flag ({self.name} drivers stay to collect results)",
+            )
 
     def check_section(self, study: Study) -> None:
         """Validate this backend's own section of the study file, if it has one."""
@@ -70,11 +73,23 @@ class Backend:
         try:
             importlib.import_module(self.requires)
         except ImportError:
-            raise StudyError(f"--backend {self.name} needs the '{self.requires}' package, which is not installed",
-                             key="--backend", fix=f"{self.install}, or use --backend local") from None
+            raise StudyError(
+                f"--backend {self.name} needs the '{self.requires}' package, which is not installed",
+                key="--backend",
+                fix=f"{self.install}, or use --backend local",
+            ) from None
 
-    def execute(self, trials: Sequence[Trial], *, out_dir: Path, study: Study, claims: Claims | None = None,
-                flags: dict | None = None, address: str | None = None, wait: bool = True) -> Iterator[TrialOutput]:
+    def execute(
+        self,
+        trials: Sequence[Trial],
+        *,
+        out_dir: Path,
+        study: Study,
+        claims: Claims | None = None,
+        flags: dict | None = None,
+        address: str | None = None,
+        wait: bool = True,
+    ) -> Iterator[TrialOutput]:
         raise NotImplementedError
 
     def in_flight(self, out_dir: str | Path) -> dict[str, str]:
@@ -115,8 +130,12 @@ def require_gpu_if_asked(study: Study) -> None:
     what the study says: refuse (backends that run trials on this machine call it)."""
     gpus = study.resources.get("gpus", 0)
     if gpus > 0 and not cuda_visible():
-        raise StudyError(f"resources.gpus is {gpus:g} but no CUDA device is visible here", where=str(study.path),
-                         key="resources.gpus", fix="set gpus: 0 to train on CPU, or run on a machine with a GPU")
+        raise StudyError(
+            f"resources.gpus is {gpus:g} but no CUDA device is visible here",
+            where=str(study.path),
+            key="resources.gpus",
+            fix="set gpus: 0 to train on CPU, or run on a machine with a GPU",
+        )
 
 
 def failed_output(trial: Trial, error: BaseException | str) -> TrialOutput:
@@ -125,7 +144,11 @@ def failed_output(trial: Trial, error: BaseException | str) -> TrialOutput:
     from harness.trial import base_row  # late: keeps importing a backend cheap
 
     row = base_row(trial)
-    row["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"[:500]
+    row["error"] = (
+        error
+        if isinstance(error, str)
+        else f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"[:500]
+    )
     if isinstance(error, BaseException):
         row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
     return TrialOutput(row=row)

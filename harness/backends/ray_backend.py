@@ -68,8 +68,11 @@ def cluster_address(address: str | None) -> str | None:
     attach to someone else's cluster on a shared machine."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address == "auto":
-        raise StudyError("address 'auto' may attach to someone else's cluster", key="--address",
-                         fix="give the head's explicit host:port, e.g. --address 10.0.0.5:6379")
+        raise StudyError(
+            "address 'auto' may attach to someone else's cluster",
+            key="--address",
+            fix="give the head's explicit host:port, e.g. --address 10.0.0.5:6379",
+        )
     return address
 
 
@@ -81,8 +84,11 @@ def host_port(address: str) -> tuple[str, int]:
         host, port = rest, str(DEFAULT_PORT)
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise StudyError(f"cannot read the Ray address {address!r}", key="--address",
-                         fix="host:port of the head's GCS, e.g. --address 10.0.0.5:6379")
+        raise StudyError(
+            f"cannot read the Ray address {address!r}",
+            key="--address",
+            fix="host:port of the head's GCS, e.g. --address 10.0.0.5:6379",
+        )
     return host, int(port)
 
 
@@ -103,8 +109,11 @@ def probe(address: str, timeout_s: float = PROBE_TIMEOUT_S, tries: int = PROBE_T
             break
         except OSError as e:  # timeout, no route to host, network unreachable
             why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
-    raise StudyError(f"cannot reach the Ray cluster at {address}: {why}", key="--address",
-                     fix="check that 'ray start --head' runs there and the port is right (or drop --address for a local Ray)")
+    raise StudyError(
+        f"cannot reach the Ray cluster at {address}: {why}",
+        key="--address",
+        fix="check that 'ray start --head' runs there and the port is right (or drop --address for a local Ray)",
+    )
 
 
 def check_gcs(address: str, timeout_s: float | None = None) -> None:
@@ -115,8 +124,9 @@ def check_gcs(address: str, timeout_s: float | None = None) -> None:
     timeout_s = GCS_TIMEOUT_S if timeout_s is None else timeout_s
     why = ""
     try:
-        p = subprocess.run([sys.executable, "-c", _GCS_CHECK, address, str(timeout_s)], capture_output=True, text=True,
-                           timeout=timeout_s + 120)  # backstop only: the child times the check itself
+        p = subprocess.run(
+            [sys.executable, "-c", _GCS_CHECK, address, str(timeout_s)], capture_output=True, text=True, timeout=timeout_s + 120
+        )  # backstop only: the child times the check itself
         answer = (p.stdout.strip().splitlines() or [""])[-1]
     except subprocess.TimeoutExpired:
         answer = "NOANSWER"
@@ -125,8 +135,11 @@ def check_gcs(address: str, timeout_s: float | None = None) -> None:
     elif answer == "NOANSWER":
         why = f"something listens there but no Ray head answered in {timeout_s:.0f} s"
     if why:
-        raise StudyError(f"cannot connect to the Ray cluster at {address}: {why}", key="--address",
-                         fix="give the head's GCS address (the one 'ray start --head' prints, default port 6379)")
+        raise StudyError(
+            f"cannot connect to the Ray cluster at {address}: {why}",
+            key="--address",
+            fix="give the head's GCS address (the one 'ray start --head' prints, default port 6379)",
+        )
 
 
 def _init(address: str | None) -> bool:
@@ -153,8 +166,11 @@ def _init(address: str | None) -> bool:
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
-        raise StudyError(f"cannot connect to the Ray cluster at {address}: {e}", key="--address",
-                         fix="check that 'ray start --head' runs there and the port is right (or drop --address for a local Ray)") from None
+        raise StudyError(
+            f"cannot connect to the Ray cluster at {address}: {e}",
+            key="--address",
+            fix="check that 'ray start --head' runs there and the port is right (or drop --address for a local Ray)",
+        ) from None
     finally:
         if term is not None:
             signal.signal(signal.SIGTERM, term)
@@ -170,9 +186,11 @@ def _check_feasible(trials: Sequence[Trial], embedded: bool) -> None:
         need = {"CPU": t.resources["cpus"], "GPU": t.resources["gpus"]}
         for res, amount in need.items():
             if amount > total.get(res, 0) and embedded:
-                raise StudyError(f"a trial needs {amount} {res} but this machine's Ray has {total.get(res, 0)}",
-                                 key=f"resources.{res.lower()}s",
-                                 fix="lower resources in the study or run on a cluster with --address")
+                raise StudyError(
+                    f"a trial needs {amount} {res} but this machine's Ray has {total.get(res, 0)}",
+                    key=f"resources.{res.lower()}s",
+                    fix="lower resources in the study or run on a cluster with --address",
+                )
 
 
 class RayBackend(Backend):
@@ -201,9 +219,13 @@ class RayBackend(Backend):
         try:
             _check_feasible(trials, embedded)
             for t in trials:
-                ref = remote.options(num_cpus=t.resources["cpus"], num_gpus=t.resources["gpus"],
-                                     max_retries=MAX_RETRIES, retry_exceptions=False,
-                                     name=f"trial {t.trial_id} {t.label}").remote(t)
+                ref = remote.options(
+                    num_cpus=t.resources["cpus"],
+                    num_gpus=t.resources["gpus"],
+                    max_retries=MAX_RETRIES,
+                    retry_exceptions=False,
+                    name=f"trial {t.trial_id} {t.label}",
+                ).remote(t)
                 pending[ref] = t
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

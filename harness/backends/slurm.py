@@ -60,9 +60,19 @@ POLL_S = 2.0  # rows on disk are checked this often; squeue at most every squeue
 GONE_POLLS = 3  # a job squeue no longer lists, still without a row after this many squeue answers: failed
 
 DEFAULTS: dict[str, Any] = {
-    "partition": None, "time": 60, "cpus_per_task": None, "gpus_per_task": None, "mem_gb": None,
-    "account": None, "qos": None, "array_parallelism": 256, "setup": [], "checkpoint_every": 0,
-    "max_timeouts": 3, "signal_delay_s": 90, "sbatch": {},
+    "partition": None,
+    "time": 60,
+    "cpus_per_task": None,
+    "gpus_per_task": None,
+    "mem_gb": None,
+    "account": None,
+    "qos": None,
+    "array_parallelism": 256,
+    "setup": [],
+    "checkpoint_every": 0,
+    "max_timeouts": 3,
+    "signal_delay_s": 90,
+    "sbatch": {},
 }
 FLAGS = frozenset(DEFAULTS) - {"max_timeouts", "signal_delay_s", "sbatch"}  # those `harness run` takes as --flags
 QUEUED, RUNNING = squeue.QUEUED, squeue.RUNNING
@@ -118,7 +128,9 @@ def validate(section: dict, where: str = "", prefix: str = "slurm") -> dict:
                 raise StudyError("must be a list of shell lines", where=where, key=path, fix='e.g. setup: ["module load cuda"]')
         elif key == "sbatch":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise StudyError("must be a mapping of sbatch options", where=where, key=path, fix="e.g. sbatch: {constraint: a100}")
+                raise StudyError(
+                    "must be a mapping of sbatch options", where=where, key=path, fix="e.g. sbatch: {constraint: a100}"
+                )
         out[key] = value
     return out
 
@@ -139,8 +151,11 @@ def options(study: Study, flags: dict | None = None) -> dict:
 def executor_parameters(study: Study, opts: dict) -> dict:
     """submitit SlurmExecutor parameters (the sbatch lines)."""
     params: dict[str, Any] = {
-        "job_name": f"harness-{study.name}", "time": opts["time"], "cpus_per_task": opts["cpus_per_task"],
-        "array_parallelism": opts["array_parallelism"], "signal_delay_s": opts["signal_delay_s"],
+        "job_name": f"harness-{study.name}",
+        "time": opts["time"],
+        "cpus_per_task": opts["cpus_per_task"],
+        "array_parallelism": opts["array_parallelism"],
+        "signal_delay_s": opts["signal_delay_s"],
     }
     if opts["gpus_per_task"]:
         params["gpus_per_node"] = opts["gpus_per_task"]  # one task per job, so per node = per task
@@ -184,8 +199,16 @@ def _stored_by(out_dir: str | Path, trial_id: str) -> str | None:
 # ----------------------------------------------------------------------------- driver side
 
 
-def execute(trials: Sequence[Trial], *, out_dir: str | Path, study: Study, slurm: dict | None = None,
-            wait: bool = True, claims: claimlib.Claims | None = None, **_: object) -> Iterator[TrialOutput]:
+def execute(
+    trials: Sequence[Trial],
+    *,
+    out_dir: str | Path,
+    study: Study,
+    slurm: dict | None = None,
+    wait: bool = True,
+    claims: claimlib.Claims | None = None,
+    **_: object,
+) -> Iterator[TrialOutput]:
     if not trials:
         return
     out_dir = Path(out_dir).resolve()  # jobs run elsewhere: absolute paths only
@@ -203,12 +226,18 @@ def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
     options(study, slurm)
     BACKEND.require()
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise StudyError("sbatch/srun not found: --backend slurm runs on a SLURM login node", key="--backend",
-                         fix="run there, or use --backend ray (a Ray cluster) or local")
+        raise StudyError(
+            "sbatch/srun not found: --backend slurm runs on a SLURM login node",
+            key="--backend",
+            fix="run there, or use --backend ray (a Ray cluster) or local",
+        )
     why = squeue.controller_answers()
     if why is not None:
-        raise StudyError(f"the SLURM controller does not answer here: {why}", key="--backend",
-                         fix="check 'sinfo' and slurmctld on this login node, or use --backend ray or local")
+        raise StudyError(
+            f"the SLURM controller does not answer here: {why}",
+            key="--backend",
+            fix="check 'sinfo' and slurmctld on this login node, or use --backend ray or local",
+        )
 
 
 def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
@@ -224,12 +253,23 @@ def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> 
 
         jobs = executor.map_array(TrialJob(str(out_dir), opts["checkpoint_every"], opts["time"]), list(trials))
     except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
-        raise StudyError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}", key="slurm",
-                         fix="check partition/account/qos/time/gpus against 'sinfo' and your association") from None
+        raise StudyError(
+            f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}",
+            key="slurm",
+            fix="check partition/account/qos/time/gpus against 'sinfo' and your association",
+        ) from None
     ids = {t.trial_id: j.job_id for t, j in zip(trials, jobs)}
-    _record(out_dir, {"array_job": jobs[0].job_id.split("_")[0], "submitted_at": submitted,
-                      "submitted_after_s": time.time() - submitted, "parameters": executor_parameters(study, opts),
-                      "checkpoint_every": opts["checkpoint_every"], "trials": ids})
+    _record(
+        out_dir,
+        {
+            "array_job": jobs[0].job_id.split("_")[0],
+            "submitted_at": submitted,
+            "submitted_after_s": time.time() - submitted,
+            "parameters": executor_parameters(study, opts),
+            "checkpoint_every": opts["checkpoint_every"],
+            "trials": ids,
+        },
+    )
     return ids
 
 

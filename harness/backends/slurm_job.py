@@ -32,9 +32,12 @@ class TrialJob(submitit.helpers.Checkpointable):
         ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
         out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
         if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
-            out.row["error"] = (f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"
-                                + (" too many times" if self.checkpoint_every else "")
-                                + "; raise slurm.time" + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume"))
+            out.row["error"] = (
+                f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"
+                + (" too many times" if self.checkpoint_every else "")
+                + "; raise slurm.time"
+                + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume")
+            )
         out.row["slurm_job"] = job_id
         store.write(out, self.out_dir)
         if ckpt is not None:

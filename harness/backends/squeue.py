@@ -14,8 +14,7 @@ from collections.abc import Iterable
 
 SQUEUE_EVERY_S = 5.0  # at most one squeue per this many seconds for the same jobs
 TIMEOUT_S = 30.0  # a controller that does not answer in this long is "cannot say", never a hang
-QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD",
-                    "STOPPED"})
+QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD", "STOPPED"})
 RUNNING = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 
 _cache: dict[tuple[frozenset, bool], tuple[float, dict[str, str]]] = {}
@@ -66,8 +65,9 @@ def controller_answers(timeout_s: float | None = None) -> str | None:
     if shutil.which("squeue") is None:
         return "squeue not found"
     try:
-        p = subprocess.run(["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], capture_output=True, text=True,
-                           timeout=timeout_s)
+        p = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], capture_output=True, text=True, timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         return f"squeue had no answer from the controller in {timeout_s:.0f} s"
     except OSError as e:

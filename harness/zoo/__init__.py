@@ -45,8 +45,15 @@ class Family(Protocol):
     def build(self, shape: dict, image_size: int, in_chans: int, num_classes: int) -> nn.Module: ...
 
 
-FAMILIES: dict[str, Family] = {"resnet": resnet, "vit": vit, "mixer": mixer, "convnext": convnext,
-                               "swin": swin, "linear": linear, "mlp": mlp}
+FAMILIES: dict[str, Family] = {
+    "resnet": resnet,
+    "vit": vit,
+    "mixer": mixer,
+    "convnext": convnext,
+    "swin": swin,
+    "linear": linear,
+    "mlp": mlp,
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,10 @@ def resolve(spec: str | dict) -> ModelSpec:
         family = str(raw.pop("family")).strip().lower()
         size = raw.pop("size", None)
         return _make(family, "" if size is None else str(size).strip().lower(), raw)
-    raise StudyError(f"a model is 'family@size' or a mapping, not {type(spec).__name__}",
-                     fix="e.g. vit@xs or {family: vit, size: xs, depth: 8}")
+    raise StudyError(
+        f"a model is 'family@size' or a mapping, not {type(spec).__name__}",
+        fix="e.g. vit@xs or {family: vit, size: xs, depth: 8}",
+    )
 
 
 def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
@@ -108,16 +117,22 @@ def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
     if image_size < stride:
         others = [f"{ms.family}@{s}" for s, row in fam.SIZES.items() if _fits(fam, row, image_size)]
         hint = f", or a size that takes {image_size} px: {', '.join(others)}" if others else ""
-        raise StudyError(f"image size {image_size} px is too small for {ms.name}, which downsamples "
-                         f"by {stride}", fix=f"use image_size >= {stride}{hint}")
+        raise StudyError(
+            f"image size {image_size} px is too small for {ms.name}, which downsamples by {stride}",
+            fix=f"use image_size >= {stride}{hint}",
+        )
     if fam.PATCH_GRID and image_size % stride:
         below, above = image_size // stride * stride, (image_size // stride + 1) * stride
-        raise StudyError(f"image size {image_size} px is not a multiple of the patch size {stride} "
-                         f"of {ms.name}", fix=f"use image_size {below} or {above}")
+        raise StudyError(
+            f"image size {image_size} px is not a multiple of the patch size {stride} of {ms.name}",
+            fix=f"use image_size {below} or {above}",
+        )
     problem = _image_problem(fam, ms.shape, image_size)
     if problem:
-        near = sorted((s for s in range(max(stride, image_size - 64), image_size + 65) if _fits(fam, ms.shape, s)),
-                      key=lambda s: (abs(s - image_size), s))[:2]
+        near = sorted(
+            (s for s in range(max(stride, image_size - 64), image_size + 65) if _fits(fam, ms.shape, s)),
+            key=lambda s: (abs(s - image_size), s),
+        )[:2]
         hint = f"use image_size {' or '.join(map(str, sorted(near)))}" if near else "see the family's docstring"
         raise StudyError(f"image size {image_size} px does not fit {ms.name}: {problem}", fix=hint)
 
@@ -157,8 +172,7 @@ def _make(family: str, size: str, overrides: dict) -> ModelSpec:
     base = fam.SIZES[size or fam.DEFAULT]
     for key in overrides:
         if key not in base:
-            raise StudyError(f"unknown shape key '{key}' for family '{family}'",
-                             fix=did_you_mean(str(key), ["size", *base]))
+            raise StudyError(f"unknown shape key '{key}' for family '{family}'", fix=did_you_mean(str(key), ["size", *base]))
     shape = {k: _coerce(fam, family, k, overrides.get(k, v), v) for k, v in base.items()}
     fam.validate(shape)
     named = _table_size(fam, shape, size)
@@ -167,8 +181,7 @@ def _make(family: str, size: str, overrides: dict) -> ModelSpec:
     if not size:
         return ModelSpec(family, "", shape, family + _braces(shape), False)
     changed = {k: v for k, v in shape.items() if v != base[k]}
-    return ModelSpec(family, size, shape, f"{family}@{size}{_braces(changed)}",
-                     size in fam.IMAGENET and not changed)
+    return ModelSpec(family, size, shape, f"{family}@{size}{_braces(changed)}", size in fam.IMAGENET and not changed)
 
 
 def _table_size(fam: Family, shape: dict, prefer: str = "") -> str:
@@ -183,8 +196,11 @@ def _unknown_size(family: str, size: str) -> StudyError:
     names = _names(family)
     # a paper's initial names one size: convnext@t -> convnext@tiny (difflib would offer convnext@s)
     longer = [n for n in names if n.startswith(f"{family}@{size}")]
-    fix = (f"did you mean {' or '.join(longer)}? (known: {', '.join(sorted(names))})" if longer
-           else did_you_mean(f"{family}@{size}", names))
+    fix = (
+        f"did you mean {' or '.join(longer)}? (known: {', '.join(sorted(names))})"
+        if longer
+        else did_you_mean(f"{family}@{size}", names)
+    )
     return StudyError(f"unknown size '{size}' for family '{family}'", fix=fix)
 
 
@@ -226,8 +242,7 @@ def _text(value: object) -> str:
 
 def _fits(fam: Family, shape: dict, image_size: int) -> bool:
     stride = fam.stride(shape)
-    return (image_size >= stride and not (fam.PATCH_GRID and image_size % stride)
-            and not _image_problem(fam, shape, image_size))
+    return image_size >= stride and not (fam.PATCH_GRID and image_size % stride) and not _image_problem(fam, shape, image_size)
 
 
 def _image_problem(fam: Family, shape: dict, image_size: int) -> str | None:

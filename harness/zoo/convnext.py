@@ -39,9 +39,10 @@ PATCH_GRID = False  # convolutions take any size >= the total stride
 
 def validate(shape: dict) -> None:
     if not len(shape["depths"]) == len(shape["dims"]) == 4:
-        raise StudyError(f"convnext depths {shape['depths']} and dims {shape['dims']} must "
-                         "list 4 stages each",
-                         fix="e.g. depths: [3, 3, 9, 3], dims: [96, 192, 384, 768]")
+        raise StudyError(
+            f"convnext depths {shape['depths']} and dims {shape['dims']} must list 4 stages each",
+            fix="e.g. depths: [3, 3, 9, 3], dims: [96, 192, 384, 768]",
+        )
 
 
 def stride(shape: dict) -> int:
@@ -49,8 +50,13 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> ConvNeXt:
-    model = ConvNeXt(in_chans=in_chans, num_classes=num_classes, depths=tuple(shape["depths"]),
-                     dims=tuple(shape["dims"]), patch_size=shape["patch"])
+    model = ConvNeXt(
+        in_chans=in_chans,
+        num_classes=num_classes,
+        depths=tuple(shape["depths"]),
+        dims=tuple(shape["dims"]),
+        patch_size=shape["patch"],
+    )
     if shape["patch"] == 2:
         # timm reads a stride-2 stem as half of a stride-4 one and gives stage 0 its own 2x
         # downsample (total stride still 32: 28 px fails at stage 4). Dropping it leaves the stem

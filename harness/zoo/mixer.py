@@ -45,6 +45,12 @@ def _ratio(hidden: int, width: int) -> float:
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> MlpMixer:
     width = shape["width"]
-    return MlpMixer(num_classes=num_classes, img_size=image_size, in_chans=in_chans,
-                    patch_size=shape["patch"], num_blocks=shape["depth"], embed_dim=width,
-                    mlp_ratio=(_ratio(shape["token_mlp"], width), _ratio(shape["channel_mlp"], width)))
+    return MlpMixer(
+        num_classes=num_classes,
+        img_size=image_size,
+        in_chans=in_chans,
+        patch_size=shape["patch"],
+        num_blocks=shape["depth"],
+        embed_dim=width,
+        mlp_ratio=(_ratio(shape["token_mlp"], width), _ratio(shape["channel_mlp"], width)),
+    )

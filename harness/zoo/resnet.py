@@ -38,8 +38,7 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 def validate(shape: dict) -> None:
     if len(shape["layers"]) != 4:
-        raise StudyError(f"resnet layers {shape['layers']} must list 4 stages",
-                         fix="e.g. layers: [2, 2, 2, 2]")
+        raise StudyError(f"resnet layers {shape['layers']} must list 4 stages", fix="e.g. layers: [2, 2, 2, 2]")
     if shape["width"] % 2:
         raise StudyError(f"resnet width {shape['width']} must be even", fix=f"use {shape['width'] + 1}")
 
@@ -52,9 +51,15 @@ def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> ResN
     width = shape["width"]
     # timm's plain stem is fixed at 64 channels; its 'deep' stem outputs 2 * stem_width, so
     # stem_width = width / 2 sizes layer1 for `width` inputs. The stem itself is replaced below.
-    model = ResNet(block=_BLOCKS[shape["block"]], layers=tuple(shape["layers"]),
-                   channels=tuple(width * 2**i for i in range(4)), num_classes=num_classes,
-                   in_chans=in_chans, stem_type="deep", stem_width=width // 2)
+    model = ResNet(
+        block=_BLOCKS[shape["block"]],
+        layers=tuple(shape["layers"]),
+        channels=tuple(width * 2**i for i in range(4)),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        stem_type="deep",
+        stem_width=width // 2,
+    )
     if shape["stem"] == "imagenet":
         model.conv1 = nn.Conv2d(in_chans, width, 7, stride=2, padding=3, bias=False)
     else:  # a 3x3 stride-2 conv and no max-pool keeps 28 px inputs at 14x14 in stage 1

@@ -65,23 +65,29 @@ PATCH_GRID = False  # the image must be a multiple of the patch, not of the stri
 def validate(shape: dict) -> None:
     depths, heads, width = shape["depths"], shape["heads"], shape["width"]
     if len(depths) != len(heads):
-        raise StudyError(f"swin depths {depths} and heads {heads} must list the same number of stages",
-                         fix=f"give {len(depths)} heads, e.g. heads: {[max(1, width * 2**i // 32) for i in range(len(depths))]}")
+        raise StudyError(
+            f"swin depths {depths} and heads {heads} must list the same number of stages",
+            fix=f"give {len(depths)} heads, e.g. heads: {[max(1, width * 2**i // 32) for i in range(len(depths))]}",
+        )
     for i, h in enumerate(heads):
         channels = width * 2**i
         if channels % h:
             divisors = [d for d in range(1, channels + 1) if channels % d == 0]
             nearest = min(divisors, key=lambda d: (abs(d - h), d))
-            raise StudyError(f"swin heads[{i}] = {h} do not divide stage {i + 1}'s {channels} channels",
-                             fix=f"use {nearest} (or a width whose stage {i + 1} channels are a multiple of {h})")
+            raise StudyError(
+                f"swin heads[{i}] = {h} do not divide stage {i + 1}'s {channels} channels",
+                fix=f"use {nearest} (or a width whose stage {i + 1} channels are a multiple of {h})",
+            )
     r, stages = shape["windows"], len(depths)
     # stage i's grid is grid / 2**i and the window grid / r: it must divide or fit in one window,
     # i.e. r / 2**i is a whole number or at most 1 (e.g. windows 3 with two stages never fits)
     if any(r > 2**i and r % 2**i for i in range(stages)):
-        ok = [2**k for k in range(stages)] + [2**(stages - 1) * m for m in (2, 3)]
-        raise StudyError(f"swin windows {r} cannot tile all {stages} stages (stage grids halve, so "
-                         "windows / 2**stage must stay whole until it reaches 1)",
-                         fix=f"use windows: one of {', '.join(map(str, sorted(set(ok))))}")
+        ok = [2**k for k in range(stages)] + [2 ** (stages - 1) * m for m in (2, 3)]
+        raise StudyError(
+            f"swin windows {r} cannot tile all {stages} stages (stage grids halve, so "
+            "windows / 2**stage must stay whole until it reaches 1)",
+            fix=f"use windows: one of {', '.join(map(str, sorted(set(ok))))}",
+        )
 
 
 def stride(shape: dict) -> int:
@@ -117,7 +123,15 @@ def check_image(shape: dict, image_size: int) -> str | None:
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> SwinTransformer:
     # a window larger than a stage's grid is clamped to it by timm (global attention, no shift)
-    return SwinTransformer(img_size=image_size, patch_size=shape["patch"], in_chans=in_chans,
-                           num_classes=num_classes, embed_dim=shape["width"], depths=tuple(shape["depths"]),
-                           num_heads=tuple(shape["heads"]), window_size=window(shape, image_size),
-                           mlp_ratio=shape["mlp_ratio"], drop_path_rate=0.0)
+    return SwinTransformer(
+        img_size=image_size,
+        patch_size=shape["patch"],
+        in_chans=in_chans,
+        num_classes=num_classes,
+        embed_dim=shape["width"],
+        depths=tuple(shape["depths"]),
+        num_heads=tuple(shape["heads"]),
+        window_size=window(shape, image_size),
+        mlp_ratio=shape["mlp_ratio"],
+        drop_path_rate=0.0,
+    )

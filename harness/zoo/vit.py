@@ -40,8 +40,10 @@ def validate(shape: dict) -> None:
     if width % heads:
         divisors = [h for h in range(1, width + 1) if width % h == 0]
         nearest = min(divisors, key=lambda h: (abs(h - heads), h))
-        raise StudyError(f"vit heads {heads} do not divide width {width}",
-                         fix=f"use heads: {nearest} (or a width that is a multiple of {heads})")
+        raise StudyError(
+            f"vit heads {heads} do not divide width {width}",
+            fix=f"use heads: {nearest} (or a width that is a multiple of {heads})",
+        )
 
 
 def stride(shape: dict) -> int:
@@ -49,6 +51,13 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> VisionTransformer:
-    return VisionTransformer(img_size=image_size, patch_size=shape["patch"], in_chans=in_chans,
-                             num_classes=num_classes, embed_dim=shape["width"], depth=shape["depth"],
-                             num_heads=shape["heads"], mlp_ratio=shape["mlp_ratio"])
+    return VisionTransformer(
+        img_size=image_size,
+        patch_size=shape["patch"],
+        in_chans=in_chans,
+        num_classes=num_classes,
+        embed_dim=shape["width"],
+        depth=shape["depth"],
+        num_heads=shape["heads"],
+        mlp_ratio=shape["mlp_ratio"],
+    )
