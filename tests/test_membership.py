@@ -133,3 +133,24 @@ def _count(status_out: str, state: str) -> int:
         if cells[:1] == [state]:
             return int(cells[1])
     raise AssertionError(f"no {state} line in {status_out}")
+
+
+def test_a_per_family_setting_is_not_a_variant_but_a_per_model_difference_is() -> None:
+    """`overrides: {vit: {lr: ...}}` gives each family its own recipe: constant within a model, it splits no
+    seeds and is not labelled; two lrs for one model are two variants (never averaged as seeds)."""
+    import json
+
+    import pandas as pd
+
+    from harness.analysis.io import mark_variants
+
+    def row(model: str, lr: float, seed: int) -> dict:
+        return {"model": model, "seed": seed, "config_json": json.dumps({"train": {"lr": lr}, "seed": seed})}
+
+    per_family = pd.DataFrame(
+        [row("resnet@xs", 2e-3, 0), row("resnet@xs", 2e-3, 1), row("vit@xs", 1e-3, 0), row("vit@xs", 1e-3, 1)]
+    )
+    assert "variant" not in mark_variants(per_family)
+    swept = pd.DataFrame([row("resnet@xs", 2e-3, 0), row("resnet@xs", 6e-3, 0), row("vit@xs", 1e-3, 0)])
+    labels = mark_variants(swept)["variant"].tolist()
+    assert labels[0] != labels[1] and "train.lr=" in labels[0]

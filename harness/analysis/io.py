@@ -125,7 +125,10 @@ def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
     """Add `variant` when rows differ in more than seed and axes (see the module docstring)."""
     flat = [_flat_config(c) for c in (df["config_json"] if "config_json" in df else [None] * len(df))]
     keys = sorted({k for f in flat for k in f})
-    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    # a key varies when rows of one model differ in it: a per-family or per-model setting (`overrides:`)
+    # that is constant within each model is part of that model's recipe and splits no seeds
+    models = df["model"].astype(str).tolist() if "model" in df else [""] * len(df)
+    varying = [k for k in keys if any(len(vals) > 1 for vals in _values_by_model(models, flat, k).values())]
     several = "study" in df and df["study"].nunique(dropna=False) > 1
     if not varying and not several:
         return df
@@ -135,6 +138,13 @@ def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
         parts += [f"{k}={_short(f.get(k))}" for k in varying]
         labels.append(", ".join(parts))
     return df.assign(variant=labels)
+
+
+def _values_by_model(models: list[str], flat: list[dict], key: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m, f in zip(models, flat):
+        out.setdefault(m, set()).add(json.dumps(f.get(key), sort_keys=True, default=str))
+    return out
 
 
 def _flat_config(text: object) -> dict:
