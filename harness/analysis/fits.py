@@ -4,7 +4,8 @@ Method is Chinchilla "approach 3" (Hoffmann et al. 2022, App. D.2) as replicated
 (Besiroglu et al. 2024, arXiv 2404.10102): the prediction is written in log space as
 `log y = LSE(log A − alpha·log x1, [log B − beta·log x2,] log E)`, the loss is the Huber loss
 (delta = 1e-3) of the log residuals, minimised with L-BFGS-B from a grid of starting points.
-Uncertainty is a bootstrap over trials (rows) with percentile 95% intervals.
+Uncertainty is a bootstrap with percentile 95% intervals: `harness fit` resamples the seeds within each
+x where an x has several (issue 11), else the trials (rows).
 
 Numerical trap (see ../shared/data/README.md): with delta = 1e-3 a *mean* Huber objective is
 ~1e-3 and scipy's default ftol/gtol stop L-BFGS at the start point, which then "confirms" any
@@ -835,7 +836,10 @@ def summary_lines(rep: FitReport) -> list[str]:
     drop = ", ".join(f"{v} {k}" for k, v in rep.dropped.items()) or "none"
     lines.append(f"rows: {used} of {rep.n_rows} used; dropped: {drop}")
     if rep.bootstrap:
-        lines.append(f"intervals: 95% percentile, bootstrap over trials ({rep.bootstrap} resamples)")
+        lines.append(
+            f"intervals: 95% percentile, bootstrap ({rep.bootstrap} resamples) over the seeds within each x "
+            "where an x has several, else over trials"
+        )
     for f in rep.fits:
         lines.append("")
         lines += group_lines(f)
