@@ -122,7 +122,8 @@ def run_study(
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke, overrides=overrides)
     be = backends.get(backend)  # validate the name before anything is written
-    be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
+    with _blamed(overrides):  # `slurm.partiton=gpu` on the command line: the error names that override
+        be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
     rd = store.ResultsDir.of(results, study.name)
     out_dir = rd.path
     if dry_run:
@@ -131,7 +132,8 @@ def run_study(
             console.print(f"[yellow]{escape(rd.unreadable.note())}[/]")
         _print_table(trial_table(study, trials, done))
         return EXIT_OK
-    be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
+    with _blamed(overrides):
+        be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
     rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
     term = _SigtermSeen()
     try:
@@ -156,6 +158,17 @@ def run_study(
         what = "interrupted by SIGTERM" if by_term else "interrupted"
         console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
         return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _blamed(overrides: Sequence[str]) -> Iterator[None]:
+    """A StudyError about a key the command line set names that override (harness/overrides.py)."""
+    try:
+        yield
+    except StudyError as e:
+        from harness import overrides as cli_overrides
+
+        raise cli_overrides.blame(e, cli_overrides.parse_all(overrides)) from None
 
 
 class _SigtermSeen:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import overrides, runner, spec, store
 from harness.cli import main
@@ -109,6 +110,8 @@ def test_budget_override_replaces_the_files_budget(tmp_path: Path) -> None:
         ("train.optimizer=adam", "unknown optimizer 'adam' — did you mean adamw?"),
         ("resources.gpus=1.5", "fractional GPUs above 1"),
         ("train.epochs=0", "train.epochs must be a positive number"),
+        ("slurm.partiton=gpu", "slurm.partiton: unknown key 'partiton' — did you mean partition?"),  # a backend's check
+        ("slurm.time=soon", "slurm.time: invalid time limit 'soon'"),
     ],
 )
 def test_bad_override_is_one_line_exit_2_nothing_written(
@@ -120,6 +123,19 @@ def test_bad_override_is_one_line_exit_2_nothing_written(
     assert err.startswith(f"error: command-line override '{override}': "), err
     assert says in err and len(err.splitlines()) == 1, err
     assert not res.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_override_on_a_cpu_machine_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """resources.gpus=0.5 is refused by the backend's preflight on a machine without CUDA (not by the
+    study's validation): the line still names the override; --smoke runs it on the CPU."""
+    study, res = write_study(tmp_path, models="[vit@xs]", data_sizes="[32]"), tmp_path / "res"
+    assert main(["run", str(study), "resources.gpus=0.5", "--backend", "local", "--results", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: command-line override 'resources.gpus=0.5': resources.gpus: resources.gpus is 0.5 but no CUDA")
+    assert not res.exists()
+    st, _ = runner.prepare(study, smoke=True, overrides=["resources.gpus=0.5"])
+    assert st.resources["gpus"] == 0
 
 
 def test_error_no_override_set_names_the_file_and_lists_them(tmp_path: Path) -> None:
