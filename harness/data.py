@@ -31,6 +31,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -433,7 +434,15 @@ DESCRIBERS = {
     "cifar10": _describe_cifar10,
     "imagefolder": _describe_imagefolder,
     "synthetic": _describe_synthetic,
+    "webdataset": lambda cfg: _streams().DESCRIBERS["webdataset"](cfg),  # harness/streams.py
+    "hf": lambda cfg: _streams().DESCRIBERS["hf"](cfg),
 }
+
+
+def _streams():  # imported on use: streams imports this module
+    from harness import streams
+
+    return streams
 
 
 def _only_keys(cfg: dict, allowed: set[str]) -> None:
@@ -464,6 +473,8 @@ def _load_cached(cfg_json: str) -> Dataset:
         train, test = _read_cifar(Path(info.source["root"]))
     elif info.name == "imagefolder":
         return _load_imagefolder(info)
+    elif info.name in ("webdataset", "hf"):
+        return _streams().LOADERS[info.name](info)
     else:
         train, test = _make_synthetic(info.config)
     x = train.images.float() / 255
@@ -679,7 +690,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return ImageFiles([self.paths[i] for i in idx.tolist()], self.image_size, self.channels, self.workers)
 
 
-def decode_image(path: str, size: int, channels: int) -> torch.Tensor:
+def decode_image(path: str | IO[bytes], size: int, channels: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
