@@ -8,6 +8,8 @@ the trial's resolution and applies the (optional) flip/shift augmentation in a s
 Datasets: `fashion_mnist` (IDX .gz files), `cifar10` (the python-pickle batches),
 `imagefolder` (any class-per-folder directory of images, decoded once to a native size),
 `synthetic` (tests and throughput-only studies; never a stand-in for a real result).
+Sharded and Hugging Face datasets (`webdataset`, `hf`) live in harness/streams.py and stream
+through the same streamed-split path (`BatchFetcher`, `eval_batches`).
 
 Streamed splits: an ImageFolder that does not fit `max_memory_mb` keeps its images as files
 (`ImageFiles`) and DataLoader workers decode each batch ahead of the training step. `BatchFetcher`

@@ -282,7 +282,9 @@ def _describe_webdataset(cfg: dict) -> data.DataInfo:
     image_keys = _image_keys(full["image_key"])
     label_key = full["label_key"].lower()
     train_idx = _index_shards(tuple(expand_urls(cfg["urls"], "urls")), image_keys, label_key)
-    test_idx = _index_shards(tuple(expand_urls(cfg["test_urls"], "test_urls")), image_keys, label_key) if "test_urls" in cfg else None
+    test_idx = (
+        _index_shards(tuple(expand_urls(cfg["test_urls"], "test_urls")), image_keys, label_key) if "test_urls" in cfg else None
+    )
     where = f"dataset.urls {cfg['urls']!r}"
     labels = _class_ids(list(train_idx.labels), list(test_idx.labels) if test_idx else [], full.get("num_classes"), where)
     digest = hashlib.sha256(f"{train_idx.digest}\t{test_idx.digest if test_idx else ''}".encode()).hexdigest()[:12]
@@ -305,8 +307,8 @@ def _describe_webdataset(cfg: dict) -> data.DataInfo:
         "fingerprint": digest,
     }
     source = {
-        "train_index": (train_idx, train_rows.tolist(), train_y.tolist()),
-        "test_index": (test_idx or train_idx, test_rows.tolist(), test_y.tolist()),
+        "train_index": (train_idx, train_rows, train_y),
+        "test_index": (test_idx or train_idx, test_rows, test_y),
         "classes": list(labels.names),
         "max_memory_mb": full["max_memory_mb"],
         "workers": full["workers"],
@@ -342,7 +344,9 @@ def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...],
         np.savez(tmp, shard=index.shard, offset=index.offset, size=index.size, labels=index.labels, digest=index.digest)
         os.replace(tmp, cached)
     except OSError as e:
-        warnings.warn(f"webdataset index not cached in {cached.parent} ({e}); set HARNESS_CACHE to a writable folder", stacklevel=2)
+        warnings.warn(
+            f"webdataset index not cached in {cached.parent} ({e}); set HARNESS_CACHE to a writable folder", stacklevel=2
+        )
     return index
 
 
@@ -362,7 +366,8 @@ def _scan_shards(paths: tuple[str, ...], image_keys: tuple[str, ...], label_key:
                 raise StudyError(
                     f"sample {sample['__key__']} in {path} has no {missing} (its fields: {fields})",
                     key="dataset.image_key" if image is None else "dataset.label_key",
-                    fix=f"set {'image_key' if image is None else 'label_key'} to one of: {fields}",
+                    fix=f"set {'image_key' if image is None else 'label_key'} to one of: "
+                    + ", ".join(k for k in sample if not k.startswith("__") and k != (label_key if image is None else "")),
                 )
             label = sample[label_key].decode("utf-8", "replace").strip()
             shard.append(s)
@@ -442,7 +447,7 @@ def _load_webdataset(info: data.DataInfo) -> data.Dataset:
     def split(key: str) -> data.Split:
         index, rows, labels = src[key]
         members = TarMembers(index, np.asarray(rows, dtype=np.int64), info.native_size, info.in_chans, src["workers"])
-        return data.Split(members, torch.tensor(labels, dtype=torch.long))
+        return data.Split(members, torch.as_tensor(labels, dtype=torch.long))
 
     return _load_splits(info, split("train_index"), split("test_index"))
 
@@ -468,7 +473,9 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
         )
     if full["builder"] not in HF_BUILDERS:
         raise StudyError(
-            f"unknown dataset.builder '{full['builder']}'", key="dataset.builder", fix=did_you_mean(str(full["builder"]), HF_BUILDERS)
+            f"unknown dataset.builder '{full['builder']}'",
+            key="dataset.builder",
+            fix=did_you_mean(str(full["builder"]), HF_BUILDERS),
         )
     builder = _hf_builder(path) if full["builder"] == "auto" else full["builder"]
     cache = str(Path(cfg["cache_dir"]).expanduser().resolve()) if cfg.get("cache_dir") else None
@@ -498,11 +505,17 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
         )
     where = f"dataset.path {path}"
     train_labels = _hf_labels(str(path), builder, cache, full["split"], full["label_key"])
-    test_labels = _hf_labels(str(path), builder, cache, test_split, full["label_key"]) if test_split else np.array([], dtype=np.int64)
+    test_labels = (
+        _hf_labels(str(path), builder, cache, test_split, full["label_key"]) if test_split else np.array([], dtype=np.int64)
+    )
     labels = _class_ids(list(train_labels), list(test_labels), full.get("num_classes"), where)
     feature = train_ds.features[full["label_key"]]
     names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else labels.names
-    num_classes = max(labels.num_classes, len(names)) if isinstance(feature, datasets.ClassLabel) and "num_classes" not in cfg else labels.num_classes
+    num_classes = (
+        max(labels.num_classes, len(names))
+        if isinstance(feature, datasets.ClassLabel) and "num_classes" not in cfg
+        else labels.num_classes
+    )
     digest = _files_digest([str(p) for p in path.rglob("*") if p.is_file()], str(path))
     for name, y in ((full["split"], labels.train), (test_split, labels.test)):
         digest.update(f"{name}\t{hashlib.sha256(y.tobytes()).hexdigest()}\n".encode())
@@ -528,8 +541,8 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
     }
     table = (builder, str(path), cache)
     source = {
-        "train_rows": ((*table, full["split"]), train_rows.tolist(), train_y.tolist()),
-        "test_rows": ((*table, test_split or full["split"]), test_rows.tolist(), test_y.tolist()),
+        "train_rows": ((*table, full["split"]), train_rows, train_y),
+        "test_rows": ((*table, test_split or full["split"]), test_rows, test_y),
         "image_key": full["image_key"],
         "classes": list(names),
         "max_memory_mb": full["max_memory_mb"],
@@ -605,7 +618,7 @@ def _load_hf(info: data.DataInfo) -> data.Dataset:
     def split(key: str) -> data.Split:
         table, rows, labels = src[key]
         images = HFRows(tuple(table), src["image_key"], np.asarray(rows), info.native_size, info.in_chans, src["workers"])
-        return data.Split(images, torch.tensor(labels, dtype=torch.long))
+        return data.Split(images, torch.as_tensor(labels, dtype=torch.long))
 
     return _load_splits(info, split("train_rows"), split("test_rows"))
 

@@ -57,7 +57,9 @@ def shards(tmp_path_factory: pytest.TempPathFactory, fashion: tuple[np.ndarray, 
         with wds.ShardWriter(str(d / f"{split}-%03d.tar"), maxcount=80, verbose=0) as sink:
             for i in range(lo, hi):
                 name = data.FASHION_CLASSES[labels[i]]
-                sink.write({"__key__": f"{split}{i:05d}", "png": png(images[i]), "cls": str(labels[i]).encode(), "txt": name.encode()})
+                sink.write(
+                    {"__key__": f"{split}{i:05d}", "png": png(images[i]), "cls": str(labels[i]).encode(), "txt": name.encode()}
+                )
     return d
 
 
@@ -155,9 +157,14 @@ def test_moving_the_shards_keeps_trial_ids(shards: Path, tmp_path: Path) -> None
         return spec.expand(study)[0].trial_id
 
     assert trial_id(shards) == trial_id(moved)
-    assert trial_id(shards) != spec.expand(
-        spec.parse_study({"name": "w", "dataset": wds_cfg(shards, image_size=16), "grid": {"model": ["mlp@xs"], "data_size": [50]}})
-    )[0].trial_id
+    assert (
+        trial_id(shards)
+        != spec.expand(
+            spec.parse_study(
+                {"name": "w", "dataset": wds_cfg(shards, image_size=16), "grid": {"model": ["mlp@xs"], "data_size": [50]}}
+            )
+        )[0].trial_id
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,7 +249,6 @@ def test_hf_errors_name_key_and_fix(hf_dirs: dict, tmp_path: Path, extra: dict, 
 # ----------------------------------------------------------------------------- a trial on each
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["webdataset", "disk", "parquet"])
 def test_a_trial_trains_on_each_format(kind: str, shards: Path, hf_dirs: dict, tmp_path: Path) -> None:
     stream = {"max_memory_mb": 0, "workers": 1}  # decoded by a DataLoader worker, as at scale
