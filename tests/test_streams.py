@@ -138,6 +138,17 @@ def test_webdataset_subsets_nested_repeatable_and_val_disjoint(shards: Path, mon
     assert all(np.array_equal(a, b) for a, b in zip((small, large, val), again, strict=True))
 
 
+@pytest.mark.slow
+def test_parallel_header_pass_gives_the_serial_index(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = tuple(streams.expand_urls(str(shards / "train-{000..002}.tar"), "urls"))
+    serial = streams._scan_shards(paths, ("png",), "cls")
+    monkeypatch.setattr(streams, "PARALLEL_SHARDS", 2)  # 3 shards: spawned processes, one per core
+    parallel = streams._scan_shards(paths, ("png",), "cls")
+    for field in ("shard", "offset", "size", "labels"):
+        assert np.array_equal(getattr(serial, field), getattr(parallel, field))
+    assert serial.digest == parallel.digest and len(serial.shard) == TRAIN
+
+
 def test_webdataset_text_labels_and_test_fraction(shards: Path) -> None:
     cfg = wds_cfg(shards, label_key="txt", test_fraction=0.25)
     del cfg["test_urls"]
