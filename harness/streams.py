@@ -30,6 +30,7 @@ import glob
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import tarfile
 import warnings
@@ -360,12 +361,13 @@ def _scan_shards(paths: tuple[str, ...], image_keys: tuple[str, ...], label_key:
     root = os.path.commonpath([os.path.dirname(p) for p in paths])
     jobs = [(p, os.path.relpath(p, root), image_keys, label_key) for p in paths]
     procs = min(len(paths), os.cpu_count() or 1)
-    if len(paths) >= PARALLEL_SHARDS and procs > 1:
-        import multiprocessing
+    if len(paths) >= PARALLEL_SHARDS and procs > 1 and "fork" in multiprocessing.get_all_start_methods():
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, not fork: the caller may hold torch/Ray threads, which a fork would copy half-way
-        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # fork, as torch's DataLoader workers do: the children run only tarfile/numpy/hashlib code
+        # (no torch op, no lock a parent thread could hold); spawn would re-run an unguarded
+        # user script's __main__ and re-import torch in every child
+        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
             results = list(pool.map(_scan_one, *zip(*jobs), chunksize=max(1, len(jobs) // (4 * procs))))
     else:
         results = [_scan_one(*job) for job in jobs]

@@ -142,7 +142,7 @@ def test_webdataset_subsets_nested_repeatable_and_val_disjoint(shards: Path, mon
 def test_parallel_header_pass_gives_the_serial_index(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = tuple(streams.expand_urls(str(shards / "train-{000..002}.tar"), "urls"))
     serial = streams._scan_shards(paths, ("png",), "cls")
-    monkeypatch.setattr(streams, "PARALLEL_SHARDS", 2)  # 3 shards: spawned processes, one per core
+    monkeypatch.setattr(streams, "PARALLEL_SHARDS", 2)  # 3 shards: forked processes, one per core
     parallel = streams._scan_shards(paths, ("png",), "cls")
     for field in ("shard", "offset", "size", "labels"):
         assert np.array_equal(getattr(serial, field), getattr(parallel, field))
