@@ -138,7 +138,6 @@ def test_webdataset_subsets_nested_repeatable_and_val_disjoint(shards: Path, mon
     assert all(np.array_equal(a, b) for a, b in zip((small, large, val), again, strict=True))
 
 
-@pytest.mark.slow
 def test_parallel_header_pass_gives_the_serial_index(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = tuple(streams.expand_urls(str(shards / "train-{000..002}.tar"), "urls"))
     serial = streams._scan_shards(paths, ("png",), "cls")
