@@ -549,7 +549,11 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
         if isinstance(feature, datasets.ClassLabel) and "num_classes" not in cfg
         else labels.num_classes
     )
-    digest = _files_digest([str(p) for p in path.rglob("*") if p.is_file()], str(path))
+    # hidden files left out: huggingface_hub's .cache/ metadata changes on a re-download of the same data
+    files = [
+        str(p) for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    digest = _files_digest(files, str(path))
     for name, y in ((full["split"], labels.train), (test_split, labels.test)):
         digest.update(f"{name}\t{hashlib.sha256(y.tobytes()).hexdigest()}\n".encode())
     fingerprint = digest.hexdigest()[:12]

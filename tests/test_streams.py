@@ -91,7 +91,12 @@ def hf_dirs(tmp_path_factory: pytest.TempPathFactory, fashion: tuple[np.ndarray,
     (base / "parquet" / "data").mkdir(parents=True)
     for split, ds in dd.items():
         ds.to_parquet(str(base / "parquet" / "data" / f"{split}-00000-of-00001.parquet"))
-    return {"disk": base / "disk", "parquet": base / "parquet"}
+    dd["train"].save_to_disk(str(base / "single"))  # one split: test_fraction holds out the test images
+    for split, lo, hi in (("train", 0, TRAIN), ("test", TRAIN, TRAIN + TEST)):  # train/c0/00000.png ...
+        for i in range(lo, hi):
+            (base / "folder" / split / f"c{labels[i]}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i]).save(base / "folder" / split / f"c{labels[i]}" / f"{i:05d}.png")
+    return {"disk": base / "disk", "parquet": base / "parquet", "single": base / "single", "imagefolder": base / "folder"}
 
 
 def hf_cfg(path: Path, tmp_path: Path, **extra: object) -> dict:
@@ -225,6 +230,23 @@ def test_hf_reads_exact_pixels_and_labels(kind: str, hf_dirs: dict, tmp_path: Pa
     for i in (0, 123, 239):
         assert torch.equal(ds.train.images[i][0], torch.from_numpy(images[i]))
     assert ds.train.labels.tolist() == labels[:TRAIN].tolist() and ds.test.labels.tolist() == labels[TRAIN:].tolist()
+
+
+def test_hf_imagefolder_builder_and_single_split(hf_dirs: dict, tmp_path: Path, fashion: tuple) -> None:
+    images, labels = fashion
+    ds = data.load(hf_cfg(hf_dirs["imagefolder"], tmp_path, max_memory_mb=0, workers=0))  # builder: auto -> imagefolder
+    assert ds.info.num_classes == 10 and ds.info.source["classes"] == [f"c{i}" for i in range(10)]
+    assert sorted(ds.train.labels.tolist()) == sorted(labels[:TRAIN].tolist()) and len(ds.test) == TEST
+    first = ds.train.images[0][0].numpy()  # a file read back by path: some source image of its class
+    assert any(np.array_equal(first, images[i]) for i in np.flatnonzero(labels[:TRAIN] == int(ds.train.labels[0])))
+    single = data.describe(hf_cfg(hf_dirs["single"], tmp_path))
+    assert single.train_size + single.test_size == TRAIN and single.config["test_fraction"] == 0.2
+
+
+def test_unlabelled_test_split_is_refused() -> None:
+    with pytest.raises(StudyError, match="negative labels") as e:
+        streams._class_ids([0, 1, 2], [-1, -1], None, "dataset.path /data/imagenet-1k")
+    assert e.value.key == "dataset.label_key" and "test_split: validation" in e.value.fix
 
 
 def test_hf_subsets_nested_repeatable_and_val_disjoint(hf_dirs: dict, tmp_path: Path) -> None:
