@@ -196,6 +196,16 @@ def _held_out(labels: np.ndarray, test_fraction: float) -> np.ndarray:
     return mask
 
 
+def _split_rows(labels: Labels, has_test: bool, test_fraction: float) -> tuple[np.ndarray, ...]:
+    """(train rows, their labels, test rows, their labels): rows index the training source unless
+    the dataset has its own test split, whose rows are then all its samples."""
+    if has_test:
+        return np.arange(len(labels.train)), labels.train, np.arange(len(labels.test)), labels.test
+    held = _held_out(labels.train, test_fraction)
+    train_rows, test_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    return train_rows, labels.train[train_rows], test_rows, labels.train[test_rows]
+
+
 def _load_splits(info: data.DataInfo, train: data.Split, test: data.Split) -> data.Dataset:
     """In memory if both splits fit max_memory_mb, else streamed; mean/std from a fixed subset."""
     need_mb = (len(train) + len(test)) * info.in_chans * info.native_size**2 / 2**20
@@ -290,13 +300,7 @@ def _describe_webdataset(cfg: dict) -> data.DataInfo:
     labels = _class_ids(list(train_idx.labels), list(test_idx.labels) if test_idx else [], full.get("num_classes"), where)
     digest = hashlib.sha256(f"{train_idx.digest}\t{test_idx.digest if test_idx else ''}".encode()).hexdigest()[:12]
     _check_fingerprint(cfg, digest, where, "dataset.urls")
-    if test_idx is None:
-        held = _held_out(labels.train, float(full["test_fraction"]))
-        train_rows, test_rows = np.flatnonzero(~held), np.flatnonzero(held)
-        train_y, test_y = labels.train[train_rows], labels.train[test_rows]
-    else:
-        train_rows, test_rows = np.arange(len(labels.train)), np.arange(len(labels.test))
-        train_y, test_y = labels.train, labels.test
+    train_rows, train_y, test_rows, test_y = _split_rows(labels, test_idx is not None, float(full["test_fraction"]))
     config = {
         "name": "webdataset",
         "image_size": full["image_size"],
@@ -490,81 +494,19 @@ def _load_webdataset(info: data.DataInfo) -> data.Dataset:
 
 def _describe_hf(cfg: dict) -> data.DataInfo:
     data._only_keys(cfg, HF_KEYS)
-    if not cfg.get("path"):
-        raise StudyError(
-            "an hf dataset needs path, a local directory (save_to_disk output, parquet files or an image folder)",
-            key="dataset.path",
-            fix="e.g. dataset: {name: hf, path: ~/data/imagenet-1k, test_split: validation, image_size: 64}",
-        )
     full = _check_common(cfg, HF_DEFAULTS, "dataset: {name: hf, path: ~/data/imagenet-1k, image_size: 64}")
-    path = Path(cfg["path"]).expanduser().resolve()
-    if not path.is_dir():
-        raise StudyError(
-            f"Hugging Face dataset directory {path} does not exist",
-            key="dataset.path",
-            fix="point path at the folder save_to_disk wrote, or at parquet files / an image folder",
-        )
-    if full["builder"] not in HF_BUILDERS:
-        raise StudyError(
-            f"unknown dataset.builder '{full['builder']}'",
-            key="dataset.builder",
-            fix=did_you_mean(str(full["builder"]), HF_BUILDERS),
-        )
-    builder = _hf_builder(path) if full["builder"] == "auto" else full["builder"]
-    cache = str(Path(cfg["cache_dir"]).expanduser().resolve()) if cfg.get("cache_dir") else None
+    path, builder, cache = _hf_location(cfg, full)
     splits = _hf_splits(builder, str(path), cache)
     test_split = cfg.get("test_split") or next((s for s in ("test", "validation") if s in splits), None)
-    for key, name in (("split", full["split"]), ("test_split", test_split)):
-        if name is not None and name not in splits:
-            raise StudyError(
-                f"{path} has no split '{name}' (it has: {', '.join(splits)})",
-                key=f"dataset.{key}",
-                fix=did_you_mean(str(name), list(splits)),
-            )
-    train_ds = splits[full["split"]]
-    for key in ("image_key", "label_key"):
-        if full[key] not in train_ds.column_names:
-            raise StudyError(
-                f"split '{full['split']}' of {path} has no column '{full[key]}' (columns: {', '.join(train_ds.column_names)})",
-                key=f"dataset.{key}",
-                fix=did_you_mean(full[key], train_ds.column_names),
-            )
-    datasets = require("datasets", "datasets")
-    if not isinstance(train_ds.features[full["image_key"]], datasets.Image):
-        raise StudyError(
-            f"column '{full['image_key']}' of {path} is {type(train_ds.features[full['image_key']]).__name__}, not an Image",
-            key="dataset.image_key",
-            fix="name the image column (datasets.Image feature)",
-        )
+    features = _hf_check(path, splits, full["split"], test_split, full["image_key"], full["label_key"])
     where = f"dataset.path {path}"
-    train_labels = _hf_labels(str(path), builder, cache, full["split"], full["label_key"])
-    test_labels = (
-        _hf_labels(str(path), builder, cache, test_split, full["label_key"]) if test_split else np.array([], dtype=np.int64)
-    )
-    labels = _class_ids(list(train_labels), list(test_labels), full.get("num_classes"), where)
-    feature = train_ds.features[full["label_key"]]
-    names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else labels.names
-    num_classes = (
-        max(labels.num_classes, len(names))
-        if isinstance(feature, datasets.ClassLabel) and "num_classes" not in cfg
-        else labels.num_classes
-    )
-    # hidden files left out: huggingface_hub's .cache/ metadata changes on a re-download of the same data
-    files = [
-        str(p) for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    ]
-    digest = _files_digest(files, str(path))
-    for name, y in ((full["split"], labels.train), (test_split, labels.test)):
-        digest.update(f"{name}\t{hashlib.sha256(y.tobytes()).hexdigest()}\n".encode())
-    fingerprint = digest.hexdigest()[:12]
+    read = functools.partial(_hf_labels, builder, str(path), cache, label_key=full["label_key"])
+    labels = _class_ids(list(read(full["split"])), list(read(test_split)) if test_split else [], full.get("num_classes"), where)
+    names = tuple(getattr(features[full["label_key"]], "names", None) or labels.names)  # a ClassLabel's names
+    num_classes = labels.num_classes if "num_classes" in cfg else max(labels.num_classes, len(names))
+    fingerprint = _hf_fingerprint(path, {full["split"]: labels.train, test_split: labels.test})
     _check_fingerprint(cfg, fingerprint, where, "dataset.path")
-    if test_split is None:
-        held = _held_out(labels.train, float(full["test_fraction"]))
-        train_rows, test_rows = np.flatnonzero(~held), np.flatnonzero(held)
-        train_y, test_y = labels.train[train_rows], labels.train[test_rows]
-    else:
-        train_rows, test_rows = np.arange(len(labels.train)), np.arange(len(labels.test))
-        train_y, test_y = labels.train, labels.test
+    train_rows, train_y, test_rows, test_y = _split_rows(labels, test_split is not None, float(full["test_fraction"]))
     config = {
         "name": "hf",
         "image_size": full["image_size"],
@@ -586,6 +528,69 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
         "workers": full["workers"],
     }
     return data.DataInfo("hf", num_classes, full["channels"], full["image_size"], len(train_rows), len(test_rows), config, source)
+
+
+def _hf_location(cfg: dict, full: dict) -> tuple[Path, str, str | None]:
+    """(directory, builder, cache_dir): where the data lives and how to read it; none of it is hashed."""
+    if not cfg.get("path"):
+        raise StudyError(
+            "an hf dataset needs path, a local directory (save_to_disk output, parquet files or an image folder)",
+            key="dataset.path",
+            fix="e.g. dataset: {name: hf, path: ~/data/imagenet-1k, test_split: validation, image_size: 64}",
+        )
+    path = Path(cfg["path"]).expanduser().resolve()
+    if not path.is_dir():
+        raise StudyError(
+            f"Hugging Face dataset directory {path} does not exist",
+            key="dataset.path",
+            fix="point path at the folder save_to_disk wrote, or at parquet files / an image folder",
+        )
+    if full["builder"] not in HF_BUILDERS:
+        raise StudyError(
+            f"unknown dataset.builder '{full['builder']}'",
+            key="dataset.builder",
+            fix=did_you_mean(str(full["builder"]), HF_BUILDERS),
+        )
+    builder = _hf_builder(path) if full["builder"] == "auto" else full["builder"]
+    cache = str(Path(cfg["cache_dir"]).expanduser().resolve()) if cfg.get("cache_dir") else None
+    return path, builder, cache
+
+
+def _hf_check(path: Path, splits: dict, split: str, test_split: str | None, image_key: str, label_key: str) -> Any:
+    """The training split's features, once the splits and columns the config names exist."""
+    for key, name in (("split", split), ("test_split", test_split)):
+        if name is not None and name not in splits:
+            raise StudyError(
+                f"{path} has no split '{name}' (it has: {', '.join(splits)})",
+                key=f"dataset.{key}",
+                fix=did_you_mean(str(name), list(splits)),
+            )
+    columns = splits[split].column_names
+    for key, column in (("image_key", image_key), ("label_key", label_key)):
+        if column not in columns:
+            raise StudyError(
+                f"split '{split}' of {path} has no column '{column}' (columns: {', '.join(columns)})",
+                key=f"dataset.{key}",
+                fix=did_you_mean(column, columns),
+            )
+    features = splits[split].features
+    if not isinstance(features[image_key], require("datasets", "datasets").Image):
+        raise StudyError(
+            f"column '{image_key}' of {path} is {type(features[image_key]).__name__}, not an Image",
+            key="dataset.image_key",
+            fix="name the image column (a datasets.Image feature)",
+        )
+    return features
+
+
+def _hf_fingerprint(path: Path, labels: dict) -> str:
+    """Relative paths and sizes of the files, plus each split's labels. Hidden files are left out:
+    huggingface_hub's .cache/ metadata changes on a re-download of the same data."""
+    files = [str(p) for p in path.rglob("*") if p.is_file() and not any(q.startswith(".") for q in p.relative_to(path).parts)]
+    digest = _files_digest(files, str(path))
+    for name, y in labels.items():
+        digest.update(f"{name}\t{hashlib.sha256(y.tobytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:12]
 
 
 def _hf_builder(path: Path) -> str:
@@ -615,7 +620,7 @@ def _hf_splits(builder: str, path: str, cache: str | None) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _hf_labels(path: str, builder: str, cache: str | None, split: str, label_key: str) -> np.ndarray | list:
+def _hf_labels(builder: str, path: str, cache: str | None, split: str, label_key: str) -> np.ndarray | list:
     column = _hf_splits(builder, path, cache)[split].select_columns([label_key]).with_format("numpy")[label_key]
     values = np.asarray(column)
     return values.astype(np.int64) if values.dtype.kind in "iu" else values.tolist()
