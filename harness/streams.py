@@ -120,21 +120,27 @@ class Labels:
     names: tuple[str, ...]  # class names where the labels are names (else empty)
 
 
-def _class_ids(train: list, test: list, num_classes: int | None, where: str) -> Labels:
+def _as_ints(values: np.ndarray | list) -> np.ndarray | None:
+    """The labels as int64 if every one is an integer or integer text, else None (vectorised:
+    ImageNet's 1.28M labels are parsed at every describe)."""
+    arr = np.asarray(values) if len(values) else np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    if arr.dtype.kind != "U":
+        return None
+    try:
+        return np.char.strip(arr).astype(np.int64)
+    except ValueError:
+        return None
+
+
+def _class_ids(train: np.ndarray | list, test: np.ndarray | list, num_classes: int | None, where: str) -> Labels:
     """Integer labels stay as they are (ImageNet's `cls` 0..999); text labels become the index
     of their name among the sorted training names. num_classes: given, or max id + 1."""
 
-    def as_int(v: Any) -> int | None:
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return int(v)
-        try:
-            return int(str(v).strip())
-        except ValueError:
-            return None
-
-    ints = [as_int(v) for v in [*train, *test]]
-    if all(i is not None for i in ints):
-        ids = np.asarray(ints, dtype=np.int64)
+    parts = [np.asarray(x) for x in (train, test) if len(x)]
+    ids = _as_ints(np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else [])
+    if ids is not None:
         if len(ids) and ids.min() < 0:
             raise StudyError(
                 f"{where} has negative labels ({int(ids.min())}: unlabelled samples, as in ImageNet's test split)",
@@ -297,7 +303,7 @@ def _describe_webdataset(cfg: dict) -> data.DataInfo:
         _index_shards(tuple(expand_urls(cfg["test_urls"], "test_urls")), image_keys, label_key) if "test_urls" in cfg else None
     )
     where = f"dataset.urls {cfg['urls']!r}"
-    labels = _class_ids(list(train_idx.labels), list(test_idx.labels) if test_idx else [], full.get("num_classes"), where)
+    labels = _class_ids(train_idx.labels, test_idx.labels if test_idx else [], full.get("num_classes"), where)
     digest = hashlib.sha256(f"{train_idx.digest}\t{test_idx.digest if test_idx else ''}".encode()).hexdigest()[:12]
     _check_fingerprint(cfg, digest, where, "dataset.urls")
     train_rows, train_y, test_rows, test_y = _split_rows(labels, test_idx is not None, float(full["test_fraction"]))
@@ -501,7 +507,7 @@ def _describe_hf(cfg: dict) -> data.DataInfo:
     features = _hf_check(path, splits, full["split"], test_split, full["image_key"], full["label_key"])
     where = f"dataset.path {path}"
     read = functools.partial(_hf_labels, builder, str(path), cache, label_key=full["label_key"])
-    labels = _class_ids(list(read(full["split"])), list(read(test_split)) if test_split else [], full.get("num_classes"), where)
+    labels = _class_ids(read(full["split"]), read(test_split) if test_split else [], full.get("num_classes"), where)
     names = tuple(getattr(features[full["label_key"]], "names", None) or labels.names)  # a ClassLabel's names
     num_classes = labels.num_classes if "num_classes" in cfg else max(labels.num_classes, len(names))
     fingerprint = _hf_fingerprint(path, {full["split"]: labels.train, test_split: labels.test})
