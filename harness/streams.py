@@ -32,6 +32,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import tarfile
 import warnings
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ HF_DEFAULTS = {"split": "train", "image_key": "image", "label_key": "label", "bu
 WDS_KEYS = {"name", "urls", "test_urls", "image_size", "num_classes", "fingerprint", *WDS_DEFAULTS}
 HF_KEYS = {"name", "path", "test_split", "image_size", "num_classes", "cache_dir", "fingerprint", *HF_DEFAULTS}
 HF_BUILDERS = ("auto", "disk", "parquet", "imagefolder")
+SKIP_META = r"__[^/]*__($|/)"  # webdataset's tar_file_iterator skips these members (metadata, not samples)
 INDEX_VERSION = 1  # bump when the cached index format changes
 
 
@@ -449,7 +451,7 @@ def _members(path: str, label_key: str) -> Iterator[dict]:
     with tar:
         for m in tar:
             name = m.name
-            if not m.isreg() or ("/" not in name and name.startswith("__") and name.endswith("__")):
+            if not m.isreg() or re.match(SKIP_META, name):
                 continue
             suffix = wds.tariterators.base_plus_ext(name)[1]
             is_label = suffix is not None and suffix.lower() == label_key
