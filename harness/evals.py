@@ -59,6 +59,14 @@ FEWSHOT_L2 = 2.0**10  # big_vision configs/common_fewshot.py: l2_reg = 2.0 ** 10
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature stands in for an unregularised bias
 EVAL_BATCH = 500
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's "L" conversion
+# the schema's probe columns (store.COLUMNS) of a row that was not evaluated, or not for that k
+NOT_EVALUATED: dict = {
+    "probe_acc": math.nan,
+    "probe_l2": math.nan,
+    "probe_l2_from": math.nan,  # NA in the string column
+    **{f"fewshot_{k}_acc{s}": math.nan for k in FEWSHOT_COLUMNS for s in ("", "_std")},
+    "eval_time_s": math.nan,
+}
 
 
 # ----------------------------------------------------------------------------- features

@@ -191,12 +191,12 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
 
 
 def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch.device) -> dict:
-    """The eval section's probe and few-shot columns (harness/evals.py); none without one."""
-    if not trial.eval:
-        return {}
+    """The eval section's probe and few-shot columns (harness/evals.py); NaN without one."""
     from harness import evals
 
-    return evals.run_evals(
+    if not trial.eval:
+        return dict(evals.NOT_EVALUATED)
+    return dict(evals.NOT_EVALUATED) | evals.run_evals(
         model,
         ds,
         trial.eval,

@@ -135,6 +135,7 @@ def test_trial_with_an_eval_section_writes_the_columns(tmp_path: Path) -> None:
     for k in (1, 3, 5):
         assert 0 <= row[f"fewshot_{k}_acc"] <= 1 and row[f"fewshot_{k}_acc_std"] >= 0
     assert row["eval_time_s"] > 0
+    assert set(evals.NOT_EVALUATED) <= set(store.COLUMNS)
     frame = store.row_frame(row)
     assert frame["fewshot_5_acc"].dtype == "float64" and "fewshot_3_acc" in frame  # 3-shot: an extra column
     assert np.isnan(frame["fewshot_10_acc"].iloc[0])  # not asked for: NaN, the schema unchanged
