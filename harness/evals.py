@@ -51,7 +51,7 @@ EVAL_KEYS = {"linear_probe", "few_shot", "few_shot_draws", "datasets"}
 DATASET_EXTRA_KEYS = {"label"}  # a transfer dataset's keys beyond its dataset config
 FEW_SHOT_DRAWS = 5
 FEWSHOT_COLUMNS = (1, 5, 10, 25)  # the k of store.COLUMNS (big_vision's shots); other k are extra columns
-PROBE_L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # on the mean cross-entropy; ties keep the stronger
+PROBE_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # on the mean cross-entropy; ties keep the stronger
 PROBE_L2_DEFAULT = 1e-3  # when the subset is too small to hold anything out
 HOLDOUT_FRACTION = 0.2
 PROBE_MAX_ITER = 300  # L-BFGS iterations per fit
@@ -112,10 +112,15 @@ def extract(model: nn.Module, split: Split, batcher: Batcher, batch_size: int = 
 # ----------------------------------------------------------------------------- linear probe
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W [D, C], b [C]) minimising mean cross-entropy + l2/2 |W|^2 (bias unregularised), full-batch L-BFGS."""
-    w = torch.zeros(x.shape[1], num_classes, device=x.device, requires_grad=True)
-    b = torch.zeros(num_classes, device=x.device, requires_grad=True)
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, init: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W [D, C], b [C]) minimising mean cross-entropy + l2/2 |W|^2 (bias unregularised), full-batch
+    L-BFGS from zero or from `init` (the grid is walked strongest first, each fit starting from the
+    last one's solution: the problem is convex, so only the iterations change)."""
+    if init is None:
+        init = (torch.zeros(x.shape[1], num_classes, device=x.device), torch.zeros(num_classes, device=x.device))
+    w, b = init[0].clone().requires_grad_(True), init[1].clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
         [w, b],
         lr=1,
@@ -162,17 +167,20 @@ def linear_probe(
     else:
         keep, held = holdout(ytr, seed)
         fit_x, fit_y, sel_x, sel_y, source = xtr[keep], ytr[keep], xtr[held], ytr[held], "holdout"
+    fits: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
     if len(sel_y):
         fx, sx = _standardise(fit_x, sel_x)
-        scores = [
-            (_accuracy(sx @ w + b, sel_y), l2) for l2 in PROBE_L2_GRID for w, b in [fit_logistic(fx, fit_y, num_classes, l2)]
-        ]
+        scores, last = [], None
+        for l2 in PROBE_L2_GRID:
+            last = fits[l2] = fit_logistic(fx, fit_y, num_classes, l2, init=last)
+            scores.append((_accuracy(sx @ last[0] + last[1], sel_y), l2))
         best = max(s for s, _ in scores)
         l2 = next(l2 for s, l2 in scores if s == best)  # grid runs strongest first: a tie keeps the stronger
     else:
         l2, source = PROBE_L2_DEFAULT, "default"
     ftr, fte = _standardise(xtr, xte)
-    w, b = fit_logistic(ftr, ytr, num_classes, l2)
+    # selected on the validation split: that fit was on the whole subset already; else refit on all of it
+    w, b = fits[l2] if source == "val" else fit_logistic(ftr, ytr, num_classes, l2, init=fits.get(l2))
     return {"probe_acc": _accuracy(fte @ w + b, yte), "probe_l2": l2, "probe_l2_from": source}
 
 
