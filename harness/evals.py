@@ -32,7 +32,6 @@ so its probe is a regularised linear classifier on pixels, the floor the others 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import re
@@ -465,24 +464,26 @@ def load_transfer(entry: dict, source: dict) -> Dataset:
 
 def adapt_channels(ds: Dataset, in_chans: int) -> Dataset:
     """`ds` with `in_chans` channels: RGB to grey by luminance, grey to RGB by repetition, on the
-    uint8 images (then the normalisation statistics of the converted training split)."""
+    uint8 images (then the normalisation statistics of the converted training split). The last
+    conversions are kept (data.load caches the datasets too): trials in one worker share them."""
     if ds.info.in_chans == in_chans:
         return ds
-    return _adapted(json.dumps(ds.info.config, sort_keys=True), json.dumps(ds.info.source, sort_keys=True), in_chans)
+    key = (json.dumps(ds.info.config, sort_keys=True), in_chans)
+    if key not in _ADAPTED:
+        train, test = _convert(ds.train, in_chans), _convert(ds.test, in_chans)
+        if isinstance(train.images, torch.Tensor):  # as data.load computes them
+            x = train.images.float() / 255
+            mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+            std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+        else:  # as a streamed ImageFolder's are
+            mean, std = data._channel_stats(subset(train, data.STATS_SAMPLE, seed=0))
+        while len(_ADAPTED) >= 2:
+            _ADAPTED.pop(next(iter(_ADAPTED)))
+        _ADAPTED[key] = Dataset(dataclasses.replace(ds.info, in_chans=in_chans), train, test, mean, std)
+    return _ADAPTED[key]
 
 
-@functools.lru_cache(maxsize=2)
-def _adapted(config_json: str, source_json: str, in_chans: int) -> Dataset:
-    cfg = {**json.loads(source_json), **json.loads(config_json)}
-    ds = data.load(cfg)
-    train, test = _convert(ds.train, in_chans), _convert(ds.test, in_chans)
-    if isinstance(train.images, torch.Tensor):
-        x = train.images.float() / 255
-        mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
-        std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    else:
-        mean, std = data._channel_stats(subset(train, data.STATS_SAMPLE, seed=0))
-    return Dataset(dataclasses.replace(ds.info, in_chans=in_chans), train, test, mean, std)
+_ADAPTED: dict[tuple[str, int], Dataset] = {}
 
 
 def _convert(split: Split, in_chans: int) -> Split:

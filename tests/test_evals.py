@@ -212,6 +212,21 @@ def test_channels_are_adapted_by_luminance_and_repetition(tmp_path: Path) -> Non
     assert evals.adapt_channels(one, 1) is one
 
 
+def test_streamed_rgb_imagefolder_is_decoded_grey_like_the_in_memory_one(tmp_path: Path) -> None:
+    """A streamed ImageFolder is converted by decoding in PIL's "L" mode, the same luminance the
+    in-memory path applies to the uint8 images (within rounding)."""
+    from tests.test_datasets import folder_cfg, write_folder
+
+    root = write_folder(tmp_path / "folder", per_class=4)
+    in_memory = evals.adapt_channels(data.load(folder_cfg(root)), 1)
+    streamed = evals.adapt_channels(data.load(folder_cfg(root, max_memory_mb=0, workers=0)), 1)
+    assert isinstance(streamed.train.images, data.ImageFiles) and streamed.info.in_chans == 1
+    decoded = torch.stack([streamed.train.images[i] for i in range(len(streamed.train))])
+    assert decoded.shape == in_memory.train.images.shape
+    assert (decoded.int() - in_memory.train.images.int()).abs().max() <= 1
+    assert streamed.mean == pytest.approx(in_memory.mean, abs=0.01)
+
+
 # ----------------------------------------------------------------------------- validation
 
 
