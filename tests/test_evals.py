@@ -270,7 +270,10 @@ def test_analysis_verbs_take_the_new_columns(tmp_path: Path, capsys: pytest.Capt
     for _, row in store_dtypes(trials).iterrows():
         store.atomic_write(root / "trials" / f"{row['trial_id']}.parquet", lambda p, r=row: r.to_frame().T.to_parquet(p))
     assert main(["table", str(root), "--value", "fewshot_10_acc"]) == 0
-    assert "resnet@xs" in capsys.readouterr().out
+    by_value = capsys.readouterr().out
+    assert "resnet@xs" in by_value
+    assert main(["table", str(root), "--y", "fewshot_10_acc"]) == 0  # the spelling fit and plot use
+    assert capsys.readouterr().out == by_value
     assert main(["fit", str(root), "--y", "fewshot_10_acc", "--x", "data_size", "--bootstrap", "0"]) == 0
     assert "1 - fewshot_10_acc" in capsys.readouterr().out
     assert main(["fit", str(root), "--y", "cifar10_probe_acc", "--x", "data_size", "--bootstrap", "0"]) == 0
