@@ -305,7 +305,8 @@ def check_section(section: Any, where: str, *, main: data.DataInfo, val_size: in
         try:
             info = data.describe(cfg)
         except StudyError as e:
-            raise e.at(where, key + (e.key[len("dataset") :] if e.key.startswith("dataset") else "")) from None
+            sub = e.key[len("dataset") :] if e.key.startswith("dataset") else ""
+            raise StudyError(e.what, where=where, key=key + sub, fix=e.fix.replace("dataset.", f"{key}.")) from None
         label = raw.get("label", info.name)
         if not isinstance(label, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", label):
             raise StudyError(
