@@ -1,0 +1,97 @@
+"""Records as MLflow runs: one run per trial, experiment = study name, keyed on the `trial_id` tag.
+
+params: the resolved config (dotted keys); metrics: the row's numbers, logged at the trial's last
+step with its end time, and the learning curve as step metrics (test_acc, train_loss, val_acc ...
+at `step`, timed start + elapsed_s), so a metric's latest value is the row's final one; tags:
+provenance (device, dtype, versions, git_sha, host, study_hash, status, trial_id, error ...).
+A run already there with the same stored row (tag `harness.stamp`) is left alone; a trial re-run
+since replaces it (the old run is deleted, not duplicated).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from harness.analysis.export import Record, Sink
+from harness.errors import StudyError
+from harness.extras import require
+
+STAMP_TAG = "harness.stamp"
+_BATCH_TAGS = 100  # MLflow's per-request limits: 100 params or tags, 1000 entries in all
+_BATCH_METRICS = 1000
+_PARAM_CHARS = 6000  # MLflow's param value limit
+_TAG_CHARS = 8000
+
+
+class MlflowSink(Sink):
+    def __init__(self, uri: str, *, key: str = "--mlflow") -> None:
+        require("mlflow", "mlflow", key=key)
+        # a tracking server that is down should cost seconds, not the client's minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.key = uri, key
+        self.label = f"mlflow {uri}"
+        self.client = MlflowClient(tracking_uri=uri)
+        self._experiments: dict[str, str] = {}
+
+    def experiment(self, study: str) -> str:
+        if study not in self._experiments:
+            exp = self.client.get_experiment_by_name(study)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)  # a deleted name cannot be created again
+            self._experiments[study] = exp.experiment_id if exp is not None else self.client.create_experiment(study)
+        return self._experiments[study]
+
+    def log(self, rec: Record) -> str:
+        from mlflow.entities import ViewType
+
+        exp = self.experiment(rec.study or "harness")
+        found = self.client.search_runs(
+            [exp], filter_string=f"tags.trial_id = '{_quote(rec.trial_id)}'", run_view_type=ViewType.ACTIVE_ONLY, max_results=50
+        )
+        if any(r.data.tags.get(STAMP_TAG) == rec.stamp for r in found):
+            return "unchanged"
+        for r in found:  # an older result of this trial (it was re-run): replaced, not duplicated
+            self.client.delete_run(r.info.run_id)
+        self._create(exp, rec)
+        return "updated" if found else "created"
+
+    def _create(self, exp: str, rec: Record) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        tags = {**rec.tags, "trial_id": rec.trial_id, "study": rec.study, "status": rec.status, STAMP_TAG: rec.stamp}
+        run = self.client.create_run(exp, start_time=rec.started_ms, run_name=rec.name, tags={"trial_id": rec.trial_id})
+        rid = run.info.run_id
+        try:
+            params = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in rec.params.items()]
+            tag_list = [RunTag(_key(k), str(v)[:_TAG_CHARS]) for k, v in tags.items()]
+            now = int(time.time() * 1000)
+            metrics = []
+            for p in rec.curve:
+                ts = rec.point_ms(p) or now
+                metrics += [Metric(_key(k), v, ts, int(p["step"])) for k, v in p.items() if k != "step"]
+            end, step = rec.end_ms or now, rec.final_step
+            metrics += [Metric(_key(k), v, end, step) for k, v in rec.metrics.items()]
+            for i in range(0, max(len(params), len(tag_list)), _BATCH_TAGS):
+                self.client.log_batch(rid, params=params[i : i + _BATCH_TAGS], tags=tag_list[i : i + _BATCH_TAGS])
+            for i in range(0, len(metrics), _BATCH_METRICS):
+                self.client.log_batch(rid, metrics=metrics[i : i + _BATCH_METRICS])
+            self.client.set_terminated(rid, status="FINISHED" if rec.ok else "FAILED", end_time=rec.end_ms)
+        except BaseException:
+            self.client.delete_run(rid)  # half a run would read as a result; the next export writes it whole
+            raise
+
+
+def _quote(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@=-]*", text):
+        raise StudyError(f"trial id {text!r} has characters MLflow's filter cannot take", fix="export rows written by harness run")
+    return text
+
+
+def _key(k: str) -> str:
+    """MLflow keys take letters, digits, '_', '-', '.', ' ', '/' and ':'; anything else becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9_\-. /:]", "_", k)
