@@ -34,7 +34,7 @@ from harness.store import CURVE_COLUMNS, ResultsDir
 _CURVE_KEYS = {"study", "trial_id", "step"}
 # row columns that are neither metrics nor provenance
 _NOT_METRICS = {"schema_version"}
-_NOT_TAGS = {"config_json"}
+_NOT_TAGS = {"config_json", "variant"}  # variant: the analysis' label across studies, not provenance
 _CONFIG_COLUMNS = ("family", "size", "model", "image_size", "data_size", "seed", "steps", "epochs", "batch_size", "lr", "dataset")
 _CURVE_DTYPES = {"study": "string", "trial_id": "string", "epoch": "float64", "step": "Int64", "samples_seen": "Int64"}
 ERROR_CHARS = 5000  # a traceback's tail is enough; MLflow tags hold 8000 characters
@@ -284,6 +284,9 @@ class Sink:
     def log(self, rec: Record) -> str:
         raise NotImplementedError
 
+    def prepare(self, study: str) -> None:
+        """Before many records of one study (a sink may fetch what is there at once)."""
+
     def close(self) -> None:
         pass
 
@@ -315,8 +318,19 @@ def export_path(
     for sink in targets:
         counts = {"created": 0, "updated": 0, "unchanged": 0}
         try:
+            for study in sorted({r.study for r in recs}):
+                sink.prepare(study)
             for rec in recs:
                 counts[sink.log(rec)] += 1
+        except (StudyError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a server that is down, a directory we cannot write: one line, exit 2
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise StudyError(
+                f"export stopped after {sum(counts.values())} of {len(recs)} trials: {type(e).__name__}: {first}"[:600],
+                key=sink.label,
+                fix="check that the server runs / the directory is writable, then run the same command again (done trials are skipped)",
+            ) from e
         finally:
             sink.close()
         done = ", ".join(f"{n} {what}" for what, n in counts.items())

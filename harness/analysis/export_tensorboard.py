@@ -56,6 +56,7 @@ class TensorboardSink(Sink):
             pass
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a TensorBoard run by another user reads it
         try:
             _write_run(tmp, rec)
             (tmp / MARKER).write_text(json.dumps(marker))

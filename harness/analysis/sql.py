@@ -68,7 +68,7 @@ def run(path: str | Path, sql: str, *, fmt: str = "table", out: str | Path | Non
     elif fmt == "csv":
         table.to_pandas().to_csv(sys.stdout, index=False)
     elif fmt == "json":
-        sys.stdout.write(table.to_pandas().to_json(orient="records", date_format="iso", indent=1) + "\n")
+        sys.stdout.write(table.to_pandas().to_json(orient="records", date_format="iso", indent=1, double_precision=15) + "\n")
     else:
         _print_table(table)
     return 0
