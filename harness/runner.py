@@ -129,11 +129,14 @@ def run_study(
         _print_table(trial_table(study, trials, done))
         return EXIT_OK
     be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
+    tracker = _tracker(study, rd, console)  # tracking: its package missing is exit 2 here, before any write
     rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
     term = _SigtermSeen()
     try:
         with _sigterm_interrupts(term):
-            return _run(be, path, study, trials, rd, address=address, report=report, console=console, wait=wait, flags=flags)
+            return _run(
+                be, path, study, trials, rd, address=address, report=report, console=console, wait=wait, flags=flags, tracker=tracker
+            )
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
         note = be.interrupted_note(out_dir)
@@ -141,6 +144,18 @@ def run_study(
         what = "interrupted by SIGTERM" if by_term else "interrupted"
         console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
         return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
+    """The study's `tracking:` sinks (harness/analysis/export.py), or None without that section."""
+    if not study.tracking:
+        return None
+    from harness.analysis.export import Tracker
+
+    return Tracker(study.tracking, lambda msg: console.print(f"[yellow]{escape(msg)}[/]"), results=rd.path)
 
 
 class _SigtermSeen:
@@ -179,6 +194,7 @@ def _run(
     console: Console,
     wait: bool,
     flags: dict | None,
+    tracker: object = None,
 ) -> int:
     out_dir = rd.path
     done = rd.done_ids()
@@ -207,6 +223,8 @@ def _run(
             else:
                 if not be.writes_rows:  # else the workers stored it themselves
                     rd.write(ev.output)
+                if tracker is not None:  # after the row is safe; a tracker failure only warns
+                    tracker.log(ev.output.row, ev.output.curve)
                 failed += not ev.output.ok
                 bar.console.print(_one_line(ev.output))
             bar.advance(task)
