@@ -135,7 +135,17 @@ def run_study(
     try:
         with _sigterm_interrupts(term):
             return _run(
-                be, path, study, trials, rd, address=address, report=report, console=console, wait=wait, flags=flags, tracker=tracker
+                be,
+                path,
+                study,
+                trials,
+                rd,
+                address=address,
+                report=report,
+                console=console,
+                wait=wait,
+                flags=flags,
+                tracker=tracker,
             )
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen

@@ -117,7 +117,7 @@ def test_mlflow_one_run_per_trial_read_back_and_idempotent(mlflow_server: str, t
 
     failed = rows[rows["status"] == "failed"].iloc[0]
     frun = next(r for r in got if r.data.tags["trial_id"] == failed["trial_id"])
-    assert frun.info.status == "FAILED" and frun.data.tags["status"] == "failed" and "NaN" in frun.data.tags["error"]
+    assert frun.info.status == "FAILED" and frun.data.tags["status"] == "failed" and frun.data.tags["error"] == failed["error"]
 
     out = export(capsys, str(rd.path), "--mlflow", mlflow_server)  # again: nothing new
     assert "12 trials (0 created, 0 updated, 12 unchanged)" in out
@@ -138,7 +138,11 @@ def test_mlflow_one_run_per_trial_read_back_and_idempotent(mlflow_server: str, t
 def test_tracking_in_a_study_logs_each_trial_as_it_finishes(mlflow_server: str, tmp_path: Path, capsys) -> None:
     tb = tmp_path / "tb"
     study = write_study_file(
-        tmp_path, name="tracked", models="[resnet@xs]", data_sizes="[32]", extra=f"tracking: {{mlflow: '{mlflow_server}', tensorboard: '{tb}'}}\n"
+        tmp_path,
+        name="tracked",
+        models="[resnet@xs]",
+        data_sizes="[32]",
+        extra=f"tracking: {{mlflow: '{mlflow_server}', tensorboard: '{tb}'}}\n",
     )
     res = tmp_path / "results"
     assert main(["run", str(study), "--backend", "local", "--results", str(res), "--no-report"]) == 0
@@ -311,4 +315,7 @@ def test_require_imports_or_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "webdataset", None)
     with pytest.raises(StudyError) as e:
         require("webdataset", "webdataset")
-    assert e.value.line() == "the 'webdataset' package is not installed — pip install 'harness[webdataset]' (or pip install 'harness[all]')"
+    assert (
+        e.value.line()
+        == "the 'webdataset' package is not installed — pip install 'harness[webdataset]' (or pip install 'harness[all]')"
+    )

@@ -26,7 +26,9 @@ def write_study(root: Path, study: str = "tiny", *, record: bool = True, **grid:
     """Rows and curves through the store, and study.json naming them (the study as last run)."""
     trials, curves = make_rows(study=study, **{**GRID, **grid})
     rd = ResultsDir(root / study)
-    by_trial = {tid: g.drop(columns="trial_id").to_dict("records") for tid, g in curves.groupby("trial_id")} if len(curves) else {}
+    by_trial = (
+        {tid: g.drop(columns="trial_id").to_dict("records") for tid, g in curves.groupby("trial_id")} if len(curves) else {}
+    )
     for row in trials.to_dict("records"):
         rd.write(TrialOutput(row=row, curve=by_trial.get(row["trial_id"], [])))
     if record:

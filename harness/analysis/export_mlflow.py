@@ -115,7 +115,9 @@ class MlflowSink(Sink):
 
 def _quote(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.@=-]*", text):
-        raise StudyError(f"trial id {text!r} has characters MLflow's filter cannot take", fix="export rows written by harness run")
+        raise StudyError(
+            f"trial id {text!r} has characters MLflow's filter cannot take", fix="export rows written by harness run"
+        )
     return text
 
 
