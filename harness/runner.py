@@ -134,19 +134,8 @@ def run_study(
     term = _SigtermSeen()
     try:
         with _sigterm_interrupts(term):
-            return _run(
-                be,
-                path,
-                study,
-                trials,
-                rd,
-                address=address,
-                report=report,
-                console=console,
-                wait=wait,
-                flags=flags,
-                tracker=tracker,
-            )
+            kw = {"address": address, "report": report, "console": console, "wait": wait, "flags": flags, "tracker": tracker}
+            return _run(be, path, study, trials, rd, **kw)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
         note = be.interrupted_note(out_dir)

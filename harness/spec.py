@@ -51,10 +51,8 @@ EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epoc
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
 TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke", "tracking"}
-TRACKING_KEYS = {
-    "mlflow",
-    "tensorboard",
-}  # tracking: {mlflow: URI, tensorboard: DIR}; where results go, not what runs (no id changes)
+# tracking: {mlflow: URI, tensorboard: DIR}: where finished trials are also logged, not what runs (no id changes)
+TRACKING_KEYS = {"mlflow", "tensorboard"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
 AXIS_ORDER = ("model", "data_size", "image_size", "seed")  # expansion order; training-key axes follow in the order written
