@@ -154,7 +154,7 @@ def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
         return None
     from harness.analysis.export import Tracker
 
-    return Tracker(study.tracking, lambda msg: console.print(f"[yellow]{escape(msg)}[/]"), results=rd.path)
+    return Tracker(study.tracking, lambda msg: console.print(f"[yellow]{escape(msg)}[/]"), rd)
 
 
 class _SigtermSeen:

@@ -170,12 +170,15 @@ def test_a_tracker_that_fails_warns_once_and_keeps_going(tmp_path: Path, monkeyp
     blocker = tmp_path / "file"
     blocker.write_text("a file where the log directory should be")
     warnings: list[str] = []
-    tracker = Tracker({"mlflow": f"http://127.0.0.1:{free_port()}", "tensorboard": str(blocker / "tb")}, warnings.append, "res")
+    sinks = {"mlflow": f"http://127.0.0.1:{free_port()}", "tensorboard": str(blocker / "tb")}
+    tracker = Tracker(sinks, warnings.append, ResultsDir(tmp_path / "res"))
     row = {"study": "s", "trial_id": "abc", "status": "ok", "test_acc": 0.5, "model": "vit@xs"}
     tracker.log(row, [{"step": 1, "test_acc": 0.4}])
     tracker.log(row, [])
     tracker.close()
-    assert len(warnings) == 2 and all("tracking off for this run" in w and "harness export res" in w for w in warnings)
+    assert len(warnings) == 2 and all(
+        "tracking off for this run" in w and f"harness export {tmp_path / 'res'}" in w for w in warnings
+    )
     assert tracker.sinks == []
 
 
@@ -319,3 +322,21 @@ def test_require_imports_or_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
         e.value.line()
         == "the 'webdataset' package is not installed — pip install 'harness[webdataset]' (or pip install 'harness[all]')"
     )
+
+
+def test_tracker_reads_the_stored_curve_when_workers_stored_the_row(tmp_path: Path) -> None:
+    """SLURM workers store their own rows: the driver gets the row without its curve, the tracker reads it from the store."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.analysis.export import Tracker
+
+    rd = write_study(tmp_path, "w", families=("resnet",), data_sizes=(1000,), seeds=(0,), fail=False)
+    row = rd.read_row(rd.read()["trial_id"].iloc[0])
+    warnings: list[str] = []
+    tracker = Tracker({"tensorboard": str(tmp_path / "tb")}, warnings.append, rd)
+    tracker.log(row, [])
+    (d,) = (tmp_path / "tb" / "w").iterdir()
+    acc = EventAccumulator(str(d))
+    acc.Reload()
+    assert not warnings and len(acc.Scalars("curve/test_acc")) == len(rd.read_curves())

@@ -343,13 +343,16 @@ class Tracker:
     that fails warns once and is turned off (the rows are stored either way; `harness export`
     logs them later)."""
 
-    def __init__(self, tracking: dict, warn: Callable[[str], None], results: str | Path = "") -> None:
+    def __init__(self, tracking: dict, warn: Callable[[str], None], rd: ResultsDir | None = None) -> None:
         self.sinks = sinks(mlflow=tracking.get("mlflow"), tensorboard=tracking.get("tensorboard"), key="tracking.")
-        self.warn, self.results = warn, results
+        self.warn, self.rd = warn, rd
+        self.results = rd.path if rd is not None else "RESULTS"
 
     def log(self, row: dict, curve: list[dict]) -> None:
         if not self.sinks:
             return
+        if not curve and self.rd is not None and row.get("trial_id"):
+            curve = _stored_curve(self.rd, str(row["trial_id"]))  # a backend whose workers store rows hands none over
         rec = record(row, curve)
         for sink in list(self.sinks):
             try:
@@ -368,3 +371,11 @@ class Tracker:
                 sink.close()
             except Exception:  # noqa: BLE001, S110 - closing a tracker must not fail the run
                 pass
+
+
+def _stored_curve(rd: ResultsDir, trial_id: str) -> list[dict]:
+    """The learning curve the store holds for one trial ([] when there is none or it cannot be read)."""
+    try:
+        return pd.read_parquet(rd.curve_file(trial_id)).to_dict("records")
+    except (OSError, ValueError):
+        return []
