@@ -32,8 +32,8 @@ from harness.store import CURVE_COLUMNS, ResultsDir
 
 # curve columns that are not values at a step
 _CURVE_KEYS = {"study", "trial_id", "step"}
-# row columns that are neither metrics nor provenance
-_NOT_METRICS = {"schema_version"}
+# the config's numbers are params (config_json), not measurements
+_NOT_METRICS = {"schema_version", "image_size", "data_size", "seed", "epochs", "batch_size", "lr"}
 _NOT_TAGS = {"config_json", "variant"}  # variant: the analysis' label across studies, not provenance
 _CONFIG_COLUMNS = ("family", "size", "model", "image_size", "data_size", "seed", "steps", "epochs", "batch_size", "lr", "dataset")
 _CURVE_DTYPES = {"study": "string", "trial_id": "string", "epoch": "float64", "step": "Int64", "samples_seen": "Int64"}
@@ -126,7 +126,7 @@ class Record:
     status: str
     name: str  # readable: "resnet@xs n=1000 32px seed=0"
     params: dict[str, object]  # resolved config, dotted keys; values str, int, float or bool
-    metrics: dict[str, float]  # the row's finite numbers
+    metrics: dict[str, float]  # the row's finite measured numbers
     tags: dict[str, str]  # provenance: device, versions, git sha, host, study hash, status, error ...
     curve: list[dict[str, float]] = field(default_factory=list)  # {"step": s, col: value, ...} in step order
     started_ms: int | None = None
