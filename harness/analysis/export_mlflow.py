@@ -36,7 +36,15 @@ class MlflowSink(Sink):
 
         self.uri, self.key = uri, key
         self.label = f"mlflow {uri}"
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+        except Exception as e:  # noqa: BLE001 - an unusable URI (the file store refuses since MLflow 3.x, a bad scheme)
+            first = str(e).strip().split(". ")[0][:300]
+            raise StudyError(
+                f"MLflow cannot use the tracking URI {uri!r}: {type(e).__name__}: {first}",
+                key=key,
+                fix="give a tracking server (http://HOST:PORT) or a database (sqlite:///mlflow.db)",
+            ) from None
         self._experiments: dict[str, str] = {}
         self._index: dict[str, dict[str, list]] = {}  # experiment id -> trial_id -> active runs
 
