@@ -174,8 +174,9 @@ def record(row: dict, curve: list[dict]) -> Record:
     row = {k: _plain(v) for k, v in row.items()}
     metrics = {k: float(v) for k, v in row.items() if _number(v) and k not in _NOT_METRICS}
     tags = {k: _tag(v) for k, v in row.items() if isinstance(v, (str, bool)) and k not in _NOT_TAGS and v != ""}
-    if tags.get("error"):
-        tags["error"] = tags["error"][-ERROR_CHARS:]
+    for k in ("error", "traceback"):  # the tail says where it failed
+        if k in tags:
+            tags[k] = tags[k][-ERROR_CHARS:]
     started = _ms(row.get("started_at"))
     duration = row.get("duration_s")
     return Record(
