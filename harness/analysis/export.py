@@ -361,8 +361,10 @@ class Tracker:
             except Exception as e:  # noqa: BLE001 - a tracker problem must not fail or lose the trial
                 self.sinks.remove(sink)
                 flag = "--mlflow" if sink.label.startswith("mlflow") else "--tensorboard"
+                why = (str(e).strip().splitlines() or [""])[0]
+                why = why if len(why) <= 160 else why[:160] + "..."
                 self.warn(
-                    f"{sink.label}: tracking off for this run ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    f"{sink.label}: tracking off for this run ({type(e).__name__}: {why}); "
                     f"trials are still stored, `harness export {self.results} {flag} ...` logs them later"
                 )
 
