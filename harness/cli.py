@@ -57,13 +57,14 @@ def _run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         wait=not args.no_wait,
         flags=flags,
+        overrides=args.overrides,
     )
 
 
 def _status(args: argparse.Namespace) -> int:
     from harness.runner import status
 
-    table, code = status(args.target, results=args.results, include_all=args.include_all)
+    table, code = status(args.target, results=args.results, include_all=args.include_all, overrides=args.overrides)
     out_console().print(table)
     return code
 
@@ -132,6 +133,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a study (skips finished trials)")
     r.add_argument("study", help="studies/NAME.yaml")
     r.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="change the study: train.lr=1e-3 grid.seed=[0,1,2] (YAML values); KEY+=VALUE appends to a list",
+    )
+    r.add_argument(
         "--backend",
         default="ray",
         help="ray (default; embedded local Ray without --address) | slurm (submitit job arrays) | local (in process, sequential)",
@@ -159,6 +166,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="ok / failed / pending trials of a study file or results directory")
     s.add_argument("target", help="studies/NAME.yaml or results/NAME")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="with a study file: the overrides it was run with")
     s.add_argument("--results", default="results")
     s.add_argument("--all", action="store_true", dest="include_all", help="count rows from earlier versions of the study too")
     s.set_defaults(func=_status)
@@ -189,7 +197,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes the positionals before the first option in one go: `run s.yaml --dry-run a=1` leaves
+    # a=1 over. Overrides after options are still overrides (in the order typed); anything else is an error.
+    if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except StudyError as e:

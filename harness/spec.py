@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,21 @@ def read_yaml(path: Path, where: str) -> Any:
         ) from None
 
 
-def load_study(path: str | Path) -> Study:
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> Study:
+    """`overrides`: command-line `key=value` / `key+=value` (harness/overrides.py), applied to the file's
+    mapping before it is validated; an error they cause names the override."""
+    from harness import overrides as cli_overrides
+
+    ovs = cli_overrides.parse_all(overrides)
+    raw = read_study_mapping(path)
+    try:
+        return parse_study(cli_overrides.apply(raw, ovs), where=str(path))
+    except StudyError as e:
+        raise cli_overrides.blame(e, ovs) from None
+
+
+def read_study_mapping(path: str | Path) -> dict:
+    """The study file's top-level mapping, unvalidated (StudyError when missing, unreadable or not a mapping)."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -232,7 +247,7 @@ def load_study(path: str | Path) -> Study:
             where=where,
             fix="start with 'name: ...' and 'grid: ...' (see studies/quickstart.yaml)",
         )
-    return parse_study(raw, where=where)
+    return raw
 
 
 def parse_study(raw: dict, *, where: str = "<study>") -> Study:

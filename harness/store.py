@@ -2,8 +2,8 @@
 
     results/<study>/trials/<trial_id>.parquet    one row (schema below), rewritten when a failed trial is retried
     results/<study>/curves/<trial_id>.parquet    learning curve, one row per evaluation
-    results/<study>/study.yaml                   the study file this directory was last run from
-    results/<study>/study.json                   {name, study_hash, trial_ids} of that run: the rows that belong
+    results/<study>/study.yaml                   the study file this directory was last run from (resolved: with its command-line overrides applied)
+    results/<study>/study.json                   {name, study_hash, trial_ids[, overrides]} of that run: the rows that belong
     results/<study>/claims/<trial_id>            a driver's lease on a trial (harness/claims.py)
     results/<study>/compact/trials.parquet       compacted read path: every row + the stamp of its file
     results/<study>/compact/curves.parquet       the same for curves
@@ -33,7 +33,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,11 +385,24 @@ class ResultsDir:
                     pass
             raise storage_error(e, self.path) from None
 
-    def record_study(self, src: str | Path, name: str, study_hash: str, trial_ids: Iterable[str]) -> None:
-        """The study as last run: its file and the trial ids it expands to (the rows that belong)."""
+    def record_study(
+        self,
+        src: str | Path,
+        name: str,
+        study_hash: str,
+        trial_ids: Iterable[str],
+        *,
+        overrides: Sequence[str] = (),
+        resolved: str | None = None,
+    ) -> None:
+        """The study as last run: its file and the trial ids it expands to (the rows that belong). Run with
+        command-line overrides: study.yaml is `resolved` (the file with them applied, a header listing
+        them) and study.json lists them under "overrides"."""
         try:
-            atomic_write(self.study_file, Path(src).read_bytes())
+            atomic_write(self.study_file, resolved if resolved is not None else Path(src).read_bytes())
             manifest = {"name": name, "study_hash": study_hash, "trial_ids": sorted(trial_ids)}
+            if overrides:
+                manifest["overrides"] = list(overrides)
             atomic_write(self.membership_file, json.dumps(manifest, indent=0))
         except OSError as e:
             raise storage_error(e, self.path) from e
