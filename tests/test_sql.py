@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -142,3 +144,21 @@ def test_readme_queries_run(results: Path, capsys: pytest.CaptureFixture) -> Non
         code, out, err = sql(capsys, str(results), q)
         assert code == 0, f"{q}: {err}"
         assert "row" in out, q
+
+
+def test_sql_imports_neither_torch_nor_a_tracker(results: Path) -> None:
+    """`harness sql` answers like the other analysis verbs: no torch, ray or tracker packages loaded."""
+    probe = (
+        "import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+        "print('LOADED', code, sorted(m for m in ('torch', 'ray', 'timm', 'mlflow', 'tensorboard') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run(
+        [sys.executable, "-c", probe, "sql", str(results), "SELECT count(*) AS n FROM trials", "--csv"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "HOME": str(results)},
+    )
+    assert p.stdout.splitlines()[-1] == "LOADED 0 []", p.stdout + p.stderr
+    assert p.stdout.splitlines()[:2] == ["n", "13"]
