@@ -8,6 +8,8 @@ the trial's resolution and applies the (optional) flip/shift augmentation in a s
 Datasets: `fashion_mnist` (IDX .gz files), `cifar10` (the python-pickle batches),
 `imagefolder` (any class-per-folder directory of images, decoded once to a native size),
 `synthetic` (tests and throughput-only studies; never a stand-in for a real result).
+Sharded and Hugging Face datasets (`webdataset`, `hf`) live in harness/streams.py and stream
+through the same streamed-split path (`BatchFetcher`, `eval_batches`).
 
 Streamed splits: an ImageFolder that does not fit `max_memory_mb` keeps its images as files
 (`ImageFiles`) and DataLoader workers decode each batch ahead of the training step. `BatchFetcher`
@@ -31,6 +33,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -433,7 +436,15 @@ DESCRIBERS = {
     "cifar10": _describe_cifar10,
     "imagefolder": _describe_imagefolder,
     "synthetic": _describe_synthetic,
+    "webdataset": lambda cfg: _streams().DESCRIBERS["webdataset"](cfg),  # harness/streams.py
+    "hf": lambda cfg: _streams().DESCRIBERS["hf"](cfg),
 }
+
+
+def _streams():  # imported on use: streams imports this module
+    from harness import streams
+
+    return streams
 
 
 def _only_keys(cfg: dict, allowed: set[str]) -> None:
@@ -464,6 +475,8 @@ def _load_cached(cfg_json: str) -> Dataset:
         train, test = _read_cifar(Path(info.source["root"]))
     elif info.name == "imagefolder":
         return _load_imagefolder(info)
+    elif info.name in ("webdataset", "hf"):
+        return _streams().LOADERS[info.name](info)
     else:
         train, test = _make_synthetic(info.config)
     x = train.images.float() / 255
@@ -679,7 +692,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return ImageFiles([self.paths[i] for i in idx.tolist()], self.image_size, self.channels, self.workers)
 
 
-def decode_image(path: str, size: int, channels: int) -> torch.Tensor:
+def decode_image(path: str | IO[bytes], size: int, channels: int) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
