@@ -134,6 +134,7 @@ def run_study(
         return EXIT_OK
     with _blamed(overrides):
         be.preflight(study, flags, address=address)  # package installed, cluster reachable, GPU visible: before any write
+        tracker = _tracker(study, rd, console)  # tracking: its package missing is exit 2 here, before any write
     rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
     term = _SigtermSeen()
     try:
@@ -150,6 +151,7 @@ def run_study(
                 wait=wait,
                 flags=flags,
                 overrides=overrides,
+                tracker=tracker,
             )
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
@@ -158,6 +160,18 @@ def run_study(
         what = "interrupted by SIGTERM" if by_term else "interrupted"
         console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
         return EXIT_TERMINATED if by_term else EXIT_INTERRUPTED
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
+    """The study's `tracking:` sinks (harness/analysis/export.py), or None without that section."""
+    if not study.tracking:
+        return None
+    from harness.analysis.export import Tracker
+
+    return Tracker(study.tracking, lambda msg: console.print(f"[yellow]{escape(msg)}[/]"), rd)
 
 
 @contextlib.contextmanager
@@ -208,6 +222,7 @@ def _run(
     wait: bool,
     flags: dict | None,
     overrides: Sequence[str] = (),
+    tracker: object = None,
 ) -> int:
     out_dir = rd.path
     done = rd.done_ids()
@@ -237,6 +252,8 @@ def _run(
             else:
                 if not be.writes_rows:  # else the workers stored it themselves
                     rd.write(ev.output)
+                if tracker is not None:  # after the row is safe; a tracker failure only warns
+                    tracker.log(ev.output.row, ev.output.curve)
                 failed += not ev.output.ok
                 bar.console.print(_one_line(ev.output))
             bar.advance(task)

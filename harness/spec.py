@@ -51,7 +51,9 @@ BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them
 EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
-TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke", "eval"}
+TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke", "eval", "tracking"}
+# tracking: {mlflow: URI, tensorboard: DIR}: where finished trials are also logged, not what runs (no id changes)
+TRACKING_KEYS = {"mlflow", "tensorboard"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
 AXIS_ORDER = ("model", "data_size", "image_size", "seed")  # expansion order; training-key axes follow in the order written
@@ -135,6 +137,7 @@ class Study:
     train_written: dict = field(default_factory=dict)  # the train section before budget defaults: cells layer onto it
     eval: dict = field(default_factory=dict)  # the eval section, canonical (harness/evals.py); {} without one
     eval_source: tuple = ()
+    tracking: dict = field(default_factory=dict)  # {mlflow: URI, tensorboard: DIR}: trials logged as they finish
 
     @property
     def study_hash(self) -> str:
@@ -297,6 +300,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     resources = _merged(raw, "resources", RESOURCE_DEFAULTS, where)
     _check_resources(resources, where)
     slurm = _section(raw, "slurm", {}, where)
+    tracking = _tracking(raw, where)
 
     if train["eval_size"] is not None and train["eval_size"] > info.test_size:
         raise StudyError(
@@ -331,6 +335,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         train_written=train_written,
         eval=eval_cfg,
         eval_source=eval_source,
+        tracking=tracking,
     )
     _check_cells(study, info, where)
     return study
@@ -847,6 +852,7 @@ def smoke(study: Study) -> Study:
         train_written=study.train_written,
         eval=study.eval,
         eval_source=study.eval_source,
+        tracking=study.tracking,
     )
 
 
@@ -884,6 +890,19 @@ def _section(raw: dict, key: str, default: dict, where: str) -> dict:
             f"'{key}' must be a mapping, got {type(value).__name__}", where=where, key=key, fix=f"write it as '{key}: {{...}}'"
         )
     return copy.deepcopy(value)
+
+
+def _tracking(raw: dict, where: str) -> dict:
+    """tracking: {mlflow: URI, tensorboard: DIR}, each a non-empty string (harness/analysis/export.py)."""
+    section = _section(raw, "tracking", {}, where)
+    _check_keys(section, TRACKING_KEYS, where, "tracking")
+    for k, v in section.items():
+        if not isinstance(v, str) or not v.strip():
+            example = "http://127.0.0.1:5000" if k == "mlflow" else "runs/tb"
+            raise StudyError(
+                f"must be a non-empty string, got {v!r}", where=where, key=f"tracking.{k}", fix=f"e.g. {k}: {example}"
+            )
+    return section
 
 
 def _merged(raw: dict, key: str, defaults: dict, where: str) -> dict:

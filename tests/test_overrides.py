@@ -104,7 +104,7 @@ def test_budget_override_replaces_the_files_budget(tmp_path: Path) -> None:
         ("train.lr.x=1", "'train.lr' is 0.001 (a float) in the study, not a section with keys"),
         ("grid.model.vit=1", "'grid.model' is a list in the study"),
         ("train.lrr=1e-3", "train.lrr: unknown key 'lrr' — did you mean lr?"),
-        ("trian.lr=1e-3", "trian: unknown key 'trian' — did you mean train?"),
+        ("trian.lr=1e-3", "trian: unknown key 'trian' — did you mean train or tracking?"),
         ("grid.seeds=[1]", "grid.seeds: unknown key 'seeds' — did you mean seed"),
         ("grid.model=[vit@xss]", "grid.model[0]: unknown size 'xss' for family 'vit' — did you mean vit@xs"),
         ("train.optimizer=adam", "unknown optimizer 'adam' — did you mean adamw?"),

@@ -1,4 +1,4 @@
-"""`harness table | fit | plot | report`: argument parsing only, each verb calls one function.
+"""`harness table | fit | plot | report | optimal | sql | export`: argument parsing only, each verb calls one function.
 
 The lead's `harness/cli.py` calls `register(subparsers)` and turns a `StudyError` into its
 one line on stderr and exit code 2. The analysis modules are imported inside the verbs:
@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_plot(subparsers)
     _add_report(subparsers)
     _add_optimal(subparsers)
+    _add_sql(subparsers)
+    _add_export(subparsers)
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -162,6 +164,54 @@ def _add_optimal(sub: argparse._SubParsersAction) -> None:
         help="JSON rows {group, budget, n_opt, d_opt, n_opt_ci95, d_opt_ci95, metric_opt, a, b, flops_model}",
     )
     p.set_defaults(func=_optimal)
+
+
+def _add_sql(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sql",
+        help="SQL over results with DuckDB: views trials and curves",
+        description="Views `trials` (one row per trial) and `curves` (study, trial_id, step, ...) over a study's results "
+        "directory or a root of several (`study` tells them apart). Needs duckdb: pip install 'harness[sql]'.",
+    )
+    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
+    p.add_argument("query", help='e.g. "SELECT family, avg(test_acc) FROM trials GROUP BY 1"')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_const", const="csv", dest="fmt", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_const", const="json", dest="fmt", help="a JSON list of records on stdout")
+    fmt.add_argument("--parquet", default=None, metavar="OUT", help="write the result to OUT as Parquet")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    p.set_defaults(func=_sql, fmt="table")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="log trials to MLflow and/or TensorBoard (idempotent)",
+        description="One MLflow run per trial (experiment = study; params = resolved config, metrics = the row and its "
+        "learning curve, tags = provenance) and/or one TensorBoard run directory per trial with hparams. Exporting "
+        "again adds nothing for unchanged trials and replaces re-run ones. Needs pip install 'harness[mlflow]' / "
+        "'harness[tensorboard]'.",
+    )
+    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
+    p.add_argument("--mlflow", default=None, metavar="URI", help="tracking URI, e.g. http://127.0.0.1:5000")
+    p.add_argument("--tensorboard", default=None, metavar="DIR", help="log directory: DIR/<study>/<trial>/")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    p.set_defaults(func=_export)
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from harness.analysis.sql import run
+
+    fmt = "parquet" if args.parquet else args.fmt
+    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from harness.analysis.export import export_path
+
+    for line in export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all):
+        print(line)
+    return 0
 
 
 def _optimal(args: argparse.Namespace) -> int:

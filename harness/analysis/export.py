@@ -1,0 +1,384 @@
+"""Results as the tools people already use see them: one record per trial for MLflow and TensorBoard.
+
+`load(path)` reads trials and curves through the store's readers (`harness.store.ResultsDir`:
+the compacted read path, study.json membership) for one study directory, a root holding several,
+or a file of rows; `harness sql` registers the same frames with DuckDB. `records()` turns the
+rows into `Record`s (params = the resolved config as dotted keys, metrics = the row's numbers,
+the learning curve as step metrics, tags = provenance), and the sinks in `export_mlflow` and
+`export_tensorboard` write them. Each sink is idempotent: a trial already exported with the same
+stored row is left alone; a trial re-run since (a failed one retried) replaces its run.
+
+`Tracker` is the study's `tracking:` section at run time: the runner hands it each trial as it
+is stored; a tracking failure warns once and turns that sink off, never failing or losing the trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis import io
+from harness.errors import StudyError
+from harness.store import CURVE_COLUMNS, ResultsDir
+
+# curve columns that are not values at a step
+_CURVE_KEYS = {"study", "trial_id", "step"}
+# the config's numbers are params (config_json), not measurements
+_NOT_METRICS = {"schema_version", "image_size", "data_size", "seed", "epochs", "batch_size", "lr"}
+_NOT_TAGS = {"config_json", "variant"}  # variant: the analysis' label across studies, not provenance
+_CONFIG_COLUMNS = ("family", "size", "model", "image_size", "data_size", "seed", "steps", "epochs", "batch_size", "lr", "dataset")
+_CURVE_DTYPES = {"study": "string", "trial_id": "string", "epoch": "float64", "step": "Int64", "samples_seen": "Int64"}
+ERROR_CHARS = 5000  # a traceback's tail is enough; MLflow tags hold 8000 characters
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Results:
+    """Trial rows (one per study and trial) and curve points, both with a `study` column."""
+
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+
+
+def load(path: str | Path, *, include_all: bool = False) -> Results:
+    """Rows of a study directory, of every study directory under a root, or of a .parquet/.csv file
+    of rows (no curves then), as `harness table` reads them. Notes (rows left out, unreadable files)
+    go to stderr, one line each."""
+    p = Path(path)
+    if not p.exists():
+        raise StudyError("results path does not exist", where=str(p), fix=io._FIX_PATH)
+    notes: list[str] = []
+    if p.is_file():
+        trials, curves = io._read_table(p), [_empty_curves()]
+        trials = [trials.assign(study=trials["study"] if "study" in trials else p.stem)]
+    else:
+        trials, curves = [], []
+        for rd in io.study_dirs(p):
+            t, c = _read_study(rd, include_all, notes)
+            trials.append(t)
+            curves.append(c)
+    trials = [t for t in trials if not t.empty]
+    if not trials:
+        raise StudyError(
+            "no trial rows found", where=str(p), fix="run the study first (`harness run STUDY.yaml`) or " + io._FIX_PATH
+        )
+    for note in notes:
+        print(note, file=sys.stderr)
+    rows = pd.concat(trials, ignore_index=True, sort=False) if len(trials) > 1 else trials[0]
+    points = [c for c in curves if not c.empty]
+    return Results(
+        io.mark_variants(io.normalise(rows)),
+        pd.concat(points, ignore_index=True, sort=False) if points else _empty_curves(),
+    )
+
+
+def _read_study(rd: ResultsDir, include_all: bool, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = rd.read(lenient=True)
+    kept, left_out = io.members(rd, df, include_all)
+    if left_out:
+        notes.append(io.left_out_note(rd, left_out))
+    name = _study_name(rd, kept)
+    if "study" not in kept or kept["study"].isna().any():
+        kept = kept.assign(study=kept["study"].fillna(name) if "study" in kept else name)
+    curves = rd.read_curves()
+    if rd.unreadable.paths:
+        notes.append(rd.unreadable.note())
+    curves = curves[curves["trial_id"].isin(kept["trial_id"])] if "trial_id" in kept else curves.iloc[:0]
+    curves = curves.drop(columns=["study"], errors="ignore")
+    curves.insert(0, "study", name)
+    return kept, curves.reset_index(drop=True)
+
+
+def _study_name(rd: ResultsDir, rows: pd.DataFrame) -> str:
+    """The study's name: its rows', else study.json's, else the directory's."""
+    names = rows["study"].dropna().unique() if "study" in rows else []
+    if len(names) == 1:
+        return str(names[0])
+    manifest = rd.read_json(rd.membership_file, {}) if rd.membership_file.is_file() else {}
+    return str(manifest.get("name") or rd.path.name) if isinstance(manifest, dict) else rd.path.name
+
+
+def _empty_curves() -> pd.DataFrame:
+    cols = ["study", *CURVE_COLUMNS]
+    return pd.DataFrame({c: pd.Series(dtype=_CURVE_DTYPES.get(c, "float64")) for c in cols})
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass
+class Record:
+    """One trial as a tracker sees it."""
+
+    study: str
+    trial_id: str
+    status: str
+    name: str  # readable: "resnet@xs n=1000 32px seed=0"
+    params: dict[str, object]  # resolved config, dotted keys; values str, int, float or bool
+    metrics: dict[str, float]  # the row's finite measured numbers
+    tags: dict[str, str]  # provenance: device, versions, git sha, host, study hash, status, error ...
+    curve: list[dict[str, float]] = field(default_factory=list)  # {"step": s, col: value, ...} in step order
+    started_ms: int | None = None
+    end_ms: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def stamp(self) -> str:
+        """Identity of the stored result: a re-run trial (a failed one retried) gets a new one."""
+        started = self.tags.get("started_at")
+        if started:
+            return f"{self.status}@{started}"
+        blob = json.dumps([self.status, self.metrics, self.params], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def final_step(self) -> int:
+        steps = [int(p["step"]) for p in self.curve]
+        own = self.metrics.get("steps")
+        return max([*steps, int(own) if own is not None else 0])
+
+    def point_ms(self, point: dict[str, float]) -> int | None:
+        """Wall time of a curve point: start + its elapsed seconds (None when the start is unknown)."""
+        if self.started_ms is None:
+            return None
+        return self.started_ms + int(1000 * point.get("elapsed_s", 0.0))
+
+
+def records(res: Results) -> list[Record]:
+    by_trial: dict[tuple[str, str], list[dict]] = {}
+    if not res.curves.empty:
+        for key, g in res.curves.groupby(["study", "trial_id"], sort=False):
+            by_trial[(str(key[0]), str(key[1]))] = g.to_dict("records")
+    out = []
+    for row in res.trials.to_dict("records"):
+        out.append(record(row, by_trial.get((str(row.get("study")), str(row.get("trial_id"))), [])))
+    return out
+
+
+def record(row: dict, curve: list[dict]) -> Record:
+    """A stored row (plain or pandas values) and its curve points as a Record."""
+    row = {k: _plain(v) for k, v in row.items()}
+    metrics = {k: float(v) for k, v in row.items() if _number(v) and k not in _NOT_METRICS}
+    tags = {k: _tag(v) for k, v in row.items() if isinstance(v, (str, bool)) and k not in _NOT_TAGS and v != ""}
+    for k in ("error", "traceback"):  # the tail says where it failed
+        if k in tags:
+            tags[k] = tags[k][-ERROR_CHARS:]
+    started = _ms(row.get("started_at"))
+    duration = row.get("duration_s")
+    return Record(
+        study=str(row.get("study") or ""),
+        trial_id=str(row.get("trial_id") or ""),
+        status=str(row.get("status") or "ok"),
+        name=readable_name(row),
+        params=config_params(row),
+        metrics=metrics,
+        tags=tags,
+        curve=_points(curve),
+        started_ms=started,
+        end_ms=started + int(1000 * duration) if started is not None and _number(duration) else started,
+    )
+
+
+def readable_name(row: dict) -> str:
+    model = row.get("model") or "@".join(str(row[k]) for k in ("family", "size") if row.get(k)) or "trial"
+    parts = [str(model)]
+    for key, fmt in (("data_size", "n={}"), ("image_size", "{}px"), ("seed", "seed={}")):
+        if row.get(key) is not None:
+            parts.append(fmt.format(row[key]))
+    return " ".join(parts)
+
+
+def config_params(row: dict) -> dict[str, object]:
+    """The resolved config (config_json) as dotted keys; rows without it: their config columns."""
+    try:
+        cfg = json.loads(row["config_json"]) if isinstance(row.get("config_json"), str) else None
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        return {k: _param(row[k]) for k in _CONFIG_COLUMNS if row.get(k) is not None}
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, v: object) -> None:
+        if isinstance(v, dict) and v:
+            for k, sub in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), sub)
+        else:
+            out[prefix] = _param(v)
+
+    walk("", cfg)
+    return out
+
+
+def _points(curve: list[dict]) -> list[dict[str, float]]:
+    points = []
+    for i, p in enumerate(curve):
+        step = _plain(p.get("step"))
+        point = {"step": float(step) if _number(step) else float(i)}
+        point.update({k: float(v) for k, v in ((k, _plain(v)) for k, v in p.items()) if k not in _CURVE_KEYS and _number(v)})
+        points.append(point)
+    return sorted(points, key=lambda p: p["step"])
+
+
+def _plain(v: object) -> object:
+    """pandas/numpy scalars as Python values; NA and NaN as None."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _tag(v: object) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def _param(v: object) -> object:
+    if v is None or isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, default=str)
+    return v if isinstance(v, (str, bool, int, float)) else str(v)
+
+
+def _ms(text: object) -> int | None:
+    """started_at (ISO 8601; UTC when it names no zone) as epoch milliseconds."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+# ----------------------------------------------------------------------------- sinks
+
+
+class Sink:
+    """Where records go. `log` returns "created", "updated" (a re-run replaced the old export) or "unchanged"."""
+
+    label = ""
+
+    def log(self, rec: Record) -> str:
+        raise NotImplementedError
+
+    def prepare(self, study: str) -> None:
+        """Before many records of one study (a sink may fetch what is there at once)."""
+
+    def close(self) -> None:
+        pass
+
+
+def sinks(*, mlflow: str | None = None, tensorboard: str | Path | None = None, key: str = "--") -> list[Sink]:
+    """The sinks asked for; a missing package is a StudyError naming its extra (before anything is written).
+    `key`: how the user named them, for messages ("--" for flags, "tracking." for a study)."""
+    out: list[Sink] = []
+    if mlflow:
+        from harness.analysis.export_mlflow import MlflowSink
+
+        out.append(MlflowSink(mlflow, key=f"{key}mlflow"))
+    if tensorboard:
+        from harness.analysis.export_tensorboard import TensorboardSink
+
+        out.append(TensorboardSink(tensorboard, key=f"{key}tensorboard"))
+    return out
+
+
+def export_path(
+    path: str | Path, *, mlflow: str | None = None, tensorboard: str | Path | None = None, include_all: bool = False
+) -> list[str]:
+    """`harness export`: every trial of the results to each sink; one summary line per sink."""
+    if not mlflow and not tensorboard:
+        raise StudyError("nothing to export to", key="harness export", fix="give --mlflow URI and/or --tensorboard DIR")
+    targets = sinks(mlflow=mlflow, tensorboard=tensorboard)  # packages first: a missing one writes nothing
+    recs = records(load(path, include_all=include_all))
+    lines = []
+    for sink in targets:
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        try:
+            for study in sorted({r.study for r in recs}):
+                sink.prepare(study)
+            for rec in recs:
+                counts[sink.log(rec)] += 1
+        except (StudyError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a server that is down, a directory we cannot write: one line, exit 2
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise StudyError(
+                f"export stopped after {sum(counts.values())} of {len(recs)} trials: {type(e).__name__}: {first}"[:600],
+                key=sink.label,
+                fix="check that the server runs / the directory is writable, then run the same command again (done trials are skipped)",
+            ) from e
+        finally:
+            sink.close()
+        done = ", ".join(f"{n} {what}" for what, n in counts.items())
+        lines.append(f"{sink.label}: {len(recs)} trials ({done})")
+    return lines
+
+
+class Tracker:
+    """A study's `tracking:` section while it runs: each stored trial goes to every sink; a sink
+    that fails warns once and is turned off (the rows are stored either way; `harness export`
+    logs them later)."""
+
+    def __init__(self, tracking: dict, warn: Callable[[str], None], rd: ResultsDir | None = None) -> None:
+        self.sinks = sinks(mlflow=tracking.get("mlflow"), tensorboard=tracking.get("tensorboard"), key="tracking.")
+        self.warn, self.rd = warn, rd
+        self.results = rd.path if rd is not None else "RESULTS"
+
+    def log(self, row: dict, curve: list[dict]) -> None:
+        if not self.sinks:
+            return
+        if not curve and self.rd is not None and row.get("trial_id"):
+            curve = _stored_curve(self.rd, str(row["trial_id"]))  # a backend whose workers store rows hands none over
+        rec = record(row, curve)
+        for sink in list(self.sinks):
+            try:
+                sink.log(rec)
+            except Exception as e:  # noqa: BLE001 - a tracker problem must not fail or lose the trial
+                self.sinks.remove(sink)
+                flag = "--mlflow" if sink.label.startswith("mlflow") else "--tensorboard"
+                why = (str(e).strip().splitlines() or [""])[0]
+                why = why if len(why) <= 160 else why[:160] + "..."
+                self.warn(
+                    f"{sink.label}: tracking off for this run ({type(e).__name__}: {why}); "
+                    f"trials are still stored, `harness export {self.results} {flag} ...` logs them later"
+                )
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001, S110 - closing a tracker must not fail the run
+                pass
+
+
+def _stored_curve(rd: ResultsDir, trial_id: str) -> list[dict]:
+    """The learning curve the store holds for one trial ([] when there is none or it cannot be read)."""
+    try:
+        return pd.read_parquet(rd.curve_file(trial_id)).to_dict("records")
+    except (OSError, ValueError):
+        return []

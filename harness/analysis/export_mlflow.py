@@ -1,0 +1,134 @@
+"""Records as MLflow runs: one run per trial, experiment = study name, keyed on the `trial_id` tag.
+
+params: the resolved config (dotted keys); metrics: the row's numbers, logged at the trial's last
+step with its end time, and the learning curve as step metrics (test_acc, train_loss, val_acc ...
+at `step`, timed start + elapsed_s), so a metric's latest value is the row's final one; tags:
+provenance (device, dtype, versions, git_sha, host, study_hash, status, trial_id, error ...).
+A run already there with the same stored row (tag `harness.stamp`) is left alone; a trial re-run
+since replaces it (the old run is deleted, not duplicated).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from harness.analysis.export import Record, Sink
+from harness.errors import StudyError
+from harness.extras import require
+
+STAMP_TAG = "harness.stamp"
+_BATCH_TAGS = 100  # MLflow's per-request limits: 100 params or tags, 1000 entries in all
+_BATCH_METRICS = 1000
+_PARAM_CHARS = 6000  # MLflow's param value limit
+_TAG_CHARS = 8000
+
+
+class MlflowSink(Sink):
+    def __init__(self, uri: str, *, key: str = "--mlflow") -> None:
+        require("mlflow", "mlflow", key=key)
+        # a tracking server that is down should cost seconds, not the client's minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run on stdout otherwise
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.key = uri, key
+        self.label = f"mlflow {uri}"
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+        except Exception as e:  # noqa: BLE001 - an unusable URI (the file store refuses since MLflow 3.x, a bad scheme)
+            first = str(e).strip().split(". ")[0][:300]
+            raise StudyError(
+                f"MLflow cannot use the tracking URI {uri!r}: {type(e).__name__}: {first}",
+                key=key,
+                fix="give a tracking server (http://HOST:PORT) or a database (sqlite:///mlflow.db)",
+            ) from None
+        self._experiments: dict[str, str] = {}
+        self._index: dict[str, dict[str, list]] = {}  # experiment id -> trial_id -> active runs
+
+    def experiment(self, study: str) -> str:
+        if study not in self._experiments:
+            exp = self.client.get_experiment_by_name(study)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)  # a deleted name cannot be created again
+            self._experiments[study] = exp.experiment_id if exp is not None else self.client.create_experiment(study)
+        return self._experiments[study]
+
+    def runs_of(self, exp: str, trial_id: str) -> list:
+        """Active runs of one trial: from the experiment index `prepare` built, else one search."""
+        if exp in self._index:
+            return self._index[exp].get(trial_id, [])
+        from mlflow.entities import ViewType
+
+        return self.client.search_runs(
+            [exp], filter_string=f"tags.trial_id = '{_quote(trial_id)}'", run_view_type=ViewType.ACTIVE_ONLY, max_results=50
+        )
+
+    def prepare(self, study: str) -> None:
+        """Fetch every run of the study's experiment at once (pages of 1000): an export of many
+        trials then costs three requests per new trial and none per unchanged one."""
+        from mlflow.entities import ViewType
+
+        exp = self.experiment(study)
+        by: dict[str, list] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([exp], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            for r in page:
+                by.setdefault(r.data.tags.get("trial_id", ""), []).append(r)
+            token = page.token
+            if not token:
+                break
+        self._index[exp] = by
+
+    def log(self, rec: Record) -> str:
+        exp = self.experiment(rec.study or "harness")
+        found = self.runs_of(exp, rec.trial_id)
+        if any(r.data.tags.get(STAMP_TAG) == rec.stamp for r in found):
+            return "unchanged"
+        for r in found:  # an older result of this trial (it was re-run): replaced, not duplicated
+            self.client.delete_run(r.info.run_id)
+        self._create(exp, rec)
+        self._index.get(exp, {}).pop(rec.trial_id, None)
+        return "updated" if found else "created"
+
+    def _create(self, exp: str, rec: Record) -> None:
+        from mlflow.entities import Metric, Param
+
+        tags = {**rec.tags, "trial_id": rec.trial_id, "study": rec.study, "status": rec.status, STAMP_TAG: rec.stamp}
+        tags = {_key(k): str(v)[:_TAG_CHARS] for k, v in tags.items()}
+        run = self.client.create_run(exp, start_time=rec.started_ms, run_name=rec.name, tags=tags)
+        rid = run.info.run_id
+        try:
+            params = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in rec.params.items()]
+            now = int(time.time() * 1000)
+            metrics = []
+            for p in rec.curve:
+                ts = rec.point_ms(p) or now
+                metrics += [Metric(_key(k), v, ts, int(p["step"])) for k, v in p.items() if k != "step"]
+            end, step = rec.end_ms or now, rec.final_step
+            metrics += [Metric(_key(k), v, end, step) for k, v in rec.metrics.items()]
+            # one request for most trials: at most 100 params and 1000 entries in all per batch
+            while params or metrics:
+                ps, params = params[:_BATCH_TAGS], params[_BATCH_TAGS:]
+                ms, metrics = metrics[: _BATCH_METRICS - len(ps)], metrics[_BATCH_METRICS - len(ps) :]
+                self.client.log_batch(rid, params=ps, metrics=ms)
+            self.client.set_terminated(rid, status="FINISHED" if rec.ok else "FAILED", end_time=rec.end_ms)
+        except BaseException:
+            self.client.delete_run(rid)  # half a run would read as a result; the next export writes it whole
+            raise
+
+
+def _quote(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.@=-]*", text):
+        raise StudyError(
+            f"trial id {text!r} has characters MLflow's filter cannot take", fix="export rows written by harness run"
+        )
+    return text
+
+
+def _key(k: str) -> str:
+    """MLflow keys take letters, digits, '_', '-', '.', ' ', '/' and ':'; anything else becomes '_'."""
+    return re.sub(r"[^A-Za-z0-9_\-. /:]", "_", k)
