@@ -51,7 +51,20 @@ BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them
 EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
-TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke", "eval", "tracking"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "dataset",
+    "grid",
+    "overrides",
+    "train",
+    "profile",
+    "resources",
+    "slurm",
+    "smoke",
+    "eval",
+    "tracking",
+}
 # tracking: {mlflow: URI, tensorboard: DIR}: where finished trials are also logged, not what runs (no id changes)
 TRACKING_KEYS = {"mlflow", "tensorboard"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)

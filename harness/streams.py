@@ -57,18 +57,10 @@ INDEX_VERSION = 1  # bump when the cached index format changes
 
 
 def require(module: str, extra: str) -> Any:
-    """Import an optional package or say which extra installs it. (Local stand-in for the shared
-    `harness.extras.require` on branch exports; the coordinator unifies them.)"""
-    import importlib
+    """Import an optional package or say which extra installs it (harness.extras.require, keyed to dataset.name)."""
+    from harness.extras import require as _require
 
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise StudyError(
-            f"this dataset needs the Python package '{module}', which is not installed",
-            key="dataset.name",
-            fix=f"pip install 'harness[{extra}]' (or pip install {module})",
-        ) from None
+    return _require(module, extra, key="dataset.name")
 
 
 # ----------------------------------------------------------------------------- shared checks
@@ -582,7 +574,7 @@ def _hf_check(path: Path, splits: dict, split: str, test_split: str | None, imag
                 fix=did_you_mean(column, columns),
             )
     features = splits[split].features
-    if not isinstance(features[image_key], require("datasets", "datasets").Image):
+    if not isinstance(features[image_key], require("datasets", "hf").Image):
         raise StudyError(
             f"column '{image_key}' of {path} is {type(features[image_key]).__name__}, not an Image",
             key="dataset.image_key",
@@ -610,7 +602,7 @@ def _hf_builder(path: Path) -> str:
 @functools.lru_cache(maxsize=8)
 def _hf_splits(builder: str, path: str, cache: str | None) -> dict:
     """split name -> datasets.Dataset (memory-mapped Arrow), loaded from local files only."""
-    datasets = require("datasets", "datasets")
+    datasets = require("datasets", "hf")
     datasets.disable_progress_bars()  # one line per trial in the logs, not a bar per split
     try:
         if builder == "disk":
@@ -637,7 +629,7 @@ def _hf_labels(builder: str, path: str, cache: str | None, split: str, label_key
 @functools.lru_cache(maxsize=8)
 def _hf_images(builder: str, path: str, cache: str | None, split: str, image_key: str) -> Any:
     """The image column alone, undecoded ({'bytes', 'path'}), so decoding and resizing are ours."""
-    datasets = require("datasets", "datasets")
+    datasets = require("datasets", "hf")
     ds = _hf_splits(builder, path, cache)[split].select_columns([image_key])
     return ds.cast_column(image_key, datasets.Image(decode=False))
 
