@@ -301,7 +301,8 @@ class Workload:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
         model, cast = self.model, autocast_for(self.settings.precision, self.device)
         if self.optimizer is None:  # lr tiny: weights barely move, so every step costs the same
-            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+            # fused on CUDA, as the trainer's (harness.train.make_optimizer): one update kernel per step
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=self.device.type == "cuda")
         opt = self.optimizer
 
         def step() -> object:

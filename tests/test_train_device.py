@@ -386,3 +386,25 @@ def test_cuda_resume_from_checkpoint_continues_the_run(tmp_path: Path, monkeypat
     reference, resumed = _interrupt_and_resume(tmp_path, monkeypatch, "cuda")
     for p, q in zip(resumed.curve, reference.curve, strict=True):  # GPU kernels: equal up to rounding
         assert p["step"] == q["step"] and p["train_loss"] == pytest.approx(q["train_loss"], rel=1e-3, abs=1e-4)
+
+
+def test_fused_adamw_is_asked_for_only_when_wanted() -> None:
+    """The trainer asks for the single-kernel AdamW on CUDA (launch-bound small models); the kwarg must
+    reach torch through timm's optimizer factory, and SGD never gets it."""
+    model = torch.nn.Linear(4, 2)
+    cfg = dict(spec.TRAIN_DEFAULTS)
+    assert not train_mod.make_optimizer(model, cfg).defaults.get("fused")
+    assert train_mod.make_optimizer(model, cfg, fused=True).defaults["fused"] is True  # torch has a CPU fused AdamW too
+    assert not train_mod.make_optimizer(model, dict(cfg, optimizer="sgd"), fused=True).defaults.get("fused")
+
+
+@needs_cuda
+def test_cuda_trials_train_with_fused_adamw(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real = train_mod.make_optimizer
+    monkeypatch.setattr(train_mod, "make_optimizer", lambda *a, **k: seen.append(k.get("fused")) or real(*a, **k))
+    ds = data.load({"name": "synthetic", "num_classes": 4, "channels": 1, "image_size": 16, "train_size": 64, "test_size": 16})
+    model = zoo.build(zoo.resolve("resnet@xs"), image_size=16, in_chans=1, num_classes=4)
+    cfg = dict(spec.TRAIN_DEFAULTS, steps=2, batch_size=16, warmup_steps=1)
+    train_mod.train(model, ds, image_size=16, data_size=64, seed=0, cfg=cfg, device=torch.device("cuda"))
+    assert seen == [True]
