@@ -280,7 +280,7 @@ def plot_scaling(
                 # the axis follows the data, not a wide bootstrap band (which may run past error 1)
                 ylo, yhi = float(pts["_y"].min()), float(pts["_y"].max())
                 ax.set_ylim(ylo / 1.6, min(yhi * 1.6, 1.0) if is_accuracy(y) else yhi * 1.6)
-                ax.set_xlabel(axis_label(x))
+                ax.set_xlabel(per_sample_label(axis_label(x), pts))
                 ax.set_ylabel(error_label(y))
         what = error_label(y).split(",")[0].capitalize()
         extra = f", {view.note}" if view.note else ""
@@ -317,8 +317,10 @@ _RES_MARKERS = ("o", "s", "^", "D")
 
 def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], x: str) -> None:
     """Shade = model size within the family (per-model curves); line style and marker =
-    resolution (when several). Curves without a fit join their seed means with a thin line."""
-    resolutions = sorted(pts["image_size"].unique()) if "image_size" in pts else []
+    resolution (when several; else clip length, for video). Curves without a fit join their seed
+    means with a thin line."""
+    style_col = next((c for c in ("image_size", "frames") if c in pts and c != x and pts[c].nunique() > 1), "image_size")
+    resolutions = sorted(pts[style_col].dropna().unique()) if style_col in pts else []
     for fam, members in _ordered_groups(pts).items():
         per_model = "model" in pts and all(pts.loc[pts["_group"] == m, "model"].nunique() == 1 for m in members)
         model_of = {m: pts.loc[pts["_group"] == m, "model"].iloc[0] if per_model else fam for m in members}
@@ -326,7 +328,7 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
         for name in members:
             g = pts[pts["_group"] == name]
             colour = shade(family_colour(fam), models.index(model_of[name]), len(models))
-            res = resolutions.index(g["image_size"].iloc[0]) if len(resolutions) > 1 else 0
+            res = resolutions.index(g[style_col].iloc[0]) if len(resolutions) > 1 else 0
             style, marker = _RES_STYLES[res % 4], _RES_MARKERS[res % 4]
             ax.scatter(g[x], g["_y"], s=12, color=colour, alpha=0.35, linewidths=0)
             means, spread = g.groupby(x)["_y"].mean(), g.groupby(x)["_y"].std()  # std over seeds (NaN for one)
@@ -369,7 +371,7 @@ def _ordered_groups(pts: pd.DataFrame) -> dict[str, list[str]]:
     out = {}
     for fam in _family_order(pts["_family"].tolist()):
         sub = pts[pts["_family"] == fam]
-        keys = [c for c in ("params", "image_size") if c in sub]
+        keys = [c for c in ("params", "image_size", "frames") if c in sub]
         if keys:
             order = sub.groupby("_group")[keys].median().sort_values(keys, kind="stable").index
         else:
