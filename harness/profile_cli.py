@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.frames and not zoo.is_video(ms):
         raise StudyError(f"{ms.name} is an image model; it takes no frames", key="--frames", fix="drop --frames")
     frames = (args.frames or zoo.DEFAULT_FRAMES) if zoo.is_video(ms) else 0
+    if frames and args.channels_last:  # torch's channels_last is 4-D; video models hold 5-D convs (and 4-D embeddings)
+        raise StudyError(f"--channels-last is an image layout; {ms.name} is a video model", key="--channels-last", fix="drop it")
     dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes, "frames": frames}
     try:
         zoo.check(ms, size, args.in_chans, frames)

@@ -4,6 +4,7 @@ their counted FLOPs against torchvision's published numbers, the clip batch path
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -107,6 +108,19 @@ def test_joint_attention_is_quadratic_in_frames_and_factorised_linear_plus_its_t
         for f in VIDEO
     }
     assert ratio["vivit"] > 20 and all(7 < ratio[f] < 8.5 for f in ("r3d", "r2plus1d", "vivit_fact"))
+
+
+@pytest.mark.parametrize("family", VIDEO)
+def test_agrees_with_fvcore_on_cpu(family: str) -> None:
+    # fvcore traces a real CPU forward; its conv handle takes 3-D kernels, and attention is unfused here
+    fvcore = pytest.importorskip("fvcore.nn")
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    ms = zoo.resolve(f"{family}@xs")
+    model = flops.unfuse_attention(zoo.build(ms, image_size=32, in_chans=1, num_classes=10, frames=8)).eval()
+    analysis = fvcore.FlopCountAnalysis(model, torch.randn(1, 1, 8, 32, 32))
+    by_op = analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_operator()
+    theirs = sum(v for op, v in by_op.items() if op in ("conv", "linear", "matmul", "bmm", "addmm", "einsum"))
+    assert flops.forward_gmacs(ms, image_size=32, in_chans=1, num_classes=10, frames=8) * 1e9 == theirs  # exact
 
 
 def test_training_count_includes_conv3d_and_attention_backward() -> None:
@@ -260,3 +274,43 @@ def test_cost_plot_against_frames(tmp_path: Path) -> None:
     assert [p.name for p in out.paths] == ["cost_vs_frames.png", "cost_vs_frames.svg"]
     with pytest.raises(StudyError, match="cost cannot plot against 'data_size'"):
         make_plot(pd.DataFrame(rows), pd.DataFrame(), "cost", tmp_path, x="data_size")
+
+
+def test_a_zip_group_pairs_models_with_their_clip_lengths(tmp_path: Path) -> None:
+    # vivit cannot take 3 frames, r3d can: paired, no cell asks vivit for 3
+    axes = "  zip: [{model: [r3d@xs, vivit@xs], frames: [3, 4]}]"
+    path = tmp_path / "zip.yaml"
+    path.write_text(
+        VIDEO_STUDY.format(name="zip", models="[r3d@xs]", axes=axes, dataset=SYNTH_VIDEO, profile="false").replace(
+            "  model: [r3d@xs]\n", ""
+        )
+    )
+    trials = spec.expand(spec.load_study(path))
+    assert [(t.model.name, t.frames) for t in trials] == [("r3d@xs", 3), ("vivit@xs", 4)]
+
+
+def test_profile_cli_counts_clips(capsys: pytest.CaptureFixture) -> None:
+    args = ["profile", "r3d@xs", "--frames", "4", "--image-size", "16", "--in-chans", "1", "--num-classes", "2"]
+    fast = [
+        "--batch-size",
+        "2",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--blocks",
+        "1",
+        "--max-rounds",
+        "1",
+        "--no-latency",
+        "--mode",
+        "infer",
+    ]
+    assert main([*args, *fast, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["sample_unit"] == "clip" and rec["frames"] == 4 and rec["infer_img_s"] > 0
+    assert rec["fwd_gmacs"] == pytest.approx(
+        flops.forward_gmacs(zoo.resolve("r3d@xs"), image_size=16, in_chans=1, num_classes=2, frames=4)
+    )
+    assert main([*args, "--channels-last"]) == 2 and "--channels-last" in capsys.readouterr().err
+    assert main(["profile", "vit@xs", "--frames", "4"]) == 2 and "image model" in capsys.readouterr().err
