@@ -136,6 +136,10 @@ COLUMNS: dict[str, str] = {
     "probe_l2_from": "string",
     **{f"fewshot_{k}_acc{s}": "float64" for k in (1, 5, 10, 25) for s in ("", "_std")},
     "eval_time_s": "float64",
+    # issue 17: video trials (NA for images); sample_unit says what infer_img_s/train_img_s count: "img" or "clip"
+    "frames": "Int64",
+    "frame_stride": "Int64",
+    "sample_unit": "string",
 }
 CURVE_COLUMNS = [
     "trial_id",
