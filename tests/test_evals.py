@@ -102,9 +102,10 @@ def test_holdout_is_stratified_and_keeps_every_class() -> None:
 def test_features_come_from_the_backbone_without_the_head(family: str) -> None:
     ms = zoo.resolve(f"{family}@xs")
     size = zoo.default_image_size(ms)
+    frames = 4 if zoo.is_video(ms) else 0  # video families take [B, C, T, H, W] clips
     torch.manual_seed(0)
-    model = zoo.build(ms, image_size=size, in_chans=1, num_classes=5).eval()
-    x = torch.randn(3, 1, size, size)
+    model = zoo.build(ms, image_size=size, in_chans=1, num_classes=5, frames=frames).eval()
+    x = torch.randn(3, 1, frames, size, size) if frames else torch.randn(3, 1, size, size)
     head = evals.head_of(model)
     with torch.no_grad():
         feats = evals.pooled_features(model, x)

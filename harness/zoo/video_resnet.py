@@ -57,6 +57,9 @@ class VideoResNetW(VideoResNet):
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
+    def get_classifier(self) -> nn.Module:  # timm's name for the head (harness.evals leaves it out)
+        return self.fc
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.avgpool(x).flatten(1)
         return x if pre_logits else self.fc(x)

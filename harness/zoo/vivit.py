@@ -113,6 +113,9 @@ class ViViT(nn.Module):
             x = self.blocks(x).reshape(b, t * n, d)
         return self.norm(x)
 
+    def get_classifier(self) -> nn.Module:  # timm's name for the head (harness.evals leaves it out)
+        return self.head
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=1)
         return x if pre_logits else self.head(x)
