@@ -362,6 +362,8 @@ def run_evals(
     eval_size: int | None,
     device: torch.device,
     sources: list[dict] | tuple = (),
+    frames: int = 0,
+    frame_stride: int = 1,
 ) -> dict:
     """The row's probe columns for the trial's dataset, then for each of cfg["datasets"] (prefixed),
     and `eval_time_s`: the wall time of feature extraction and fits (device synchronised), all
@@ -369,6 +371,7 @@ def run_evals(
     not part of it."""
     model.to(device)
     common = {"image_size": image_size, "data_size": data_size, "seed": seed, "eval_size": eval_size, "device": device}
+    common |= {"frames": frames, "frame_stride": frame_stride}  # clips: the frames the trial trained on (0: all)
     pool, val = data.split_validation(ds.train, val_size)
     out, total = _timed(functools.partial(_probes, model, ds, cfg, pool=pool, val=val, **common), device)
     entries = cfg.get("datasets", [])
@@ -401,8 +404,10 @@ def _probes(
     seed: int,
     eval_size: int | None,
     device: torch.device,
+    frames: int = 0,
+    frame_stride: int = 1,
 ) -> dict:
-    batcher = Batcher(ds, image_size, device)
+    batcher = Batcher(ds, image_size, device, frames=frames, frame_stride=frame_stride)
     k = ds.info.num_classes
     test = extract(model, subset(ds.test, eval_size, seed=0) if eval_size else ds.test, batcher)
     out: dict = {}

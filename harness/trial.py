@@ -218,4 +218,6 @@ def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch
         eval_size=trial.train["eval_size"],
         device=device,
         sources=trial.eval_source,
+        frames=trial.frames or 0,
+        frame_stride=trial.frame_stride or 1,
     )

@@ -302,3 +302,20 @@ def test_readme_documents_the_eval_keys() -> None:
     section = readme.split("## Probe and few-shot evaluation", 1)[1].split("\n## ", 1)[0]
     for key in sorted(evals.EVAL_KEYS):
         assert f"`{key}" in section, key
+
+
+def test_video_trials_are_probed_on_the_clips_they_trained_on(tmp_path: Path) -> None:
+    """The probes' batch path takes the trial's frames: ViViT's position table fits only T = 4 here,
+    so probing all 8 native frames would fail the trial."""
+    from harness.cli import main
+
+    path = tmp_path / "v.yaml"
+    path.write_text(
+        "name: vprobe\n"
+        "dataset: {name: synthetic, frames: 8, num_classes: 4, channels: 1, image_size: 16, train_size: 64, test_size: 32}\n"
+        "grid: {model: [vivit@xs], data_size: [32], image_size: [16], seed: [0], frames: [4]}\n"
+        "train: {steps: 2, batch_size: 16}\nprofile: {enabled: false}\neval: {linear_probe: true, few_shot: [1]}\n"
+    )
+    assert main(["run", str(path), "--backend", "local", "--results", str(tmp_path / "res"), "--no-report"]) == 0
+    (row,) = store.read(tmp_path / "res" / "vprobe").to_dict("records")
+    assert row["frames"] == 4 and 0 <= row["probe_acc"] <= 1 and 0 <= row["fewshot_1_acc"] <= 1
