@@ -288,33 +288,8 @@ def _describe_imagefolder(cfg: dict) -> DataInfo:
             fix="point dataset.root at a directory with one sub-folder of images per class "
             "(or train/ and test/ or val/ folders holding those)",
         )
-    if "image_size" not in cfg:
-        raise StudyError(
-            "an imagefolder dataset needs image_size, the size its images are decoded to",
-            key="dataset.image_size",
-            fix="e.g. image_size: 64 (shorter side resized, centre crop)",
-        )
-    full = {**IMAGEFOLDER_DEFAULTS, **cfg}
-    for key in ("image_size", "max_memory_mb", "workers"):  # max_memory_mb 0: always stream
-        if not isinstance(full[key], int) or isinstance(full[key], bool) or full[key] < (key == "image_size"):
-            raise StudyError(
-                f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, got {full[key]!r}",
-                key=f"dataset.{key}",
-                fix="use a whole number",
-            )
-    if full["channels"] not in (1, 3):
-        raise StudyError(
-            f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
-            key="dataset.channels",
-            fix="use channels: 3 or channels: 1",
-        )
+    full = check_decoded(cfg, IMAGEFOLDER_DEFAULTS, example="image_size: 64")
     tf = full["test_fraction"]
-    if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
-        raise StudyError(
-            f"dataset.test_fraction must be between 0 and 1, got {tf!r}",
-            key="dataset.test_fraction",
-            fix="e.g. test_fraction: 0.2",
-        )
     scan = _scan_imagefolder(str(root), float(tf))
     if scan.layout != "flat" and "test_fraction" in cfg:
         raise StudyError(
@@ -357,6 +332,39 @@ def _describe_imagefolder(cfg: dict) -> DataInfo:
             "workers": full["workers"],
         },
     )
+
+
+def check_decoded(cfg: dict, defaults: dict, *, example: str) -> dict:
+    """The keys every decoded-on-the-fly dataset shares (imagefolder, webdataset, hf): image_size,
+    max_memory_mb, workers, channels, test_fraction; returns `cfg` over `defaults`."""
+    if "image_size" not in cfg:
+        raise StudyError(
+            f"a {cfg['name']} dataset needs image_size, the size its images are decoded to",
+            key="dataset.image_size",
+            fix=f"e.g. {example} (shorter side resized, centre crop)",
+        )
+    full = {**defaults, **cfg}
+    for key in ("image_size", "max_memory_mb", "workers"):  # max_memory_mb 0: always stream
+        if not isinstance(full[key], int) or isinstance(full[key], bool) or full[key] < (key == "image_size"):
+            raise StudyError(
+                f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, got {full[key]!r}",
+                key=f"dataset.{key}",
+                fix="use a whole number",
+            )
+    if full["channels"] not in (1, 3):
+        raise StudyError(
+            f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
+            key="dataset.channels",
+            fix="use channels: 3 or channels: 1",
+        )
+    tf = full["test_fraction"]
+    if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
+        raise StudyError(
+            f"dataset.test_fraction must be between 0 and 1, got {tf!r}",
+            key="dataset.test_fraction",
+            fix="e.g. test_fraction: 0.2",
+        )
+    return full
 
 
 @functools.lru_cache(maxsize=8)

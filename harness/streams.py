@@ -67,32 +67,7 @@ def require(module: str, extra: str) -> Any:
 
 
 def _check_common(cfg: dict, defaults: dict, example: str) -> dict:
-    if "image_size" not in cfg:
-        raise StudyError(
-            f"a {cfg['name']} dataset needs image_size, the size its images are decoded to",
-            key="dataset.image_size",
-            fix=f"e.g. {example} (shorter side resized, centre crop)",
-        )
-    full = {**defaults, **cfg}
-    for key in ("image_size", "max_memory_mb", "workers"):  # max_memory_mb 0: always stream
-        v = full[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < (key == "image_size"):
-            raise StudyError(
-                f"dataset.{key} must be a {'positive' if key == 'image_size' else 'non-negative'} integer, got {v!r}",
-                key=f"dataset.{key}",
-                fix="use a whole number",
-            )
-    if full["channels"] not in (1, 3):
-        raise StudyError(
-            f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
-            key="dataset.channels",
-            fix="use channels: 3 or channels: 1",
-        )
-    tf = full["test_fraction"]
-    if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
-        raise StudyError(
-            f"dataset.test_fraction must be between 0 and 1, got {tf!r}", key="dataset.test_fraction", fix="e.g. 0.2"
-        )
+    full = data.check_decoded(cfg, defaults, example=example)
     nc = full.get("num_classes")
     if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 2):
         raise StudyError(
