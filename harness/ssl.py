@@ -159,7 +159,8 @@ def _view(x: torch.Tensor, size: int, g: torch.Generator | None) -> torch.Tensor
 def _gray(v: torch.Tensor) -> torch.Tensor:
     if v.shape[1] != 3:
         return v.mean(dim=1, keepdim=True)
-    return (v * torch.tensor(LUMA, device=v.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    r, g, b = LUMA  # Python floats: no host-to-device copy (a sync on CUDA) per batch
+    return v[:, 0:1] * r + v[:, 1:2] * g + v[:, 2:3] * b
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -198,5 +199,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     sim = z @ z.T / temperature
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     sim = sim.masked_fill(self_mask, -math.inf)  # an anchor is not its own candidate
-    positive = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    positive = torch.arange(2 * n, device=z.device).roll(n)  # view i's positive: i + N (mod 2N)
     return F.cross_entropy(sim, positive)
