@@ -272,6 +272,7 @@ def _one_line(out: store.TrialOutput) -> str:
     cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px seed={r['seed']}"
     if out.ok:
         parts = [f"acc={r['test_acc']:.4f}"] if _finite(r.get("test_acc")) else []
+        parts += [f"{k.removesuffix('_acc')}={r[k]:.4f}" for k in ("probe_acc", "fewshot_10_acc") if _finite(r.get(k))]
         if _finite(r.get("train_img_s")):  # profiled training step
             parts.append(f"train {r['train_img_s']:,.0f} img/s")
         elif _finite(r.get("samples_seen")) and _finite(r.get("train_time_s")) and r["train_time_s"] > 0:

@@ -60,7 +60,7 @@ BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them
 EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
-TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke"}
+TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke", "eval"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
 GRID_KEYS = {"model", "data_size", "image_size", "seed"}
 AXIS_ORDER = ("model", "data_size", "image_size", "seed")  # expansion order; training-key axes follow in the order written
@@ -91,6 +91,8 @@ class Trial:
     # the study's dataset section as written (root:, download: ...): where the data lives, so it
     # reaches the worker, but not what it is, so moving a directory does not change trial ids
     data_source: dict = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)  # the eval section, canonical (harness/evals.py); hashed only when set
+    eval_source: tuple = ()  # each eval dataset's section as written (where it lives): not hashed, like data_source
 
     def data_config(self) -> dict:
         return {**self.data_source, **self.dataset}
@@ -104,6 +106,7 @@ class Trial:
             "dataset": self.dataset,
             "train": self.train,
             "profile": self.profile,
+            **({"eval": self.eval} if self.eval else {}),  # absent: the ids of studies without one do not change
         }
 
     @property
@@ -139,6 +142,8 @@ class Study:
     zips: tuple = ()  # groups of grid axes paired element-wise (grid.zip), each a tuple of axis names
     overrides: dict = field(default_factory=dict)  # family or model name -> train keys (a list is a sweep for it)
     train_written: dict = field(default_factory=dict)  # the train section before budget defaults: cells layer onto it
+    eval: dict = field(default_factory=dict)  # the eval section, canonical (harness/evals.py); {} without one
+    eval_source: tuple = ()
 
     @property
     def study_hash(self) -> str:
@@ -146,6 +151,8 @@ class Study:
         cfg = {"dataset": self.dataset, "grid": grid, "train": self.train, "profile": self.profile}
         if self.zips or self.overrides:  # only then: hashes of existing studies stay as they were
             cfg.update(zip=[list(z) for z in self.zips], overrides=self.overrides)
+        if self.eval:
+            cfg["eval"] = self.eval
         return config_hash(cfg)
 
 
@@ -293,7 +300,13 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
             key="train.eval_size",
             fix=f"use at most {info.test_size}, or leave it out for the full split",
         )
-    grid, zips = _parse_grid(raw["grid"], info, train, where)
+    eval_cfg, eval_source = {}, ()
+    if raw.get("eval") is not None:
+        from harness import evals
+
+        eval_cfg, sources = evals.check_section(raw["eval"], where, main=info, val_size=train.get("val_size", 0))
+        eval_source = tuple(sources)
+    grid, zips = _parse_grid(raw["grid"], info, train, where, keep_data_size=bool(eval_cfg))
     overrides = _parse_overrides(raw, grid, where)
     smoke_grid = _parse_smoke(raw, grid, info, where)
     study = Study(
@@ -311,13 +324,16 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         zips=zips,
         overrides=overrides,
         train_written=train_written,
+        eval=eval_cfg,
+        eval_source=eval_source,
     )
     _check_cells(study, info, where)
     return study
 
 
-def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tuple[dict, tuple]:
-    """The axes (model, data_size, image_size, seed, then training keys) and the zip groups."""
+def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str, keep_data_size: bool = False) -> tuple[dict, tuple]:
+    """The axes (model, data_size, image_size, seed, then training keys) and the zip groups.
+    `keep_data_size`: with train.steps 0, a data_size axis is kept (the probes of an untrained model fit on it)."""
     if not isinstance(grid, dict):
         raise StudyError(
             "grid must be a mapping of axes to lists",
@@ -370,7 +386,7 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tupl
         for k, v in lists.items():
             axes[k], paths[k] = v, f"grid.zip[{gi}].{k}"
         zips.append(tuple(lists))
-    profile_only = train["steps"] == 0
+    profile_only = train["steps"] == 0 and not (keep_data_size and "data_size" in axes)
     for key in ("model",) if profile_only else ("model", "data_size"):
         if key not in axes:
             raise StudyError(
@@ -699,6 +715,8 @@ def expand(study: Study) -> list[Trial]:
                 resources=study.resources,
                 study_hash=study.study_hash,
                 data_source=study.data_source,
+                eval=study.eval,
+                eval_source=study.eval_source,
             )
             if t.trial_id not in seen:
                 seen.add(t.trial_id)
@@ -823,6 +841,8 @@ def smoke(study: Study) -> Study:
         zips=study.zips,
         overrides=study.overrides,
         train_written=study.train_written,
+        eval=study.eval,
+        eval_source=study.eval_source,
     )
 
 

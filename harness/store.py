@@ -130,6 +130,12 @@ COLUMNS: dict[str, str] = {
     "test_acc_at_best_val": "float64",
     "max_steps": "Int64",
     "compile_s": "float64",  # train.compile: the compiling first step, outside train_time_s (issue 10)
+    # issue 16 (harness/evals.py): probes of the frozen backbone's features; other k and transfer datasets are extra columns
+    "probe_acc": "float64",
+    "probe_l2": "float64",
+    "probe_l2_from": "string",
+    **{f"fewshot_{k}_acc{s}": "float64" for k in (1, 5, 10, 25) for s in ("", "_std")},
+    "eval_time_s": "float64",
 }
 CURVE_COLUMNS = [
     "trial_id",

@@ -147,7 +147,8 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         )
     model = build()
     out["params"] = flops.count_params(model)
-    if trial.train["steps"] == 0:  # profile-only study: nothing to train or evaluate
+    if trial.train["steps"] == 0:  # profile-only study: nothing to train; the eval section probes the untrained model
+        out.update(_evals(trial, model, ds, device))
         return out
     res = train(
         model,
@@ -187,4 +188,25 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
             "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
         }
     )
+    out.update(_evals(trial, model, ds, device))
     return out
+
+
+def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch.device) -> dict:
+    """The eval section's probe and few-shot columns (harness/evals.py); NaN without one."""
+    from harness import evals
+
+    if not trial.eval:
+        return dict(evals.NOT_EVALUATED)
+    return dict(evals.NOT_EVALUATED) | evals.run_evals(
+        model,
+        ds,
+        trial.eval,
+        image_size=trial.image_size,
+        data_size=trial.data_size,
+        seed=trial.seed,
+        val_size=trial.train.get("val_size", 0),
+        eval_size=trial.train["eval_size"],
+        device=device,
+        sources=trial.eval_source,
+    )

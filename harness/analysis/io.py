@@ -213,8 +213,9 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def is_accuracy(column: str) -> bool:
-    """Accuracy-type columns (test_acc, best_test_acc, top1_acc...) are fitted as error 1 − acc."""
-    return "acc" in column.lower()
+    """Accuracy-type columns (test_acc, best_test_acc, top1_acc...) are fitted as error 1 − acc; a
+    spread of accuracies (fewshot_10_acc_std) is not one."""
+    return "acc" in column.lower() and not column.lower().endswith("_std")
 
 
 def as_fraction(values: pd.Series) -> tuple[pd.Series, bool]:
