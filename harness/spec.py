@@ -777,6 +777,7 @@ def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) 
 def _check_cells(study: Study, info: data.DataInfo, where: str) -> None:
     """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
     for t in expand(study):
+        ssl.require_probes(t.train.get("objective", "supervised"), study.eval, where)
         val = t.train.get("val_size", 0)
         if val and t.data_size + val > info.train_size:
             raise StudyError(

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import StudyError
+from harness.errors import StudyError, did_you_mean
+from harness.evals import pooled_features  # SimCLR projects exactly the features the probes read
 
 OBJECTIVES = ("supervised", "simclr")
 SIMCLR_DEFAULTS: dict[str, Any] = {
@@ -50,8 +51,6 @@ def check_train(train: dict, where: str) -> None:
     SimCLR keys on a supervised trial are an error, as are supervised-only keys on a SimCLR trial."""
     objective = train.get("objective", "supervised")
     if objective not in OBJECTIVES:
-        from harness.errors import did_you_mean
-
         raise StudyError(
             f"unknown objective {objective!r}", where=where, key="train.objective", fix=did_you_mean(str(objective), OBJECTIVES)
         )
@@ -113,6 +112,17 @@ def check_train(train: dict, where: str) -> None:
         )
 
 
+def require_probes(objective: str, eval_cfg: dict, where: str) -> None:
+    """A SimCLR trial has no classifier: without the study's probes it would measure nothing."""
+    if objective == "simclr" and not eval_cfg:
+        raise StudyError(
+            "objective simclr trains no classifier (test_acc is NaN), and the study has no eval section",
+            where=where,
+            key="eval",
+            fix="add eval: {linear_probe: true} (and few_shot: [10] for few-shot accuracy): the probes judge its features",
+        )
+
+
 # ----------------------------------------------------------------------------- views
 
 
@@ -164,12 +174,6 @@ def _gray(v: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- model and loss
-
-
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The backbone's pooled features (timm: forward_features + the family's pooling, head excluded)."""
-    # TEMPORARY until the evals branch is merged: then harness.evals.pooled_features
-    return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
 class SimCLR(nn.Module):

@@ -3,14 +3,16 @@ and a tiny trial end to end."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness import data, spec, ssl, zoo
+from harness import data, spec, ssl, store, zoo
 from harness import train as train_mod
+from harness.cli import main
 from harness.errors import StudyError
 from tests.conftest import write_study
 
@@ -47,7 +49,9 @@ def test_nt_xent_is_low_for_matching_views_and_has_gradients() -> None:
 
 
 def _batcher(channels: int = 1) -> tuple[data.Batcher, torch.Tensor]:
-    ds = data.load({"name": "synthetic", "num_classes": 4, "channels": channels, "image_size": 16, "train_size": 64, "test_size": 16})
+    ds = data.load(
+        {"name": "synthetic", "num_classes": 4, "channels": channels, "image_size": 16, "train_size": 64, "test_size": 16}
+    )
     return data.Batcher(ds, 16, torch.device("cpu")), ds.train.images[:6]
 
 
@@ -67,7 +71,12 @@ def test_two_views_differ_and_are_deterministic_given_the_seed(channels: int) ->
     assert not torch.allclose(a[:6], plain)
 
 
-def _load(tmp_path: Path, train: str = SIMCLR, extra: str = "", models: str = "[resnet@xs]", steps: int | str = 4) -> spec.Study:
+PROBES = "eval: {linear_probe: true, few_shot: [2], few_shot_draws: 2}\n"
+
+
+def _load(
+    tmp_path: Path, train: str = SIMCLR, extra: str = PROBES, models: str = "[resnet@xs]", steps: int | str = 4
+) -> spec.Study:
     path = write_study(tmp_path, models=models, data_sizes="[32]", steps=steps, extra=extra)
     text = path.read_text().replace("eval_every: 2}", "eval_every: 2" + train + "}")
     path.write_text(text)
@@ -93,7 +102,8 @@ def test_objective_is_a_grid_axis(tmp_path: Path) -> None:
     path = Path(study.path)
     path.write_text(
         path.read_text().replace(
-            "seed: [0]", "seed: [0]\n  zip: [{objective: [supervised, simclr, supervised], steps: [4, 4, 0], temperature: [null, 0.5, null]}]"
+            "seed: [0]",
+            "seed: [0]\n  zip: [{objective: [supervised, simclr, supervised], steps: [4, 4, 0], temperature: [null, 0.5, null]}]",
         )
     )
     trials = spec.expand(spec.load_study(path))
@@ -127,7 +137,9 @@ def test_bad_objective_keys_name_the_key(tmp_path: Path, train: str, key: str, m
 def test_a_grid_cell_error_names_the_axis(tmp_path: Path) -> None:
     study = _load(tmp_path, "")
     path = Path(study.path)
-    path.write_text(path.read_text().replace("seed: [0]", "seed: [0]\n  zip: [{objective: [supervised, simclr], augment: [flip, flip]}]"))
+    path.write_text(
+        path.read_text().replace("seed: [0]", "seed: [0]\n  zip: [{objective: [supervised, simclr], augment: [flip, flip]}]")
+    )
     with pytest.raises(StudyError) as e:
         spec.load_study(path)
     assert "grid.zip[0].augment[1]" in str(e.value)
@@ -140,7 +152,14 @@ def test_simclr_training_has_no_accuracy_and_resumes_from_a_checkpoint(tmp_path:
         torch.manual_seed(0)
         model = zoo.build(trial.model, image_size=16, in_chans=1, num_classes=4)
         return train_mod.train(
-            model, data.load(trial.dataset), image_size=16, data_size=32, seed=0, cfg=trial.train, device=torch.device("cpu"), **kw
+            model,
+            data.load(trial.dataset),
+            image_size=16,
+            data_size=32,
+            seed=0,
+            cfg=trial.train,
+            device=torch.device("cpu"),
+            **kw,
         )
 
     reference = run()
@@ -166,3 +185,32 @@ def test_simclr_training_has_no_accuracy_and_resumes_from_a_checkpoint(tmp_path:
     resumed = run(checkpoint_path=ckpt, checkpoint_every=2)
     assert resumed.resumed_from_step == 4  # the projection head and the view generator came back too:
     assert resumed.train_loss == reference.train_loss  # the same losses as the uninterrupted run
+
+
+def test_a_simclr_study_needs_probes(tmp_path: Path) -> None:
+    with pytest.raises(StudyError) as e:
+        _load(tmp_path, extra="")
+    assert e.value.key == "eval" and "eval: {linear_probe: true}" in str(e.value)
+    assert "objective" not in spec.expand(_load(tmp_path, "", extra=""))[0].train  # supervised: no probes needed
+
+
+@pytest.mark.slow
+def test_a_tiny_simclr_trial_runs_end_to_end_beside_its_baselines(tmp_path: Path) -> None:
+    """SimCLR, supervised and the untrained backbone (steps 0) in one run: probe columns on every row,
+    no test accuracy for the SimCLR row."""
+    zip_ = "  zip: [{objective: [simclr, supervised, supervised], steps: [4, 4, 0]}]\n"
+    path = write_study(tmp_path, models="[resnet@xs]", data_sizes="[32]", extra=PROBES)
+    text = path.read_text().replace("seed: [0]\n", "seed: [0]\n" + zip_)
+    path.write_text(text.replace("profile: {batch_size: 4, warmup: 1, iters: 2}", "profile: {enabled: false}"))
+    assert main(["run", str(path), "--backend", "local", "--results", str(tmp_path / "r"), "--no-report"]) == 0
+    df = store.read(tmp_path / "r" / "tiny").set_index("steps", drop=False)
+    assert len(df) == 3 and (df["status"] == "ok").all()
+    df["objective"] = [json.loads(c)["train"].get("objective", "supervised") for c in df["config_json"]]
+    simclr, supervised = (
+        df[df["objective"] == "simclr"].iloc[0],
+        df[(df["objective"] == "supervised") & (df["steps"] == 4)].iloc[0],
+    )
+    assert math.isnan(simclr["test_acc"]) and math.isnan(simclr["test_loss"]) and math.isfinite(simclr["train_loss"])
+    assert math.isfinite(supervised["test_acc"])
+    assert df["probe_acc"].between(0, 1).all() and df["fewshot_2_acc"].between(0, 1).all()
+    assert simclr["train_flops"] == 2 * supervised["train_flops"]  # two views per image
