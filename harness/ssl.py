@@ -112,6 +112,11 @@ def check_train(train: dict, where: str) -> None:
         )
 
 
+def views_per_sample(train: dict) -> int:
+    """Images through the backbone per training sample: SimCLR's two views (train_flops counts both)."""
+    return 2 if train.get("objective") == "simclr" else 1
+
+
 def require_probes(objective: str, eval_cfg: dict, where: str) -> None:
     """A SimCLR trial has no classifier: without the study's probes it would measure nothing."""
     if objective == "simclr" and not eval_cfg:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness import __version__, data, flops, flops_train, zoo
+from harness import __version__, data, flops, flops_train, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -162,7 +162,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         checkpoint_every=checkpoint_every,
     )
     curve.extend(res.curve)
-    views = 2 if trial.train.get("objective") == "simclr" else 1
+    views = ssl.views_per_sample(trial.train)
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
     out.update(
