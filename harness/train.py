@@ -3,7 +3,9 @@
 Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or `epochs`
 (passes over the subset). AdamW (timm's optimizer factory: no weight decay on biases and
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
-`NonFiniteLoss`, which the trial records as failed.
+`NonFiniteLoss`, which the trial records as failed. `objective: simclr` swaps the loss for SimCLR's
+(two views, projection head, NT-Xent: harness/ssl.py) in the same loop; with no classifier, its
+accuracies are NaN and the study's probes judge the backbone.
 
 On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
 `loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
