@@ -32,10 +32,12 @@ so its probe is a regularised linear classifier on pixels, the floor the others 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -303,7 +305,8 @@ def check_section(section: Any, where: str, *, main: data.DataInfo, val_size: in
         try:
             info = data.describe(cfg)
         except StudyError as e:
-            raise e.at(where, key + (e.key[len("dataset") :] if e.key.startswith("dataset") else "")) from None
+            sub = e.key[len("dataset") :] if e.key.startswith("dataset") else ""
+            raise StudyError(e.what, where=where, key=key + sub, fix=e.fix.replace("dataset.", f"{key}.")) from None
         label = raw.get("label", info.name)
         if not isinstance(label, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", label):
             raise StudyError(
@@ -361,45 +364,29 @@ def run_evals(
     sources: list[dict] | tuple = (),
 ) -> dict:
     """The row's probe columns for the trial's dataset, then for each of cfg["datasets"] (prefixed),
-    and `eval_time_s`: the wall time of all feature extraction and fits (device synchronised)."""
+    and `eval_time_s`: the wall time of feature extraction and fits (device synchronised), all
+    datasets together (`<label>_eval_time_s`: one transfer dataset's share); loading a dataset is
+    not part of it."""
     model.to(device)
+    common = {"image_size": image_size, "data_size": data_size, "seed": seed, "eval_size": eval_size, "device": device}
+    pool, val = data.split_validation(ds.train, val_size)
+    out, total = _timed(functools.partial(_probes, model, ds, cfg, pool=pool, val=val, **common), device)
+    entries = cfg.get("datasets", [])
+    for entry, source in zip(entries, list(sources) or [{}] * len(entries)):
+        other = adapt_channels(load_transfer(entry, source), ds.info.in_chans)
+        got, spent = _timed(functools.partial(_probes, model, other, cfg, pool=other.train, val=None, **common), device)
+        out.update({f"{entry['label']}_{k}": v for k, v in {**got, "eval_time_s": spent}.items()})
+        total += spent
+    out["eval_time_s"] = total
+    return out
+
+
+def _timed(fn: Callable[[], dict], device: torch.device) -> tuple[dict, float]:
     _sync(device)
     t0 = time.perf_counter()
-    pool, val = data.split_validation(ds.train, val_size)
-    out = _probes(
-        model,
-        ds,
-        cfg,
-        pool=pool,
-        val=val,
-        image_size=image_size,
-        data_size=data_size,
-        seed=seed,
-        eval_size=eval_size,
-        device=device,
-    )
-    in_chans = ds.info.in_chans
-    for entry, source in zip(cfg.get("datasets", []), list(sources) + [{}] * len(cfg.get("datasets", []))):
-        t1 = time.perf_counter()
-        other = adapt_channels(load_transfer(entry, source), in_chans)
-        got = _probes(
-            model,
-            other,
-            cfg,
-            pool=other.train,
-            val=None,
-            image_size=image_size,
-            data_size=data_size,
-            seed=seed,
-            eval_size=eval_size,
-            device=device,
-        )
-        _sync(device)
-        got["eval_time_s"] = time.perf_counter() - t1
-        out.update({f"{entry['label']}_{k}": v for k, v in got.items()})
+    got = fn()
     _sync(device)
-    out["eval_time_s"] = time.perf_counter() - t0
-    return out
+    return got, time.perf_counter() - t0
 
 
 def _probes(

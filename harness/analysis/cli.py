@@ -45,7 +45,9 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
         help="comma-separated row columns (default: family,model[,image_size,dataset])",
     )
     p.add_argument("--cols", default="data_size", metavar="COL", help="pivot column (default data_size)")
-    p.add_argument("--value", default="test_acc", metavar="COL", help="cell value (default test_acc)")
+    p.add_argument(
+        "--value", "--y", default="test_acc", metavar="COL", help="cell value (default test_acc; --y as in fit and plot)"
+    )
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
