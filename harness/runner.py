@@ -50,7 +50,7 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
     """Per trial: steps, params, forward GMACs and the training compute its row will carry. The same
     function as the rows (flops_train: counted forward + backward), so a dry run's total is the sum of
     the stored `train_flops`; counts are cached per (model shape, image size, channels, classes)."""
-    from harness import data, flops, flops_train
+    from harness import data, flops, flops_train, ssl
     from harness.train import total_steps
 
     info = data.describe({**study.data_source, **study.dataset})
@@ -58,7 +58,9 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
     for tr in trials:
         dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes, "frames": tr.frames or 0}
         steps = total_steps(tr.train, tr.data_size)
-        samples = steps * min(tr.train["batch_size"], tr.data_size)  # full batches only (data.EpochSampler)
+        samples = (
+            steps * min(tr.train["batch_size"], tr.data_size) * ssl.views_per_sample(tr.train)
+        )  # full batches only (data.EpochSampler)
         out.append(
             {
                 "steps": steps,
@@ -87,7 +89,9 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
             str(tr.image_size)
             + (f" x{tr.frames}f/{tr.frame_stride}" if tr.frames is not None else ""),  # video: clip length/stride
             str(tr.seed),
-            *[_cell(tr.train.get(k)) for k in varying],
+            *[
+                _cell(tr.train.get(k, spec.UNHASHED_DEFAULTS.get(k))) for k in varying
+            ],  # a default left out of the id shows as itself
             str(c["steps"]),
             f"{c['params'] / 1e6:.3f}M",
             f"{c['fwd_gmacs']:.4f}",

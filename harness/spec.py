@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from harness import data, zoo
+from harness import data, ssl, zoo
 from harness.errors import StudyError, did_you_mean
 
 # Defaults a study may override. Every key a study may set appears here; anything else is a typo.
@@ -44,9 +44,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "compile": False,  # torch.compile the model for training (compile time: the row's compile_s, not train_time_s)
     "val_size": 0,  # images per study held out of the training split for validation (0 = none: curve points on the test split)
     "early_stop": None,  # {patience: P, max_steps: M[, min_steps: m]} or {patience, max_epochs[, min_epochs]}; needs val_size
+    "objective": "supervised",  # supervised | simclr (self-supervised; judged by the eval: probes; harness/ssl.py)
+    "temperature": None,  # simclr only: NT-Xent temperature (default ssl.SIMCLR_DEFAULTS)
+    "proj_dim": None,  # simclr only: projection head output width (default ssl.SIMCLR_DEFAULTS)
 }
 # train keys left out of the hashed config at their default, so the ids of existing studies do not change
-UNHASHED_DEFAULTS = {"compile": False, "val_size": 0, "early_stop": None}
+UNHASHED_DEFAULTS = {
+    "compile": False,
+    "val_size": 0,
+    "early_stop": None,
+    "objective": "supervised",
+    "temperature": None,
+    "proj_dim": None,
+}
 BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them replaces the others below it
 EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
@@ -688,6 +698,7 @@ def _check_train(train: dict, where: str) -> None:
             key="train.compile",
             fix="compile: true (torch.compile the model) or leave it out",
         )
+    ssl.check_train(train, where)  # the objective and its keys (fills SimCLR's defaults)
     for key, default in UNHASHED_DEFAULTS.items():
         if train[key] == default:
             del train[key]  # the default stays out of the hashed config: trial ids of existing studies do not change
@@ -862,6 +873,7 @@ def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) 
 def _check_cells(study: Study, info: data.DataInfo, where: str) -> None:
     """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
     for t in expand(study):
+        ssl.require_probes(t.train.get("objective", "supervised"), study.eval, where)
         val = t.train.get("val_size", 0)
         if val and t.data_size + val > info.train_size:
             raise StudyError(

@@ -3,7 +3,9 @@
 Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or `epochs`
 (passes over the subset). AdamW (timm's optimizer factory: no weight decay on biases and
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
-`NonFiniteLoss`, which the trial records as failed.
+`NonFiniteLoss`, which the trial records as failed. `objective: simclr` swaps the loss for SimCLR's
+(two views, projection head, NT-Xent: harness/ssl.py) in the same loop; with no classifier, its
+accuracies are NaN and the study's probes judge the backbone.
 
 On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
 `loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness import data
+from harness import data, ssl
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 
 EVAL_BATCH = 500
@@ -210,13 +212,17 @@ def train(
     fetch = BatchFetcher(train_split, sampler)  # streamed splits: workers decode ahead along the sampler
     resident = data.is_resident(train_split)
     aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
+    # the objective switch: `net` is what the optimizer trains (SimCLR: backbone + projection head);
+    # a SimCLR run has no classifier, so nothing below evaluates accuracy (NaN), the probes do
+    supervised = cfg.get("objective", "supervised") == "supervised"
+    net = model if supervised else ssl.SimCLR(model, cfg["proj_dim"], ds.info.in_chans, image_size)
     total = total_steps(cfg, len(train_split))
     every = cfg["eval_every"] or max(1, total // CURVE_POINTS)
     patience = (cfg.get("early_stop") or {}).get("patience")
     earliest = min_steps(cfg, len(train_split))
-    model.to(device).train()
-    opt = make_optimizer(model, cfg, fused=device.type == "cuda")
-    step_model, compile_s = _compiled(model, cfg.get("compile", False))
+    net.to(device).train()
+    opt = make_optimizer(net, cfg, fused=device.type == "cuda")
+    step_model, compile_s = _compiled(net, cfg.get("compile", False))
 
     losses: list[float] = []
     curve: list[dict] = []
@@ -225,7 +231,7 @@ def train(
     best = _Best()  # with a validation split: the best val accuracy so far, its step and weights
     ckpt = Path(checkpoint_path) if checkpoint_path is not None and checkpoint_every > 0 else None
     if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, model, opt, sampler, aug_gen, device, total)
+        state = _load_checkpoint(ckpt, net, opt, sampler, aug_gen, device, total)
         if state is not None:
             start, losses, curve = state["step"], state["losses"], state["curve"]
             seen, train_time, since, resumes = state["seen"], state["train_time"], state["since"], state["resumes"] + 1
@@ -245,10 +251,16 @@ def train(
             group["lr"] = lr_at(step, total, cfg)
         idx = sampler.next_on(device) if resident else sampler.next()
         images, labels = fetch(idx)
-        x = batcher(images, train=True, generator=aug_gen)
-        y = labels.to(device, non_blocking=True)
-        with autocast(device):
-            loss = F.cross_entropy(step_model(x).float(), y, label_smoothing=cfg["label_smoothing"])
+        if supervised:
+            x = batcher(images, train=True, generator=aug_gen)
+            y = labels.to(device, non_blocking=True)
+            with autocast(device):
+                loss = F.cross_entropy(step_model(x).float(), y, label_smoothing=cfg["label_smoothing"])
+        else:  # SimCLR: two views of each image, NT-Xent on their projections (labels unused)
+            x = ssl.two_views(images, batcher, aug_gen)
+            with autocast(device):
+                z = step_model(x).float()
+            loss = ssl.nt_xent(*z.chunk(2), cfg["temperature"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -263,7 +275,7 @@ def train(
         record.add(loss, sync_now=curve_point or save or step + 1 == total)
         if curve_point or save:
             stop_clock()
-        if curve_point and val_split is not None:  # validation: the curve, selection and early stopping
+        if curve_point and val_split is not None and supervised:  # validation: the curve, selection and early stopping
             va, vl = evaluate(model, val_split, batcher)
             curve.append(
                 _point(
@@ -282,13 +294,13 @@ def train(
             best.update(va, step + 1, model)
             stop = patience is not None and best.bad >= patience and step + 1 >= earliest
         elif curve_point:
-            acc, tl = evaluate(model, curve_split, batcher)
+            acc, tl = evaluate(model, curve_split, batcher) if supervised else (math.nan, math.nan)
             curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
             since = 0
         if save:
             _save_checkpoint(
                 ckpt,
-                model,
+                net,
                 opt,
                 sampler,
                 aug_gen,
@@ -312,7 +324,7 @@ def train(
     if start < total:
         stop_clock()
 
-    acc, test_loss = evaluate(model, test_split, batcher)
+    acc, test_loss = evaluate(model, test_split, batcher) if supervised else (math.nan, math.nan)
     last = losses[-since:] if since else losses[-1:]
     tail = losses[-max(1, ran // 10) :]
     out = TrainResult(
@@ -330,9 +342,9 @@ def train(
         compile_s=compile_s if compile_s is not None else math.nan,
         max_steps=total,
     )
-    if val_split is None:
+    if val_split is None or not supervised:
         curve.append(_point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time))
-        out.best_test_acc = max(p["test_acc"] for p in curve)
+        out.best_test_acc = max(p["test_acc"] for p in curve) if supervised else math.nan
         return out
     if stop:  # the run stopped at an evaluation: its val numbers are the last curve point's
         va, vl = curve[-1]["val_acc"], curve[-1]["val_loss"]

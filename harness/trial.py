@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness import __version__, data, flops, flops_train, zoo
+from harness import __version__, data, flops, flops_train, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -173,6 +173,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         checkpoint_every=checkpoint_every,
     )
     curve.extend(res.curve)
+    views = ssl.views_per_sample(trial.train)
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
     out.update(
@@ -193,7 +194,8 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
             "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan,
             "test_acc_at_best_val": res.test_acc_at_best_val,
             "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
-            "train_flops": flops_train.train_flops(trial.model, res.samples_seen, **dims),  # counted fwd+bwd MACs x samples
+            # counted fwd+bwd MACs x images through the backbone (SimCLR: two views per sample; its head is not counted)
+            "train_flops": flops_train.train_flops(trial.model, res.samples_seen * views, **dims),
             "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
         }
     )
