@@ -523,7 +523,9 @@ def fit_results(
                     dropped_by_group[name],
                     None,
                     None,
-                    notes=["no usable rows (all failed or non-positive)"],
+                    notes=[
+                        f"no usable rows (failed, or {y} missing or non-positive: e.g. a SimCLR or untrained backbone has no test_acc; fit --y probe_acc)"
+                    ],
                 )
             )
     cross = crossovers(fits, x[0], pairs) if len(x) == 1 else []

@@ -121,6 +121,15 @@ def _read_table(p: Path) -> pd.DataFrame:
     raise StudyError(f"unsupported results file type {suffix!r}", where=str(p), fix=_FIX_PATH)
 
 
+# train keys a trial's config leaves out at their default (spec.UNHASHED_DEFAULTS, which a test keeps
+# in step; spec itself imports torch): a row without one is read at that default, so a label says
+# train.objective=supervised rather than train.objective=—
+LEFT_OUT = {"train.compile": False, "train.val_size": 0, "train.objective": "supervised"}
+# keys that exist only under one objective (SimCLR's): absent elsewhere, not "—"; they split rows only
+# where they are set and differ
+ONLY_WHERE_SET = ("train.temperature", "train.proj_dim")
+
+
 def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
     """Add `variant` when rows differ in more than seed and axes (see the module docstring)."""
     flat = [_flat_config(c) for c in (df["config_json"] if "config_json" in df else [None] * len(df))]
@@ -128,16 +137,21 @@ def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
     # a key varies when rows of one model differ in it: a per-family or per-model setting (`overrides:`)
     # that is constant within each model is part of that model's recipe and splits no seeds
     models = df["model"].astype(str).tolist() if "model" in df else [""] * len(df)
-    varying = [k for k in keys if any(len(vals) > 1 for vals in _values_by_model(models, flat, k).values())]
+    varying = [
+        k for k in keys if any(len(vals - _UNSET.get(k, set())) > 1 for vals in _values_by_model(models, flat, k).values())
+    ]
     several = "study" in df and df["study"].nunique(dropna=False) > 1
     if not varying and not several:
         return df
     labels = []
     for i, f in enumerate(flat):
         parts = [str(df["study"].iloc[i])] if several else []
-        parts += [f"{k}={_short(f.get(k))}" for k in varying]
+        parts += [f"{k}={_short(f.get(k))}" for k in varying if not (k in ONLY_WHERE_SET and f.get(k) is None)]
         labels.append(", ".join(parts))
     return df.assign(variant=labels)
+
+
+_UNSET = {k: {"null"} for k in ONLY_WHERE_SET}  # json of None: not a value of its own for these keys
 
 
 def _values_by_model(models: list[str], flat: list[dict], key: str) -> dict[str, set[str]]:
@@ -165,6 +179,8 @@ def _flat_config(text: object) -> dict:
         for k, v in cfg.items():
             if k not in AXES:
                 walk(str(k), v)
+        if isinstance(cfg.get("train"), dict):
+            out = {**LEFT_OUT, **out}
     return out
 
 

@@ -317,7 +317,7 @@ _RES_MARKERS = ("o", "s", "^", "D")
 
 def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], x: str) -> None:
     """Shade = model size within the family (per-model curves); line style and marker =
-    resolution (when several; else clip length, for video). Curves without a fit join their seed
+    resolution (when several; else clip length, for video; else the variant of one model). Curves without a fit join their seed
     means with a thin line."""
     style_col = next((c for c in ("image_size", "frames") if c in pts and c != x and pts[c].nunique() > 1), "image_size")
     resolutions = sorted(pts[style_col].dropna().unique()) if style_col in pts else []
@@ -325,10 +325,12 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
         per_model = "model" in pts and all(pts.loc[pts["_group"] == m, "model"].nunique() == 1 for m in members)
         model_of = {m: pts.loc[pts["_group"] == m, "model"].iloc[0] if per_model else fam for m in members}
         models = list(dict.fromkeys(model_of[m] for m in members))  # small to large
+        seen: dict[str, int] = {}  # variants of one model (same colour): told apart by line style instead
         for name in members:
             g = pts[pts["_group"] == name]
             colour = shade(family_colour(fam), models.index(model_of[name]), len(models))
-            res = resolutions.index(g[style_col].iloc[0]) if len(resolutions) > 1 else 0
+            variant = seen[model_of[name]] = seen.get(model_of[name], -1) + 1
+            res = resolutions.index(g[style_col].iloc[0]) if len(resolutions) > 1 else variant
             style, marker = _RES_STYLES[res % 4], _RES_MARKERS[res % 4]
             ax.scatter(g[x], g["_y"], s=12, color=colour, alpha=0.35, linewidths=0)
             means, spread = g.groupby(x)["_y"].mean(), g.groupby(x)["_y"].std()  # std over seeds (NaN for one)

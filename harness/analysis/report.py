@@ -168,6 +168,7 @@ def build_report(df: pd.DataFrame, curves: pd.DataFrame, out: Path, *, bootstrap
     )
     y = _quality_column(df)
     _table_section(doc, df)
+    _probe_section(doc, df)
     _data_section(doc, df, y, out, bootstrap)
     _model_section(doc, df, y, out, bootstrap)
     _optimal_section(doc, df, y, out, bootstrap)
@@ -198,6 +199,31 @@ def _table_section(doc: Doc, df: pd.DataFrame) -> None:
         return
     doc.p(f"Cells: {table.title}; one row per model, one column per data size.")
     doc.table(table)
+
+
+PROBE_COLUMNS = ("probe_acc", "fewshot_1_acc", "fewshot_5_acc", "fewshot_10_acc", "fewshot_25_acc")
+
+
+def _probe_section(doc: Doc, df: pd.DataFrame) -> None:
+    """The eval: section's probes (harness/evals.py), one table each, when any ok row has them."""
+    ok = df[df["status"] == "ok"]
+    cols = [c for c in PROBE_COLUMNS if c in ok and pd.to_numeric(ok[c], errors="coerce").notna().any()]
+    if not cols:
+        return
+    doc.h(2, "Probes of the frozen backbone")
+    doc.p(
+        "Accuracy of fits on the backbone's pooled features, the classifier head left out (the study's `eval:` "
+        "section): a linear probe fitted on the trial's training subset, few-shot ridge regression on k images "
+        "per class; both scored on the test split. A self-supervised or untrained backbone has only these."
+    )
+    for col in cols:
+        try:
+            table = build_table(df, value=col)
+        except StudyError as exc:
+            doc.p(f"{col}: not computed: {exc.what}.")
+            continue
+        doc.p(f"Cells: {table.title}.")
+        doc.table(table)
 
 
 def _data_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstrap: int) -> None:
