@@ -60,6 +60,7 @@ class DataInfo:
     test_size: int
     config: dict  # canonical dataset config: what the trial hashes (name + content keys, not paths)
     source: dict  # where to load from (paths), not hashed
+    frames: int = 0  # native clip length of a video dataset (harness/video_data.py); 0 for images
 
 
 @dataclass
@@ -433,7 +434,15 @@ DESCRIBERS = {
     "cifar10": _describe_cifar10,
     "imagefolder": _describe_imagefolder,
     "synthetic": _describe_synthetic,
+    "moving_fashion_mnist": lambda cfg: _video().describe(cfg),
+    "clipfolder": lambda cfg: _video().describe(cfg),
 }
+
+
+def _video():  # harness.video_data, imported on first use (it imports this module)
+    from harness import video_data
+
+    return video_data
 
 
 def _only_keys(cfg: dict, allowed: set[str]) -> None:
@@ -456,6 +465,8 @@ def load(cfg: dict) -> Dataset:
 def _load_cached(cfg_json: str) -> Dataset:
     cfg = json.loads(cfg_json)
     info = describe(cfg)
+    if info.frames:  # clips [N, F, C, H, W]: their own loader and statistics
+        return _video().load(info)
     if info.name == "fashion_mnist":
         root = Path(info.source["root"])
         train = Split(_read_idx(root / FASHION_FILES["train_images"]), _read_idx(root / FASHION_FILES["train_labels"]))
