@@ -60,7 +60,7 @@ class DataInfo:
     test_size: int
     config: dict  # canonical dataset config: what the trial hashes (name + content keys, not paths)
     source: dict  # where to load from (paths), not hashed
-    frames: int = 0  # native clip length of a video dataset (harness/video_data.py); 0 for images
+    frames: int = 0  # a video dataset's native clip length (Split.images is [N, F, C, H, W]); 0: images
 
 
 @dataclass
