@@ -437,6 +437,7 @@ DESCRIBERS = {
     "moving_fashion_mnist": lambda cfg: _video().describe(cfg),
     "clipfolder": lambda cfg: _video().describe(cfg),
 }
+VIDEO_DATASETS = ("moving_fashion_mnist", "clipfolder")  # harness/video_data.py
 
 
 def _video():  # harness.video_data, imported on first use (it imports this module)
@@ -465,7 +466,7 @@ def load(cfg: dict) -> Dataset:
 def _load_cached(cfg_json: str) -> Dataset:
     cfg = json.loads(cfg_json)
     info = describe(cfg)
-    if info.frames:  # clips [N, F, C, H, W]: their own loader and statistics
+    if info.name in VIDEO_DATASETS:  # clips [N, F, C, H, W]: their own loader and statistics
         return _video().load(info)
     if info.name == "fashion_mnist":
         root = Path(info.source["root"])
