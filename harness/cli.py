@@ -74,40 +74,60 @@ def _models(args: argparse.Namespace) -> int:
 
     if args.family and args.family not in zoo.families():
         raise StudyError(f"unknown family '{args.family}'", key="--family", fix=did_you_mean(args.family, zoo.families()))
-    for key in ("image_size", "in_chans", "num_classes"):  # 0 would silently mean "the default" (image size) or list nothing
+    for key in (
+        "image_size",
+        "in_chans",
+        "num_classes",
+        "frames",
+    ):  # 0 would silently mean "the default" (image size) or list nothing
         value = getattr(args, key)
         if value is not None and value < 1:
             flag = "--" + key.replace("_", "-")
             raise StudyError(
                 f"must be a positive integer, got {value}",
                 key=flag,
-                fix=f"e.g. {flag} {dict(image_size=28, in_chans=3, num_classes=10)[key]}",
+                fix=f"e.g. {flag} {dict(image_size=28, in_chans=3, num_classes=10, frames=16)[key]}",
             )
+    if args.frames and args.family and not zoo.is_video(args.family):
+        videos = [f for f in zoo.families() if zoo.is_video(f)]
+        raise StudyError(
+            f"{args.family} is an image family; --frames lists video families",
+            key="--frames",
+            fix=f"drop --frames, or --family {' or '.join(videos)}",
+        )
     rows, misfits = [], []
-    for ms in zoo.list_models(args.family):
+    # --frames T: the video families at T frames; without it every family, video ones at zoo.DEFAULT_FRAMES
+    for ms in (m for m in zoo.list_models(args.family) if zoo.is_video(m) or not args.frames):
         size = args.image_size or zoo.default_image_size(ms)
-        dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes}
+        frames = (args.frames or zoo.DEFAULT_FRAMES) if zoo.is_video(ms) else 0
+        dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes, "frames": frames}
         try:
-            zoo.check(ms, size, args.in_chans)
+            zoo.check(ms, size, args.in_chans, frames)
         except StudyError as e:
             misfits.append(e)
-            continue  # this model cannot take that resolution: not listed
+            continue  # this model cannot take that resolution (or clip length): not listed
         rows.append(
             {
                 "name": ms.name,
                 "family": ms.family,
                 "size": ms.size,
                 "image_size": size,
+                "frames": frames,
                 "params": flops.param_count(ms, **dims),
                 "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6),
             }
         )
     if not rows:  # an empty table with exit 0 reads as "no models": say why instead
         which = f"family '{args.family}'" if args.family else "the registry"
+        flag, what = (
+            ("--frames", f"{args.frames} frames")
+            if args.frames and not args.image_size
+            else ("--image-size", f"{args.image_size} px input")
+        )
         raise StudyError(
-            f"no model of {which} takes {args.image_size} px input ({misfits[0].what})",
-            key="--image-size",
-            fix=f"{misfits[0].fix} ('harness models' without --image-size lists each at its default size)",
+            f"no model of {which} takes {what} ({misfits[0].what})",
+            key=flag,
+            fix=f"{misfits[0].fix} ('harness models' without {flag} lists each at its default)",
         )
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -115,10 +135,11 @@ def _models(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"models ({args.in_chans} channels, {args.num_classes} classes)")
-    for c in ("name", "family", "size", "px", "params", "GMACs"):
-        t.add_column(c, justify="right" if c in ("px", "params", "GMACs") else "left")
-    for r in rows:
-        t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
+    for c in ("name", "family", "size", "px", "frames", "params", "GMACs"):
+        t.add_column(c, justify="right" if c in ("px", "frames", "params", "GMACs") else "left")
+    for r in rows:  # GMACs per image, per clip for video models
+        frames = str(r["frames"]) if r["frames"] else ""
+        t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), frames, f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
     out_console().print(t)
     return 0
 
@@ -164,11 +185,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     s.set_defaults(func=_status)
 
     m = sub.add_parser("models", help="list registered models with params and GMACs")
-    m.add_argument("--json", action="store_true", help="a JSON list of {name, family, size, image_size, params, fwd_gmacs}")
+    m.add_argument(
+        "--json", action="store_true", help="a JSON list of {name, family, size, image_size, frames, params, fwd_gmacs}"
+    )
     m.add_argument("--family", default=None)
     m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")
     m.add_argument("--in-chans", type=int, default=3)
     m.add_argument("--num-classes", type=int, default=1000)
+    m.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="list the video families at this clip length (default: all families, video at 16 frames)",
+    )
     m.set_defaults(func=_models)
 
     argv = sys.argv[1:] if argv is None else argv

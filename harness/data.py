@@ -65,7 +65,7 @@ class DataInfo:
 
 @dataclass
 class Split:
-    images: torch.Tensor | ImageFiles  # uint8 [N, C, H, W], or files decoded per batch (streamed)
+    images: torch.Tensor | ImageFiles  # uint8 [N, C, H, W] ([N, F, C, H, W] clips), or files decoded per batch (streamed)
     labels: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
@@ -144,7 +144,15 @@ def _download_fashion(root: Path) -> Path:
 
 
 def _describe_synthetic(cfg: dict) -> DataInfo:
-    _only_keys(cfg, {"name", *SYNTHETIC_DEFAULTS})
+    _only_keys(cfg, {"name", "frames", *SYNTHETIC_DEFAULTS})
+    frames = cfg.get("frames", 0)
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 0:
+        raise StudyError(
+            f"dataset.frames must be a whole number >= 0, got {frames!r}",
+            key="dataset.frames",
+            fix="e.g. frames: 16 for clips of 16 frames (0 or left out: images)",
+        )
+    cfg = {k: v for k, v in cfg.items() if k != "frames"}  # in the hashed config only when set: image ids stay
     full = {**SYNTHETIC_DEFAULTS, **cfg}
     for k in SYNTHETIC_DEFAULTS:
         if not isinstance(full[k], int) or full[k] < (0 if k == "seed" else 1):
@@ -162,8 +170,9 @@ def _describe_synthetic(cfg: dict) -> DataInfo:
         full["image_size"],
         full["train_size"],
         full["test_size"],
-        config=dict(sorted(full.items())),
+        config=dict(sorted({**full, **({"frames": frames} if frames else {})}.items())),
         source={},
+        frames=frames,
     )
 
 
@@ -479,8 +488,9 @@ def _load_cached(cfg_json: str) -> Dataset:
     else:
         train, test = _make_synthetic(info.config)
     x = train.images.float() / 255
-    mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    dims = tuple(d for d in range(x.dim()) if d != x.dim() - 3)  # all but C of [N, C, H, W] or [N, F, C, H, W]
+    mean = tuple(x.mean(dim=dims).tolist())
+    std = tuple(x.std(dim=dims).clamp_min(1e-3).tolist())
     return Dataset(info, train, test, mean, std)
 
 
@@ -496,16 +506,21 @@ def _read_idx(path: Path) -> torch.Tensor:
 
 
 def _make_synthetic(cfg: dict) -> tuple[Split, Split]:
-    """Learnable, deterministic: each class is a random smooth prototype plus per-image noise."""
+    """Learnable, deterministic: each class is a random smooth prototype plus per-image noise.
+    With `frames: F`, clips [N, F, C, H, W]: frame f is the class prototype rolled f px to the right
+    (plus fresh noise), for tests and throughput studies; not a motion benchmark."""
     g = torch.Generator().manual_seed(cfg["seed"])
     k, c, s = cfg["num_classes"], cfg["channels"], cfg["image_size"]
     coarse = torch.rand(k, c, max(2, s // 4), max(2, s // 4), generator=g)
     protos = F.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)
+    frames = cfg.get("frames", 0)
+    if frames:
+        protos = torch.stack([protos.roll(f, dims=-1) for f in range(frames)], dim=1)  # [k, F, C, H, W]
 
     def split(n: int) -> Split:
         labels = torch.arange(n) % k
         labels = labels[torch.randperm(n, generator=g)]
-        x = protos[labels] + 0.35 * torch.randn(n, c, s, s, generator=g)
+        x = protos[labels] + 0.35 * torch.randn(n, *protos.shape[1:], generator=g)
         return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), labels)
 
     return split(cfg["train_size"]), split(cfg["test_size"])
@@ -596,15 +611,24 @@ def _largest_remainder(shares: torch.Tensor) -> torch.Tensor:
 
 
 class Batcher:
-    """Turns uint8 images into normalised float batches at `image_size` on `device`."""
+    """Turns uint8 images into normalised float batches at `image_size` on `device`.
 
-    def __init__(self, ds: Dataset, image_size: int, device: torch.device, augment: str = "none") -> None:
+    Clips (uint8 [B, F, C, H, W]) become [B, C, T, S, S] with T = `frames` taken as frames
+    0, s, 2s, ..., (T-1)s of each clip (s = `frame_stride`; frames 0: all F); every frame is resized
+    like an image, and augmentation draws one flip/shift per clip, applied to all its frames."""
+
+    def __init__(
+        self, ds: Dataset, image_size: int, device: torch.device, augment: str = "none", frames: int = 0, frame_stride: int = 1
+    ) -> None:
         self.image_size, self.device, self.augment = image_size, device, augment
         self.mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
         self.native = ds.info.native_size
+        self.frames, self.frame_stride = frames, frame_stride
 
     def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        if images.dim() == 5:
+            return self._clips(images, train, generator)
         x = images.to(self.device, non_blocking=True).float().div_(255)
         if train and self.augment != "none":
             x = self._augment(x, generator)
@@ -619,11 +643,35 @@ class Batcher:
             )
         return (x - self.mean) / self.std
 
-    def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+    def _clips(self, clips: torch.Tensor, train: bool, generator: torch.Generator | None) -> torch.Tensor:
+        """[B, F, C, H, W] uint8 -> [B, C, T, S, S] float: the frame path of images on B*T frames."""
+        b, f = clips.shape[:2]
+        t = self.frames or f
+        if (t - 1) * self.frame_stride >= f:
+            raise ValueError(
+                f"{t} frames at stride {self.frame_stride} need clips of {(t - 1) * self.frame_stride + 1} frames; these have {f}"
+            )
+        idx = torch.arange(t, device=clips.device) * self.frame_stride
+        x = clips.index_select(1, idx).to(self.device, non_blocking=True).flatten(0, 1).float().div_(255)  # [B*T, C, H, W]
+        if train and self.augment != "none":
+            x = self._augment(x, generator, repeat=t)
+        elif x.shape[-1] != self.image_size:
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=self.image_size < x.shape[-1],
+            )
+        x = (x - self.mean) / self.std
+        return x.unflatten(0, (b, t)).transpose(1, 2).contiguous()  # [B, C, T, S, S]
+
+    def _augment(self, x: torch.Tensor, g: torch.Generator | None, repeat: int = 1) -> torch.Tensor:
         """Random horizontal flip (+ shift of up to 2 native pixels) and resize in one grid_sample.
         The draws come from `g` on its own device: a CUDA generator keeps the whole batch path on the
-        GPU (a CPU-made theta would be a blocking host-to-device copy, i.e. a sync, every step)."""
-        n = x.shape[0]
+        GPU (a CPU-made theta would be a blocking host-to-device copy, i.e. a sync, every step).
+        `repeat`: x holds clips of that many consecutive frames; each clip draws once for all its frames."""
+        n = x.shape[0] // repeat
         gd = g.device if g is not None else torch.device("cpu")
         theta = torch.zeros(n, 2, 3, device=gd)
         flip = torch.where(torch.rand(n, generator=g, device=gd) < 0.5, -1.0, 1.0)
@@ -632,7 +680,8 @@ class Batcher:
             # grid units: 2 / native per pixel; integer shifts keep the pixels sharp
             shift = torch.randint(-2, 3, (n, 2), generator=g, device=gd).float() * 2 / self.native
             theta[:, :, 2] = shift
-        grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], self.image_size, self.image_size], align_corners=False)
+        theta = theta.repeat_interleave(repeat, dim=0) if repeat > 1 else theta
+        grid = F.affine_grid(theta.to(x.device), [x.shape[0], x.shape[1], self.image_size, self.image_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

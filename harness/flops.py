@@ -4,6 +4,12 @@ Convention (fvcore's, and what papers print as "GFLOPs"): one multiply-accumulat
 Only matmuls and convolutions count, as in the papers' tables; fvcore also counts norms and
 pooling, which add 0.4-3.2% on the small ladder at 28 px (ConvNeXt-xs most), 0.1-0.6% at 224 px.
 
+Video models (3D convolutions, space-time attention) count the same way: FlopCounterMode's
+convolution formula is N * prod(w.shape) * prod(output spatial dims) for any number of spatial
+dims, so a Conv3d counts its T x H x W output, and ViViT's attention (timm's `Attention`,
+unfused) is two bmm per block like ViT's. Checked against torchvision's table for r3d_18 and
+r2plus1d_18 at 16x112x112 in tests/test_video_models.py (torchvision's "GFLOPS" there are MACs).
+
 Counting path: torch's FlopCounterMode on the meta device, so no memory is allocated and no
 arithmetic runs; ViT-L/16 at 1024 px counts in under a second. Two measured pitfalls it avoids:
 - fvcore's FlopCountAnalysis cannot trace on the meta device (timm asserts on data), and on CPU it
@@ -65,29 +71,35 @@ def unfuse_attention(model: nn.Module) -> nn.Module:
     return model
 
 
-def forward_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> float:
-    """Forward MACs per image in units of 1e9 (fvcore convention), attention included."""
-    check(ms, image_size, in_chans)
-    return _gmacs(ms, image_size, in_chans, num_classes)
+def forward_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> float:
+    """Forward MACs per image (per clip of `frames` frames for a video model) in units of 1e9
+    (fvcore convention), attention included."""
+    check(ms, image_size, in_chans, frames)
+    return _gmacs(ms, image_size, in_chans, num_classes, frames)
 
 
-def param_count(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> int:
-    check(ms, image_size, in_chans)
-    return _params(ms, image_size, in_chans, num_classes)
+def param_count(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> int:
+    check(ms, image_size, in_chans, frames)
+    return _params(ms, image_size, in_chans, num_classes, frames)
 
 
-def _meta_model(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int) -> nn.Module:
+def input_shape(batch: int, in_chans: int, image_size: int, frames: int = 0) -> tuple[int, ...]:
+    """[B, C, H, W] for an image model, [B, C, T, H, W] for a video model (frames > 0)."""
+    return (batch, in_chans, *((frames,) if frames else ()), image_size, image_size)
+
+
+def _meta_model(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> nn.Module:
     with torch.device("meta"):
-        return build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes)
+        return build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes, frames=frames)
 
 
 @functools.lru_cache(maxsize=1024)
-def _gmacs(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int) -> float:
-    model = unfuse_attention(_meta_model(ms, image_size, in_chans, num_classes)).eval()
-    x = torch.empty(1, in_chans, image_size, image_size, device="meta")
+def _gmacs(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> float:
+    model = unfuse_attention(_meta_model(ms, image_size, in_chans, num_classes, frames)).eval()
+    x = torch.empty(input_shape(1, in_chans, image_size, frames), device="meta")
     return count_macs(model, x) / 1e9
 
 
 @functools.lru_cache(maxsize=1024)
-def _params(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int) -> int:
-    return count_params(_meta_model(ms, image_size, in_chans, num_classes))
+def _params(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> int:
+    return count_params(_meta_model(ms, image_size, in_chans, num_classes, frames))

@@ -106,7 +106,7 @@ def count_train_macs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, mapping
 
 
 def built_train_gmacs(
-    build_fn: Callable[[], nn.Module], *, image_size: int, in_chans: int, num_classes: int
+    build_fn: Callable[[], nn.Module], *, image_size: int, in_chans: int, num_classes: int, frames: int = 0
 ) -> tuple[float, float]:
     """(forward, forward + backward) GMACs per image of any model builder, counted on meta.
 
@@ -115,26 +115,26 @@ def built_train_gmacs(
     with torch.device("meta"):
         model = build_fn()
     flops.unfuse_attention(model).train()
-    x = torch.empty(COUNT_BATCH, in_chans, image_size, image_size, device="meta")
+    x = torch.empty(flops.input_shape(COUNT_BATCH, in_chans, image_size, frames), device="meta")
     y = torch.zeros(COUNT_BATCH, dtype=torch.long, device="meta")  # class 0 is valid for any head
     fwd, bwd = count_train_macs(model, x, y)
     return fwd / COUNT_BATCH / 1e9, (fwd + bwd) / COUNT_BATCH / 1e9
 
 
-def train_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> float:
-    """Forward + backward MACs per image of one training step, in units of 1e9 (fvcore convention)."""
-    check(ms, image_size, in_chans)
-    return _train_gmacs(ms, image_size, in_chans, num_classes)
+def train_gmacs(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> float:
+    """Forward + backward MACs per image (per clip for a video model) of one training step, in units of 1e9 (fvcore convention)."""
+    check(ms, image_size, in_chans, frames)
+    return _train_gmacs(ms, image_size, in_chans, num_classes, frames)
 
 
-def train_flops(ms: ModelSpec, samples: int, *, image_size: int, in_chans: int, num_classes: int) -> float:
-    """Total training compute for `samples` images seen (MACs, fvcore convention): what rows and --dry-run report."""
-    return train_gmacs(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes) * 1e9 * samples
+def train_flops(ms: ModelSpec, samples: int, *, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> float:
+    """Total training compute for `samples` images (clips) seen (MACs, fvcore convention): what rows and --dry-run report."""
+    return train_gmacs(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes, frames=frames) * 1e9 * samples
 
 
 @functools.lru_cache(maxsize=1024)
-def _train_gmacs(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int) -> float:
+def _train_gmacs(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> float:
     def make() -> nn.Module:
-        return build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes)
+        return build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes, frames=frames)
 
-    return built_train_gmacs(make, image_size=image_size, in_chans=in_chans, num_classes=num_classes)[1]
+    return built_train_gmacs(make, image_size=image_size, in_chans=in_chans, num_classes=num_classes, frames=frames)[1]

@@ -100,6 +100,11 @@ def grid(family: str, image_size: int, patch: int | None = None) -> Grid:
     """The search grid of `family` at `image_size` (see the module docstring)."""
     if family not in zoo.FAMILIES:
         raise StudyError(f"unknown family '{family}'", key="--family", fix=did_you_mean(family, zoo.families()))
+    if zoo.is_video(family):
+        images = [f for f in zoo.families() if f != "linear" and not zoo.is_video(f)]
+        raise StudyError(
+            f"'{family}' is a video family; plan sizes image families", key="--family", fix=f"one of {', '.join(images)}"
+        )
     small = image_size < zoo.IMAGENET_IMAGE
     ref_name = (
         "xs" if small else {"vit": "b16", "mixer": "b16", "resnet": "50", "convnext": "tiny", "swin": "tiny"}.get(family, "xs")
@@ -338,8 +343,8 @@ def _human(x: float) -> str:
 
 
 def _families(text: str) -> list[str]:
-    if text == "all":  # linear has one shape: nothing to match
-        return [f for f in zoo.families() if f != "linear"]
+    if text == "all":  # linear has one shape: nothing to match; video families are not planned
+        return [f for f in zoo.families() if f != "linear" and not zoo.is_video(f)]
     names = [f.strip().lower() for f in text.split(",") if f.strip()]
     for f in names:
         if f not in zoo.FAMILIES:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from harness import hardware
 from harness.errors import StudyError
+from harness.flops import input_shape
 from harness.flops_train import built_train_gmacs
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16")
@@ -282,10 +283,12 @@ class Workload:
     num_classes: int
     optimizer: torch.optim.Optimizer | None = None
     dtype: torch.dtype = torch.float32
+    frames: int = 0  # video models: clips [B, C, frames, H, W]; a "sample" is then a clip
 
     def inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.randn(batch, self.in_chans, self.image_size, self.image_size, device=self.device, dtype=self.dtype)
-        if self.settings.channels_last:
+        shape = input_shape(batch, self.in_chans, self.image_size, self.frames)
+        x = torch.randn(shape, device=self.device, dtype=self.dtype)
+        if self.settings.channels_last and not self.frames:  # channels_last is a 4-D layout
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.randint(0, self.num_classes, (batch,), device=self.device)
 
@@ -316,7 +319,14 @@ class Workload:
 
 
 def make_workload(
-    build: Callable[[], torch.nn.Module], s: Settings, device: torch.device, *, in_chans: int, image_size: int, num_classes: int
+    build: Callable[[], torch.nn.Module],
+    s: Settings,
+    device: torch.device,
+    *,
+    in_chans: int,
+    image_size: int,
+    num_classes: int,
+    frames: int = 0,
 ) -> Workload:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.precision, torch.float32)
     model = build().to(device=device, dtype=dtype)
@@ -325,7 +335,7 @@ def make_workload(
     if s.compile:
         torch._dynamo.reset()  # compile time is measured from scratch, not from an earlier profile's cache
         model = torch.compile(model)
-    return Workload(model, s, device, in_chans, image_size, num_classes, dtype=dtype)
+    return Workload(model, s, device, in_chans, image_size, num_classes, dtype=dtype, frames=frames)
 
 
 # ----------------------------------------------------------------------------- memory
@@ -510,13 +520,15 @@ def profile(
     num_classes: int,
     gmacs: tuple[float, float] | None = None,
     clock: Clock | None = None,
+    frames: int = 0,
 ) -> dict:
     """One flat record: settings, FLOPs, per-mode speed and spread, latency, memory, MFU, fingerprint.
 
     `gmacs` = (forward, forward + backward) MACs per image in units of 1e9; counted on the meta
-    device from `build` when not given."""
+    device from `build` when not given. `frames` > 0: a video model fed [B, C, frames, H, W]
+    clips; every per-image number (img/s, GMACs/img) is then per clip (`sample_unit` "clip")."""
     note = check_settings(settings, device)
-    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes}
+    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes, "frames": frames}
     fwd, train = gmacs if gmacs is not None else built_train_gmacs(build, **dims)
     with num_threads(settings.threads), precision_mode(settings.precision, device):
         clock = clock or clock_for(device)
@@ -543,6 +555,7 @@ def _record(
     peak, reason = hardware.peak_flops(hardware.device_name(device), s.precision)
     rec: dict = {
         **dims,
+        "sample_unit": "clip" if dims.get("frames") else "img",  # what img_s and GMACs/img count
         "batch_size": s.batch_size,
         "mode": s.mode,
         "precision": s.precision,
@@ -656,10 +669,11 @@ def max_batch(
     image_size: int,
     num_classes: int,
     limit: int,
+    frames: int = 0,
 ) -> dict:
     """Largest batch per mode that fits (<= limit), reported apart from the throughput record."""
     check_settings(settings, device)
-    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes}
+    dims = {"in_chans": in_chans, "image_size": image_size, "num_classes": num_classes, "frames": frames}
     out: dict = {"max_batch_limit": limit}
     with num_threads(settings.threads), precision_mode(settings.precision, device):
         for mode in settings.modes:
@@ -729,13 +743,14 @@ def profile_model(
     iters: int,
     device: torch.device,
     gmacs: tuple[float, float] | None = None,
+    frames: int = 0,
 ) -> dict:
     """The trial's profile step: both modes at the precision training uses; the row's columns.
 
     Out of memory raises torch.OutOfMemoryError naming the batch, so the trial becomes a failed
     row that says which batch did not fit (STYLE 7) rather than an ok row with holes."""
     s = Settings(batch_size=batch_size, mode="both", precision=trial_precision(device), warmup=warmup, iters=iters)
-    rec = profile(build, s, device, in_chans=in_chans, image_size=image_size, num_classes=num_classes, gmacs=gmacs)
+    rec = profile(build, s, device, in_chans=in_chans, image_size=image_size, num_classes=num_classes, gmacs=gmacs, frames=frames)
     if rec["status"] != "ok":
         raise torch.OutOfMemoryError(rec["error"])
     out = {TRIAL_RENAMES.get(k, k): rec[k] for k in TRIAL_KEYS}

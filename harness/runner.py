@@ -55,7 +55,7 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
     info = data.describe({**study.data_source, **study.dataset})
     out = []
     for tr in trials:
-        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+        dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes, "frames": tr.frames or 0}
         steps = total_steps(tr.train, tr.data_size)
         samples = steps * min(tr.train["batch_size"], tr.data_size)  # full batches only (data.EpochSampler)
         out.append(
@@ -83,7 +83,8 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
             tr.trial_id,
             tr.model.name,
             str(tr.data_size),
-            str(tr.image_size),
+            str(tr.image_size)
+            + (f" x{tr.frames}f/{tr.frame_stride}" if tr.frames is not None else ""),  # video: clip length/stride
             str(tr.seed),
             *[_cell(tr.train.get(k)) for k in varying],
             str(c["steps"]),
@@ -269,15 +270,17 @@ def _progress(console: Console) -> Progress:
 
 def _one_line(out: store.TrialOutput) -> str:
     r = out.row
-    cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px seed={r['seed']}"
+    clip = f" {r['frames']}f/{r['frame_stride']}" if r.get("frames") is not None else ""
+    cell = escape(f"{r['model']:>10}") + f" n={r['data_size']:<6} {r['image_size']}px{clip} seed={r['seed']}"
+    unit = r.get("sample_unit") or "img"  # video trials count clips
     if out.ok:
         parts = [f"acc={r['test_acc']:.4f}"] if _finite(r.get("test_acc")) else []
         if _finite(r.get("train_img_s")):  # profiled training step
-            parts.append(f"train {r['train_img_s']:,.0f} img/s")
+            parts.append(f"train {r['train_img_s']:,.0f} {unit}/s")
         elif _finite(r.get("samples_seen")) and _finite(r.get("train_time_s")) and r["train_time_s"] > 0:
-            parts.append(f"trained at {r['samples_seen'] / r['train_time_s']:,.0f} img/s")  # profiling off: wall clock
+            parts.append(f"trained at {r['samples_seen'] / r['train_time_s']:,.0f} {unit}/s")  # profiling off: wall clock
         if _finite(r.get("infer_img_s")) and not _finite(r.get("test_acc")):  # profile-only trial
-            parts.append(f"infer {r['infer_img_s']:,.0f} img/s")
+            parts.append(f"infer {r['infer_img_s']:,.0f} {unit}/s")
         return f"  [green]ok[/]     {cell}  {'  '.join(parts)}  {r['duration_s']:.1f}s"
     return f"  [red]failed[/] {cell}  {escape(r['error'])}"
 

@@ -52,8 +52,15 @@ PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup":
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
 TOP_KEYS = {"name", "description", "dataset", "grid", "overrides", "train", "profile", "resources", "slurm", "smoke"}
 SMOKE_KEYS = {"image_size"}  # grid axes a study may replace under --smoke (1024 px on a CPU takes minutes per step)
-GRID_KEYS = {"model", "data_size", "image_size", "seed"}
-AXIS_ORDER = ("model", "data_size", "image_size", "seed")  # expansion order; training-key axes follow in the order written
+GRID_KEYS = {"model", "data_size", "image_size", "seed", "frames", "frame_stride"}
+AXIS_ORDER = (
+    "model",
+    "data_size",
+    "image_size",
+    "frames",
+    "frame_stride",
+    "seed",
+)  # expansion order; training-key axes follow in the order written
 NAME_MAX = 100  # characters: results/<name>-smoke/ and the store's temporary names stay far below the 255-byte file-name limit of ext4/xfs/APFS/NTFS
 MAX_SEED = 2**32 - 1  # numpy's and most generators' seed range
 MAX_IMAGE_SIZE = 4096  # px: one 4096 px RGB image is 201 MB as float32, a batch of 64 is 13 GB; an 8192 px grid got the test process killed for memory
@@ -81,12 +88,16 @@ class Trial:
     # the study's dataset section as written (root:, download: ...): where the data lives, so it
     # reaches the worker, but not what it is, so moving a directory does not change trial ids
     data_source: dict = field(default_factory=dict)
+    # video datasets only (None for images, and then not in the hashed config, so image ids stay):
+    # the clip length T and the stride s; a clip is native frames 0, s, ..., (T-1)s
+    frames: int | None = None
+    frame_stride: int | None = None
 
     def data_config(self) -> dict:
         return {**self.data_source, **self.dataset}
 
     def config(self) -> dict:
-        return {
+        cfg = {
             "model": self.model.identity(),  # the resolved shape, however it was spelled (vit@xs == {family: vit})
             "image_size": self.image_size,
             "data_size": self.data_size,
@@ -95,6 +106,9 @@ class Trial:
             "train": self.train,
             "profile": self.profile,
         }
+        if self.frames is not None:
+            cfg.update(frames=self.frames, frame_stride=self.frame_stride)
+        return cfg
 
     @property
     def trial_id(self) -> str:
@@ -109,7 +123,8 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return f"{self.model.name} n={self.data_size} {self.image_size}px seed={self.seed}"
+        clip = f" {self.frames}f" + (f"/{self.frame_stride}" if self.frame_stride != 1 else "") if self.frames is not None else ""
+        return f"{self.model.name} n={self.data_size} {self.image_size}px{clip} seed={self.seed}"
 
 
 @dataclass(frozen=True)
@@ -427,8 +442,57 @@ def _parse_grid(grid: Any, info: data.DataInfo, train: dict, where: str) -> tupl
                 f"{m.name} cannot take {s} px input: {e.what}", where=where, key=f"{paths['model']}[{i}] x {pi_}[{j}]", fix=e.fix
             ) from None
     out = {"model": models, "data_size": list(axes["data_size"]), "image_size": list(image_sizes), "seed": list(seeds)}
+    out.update(_parse_frames(axes, paths, models, info, zips, where))  # video datasets only: frames, frame_stride
     out.update({k: v for k, v in axes.items() if k not in out})  # training-key axes, in the order written
     return out, tuple(zips)
+
+
+def _parse_frames(axes: dict, paths: dict, models: list, info: data.DataInfo, zips: list, where: str) -> dict:
+    """`frames` / `frame_stride` axes of a video dataset (default: its native length, stride 1)."""
+    if not info.frames:
+        for k in ("frames", "frame_stride"):
+            if k in axes:
+                raise StudyError(
+                    f"{k} is an axis of video datasets; {info.name} holds images",
+                    where=where,
+                    key=paths[k],
+                    fix="remove it, or use a video dataset (e.g. dataset: {name: synthetic, frames: 16})",
+                )
+        for i, m in enumerate(models):
+            if zoo.is_video(m):
+                raise StudyError(
+                    f"{m.name} is a video model; {info.name} holds images",
+                    where=where,
+                    key=f"{paths['model']}[{i}]",
+                    fix="use an image family, or a video dataset (e.g. dataset: {name: synthetic, frames: 16})",
+                )
+        return {}
+    frames, strides = axes.get("frames", [info.frames]), axes.get("frame_stride", [1])
+    pf, ps = paths.get("frames", "grid.frames"), paths.get("frame_stride", "grid.frame_stride")
+    for values, key in ((frames, pf), (strides, ps)):
+        for i, v in enumerate(values):
+            _positive_int(v, where, f"{key}[{i}]")
+    paired = any({"frames", "frame_stride"} <= set(z) for z in zips)
+    for i, j in [(i, i) for i in range(len(frames))] if paired else itertools.product(range(len(frames)), range(len(strides))):
+        if frames[i] * strides[j] > info.frames:
+            raise StudyError(
+                f"{frames[i]} frames at stride {strides[j]} need clips of {frames[i] * strides[j]} frames; {info.name} clips have {info.frames}",
+                where=where,
+                key=f"{pf}[{i}] x {ps}[{j}]",
+                fix=f"keep frames x frame_stride <= {info.frames}",
+            )
+    for i, m in enumerate(models):
+        for j, t in enumerate(frames):
+            try:
+                zoo.check_frames(m, t)
+            except StudyError as e:
+                raise StudyError(
+                    f"{m.name} cannot take {t} frames: {e.what}",
+                    where=where,
+                    key=f"{paths['model']}[{i}] x {pf}[{j}]",
+                    fix=e.fix or "",
+                ) from None
+    return {"frames": list(frames), "frame_stride": list(strides)}
 
 
 def _parse_overrides(raw: dict, grid: dict, where: str) -> dict:
@@ -688,6 +752,7 @@ def expand(study: Study) -> list[Trial]:
                 resources=study.resources,
                 study_hash=study.study_hash,
                 data_source=study.data_source,
+                **{k: g[k][cell[k][0]] for k in ("frames", "frame_stride") if k in cell},
             )
             if t.trial_id not in seen:
                 seen.add(t.trial_id)

@@ -130,6 +130,10 @@ COLUMNS: dict[str, str] = {
     "test_acc_at_best_val": "float64",
     "max_steps": "Int64",
     "compile_s": "float64",  # train.compile: the compiling first step, outside train_time_s (issue 10)
+    # issue 17: video trials (NA for images); sample_unit says what infer_img_s/train_img_s count: "img" or "clip"
+    "frames": "Int64",
+    "frame_stride": "Int64",
+    "sample_unit": "string",
 }
 CURVE_COLUMNS = [
     "trial_id",

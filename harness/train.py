@@ -188,16 +188,19 @@ def train(
     checkpoint_path: Path | None = None,
     checkpoint_every: int = 0,
     sync_every_step: bool = False,
+    frames: int = 0,
+    frame_stride: int = 1,
 ) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
-    (benchmarks/train_speed.py compares the two); never changes a result."""
+    (benchmarks/train_speed.py compares the two); never changes a result. `frames`/`frame_stride`:
+    the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames)."""
     pool, val_cpu = data.split_validation(ds.train, cfg.get("val_size", 0))  # val_size 0: (ds.train, None)
     train_split = data.to_device(subset(pool, data_size, seed), device)  # on CUDA: uploaded once per trial
     val_split = data.to_device(val_cpu, device) if val_cpu is not None else None
     test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
     curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
     test_split = data.to_device(test_cpu, device)
-    batcher = Batcher(ds, image_size, device, cfg["augment"])
+    batcher = Batcher(ds, image_size, device, cfg["augment"], frames=frames, frame_stride=frame_stride)
     sampler = EpochSampler(len(train_split), cfg["batch_size"], seed)
     fetch = BatchFetcher(train_split, sampler)  # streamed splits: workers decode ahead along the sampler
     resident = data.is_resident(train_split)

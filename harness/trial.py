@@ -69,6 +69,9 @@ def base_row(trial: Trial) -> dict:
         "size": trial.model.size,
         "model": trial.model.name,
         "image_size": trial.image_size,
+        "frames": trial.frames,  # video only (None -> NA for images); a clip is frames 0, s, ..., (T-1)s
+        "frame_stride": trial.frame_stride,
+        "sample_unit": "img" if trial.frames is None else "clip",  # what infer_img_s / train_img_s count
         "data_size": trial.data_size,
         "seed": trial.seed,
         "steps": total_steps(cfg, trial.data_size),
@@ -120,7 +123,12 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
     device = pick_device(trial)
     ds = data.load(trial.data_config())
     info = ds.info
-    dims = {"image_size": trial.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes}
+    dims = {
+        "image_size": trial.image_size,
+        "in_chans": info.in_chans,
+        "num_classes": info.num_classes,
+        "frames": trial.frames or 0,
+    }
 
     def build() -> torch.nn.Module:
         torch.manual_seed(trial.seed)  # same init for the profiled copy and the trained one
@@ -138,6 +146,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
                 in_chans=info.in_chans,
                 image_size=trial.image_size,
                 num_classes=info.num_classes,
+                frames=dims["frames"],
                 batch_size=p["batch_size"],
                 warmup=p["warmup"],
                 iters=p["iters"],
@@ -153,6 +162,8 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         model,
         ds,
         image_size=trial.image_size,
+        frames=dims["frames"],
+        frame_stride=trial.frame_stride or 1,
         data_size=trial.data_size,
         seed=trial.seed,
         cfg=trial.train,

@@ -7,6 +7,11 @@ docstring lists its shape keys. Every family has the small-image ladder xs/s/m/l
 its published ImageNet sizes (224 px); the pixel baselines have no ImageNet sizes, and `linear`,
 whose shape the input fixes, has the one size xs.
 
+Video families (`VIDEO = True`: r3d, r2plus1d, vivit, vivit_fact) take [B, C, T, H, W] clips; their
+`build` and `check_frames` take the clip length T (`frames`), which image families never get
+(frames = 0 means an image model). Their published sizes are Kinetics configs (112 or 224 px,
+`CANONICAL_IMAGE`), listed in IMAGENET like the image families' ImageNet sizes.
+
 Adding a family: one module with the `Family` attributes below, and one line in FAMILIES.
 """
 
@@ -21,10 +26,11 @@ from typing import Protocol
 import torch.nn as nn
 
 from harness.errors import StudyError, did_you_mean
-from harness.zoo import convnext, linear, mixer, mlp, resnet, swin, vit
+from harness.zoo import convnext, linear, mixer, mlp, r2plus1d, r3d, resnet, swin, vit, vivit, vivit_fact
 
 SMALL_IMAGE = 28  # Fashion-MNIST; the default input of every non-ImageNet size
 IMAGENET_IMAGE = 224
+DEFAULT_FRAMES = 16  # clip length video models are listed and profiled at when none is given (torchvision's 16x112x112)
 
 
 class Family(Protocol):
@@ -37,6 +43,8 @@ class Family(Protocol):
     # optional: CHOICES: dict[str, tuple[str, ...]], the allowed values of string-valued keys
     # optional: check_image(shape, image_size) -> str | None, why an image size >= stride() does
     #           not fit beyond PATCH_GRID (Swin: its windows must tile every stage), None if it does
+    # optional (video families): VIDEO = True; CANONICAL_IMAGE: the published sizes' input (px);
+    #           check_frames(shape, frames) -> str | None; build takes a 5th argument, frames
 
     def validate(self, shape: dict) -> None: ...  # image-independent constraints -> StudyError
 
@@ -53,6 +61,10 @@ FAMILIES: dict[str, Family] = {
     "swin": swin,
     "linear": linear,
     "mlp": mlp,
+    "r3d": r3d,
+    "r2plus1d": r2plus1d,
+    "vivit": vivit,
+    "vivit_fact": vivit_fact,
 }
 
 
@@ -107,9 +119,40 @@ def resolve(spec: str | dict) -> ModelSpec:
     )
 
 
-def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
+def is_video(ms: ModelSpec | str) -> bool:
+    """True for a family that takes [B, C, T, H, W] clips (a ModelSpec or a family name)."""
+    return bool(getattr(_family(ms if isinstance(ms, str) else ms.family), "VIDEO", False))
+
+
+def default_frames(ms: ModelSpec) -> int:
+    """DEFAULT_FRAMES for a video model, 0 (no time axis) for an image model."""
+    return DEFAULT_FRAMES if is_video(ms) else 0
+
+
+def check_frames(ms: ModelSpec, frames: int) -> None:
+    """A video model needs a clip length it takes (ViViT: a multiple of its tubelet); an image model none."""
+    if not is_video(ms):
+        if frames:
+            raise StudyError(
+                f"{ms.name} is an image model; it takes no frames ({frames} given)",
+                fix=f"use a video family ({', '.join(f for f in FAMILIES if is_video(f))}) or leave frames out",
+            )
+        return
+    if not _posint(frames):
+        raise StudyError(f"{ms.name} is a video model and needs frames >= 1, not {frames!r}", fix="e.g. frames: 16")
+    problem = _family(ms.family).check_frames(ms.shape, frames)
+    if problem:
+        t = ms.shape.get("tubelet", 1)
+        below, above = max(t, frames // t * t), (frames // t + 1) * t
+        raise StudyError(f"{ms.name} cannot take {frames} frames: {problem}", fix=f"use frames {below} or {above}")
+
+
+def check(ms: ModelSpec, image_size: int, in_chans: int = 3, frames: int | None = None) -> None:
+    """Raise StudyError unless `ms` takes this input; `frames` None: the clip length is not checked."""
     fam = _family(ms.family)
     fam.validate(ms.shape)
+    if frames is not None:
+        check_frames(ms, frames)
     for key, value in (("image_size", image_size), ("in_chans", in_chans)):
         if not _posint(value):
             raise StudyError(f"{key} must be a positive integer, not {value!r}")
@@ -137,20 +180,24 @@ def check(ms: ModelSpec, image_size: int, in_chans: int = 3) -> None:
         raise StudyError(f"image size {image_size} px does not fit {ms.name}: {problem}", fix=hint)
 
 
-def build(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int) -> nn.Module:
-    check(ms, image_size, in_chans)
+def build(ms: ModelSpec, *, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> nn.Module:
+    """The model; a video family's takes [B, C, frames, image_size, image_size] clips."""
+    check(ms, image_size, in_chans, frames)
     if not _posint(num_classes):
         raise StudyError(f"num_classes must be a positive integer, not {num_classes!r}")
+    if frames:
+        return _family(ms.family).build(ms.shape, image_size, in_chans, num_classes, frames)
     return _family(ms.family).build(ms.shape, image_size, in_chans, num_classes)
 
 
 def default_image_size(ms: ModelSpec) -> int:
-    """224 for ImageNet sizes (also with overrides), else the smallest valid size >= 28 px."""
+    """224 for ImageNet sizes, also with overrides (a video family's CANONICAL_IMAGE for its
+    published sizes), else the smallest valid size >= 28 px (a family's SMALL_IMAGE: video, 32)."""
     fam = _family(ms.family)
     if ms.size in fam.IMAGENET:
-        return IMAGENET_IMAGE
+        return getattr(fam, "CANONICAL_IMAGE", IMAGENET_IMAGE)
     stride = fam.stride(ms.shape)
-    smallest = max(SMALL_IMAGE, stride)
+    smallest = max(getattr(fam, "SMALL_IMAGE", SMALL_IMAGE), stride)  # video ladders: 32 px clips
     first = -(-smallest // stride) * stride if fam.PATCH_GRID else smallest
     return next((s for s in range(first, first + 64 * stride) if _fits(fam, ms.shape, s)), first)
 

@@ -1,0 +1,49 @@
+"""R3D: 3D-convolution ResNet for video, built from torchvision's video ResNet parts (harness/zoo/video_resnet.py).
+
+Source: Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
+Table 1 (R3D: every 3x3 conv a 3x3x3 conv); torchvision's `r3d_18` (33,371,472 parameters with
+its 400-class Kinetics head, 40.70 GFLOPS at 16x112x112 per torchvision's model table).
+
+Shape keys:
+    block   "basic" (two 3x3x3 convs, R3D-18/34) or "bottleneck"
+    layers  blocks per stage, four stages
+    width   stem and first-stage width; stage i has width * 2**i channels
+Input [B, C, T, H, W]; any T >= 1; H, W >= 16.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from harness.zoo import video_resnet
+
+# One table. 18: torchvision r3d_18 (Tran et al. 2018, Table 1, R3D-18); 34: R3D-34 of the same
+# table (torchvision has no r3d_34; not checked against a library count).
+# Small rows (32-64 px clips): R3D-18's layout at widths 16/24/32 (xs: one block per stage).
+SIZES: dict[str, dict] = {
+    "xs": dict(block="basic", layers=[1, 1, 1, 1], width=16),
+    "s": dict(block="basic", layers=[2, 2, 2, 2], width=16),
+    "m": dict(block="basic", layers=[2, 2, 2, 2], width=24),
+    "l": dict(block="basic", layers=[2, 2, 2, 2], width=32),
+    "18": dict(block="basic", layers=[2, 2, 2, 2], width=64),
+    "34": dict(block="basic", layers=[3, 4, 6, 3], width=64),
+}
+IMAGENET = ("18", "34")  # the published (Kinetics, 112 px) configs
+CANONICAL_IMAGE = 112  # torchvision's video models take 112x112 clips
+SMALL_IMAGE = 32  # the ladder's default clip size (28-px Fashion-MNIST frames sit on larger canvases)
+DEFAULT = "xs"
+CHOICES = {"block": ("basic", "bottleneck")}
+PATCH_GRID = False
+VIDEO = True
+
+
+def validate(shape: dict) -> None:
+    video_resnet.validate("r3d", shape)
+
+
+stride = video_resnet.stride
+check_frames = video_resnet.check_frames
+
+
+def build(shape: dict, image_size: int, in_chans: int, num_classes: int, frames: int) -> nn.Module:
+    return video_resnet.build("r3d", shape, image_size, in_chans, num_classes, frames)
