@@ -255,3 +255,32 @@ def test_clipfolder_unreadable_frame_named_at_load(tmp_path: Path) -> None:
     (root / "left" / "c" / "004.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(StudyError, match="004.png"):
         data.load({"name": "clipfolder", "root": str(root), "frames": 10, "image_size": 16})
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_tiny_study_on_moving_fashion_mnist(tmp_path: Path) -> None:
+    """The frames axis (vmodels) on this dataset: a 3D CNN and ViViT at 2 frames, and a zipped
+    single-frame r3d beside them, train a few steps into ok rows with frames set."""
+    from harness import spec, store
+    from harness.cli import main
+
+    study = tmp_path / "tiny_video.yaml"
+    study.write_text(
+        "name: tiny_video\n"
+        "dataset: {name: moving_fashion_mnist, frames: 4, train_size: 64, test_size: 32}\n"
+        "grid:\n"
+        "  data_size: [32]\n"
+        "  image_size: [32]\n"
+        "  seed: [0]\n"
+        "  zip:\n"
+        "    - {model: [r3d@xs, vivit@xs, r3d@xs], frames: [2, 2, 1]}\n"
+        "train: {steps: 2, batch_size: 8, warmup_steps: 1, eval_every: 2}\n"
+        "profile: {enabled: false}\n"
+    )
+    assert main(["run", str(study), "--backend", "local", "--results", str(tmp_path), "--no-report"]) == 0
+    df = store.read(tmp_path / "tiny_video")
+    assert len(df) == len(spec.expand(spec.load_study(study))) == 3 and (df["status"] == "ok").all()
+    assert sorted(df["frames"].tolist()) == [1, 2, 2] and (df["dataset"] == "moving_fashion_mnist").all()
+    assert df["test_acc"].between(0, 1).all()
