@@ -260,6 +260,33 @@ def test_clipfolder_unreadable_frame_named_at_load(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
+VIDEO_STUDY = """name: tiny_video
+dataset: {name: moving_fashion_mnist, frames: 4, train_size: 64, test_size: 32}
+grid:
+  data_size: [32]
+  image_size: [32]
+  seed: [0]
+  %s
+train: {steps: 2, batch_size: 8, warmup_steps: 1, eval_every: 2}
+profile: {enabled: false}
+"""
+
+
+def test_zip_of_model_and_frames_checks_only_its_pairs(tmp_path: Path) -> None:
+    """vivit@xs cannot take 1 frame (2-frame tubelets); zipped, only r3d gets 1 frame, so the study loads."""
+    from harness import spec
+
+    zipped = tmp_path / "zipped.yaml"
+    zipped.write_text(VIDEO_STUDY % "zip: [{model: [r3d@xs, vivit@xs, r3d@xs], frames: [2, 2, 1]}]")
+    trials = spec.expand(spec.load_study(zipped))
+    assert [(t.model.name, t.frames) for t in trials] == [("r3d@xs", 2), ("vivit@xs", 2), ("r3d@xs", 1)]
+    crossed = tmp_path / "crossed.yaml"
+    crossed.write_text(VIDEO_STUDY % "model: [r3d@xs, vivit@xs]\n  frames: [2, 1]")
+    with pytest.raises(StudyError, match="vivit@xs cannot take 1 frames"):
+        spec.load_study(crossed)
+
+
+@pytest.mark.slow
 def test_tiny_study_on_moving_fashion_mnist(tmp_path: Path) -> None:
     """The frames axis (vmodels) on this dataset: a 3D CNN and ViViT at 2 frames, and a zipped
     single-frame r3d beside them, train a few steps into ok rows with frames set."""
@@ -267,18 +294,7 @@ def test_tiny_study_on_moving_fashion_mnist(tmp_path: Path) -> None:
     from harness.cli import main
 
     study = tmp_path / "tiny_video.yaml"
-    study.write_text(
-        "name: tiny_video\n"
-        "dataset: {name: moving_fashion_mnist, frames: 4, train_size: 64, test_size: 32}\n"
-        "grid:\n"
-        "  data_size: [32]\n"
-        "  image_size: [32]\n"
-        "  seed: [0]\n"
-        "  zip:\n"
-        "    - {model: [r3d@xs, vivit@xs, r3d@xs], frames: [2, 2, 1]}\n"
-        "train: {steps: 2, batch_size: 8, warmup_steps: 1, eval_every: 2}\n"
-        "profile: {enabled: false}\n"
-    )
+    study.write_text(VIDEO_STUDY % "zip: [{model: [r3d@xs, vivit@xs, r3d@xs], frames: [2, 2, 1]}]")
     assert main(["run", str(study), "--backend", "local", "--results", str(tmp_path), "--no-report"]) == 0
     df = store.read(tmp_path / "tiny_video")
     assert len(df) == len(spec.expand(spec.load_study(study))) == 3 and (df["status"] == "ok").all()
