@@ -112,7 +112,7 @@ def _models(args: argparse.Namespace) -> int:
                 "family": ms.family,
                 "size": ms.size,
                 "image_size": size,
-                "frames": frames,
+                **({"frames": frames} if frames else {}),  # video models only: image rows keep their keys
                 "params": flops.param_count(ms, **dims),
                 "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6),
             }
@@ -138,7 +138,7 @@ def _models(args: argparse.Namespace) -> int:
     for c in ("name", "family", "size", "px", "frames", "params", "GMACs"):
         t.add_column(c, justify="right" if c in ("px", "frames", "params", "GMACs") else "left")
     for r in rows:  # GMACs per image, per clip for video models
-        frames = str(r["frames"]) if r["frames"] else ""
+        frames = str(r.get("frames", ""))
         t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), frames, f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
     out_console().print(t)
     return 0
@@ -186,7 +186,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list registered models with params and GMACs")
     m.add_argument(
-        "--json", action="store_true", help="a JSON list of {name, family, size, image_size, frames, params, fwd_gmacs}"
+        "--json",
+        action="store_true",
+        help="a JSON list of {name, family, size, image_size, params, fwd_gmacs} (+ frames for video models)",
     )
     m.add_argument("--family", default=None)
     m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")

@@ -3,6 +3,7 @@
     harness profile vit@b16 --batch-size 16 --mode both --threads 2
     harness profile convnext@tiny --precision amp-bf16 --channels-last --json
     harness profile resnet@50 --max-batch            # also: the largest batch that fits, per mode
+    harness profile r3d@xs --frames 8                # video: 8-frame clips; rates are clips/s
 
 Exit codes: 0 measured, 1 a mode ran out of memory (recorded in the output, batch named),
 2 bad input (unknown model, impossible size, fp16 on CPU, no CUDA).
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile the model; compile time gets its own column")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's current setting)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="video models: frames per clip (default 16); img/s then counts clips/s"
+    )
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
@@ -92,8 +96,18 @@ def run(args: argparse.Namespace) -> int:
 
     ms = zoo.resolve(args.model)
     size = args.image_size or zoo.default_image_size(ms)
-    dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes}
-    zoo.check(ms, size, args.in_chans)
+    if args.frames is not None and args.frames < 1:
+        raise StudyError(f"must be a positive integer, got {args.frames}", key="--frames", fix="e.g. --frames 16")
+    if args.frames and not zoo.is_video(ms):
+        raise StudyError(f"{ms.name} is an image model; it takes no frames", key="--frames", fix="drop --frames")
+    frames = (args.frames or zoo.DEFAULT_FRAMES) if zoo.is_video(ms) else 0
+    if frames and args.channels_last:  # torch's channels_last is 4-D; video models hold 5-D convs (and 4-D embeddings)
+        raise StudyError(f"--channels-last is an image layout; {ms.name} is a video model", key="--channels-last", fix="drop it")
+    dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes, "frames": frames}
+    try:
+        zoo.check(ms, size, args.in_chans, frames)
+    except StudyError as e:
+        raise e.at(key="--frames" if "frames" in e.what else "") from None
     device = pick_device(args.device)
     settings = Settings(
         batch_size=args.batch_size,
@@ -141,15 +155,17 @@ def _num(v: float, fmt: str = ".4g") -> str:
 def render(rec: dict):
     from rich.table import Table
 
+    unit = rec.get("sample_unit", "img")  # "clip" for video models: every per-sample rate counts clips
+    clip = f" x {rec['frames']} frames" if rec.get("frames") else ""
     t = Table(
-        title=f"{rec['model']} @ {rec['image_size']} px, batch {rec['batch_size']}, {rec['precision']}"
+        title=f"{rec['model']} @ {rec['image_size']} px{clip}, batch {rec['batch_size']}, {rec['precision']}"
         f"{', channels-last' if rec['channels_last'] else ''}{', compiled' if rec['compile'] else ''}"
         f" on {rec['device']} ({rec['threads']} threads)"
     )
     for c in (
         "mode",
         "status",
-        "img/s (median)",
+        f"{unit}/s (median)",
         "IQR",
         "CV",
         "step ms",
@@ -178,8 +194,8 @@ def render(rec: dict):
             _num(rec[f"{m}_mfu"], ".1%"),
         )
     lines = [
-        f"params {rec['params']:,}   forward {rec['fwd_gmacs']:.4g} GMACs/img   training step {rec['train_gmacs']:.4g} "
-        f"GMACs/img ({rec['train_fwd_ratio']:.3f}x forward; 1 MAC = 2 FLOPs in TFLOP/s and MFU)",
+        f"params {rec['params']:,}   forward {rec['fwd_gmacs']:.4g} GMACs/{unit}   training step {rec['train_gmacs']:.4g} "
+        f"GMACs/{unit} ({rec['train_fwd_ratio']:.3f}x forward; 1 MAC = 2 FLOPs in TFLOP/s and MFU)",
         (
             f"latency (batch 1) {_num(rec['latency_ms_p50'], '.2f')} ms median, IQR {_num(rec['latency_ms_iqr'], '.2f')} ms, "
             f"CV {_num(rec['latency_cv'], '.1%')}" + (f", compile {rec['latency_compile_s']:.1f} s" if rec["compile"] else "")

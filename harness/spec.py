@@ -481,18 +481,14 @@ def _parse_frames(axes: dict, paths: dict, models: list, info: data.DataInfo, zi
                 key=f"{pf}[{i}] x {ps}[{j}]",
                 fix=f"keep frames x frame_stride <= {info.frames}",
             )
-    # a zip of model and frames checks only its pairs (a single-frame r3d beside vivit at 8 frames)
-    zipped = any({"model", "frames"} <= set(z) for z in zips)
-    for i, j in [(i, i) for i in range(len(models))] if zipped else itertools.product(range(len(models)), range(len(frames))):
+    with_model = any({"model", "frames"} <= set(z) for z in zips)  # a zip group pairs each model with its clip length
+    for i, j in [(i, i) for i in range(len(models))] if with_model else itertools.product(range(len(models)), range(len(frames))):
         m, t = models[i], frames[j]
         try:
             zoo.check_frames(m, t)
         except StudyError as e:
             raise StudyError(
-                f"{m.name} cannot take {t} frames: {e.what}",
-                where=where,
-                key=f"{paths['model']}[{i}] x {pf}[{j}]",
-                fix=e.fix or "",
+                f"{m.name} cannot take {t} frames: {e.what}", where=where, key=f"{paths['model']}[{i}] x {pf}[{j}]", fix=e.fix
             ) from None
     return {"frames": list(frames), "frame_stride": list(strides)}
 

@@ -106,7 +106,7 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
         "--x",
         default=None,
         metavar="COL",
-        help="x column (scaling: data_size; pareto: one of fwd_gmacs, train_flops, infer_img_s)",
+        help="x column (scaling: data_size; pareto: one of fwd_gmacs, train_flops, infer_img_s; cost: image_size or frames)",
     )
     p.add_argument("--y", default=None, metavar="COL", help="y column (default test_acc)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")

@@ -324,7 +324,7 @@ def describe_params(fit: LawFit) -> str:
 
 # Columns that, if they vary inside a group but are neither x nor the grouping, mean the
 # group pools different experiments (e.g. error vs data_size pooled over model sizes).
-_CONTROL_COLUMNS = ("model", "data_size", "image_size", "dataset")
+_CONTROL_COLUMNS = ("model", "data_size", "image_size", "frames", "frame_stride", "dataset")
 _SIZE_LIKE = ("params", "fwd_gmacs", "train_flops")  # an x that *is* the model size
 
 
@@ -903,6 +903,9 @@ def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
     if "image_size" in d and d["image_size"].nunique() > 1 and x != "image_size":
         group = group + " " + d["image_size"].astype(str) + "px"
         notes.append("one curve per resolution")
+    if "frames" in d and d["frames"].nunique() > 1 and x != "frames":  # video: one curve per clip length
+        group = group + " " + d["frames"].astype("string").fillna("-") + "f"
+        notes.append("one curve per clip length")
     if "variant" in d:  # one curve per configuration; fit_results must not append it again
         group = group + " [" + d["variant"].astype(str) + "]"
         d = d.drop(columns="variant")

@@ -35,7 +35,7 @@ CURVE_COLUMNS = tuple(_STORE_CURVE_COLUMNS)
 _FIX_PATH = "pass a results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
 # config keys the analysis shows on its own axes (or averages over: seed), never part of a variant;
 # `family`/`size` are the flat spelling of `model` in hand-made rows
-AXES = frozenset({"seed", "model", "family", "size", "image_size", "data_size"})
+AXES = frozenset({"seed", "model", "family", "size", "image_size", "data_size", "frames", "frame_stride"})
 
 
 def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -52,6 +52,10 @@ FAMILY_COLOURS = {
     "swin": "#E69F00",  # orange
     "linear": "#7F7F7F",  # grey
     "mlp": "#8C564B",  # brown
+    "r3d": "#56B4E9",  # sky blue (video CNNs: blues, like resnet)
+    "r2plus1d": "#17BECF",  # cyan
+    "vivit": "#9E2A2B",  # dark red (video transformers: reds, like vit)
+    "vivit_fact": "#F28E2B",  # light orange
 }
 _EXTRA_COLOURS = ("#56B4E9", "#F0E442", "#000000", "#17BECF", "#BCBD22")  # unknown families
 KINDS = ("scaling", "pareto", "cost", "curves")
@@ -62,6 +66,8 @@ AXIS_LABELS = {
     "fwd_gmacs": "forward compute (GMACs per image)",
     "train_flops": "training compute (FLOPs)",
     "image_size": "input resolution (px)",
+    "frames": "clip length (frames)",
+    "frame_stride": "frame stride",
     "infer_img_s": "inference throughput (img/s)",
     "train_img_s": "training throughput (img/s)",
     "latency_ms_p50": "latency p50 (ms)",
@@ -207,7 +213,7 @@ def make_plot(
     if kind == "pareto":
         return plot_pareto(df, out_dir, y=y or "test_acc", xs=[x] if x else None)
     if kind == "cost":
-        return plot_cost(df, out_dir, ys=[y] if y else None)
+        return plot_cost(df, out_dir, ys=[y] if y else None, x=x or "image_size")
     if kind == "curves":
         return plot_curves(df, curves, out_dir, x=x or "samples_seen", y=y or "test_acc")
     raise StudyError(f"unknown plot kind {kind!r}", key="--kind", fix=f"use one of {', '.join(KINDS)}")
@@ -225,6 +231,8 @@ def _check_axes(df: pd.DataFrame, curves: pd.DataFrame, kind: str, x: str | None
                 raise StudyError(f"column {col!r} is not in the learning curves", key=flag, fix=did_you_mean(col, have))
     if kind in ("pareto", "cost") and y is not None:
         require_columns(df, [y], key="--y")
+    if kind == "cost" and x is not None and x not in COST_X:
+        raise StudyError(f"cost cannot plot against {x!r}", key="--x", fix=f"use one of {', '.join(COST_X)}")
 
 
 # ----------------------------------------------------------------------------- scaling
@@ -272,7 +280,7 @@ def plot_scaling(
                 # the axis follows the data, not a wide bootstrap band (which may run past error 1)
                 ylo, yhi = float(pts["_y"].min()), float(pts["_y"].max())
                 ax.set_ylim(ylo / 1.6, min(yhi * 1.6, 1.0) if is_accuracy(y) else yhi * 1.6)
-                ax.set_xlabel(axis_label(x))
+                ax.set_xlabel(per_sample_label(axis_label(x), pts))
                 ax.set_ylabel(error_label(y))
         what = error_label(y).split(",")[0].capitalize()
         extra = f", {view.note}" if view.note else ""
@@ -309,8 +317,10 @@ _RES_MARKERS = ("o", "s", "^", "D")
 
 def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], x: str) -> None:
     """Shade = model size within the family (per-model curves); line style and marker =
-    resolution (when several). Curves without a fit join their seed means with a thin line."""
-    resolutions = sorted(pts["image_size"].unique()) if "image_size" in pts else []
+    resolution (when several; else clip length, for video). Curves without a fit join their seed
+    means with a thin line."""
+    style_col = next((c for c in ("image_size", "frames") if c in pts and c != x and pts[c].nunique() > 1), "image_size")
+    resolutions = sorted(pts[style_col].dropna().unique()) if style_col in pts else []
     for fam, members in _ordered_groups(pts).items():
         per_model = "model" in pts and all(pts.loc[pts["_group"] == m, "model"].nunique() == 1 for m in members)
         model_of = {m: pts.loc[pts["_group"] == m, "model"].iloc[0] if per_model else fam for m in members}
@@ -318,7 +328,7 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
         for name in members:
             g = pts[pts["_group"] == name]
             colour = shade(family_colour(fam), models.index(model_of[name]), len(models))
-            res = resolutions.index(g["image_size"].iloc[0]) if len(resolutions) > 1 else 0
+            res = resolutions.index(g[style_col].iloc[0]) if len(resolutions) > 1 else 0
             style, marker = _RES_STYLES[res % 4], _RES_MARKERS[res % 4]
             ax.scatter(g[x], g["_y"], s=12, color=colour, alpha=0.35, linewidths=0)
             means, spread = g.groupby(x)["_y"].mean(), g.groupby(x)["_y"].std()  # std over seeds (NaN for one)
@@ -361,7 +371,7 @@ def _ordered_groups(pts: pd.DataFrame) -> dict[str, list[str]]:
     out = {}
     for fam in _family_order(pts["_family"].tolist()):
         sub = pts[pts["_family"] == fam]
-        keys = [c for c in ("params", "image_size") if c in sub]
+        keys = [c for c in ("params", "image_size", "frames") if c in sub]
         if keys:
             order = sub.groupby("_group")[keys].median().sort_values(keys, kind="stable").index
         else:
@@ -444,6 +454,8 @@ def _pareto_points(df: pd.DataFrame, col: str, y: str) -> tuple[pd.DataFrame, st
         keys.append("variant")
     if "image_size" in d and d["image_size"].nunique() > 1:
         keys.append("image_size")
+    if "frames" in d and d["frames"].nunique() > 1:
+        keys.append("frames")
     note = "seed means"
     if col == "train_flops" and "data_size" in d:
         keys.append("data_size")
@@ -472,6 +484,8 @@ def _point_label(row: pd.Series, keys: list[str]) -> str:
     parts = [model]
     if "image_size" in keys:
         parts.append(f"{row['image_size']}px")
+    if "frames" in keys:
+        parts.append(f"{row['frames']}f")
     if "data_size" in keys:
         parts.append(f"D={fmt_x(float(row['data_size']))}")
     if "variant" in keys:
@@ -602,12 +616,16 @@ def _inside(ax: Axes, box: Bbox, renderer: object) -> bool:
 # ----------------------------------------------------------------------------- cost
 
 
-def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None) -> PlotOutcome:
-    """GMACs and throughput vs input resolution, one line per model (log-log)."""
+COST_X = {"image_size": ("image sizes", "resolution"), "frames": ("clip lengths", "clip length")}  # --kind cost --x
+
+
+def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None, x: str = "image_size") -> PlotOutcome:
+    """GMACs and throughput vs input resolution (or, x = frames, clip length), one line per model (log-log)."""
     out = PlotOutcome("cost")
-    if "image_size" not in df or df["image_size"].nunique() < 2:
-        n = df["image_size"].nunique() if "image_size" in df else 0
-        out.skipped.append(f"cost: needs >= 2 image sizes to plot cost vs resolution, results have {n}")
+    plural, what = COST_X[x]
+    if x not in df or df[x].nunique() < 2:
+        n = df[x].nunique() if x in df else 0
+        out.skipped.append(f"cost: needs >= 2 {plural} to plot cost vs {what}, results have {n}")
         return out
     cols = [c for c in (ys or ["fwd_gmacs", "infer_img_s"]) if c in df]
     if not cols:
@@ -618,35 +636,42 @@ def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None) -
     with _style():
         fig, axes = _new_figure(len(cols), 1, width=5.8, height=4.4)
         for ax, col in zip(axes.flat, cols):
-            _draw_cost(ax, d, col)
+            _draw_cost(ax, d, col, x)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="model")
-        fig.suptitle("Cost vs input resolution (per model; medians over trials)", fontsize=11)
-        out.paths = _save(fig, out_dir, "cost_vs_resolution")
+        fig.suptitle(f"Cost vs {what} (per model; medians over trials)", fontsize=11)
+        out.paths = _save(fig, out_dir, "cost_vs_resolution" if x == "image_size" else f"cost_vs_{x}")
     return out
 
 
-def _draw_cost(ax: Axes, d: pd.DataFrame, col: str) -> None:
+def _draw_cost(ax: Axes, d: pd.DataFrame, col: str, x: str = "image_size") -> None:
     key = "model" if "model" in d else "family"
     if "variant" in d:  # one line per configuration
         d = d.assign(**{key: d[key].astype(str) + " [" + d["variant"].astype(str) + "]"})
     pts = d.assign(_v=pd.to_numeric(d[col], errors="coerce")).dropna(subset=["_v"])
-    pts = pts.groupby(["family", key, "image_size"], as_index=False).agg(_v=("_v", "median"), params=("params", "median"))
+    pts = pts.dropna(subset=[x]).groupby(["family", key, x], as_index=False).agg(_v=("_v", "median"), params=("params", "median"))
     for fam in _family_order(pts["family"].tolist()):
         sub = pts[pts["family"] == fam]
         models = sub.groupby(key)["params"].median().sort_values(kind="stable").index.tolist()
         for i, m in enumerate(models):
-            g = sub[sub[key] == m].sort_values("image_size")
-            ax.plot(g["image_size"], g["_v"], "-o", ms=4, color=shade(family_colour(fam), i, len(models)), label=str(m))
+            g = sub[sub[key] == m].sort_values(x)
+            ax.plot(g[x].astype(float), g["_v"], "-o", ms=4, color=shade(family_colour(fam), i, len(models)), label=str(m))
     if not pts.empty:
-        _log_axis(ax, "x", pts["image_size"].to_numpy(float))
+        _log_axis(ax, "x", pts[x].to_numpy(float))
         _log_axis(ax, "y", pts["_v"].to_numpy(float))
-        ax.set_xticks(sorted(pts["image_size"].unique()))
+        ax.set_xticks(sorted(pts[x].astype(float).unique()))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
-    ax.set_xlabel(axis_label("image_size"))
-    ax.set_ylabel(axis_label(col))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(per_sample_label(axis_label(col), d))
     ax.set_title(axis_label(col).split(" (")[0].capitalize(), fontsize=10)
+
+
+def per_sample_label(label: str, d: pd.DataFrame) -> str:
+    """Video rows (sample_unit "clip") count clips where image rows count images."""
+    if "sample_unit" in d and len(d) and (d["sample_unit"] == "clip").all():
+        return label.replace("per image", "per clip").replace("img/s", "clips/s").replace("(images)", "(clips)")
+    return label
 
 
 # ----------------------------------------------------------------------------- learning curves

@@ -269,6 +269,8 @@ def _plots_section(doc: Doc, df: pd.DataFrame, curves: pd.DataFrame, y: str | No
     else:
         _figure(doc, plot_pareto(df, out, y=y), "Pareto frontier")
     _figure(doc, plot_cost(df, out), "cost vs resolution")
+    if "frames" in df and df["frames"].nunique() > 1:  # video: cost vs clip length too
+        _figure(doc, plot_cost(df, out, x="frames"), "cost vs clip length")
     doc.h(2, "Learning curves")
     _figure(doc, plot_curves(df, curves, out), "learning curves")
 

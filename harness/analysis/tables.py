@@ -22,7 +22,7 @@ from harness.analysis.io import as_fraction, is_accuracy, load_results, require_
 from harness.errors import StudyError
 
 # Fixed family order so tables, plots and reports list families the same way.
-FAMILY_ORDER = ("resnet", "vit", "mixer", "convnext", "swin", "linear", "mlp")
+FAMILY_ORDER = ("resnet", "vit", "mixer", "convnext", "swin", "linear", "mlp", "r3d", "r2plus1d", "vivit", "vivit_fact")
 # Per-model attributes shown next to the row keys: (column, header, kind).
 MODEL_ATTRS = (
     ("params", "params", "count"),
@@ -30,6 +30,7 @@ MODEL_ATTRS = (
     ("infer_img_s", "infer img/s", "sig"),
     ("train_img_s", "train img/s", "sig"),
 )
+INPUT_AXES = ("image_size", "frames", "frame_stride")  # input-shape columns: GMACs and img/s change along them
 NOT_RUN = "—"  # no trial exists for this cell (distinct from failed)
 FORMATS = ("md", "latex", "csv")
 AGGS = ("mean", "max")
@@ -101,9 +102,9 @@ class _ValueSpec:
 
 
 def default_rows(df: pd.DataFrame) -> list[str]:
-    """family, model, plus image_size/dataset when they vary (else cells would mix them)."""
+    """family, model, plus image_size/frames/frame_stride/dataset when they vary (else cells would mix them)."""
     keys = [c for c in ("family", "model") if c in df]
-    keys += [c for c in ("image_size", "dataset") if c in df and df[c].nunique(dropna=True) > 1]
+    keys += [c for c in ("image_size", "frames", "frame_stride", "dataset") if c in df and df[c].nunique(dropna=True) > 1]
     if not keys:
         raise StudyError(
             "results have neither a family nor a model column", key="--rows", fix="name the row columns with --rows COL1,COL2"
@@ -121,7 +122,7 @@ def build_table(
     """Pivot trial rows: `rows` keys × distinct `cols` values, cells aggregate `value`."""
     if agg not in AGGS:
         raise StudyError(f"unknown aggregation {agg!r}", key="--agg", fix=f"use one of {', '.join(AGGS)}")
-    rows = list(rows) if rows else default_rows(df)
+    rows = list(rows) if rows else [r for r in default_rows(df) if r != cols] or default_rows(df)  # cols is no row key
     if "variant" in df and "variant" not in rows and cols != "variant":
         rows.append("variant")  # rows of different configurations are never averaged as seeds (analysis/io.py)
     require_columns(df, [*rows, cols, value], key="table")
@@ -134,6 +135,8 @@ def build_table(
     spec = _ValueSpec(value, agg, percent=is_accuracy(value))
     # a column no trial measured (throughput with profiling off) is left out, not shown as all "—"
     attrs = [a for a in MODEL_ATTRS if "model" in rows and a[0] in df and df[a[0]].notna().any()]
+    if cols in INPUT_AXES:  # per-sample cost varies along these columns: one median per model would mislead
+        attrs = [a for a in attrs if a[0] == "params"]
     keys = _ordered_keys(df, rows)
     col_values = sorted(df[cols].dropna().unique().tolist())
     groups = {k: g for k, g in df.groupby(rows, sort=False, dropna=False)}

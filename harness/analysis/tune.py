@@ -21,7 +21,7 @@ import pandas as pd
 from harness.errors import StudyError, did_you_mean
 
 METRICS = ("best_val_acc", "val_acc")  # in order of preference: the best checkpoint's, else the final one's
-POINT = ("family", "model", "data_size", "image_size", "seed", "dataset")
+POINT = ("family", "model", "data_size", "image_size", "frames", "frame_stride", "seed", "dataset")
 
 
 @dataclass

@@ -12,10 +12,12 @@ attention:
                 tokens of one frame, then temporally among the T' tokens at one position, then its
                 MLP. Attention MACs per block 2·D·(T'·N² + N·T'²): linear in frames plus a temporal
                 term T'/N the size of the spatial one (it is quadratic in T' too, but small while T' << N).
-Both: learned positional embeddings factorised as spatial (N) + temporal (T') and added (so the
-two variants have the same parameters); no class token: the head takes the mean of the final
-tokens (as the paper's Model 3 does; we use it for Model 1 too so the variants differ only in
-attention). qkv bias as timm's ViT. The family `vivit_fact` is this table with attention: factorised.
+Both: learned positional embeddings factorised as spatial (N) + temporal (T') and added (T'·D of
+the parameters grow with the clip); no class token: the head takes the mean of the final tokens
+(as the paper's Model 3 does; we use it for Model 1 too so the variants differ only in attention).
+Factorised blocks add a temporal attention and its LayerNorm, 4·D² + 6·D parameters per block
+(+28.4M, +33%, at ViViT-B). qkv bias as timm's ViT. The family `vivit_fact` is this table with
+attention: factorised.
 
 Shape keys:
     tubelet    frames per token (t); the clip length must be a multiple of it
