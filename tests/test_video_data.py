@@ -60,6 +60,18 @@ def test_labels_balanced_and_direction_class() -> None:
     assert len(torch.unique(dc.train.labels % 10)) == 10
 
 
+def test_subsets_and_validation_split_work_on_clips() -> None:
+    """data.subset / data.split_validation, unchanged, on [N, F, C, H, W] clips: stratified, nested, disjoint."""
+    ds = moving()
+    pool, val = data.split_validation(ds.train, 16)
+    assert val is not None and val.images.shape == (16, 4, 1, 64, 64) and torch.bincount(val.labels).tolist() == [2] * 8
+    small, big = data.subset(pool, 24, seed=0), data.subset(pool, 48, seed=0)
+    assert small.images.shape == (24, 4, 1, 64, 64) and torch.bincount(small.labels).tolist() == [3] * 8
+    flat = {c.flatten().numpy().tobytes() for c in big.images}
+    assert all(c.flatten().numpy().tobytes() in flat for c in small.images)  # nested
+    assert not flat & {c.flatten().numpy().tobytes() for c in val.images}  # disjoint from validation
+
+
 def test_each_frame_is_the_last_moved_by_the_labelled_step() -> None:
     """The label is the motion: frame t+1 is frame t rolled by the direction's step (torus, gutter 0)."""
     ds = moving(speed=3)
