@@ -456,7 +456,16 @@ DESCRIBERS = {
     "synthetic": _describe_synthetic,
     "webdataset": lambda cfg: _streams().DESCRIBERS["webdataset"](cfg),  # harness/streams.py
     "hf": lambda cfg: _streams().DESCRIBERS["hf"](cfg),
+    "moving_fashion_mnist": lambda cfg: _video().describe(cfg),
+    "clipfolder": lambda cfg: _video().describe(cfg),
 }
+VIDEO_DATASETS = ("moving_fashion_mnist", "clipfolder")  # harness/video_data.py
+
+
+def _video():  # harness.video_data, imported on first use (it imports this module)
+    from harness import video_data
+
+    return video_data
 
 
 def _streams():  # imported on use: streams imports this module
@@ -485,6 +494,8 @@ def load(cfg: dict) -> Dataset:
 def _load_cached(cfg_json: str) -> Dataset:
     cfg = json.loads(cfg_json)
     info = describe(cfg)
+    if info.name in VIDEO_DATASETS:  # clips [N, F, C, H, W]: their own loader and statistics
+        return _video().load(info)
     if info.name == "fashion_mnist":
         root = Path(info.source["root"])
         train = Split(_read_idx(root / FASHION_FILES["train_images"]), _read_idx(root / FASHION_FILES["train_labels"]))
