@@ -35,7 +35,13 @@ LAYOUT_PATTERNS = [
 ]
 
 
-def layout_literals(source: str) -> list[str]:
+PARQUET_GLOB = next(p for p in LAYOUT_PATTERNS if p.pattern.startswith("glob"))
+# modules that read a user's dataset, where a *.parquet glob is a dataset's files (a Hugging Face
+# dataset saved as parquet), not the results layout: every other pattern still applies to them
+DATASET_READERS = {"harness/streams.py"}
+
+
+def layout_literals(source: str, patterns: list[re.Pattern] = LAYOUT_PATTERNS) -> list[str]:
     """Lines of `source` (docstrings and comments left out) that build a results-layout path."""
     lines = source.splitlines()
     for node in ast.walk(ast.parse(source)):
@@ -52,7 +58,7 @@ def layout_literals(source: str) -> list[str]:
     hits = []
     for line in lines:
         code = re.sub(r"\s#.*$", "", line)
-        if any(p.search(code) for p in LAYOUT_PATTERNS):
+        if any(p.search(code) for p in patterns):
             hits.append(line.strip())
     return hits
 
@@ -82,9 +88,11 @@ def test_no_results_layout_path_outside_the_store() -> None:
     for path in sorted(HARNESS.rglob("*.py")):
         if path.name == "store.py" and path.parent == HARNESS:
             continue
-        hits = layout_literals(path.read_text())
+        name = str(path.relative_to(HARNESS.parent))
+        patterns = [p for p in LAYOUT_PATTERNS if not (name in DATASET_READERS and p is PARQUET_GLOB)]
+        hits = layout_literals(path.read_text(), patterns)
         if hits:
-            found[str(path.relative_to(HARNESS.parent))] = hits
+            found[name] = hits
     assert not found, f"build these paths with harness.store.ResultsDir: {found}"
 
 
