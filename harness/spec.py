@@ -948,16 +948,17 @@ SMOKE_VAL_SIZE = 100  # validation images under --smoke
 
 
 def _smoke_train(train: dict) -> dict:
-    """A checked train config shrunk to seconds: 3 steps (or an early-stop ceiling of 3), batch <= 32."""
+    """A checked train config shrunk to seconds: 3 steps (or an early-stop ceiling of 3), batch <= 32,
+    one curve point and 128 test images."""
     out = dict(
         train,
         steps=SMOKE_STEPS if train.get("steps") != 0 else 0,
         epochs=None,
         batch_size=min(train["batch_size"], 32),
         warmup_steps=1,
-        eval_every=None,
+        eval_every=SMOKE_STEPS,  # one curve point, at the end: evaluation was most of a smoke trial's time (video clips)
         curve_eval_size=64,
-        eval_size=256,
+        eval_size=128,
     )
     if train.get("early_stop"):
         out.update(steps=None, early_stop={"patience": train["early_stop"]["patience"], "max_steps": SMOKE_STEPS})
