@@ -236,7 +236,11 @@ class RayBackend(Backend):
                     except ray.exceptions.RayError as e:  # worker/node died more often than MAX_RETRIES
                         yield failed_output(trial, e)
         finally:
-            for ref in pending:  # Ctrl-C, SIGTERM or an error: stop the rest; what finished is already stored
+            # Ctrl-C, SIGTERM or an error: stop the rest; what finished is already stored. An embedded Ray
+            # is shut down below, which ends its workers; force-cancelling there raced a task whose reply
+            # was in flight and crashed Ray's core worker once in CI ("Tried to complete task that was not
+            # pending", exit 1 instead of 143). On a cluster the tasks must be cancelled: they outlive us.
+            for ref in pending if not embedded else ():
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()
