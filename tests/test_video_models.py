@@ -314,3 +314,19 @@ def test_profile_cli_counts_clips(capsys: pytest.CaptureFixture) -> None:
     )
     assert main([*args, "--channels-last"]) == 2 and "--channels-last" in capsys.readouterr().err
     assert main(["profile", "vit@xs", "--frames", "4"]) == 2 and "image model" in capsys.readouterr().err
+
+
+def test_tables_of_clip_rows_say_clips_per_second() -> None:
+    import pandas as pd
+
+    from harness.analysis.tables import build_table
+
+    def row(unit: str, model: str) -> dict:
+        return {"study": "v", "trial_id": model, "status": "ok", "error": "", "family": model.split("@")[0], "model": model,
+                "data_size": 100, "image_size": 32, "seed": 0, "test_acc": 0.5, "params": 1000, "fwd_gmacs": 0.01,
+                "infer_img_s": 50.0, "sample_unit": unit}  # fmt: skip
+
+    clips = build_table(pd.DataFrame([row("clip", "r3d@xs")]))
+    assert "infer clips/s" in clips.headers and "infer img/s" not in clips.headers
+    images = build_table(pd.DataFrame([row("img", "resnet@xs")]))
+    assert "infer img/s" in images.headers

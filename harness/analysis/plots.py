@@ -53,7 +53,7 @@ FAMILY_COLOURS = {
     "linear": "#7F7F7F",  # grey
     "mlp": "#8C564B",  # brown
     "r3d": "#56B4E9",  # sky blue (video CNNs: blues, like resnet)
-    "r2plus1d": "#17BECF",  # cyan
+    "r2plus1d": "#332288",  # indigo (told apart from r3d's sky blue in one figure)
     "vivit": "#9E2A2B",  # dark red (video transformers: reds, like vit)
     "vivit_fact": "#F28E2B",  # light orange
 }
@@ -687,7 +687,7 @@ def plot_curves(
     if curves.empty or x not in curves or y not in curves or "trial_id" not in df:
         out.skipped.append(f"curves: no learning curves with {x} and {y} (file input or no curves/ dir)")
         return out
-    keep = [c for c in ("trial_id", "family", "model", "data_size") if c in df]
+    keep = [c for c in ("trial_id", "family", "model", "data_size", "sample_unit") if c in df]
     c = curves.merge(df[keep], on="trial_id", how="inner", suffixes=("", "_trial"))
     c = c.dropna(subset=[x, y])
     if c.empty:
@@ -706,7 +706,7 @@ def plot_curves(
             sub = c if panel is None else c[c["data_size"] == panel]
             _draw_curves(ax, sub, x, y)
             ax.set_title(f"data_size={fmt_x(float(panel))}" if panel is not None else "", fontsize=10)
-            ax.set_xlabel(axis_label(x))
+            ax.set_xlabel(per_sample_label(axis_label(x), sub))
             ax.set_ylabel(axis_label(y) if ax.get_subplotspec().is_first_col() else "")
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)

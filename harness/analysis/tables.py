@@ -157,7 +157,9 @@ def build_table(
         display.append(line)
         records.append(rec)
 
-    headers = [*rows, *(h for _, h, _ in attrs), *(f"{cols}={_fmt_header(v)}" for v in col_values)]
+    clips = "sample_unit" in df and len(df) > 0 and bool((df["sample_unit"] == "clip").all())  # video rows count clips
+    heads = [h.replace("img/s", "clips/s") if clips else h for _, h, _ in attrs]
+    headers = [*rows, *heads, *(f"{cols}={_fmt_header(v)}" for v in col_values)]
     align = ["l"] * len(rows) + ["r"] * (len(headers) - len(rows))
     title = f"{spec.label()} by {cols}"
     notes = [f"{NOT_RUN} = no trial; failed: <reason> = every trial of that cell failed"]
