@@ -327,6 +327,6 @@ def test_tables_of_clip_rows_say_clips_per_second() -> None:
                 "infer_img_s": 50.0, "sample_unit": unit}  # fmt: skip
 
     clips = build_table(pd.DataFrame([row("clip", "r3d@xs")]))
-    assert "infer clips/s" in clips.headers and "infer img/s" not in clips.headers
+    assert "infer clips/s" in clips.columns and "infer img/s" not in clips.columns
     images = build_table(pd.DataFrame([row("img", "resnet@xs")]))
-    assert "infer img/s" in images.headers
+    assert "infer img/s" in images.columns
