@@ -533,12 +533,13 @@ def _parse_frames(axes: dict, paths: dict, models: list, info: data.DataInfo, zi
             _positive_int(v, where, f"{key}[{i}]")
     paired = any({"frames", "frame_stride"} <= set(z) for z in zips)
     for i, j in [(i, i) for i in range(len(frames))] if paired else itertools.product(range(len(frames)), range(len(strides))):
-        if frames[i] * strides[j] > info.frames:
+        span = (frames[i] - 1) * strides[j] + 1  # frames 0, s, ..., (T-1)s
+        if span > info.frames:
             raise StudyError(
-                f"{frames[i]} frames at stride {strides[j]} need clips of {frames[i] * strides[j]} frames; {info.name} clips have {info.frames}",
+                f"{frames[i]} frames at stride {strides[j]} need clips of {span} frames; {info.name} clips have {info.frames}",
                 where=where,
                 key=f"{pf}[{i}] x {ps}[{j}]",
-                fix=f"keep frames x frame_stride <= {info.frames}",
+                fix=f"keep (frames - 1) x frame_stride + 1 <= {info.frames}",
             )
     with_model = any({"model", "frames"} <= set(z) for z in zips)  # a zip group pairs each model with its clip length
     for i, j in [(i, i) for i in range(len(models))] if with_model else itertools.product(range(len(models)), range(len(frames))):

@@ -179,7 +179,7 @@ def _study(
             "[r3d@xs]",
             "  frames: [4, 8]\n  frame_stride: [2]",
             SYNTH_VIDEO,
-            "grid.frames[1] x grid.frame_stride[0]: 8 frames at stride 2 need clips of 16",
+            "grid.frames[1] x grid.frame_stride[0]: 8 frames at stride 2 need clips of 15",
         ),
         ("[r3d@xs]", "  frames: [0]", SYNTH_VIDEO, "grid.frames[0]"),
         ("[r3d@xs]", "  frame_stride: [1.5]", SYNTH_VIDEO, "grid.frame_stride[0]"),
@@ -199,6 +199,9 @@ def test_frames_axes_expand_and_hash_only_for_video(tmp_path: Path) -> None:
     assert len({t.trial_id for t in trials}) == 4 and trials[0].config()["frames"] == 2
     default = spec.expand(spec.load_study(_study(tmp_path, "[r3d@xs]", name="d")))
     assert [(t.frames, t.frame_stride) for t in default] == [(8, 1)]  # the dataset's native clip length
+    # a clip spans (T - 1) * s + 1 native frames: 3 frames at stride 3 are frames 0, 3, 6 of an 8-frame clip
+    widest = spec.expand(spec.load_study(_study(tmp_path, "[r3d@xs]", "  frames: [3]\n  frame_stride: [3]", name="w")))
+    assert [(t.frames, t.frame_stride) for t in widest] == [(3, 3)]
     image = spec.expand(spec.load_study(_study(tmp_path, "[vit@xs]", dataset=SYNTH_IMAGE, name="i")))[0]
     assert image.frames is None and "frames" not in image.config() and "frames" not in image.dataset
 
