@@ -351,6 +351,12 @@ def check_decoded(cfg: dict, defaults: dict, *, example: str) -> dict:
                 key=f"dataset.{key}",
                 fix="use a whole number",
             )
+    check_channels_and_test_fraction(full)
+    return full
+
+
+def check_channels_and_test_fraction(full: dict) -> None:
+    """`channels` 1 or 3 and `test_fraction` in (0, 1): the keys of every dataset decoded from files."""
     if full["channels"] not in (1, 3):
         raise StudyError(
             f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
@@ -364,7 +370,6 @@ def check_decoded(cfg: dict, defaults: dict, *, example: str) -> dict:
             key="dataset.test_fraction",
             fix="e.g. test_fraction: 0.2",
         )
-    return full
 
 
 @functools.lru_cache(maxsize=8)

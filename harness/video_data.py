@@ -246,19 +246,8 @@ def _describe_clipfolder(cfg: dict) -> DataInfo:
             raise StudyError(
                 f"dataset.{key} must be a positive integer, got {v!r}", key=f"dataset.{key}", fix="use a whole number"
             )
-    if full["channels"] not in (1, 3):
-        raise StudyError(
-            f"dataset.channels must be 1 (grey) or 3 (RGB), got {full['channels']!r}",
-            key="dataset.channels",
-            fix="use channels: 3 or channels: 1",
-        )
+    data.check_channels_and_test_fraction(full)
     tf = full["test_fraction"]
-    if not isinstance(tf, (int, float)) or isinstance(tf, bool) or not 0 < tf < 1:
-        raise StudyError(
-            f"dataset.test_fraction must be between 0 and 1, got {tf!r}",
-            key="dataset.test_fraction",
-            fix="e.g. test_fraction: 0.2",
-        )
     scan = _scan_clipfolder(str(root), float(tf))
     if scan.layout != "flat" and "test_fraction" in cfg:
         raise StudyError(
