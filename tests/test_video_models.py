@@ -333,3 +333,18 @@ def test_tables_of_clip_rows_say_clips_per_second() -> None:
     assert "infer clips/s" in clips.columns and "infer img/s" not in clips.columns
     images = build_table(pd.DataFrame([row("img", "resnet@xs")]))
     assert "infer img/s" in images.columns
+
+
+def test_a_table_across_frames_keeps_data_sizes_apart() -> None:
+    import pandas as pd
+
+    from harness.analysis.tables import build_table
+
+    rows = [
+        {"study": "v", "trial_id": f"{n}-{t}", "status": "ok", "error": "", "family": "r3d", "model": "r3d@xs",
+         "data_size": n, "image_size": 32, "frames": t, "seed": 0, "test_acc": acc, "sample_unit": "clip"}
+        for n, t, acc in ((100, 1, 0.1), (100, 8, 0.3), (1000, 1, 0.2), (1000, 8, 0.9))
+    ]  # fmt: skip
+    t = build_table(pd.DataFrame(rows), cols="frames")
+    assert "data_size" in t.columns and len(t.rows) == 2  # one row per data size, never averaged as seeds
+    assert [r[-1] for r in t.rows] == ["30.0", "90.0"]

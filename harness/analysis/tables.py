@@ -102,9 +102,11 @@ class _ValueSpec:
 
 
 def default_rows(df: pd.DataFrame) -> list[str]:
-    """family, model, plus image_size/frames/frame_stride/dataset when they vary (else cells would mix them)."""
+    """family, model, plus data_size/image_size/frames/frame_stride/dataset when they vary (else cells would
+    mix them: `--cols frames` must not average different data sizes as if they were seeds)."""
     keys = [c for c in ("family", "model") if c in df]
-    keys += [c for c in ("image_size", "frames", "frame_stride", "dataset") if c in df and df[c].nunique(dropna=True) > 1]
+    varying = ("data_size", "image_size", "frames", "frame_stride", "dataset")
+    keys += [c for c in varying if c in df and df[c].nunique(dropna=True) > 1]
     if not keys:
         raise StudyError(
             "results have neither a family nor a model column", key="--rows", fix="name the row columns with --rows COL1,COL2"
