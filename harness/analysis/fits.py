@@ -548,7 +548,18 @@ def _group_rank(name: str, rows: pd.DataFrame | None) -> tuple[int, float, float
     return (rank, median("params"), median("image_size"), name)
 
 
-_FIT_COLUMNS = ("data_size", "params", "fwd_gmacs", "train_flops", "image_size", "test_acc", "test_loss")  # named in errors
+_FIT_COLUMNS = (
+    "data_size",
+    "params",
+    "fwd_gmacs",
+    "train_flops",
+    "image_size",
+    "frames",
+    "test_acc",
+    "test_loss",
+    "probe_acc",
+    "fewshot_10_acc",
+)  # named in errors
 
 
 def _check_request(df: pd.DataFrame, y: str, x: list[str], by: str | None, holdout: int, bootstrap: int) -> None:
