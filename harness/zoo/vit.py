@@ -36,12 +36,17 @@ PATCH_GRID = True  # tokens are whole patches; timm would silently crop the rema
 
 
 def validate(shape: dict) -> None:
+    check_heads("vit", shape)
+
+
+def check_heads(family: str, shape: dict) -> None:
+    """Attention heads must divide the width (shared with vivit); the error names the nearest that does."""
     width, heads = shape["width"], shape["heads"]
     if width % heads:
         divisors = [h for h in range(1, width + 1) if width % h == 0]
         nearest = min(divisors, key=lambda h: (abs(h - heads), h))
         raise StudyError(
-            f"vit heads {heads} do not divide width {width}",
+            f"{family} heads {heads} do not divide width {width}",
             fix=f"use heads: {nearest} (or a width that is a multiple of {heads})",
         )
 

@@ -37,7 +37,7 @@ import torch.nn as nn
 from timm.layers import Attention, trunc_normal_
 from timm.models.vision_transformer import Block
 
-from harness.errors import StudyError
+from harness.zoo import vit
 
 # One table. b: ViViT-B/16x2 (Arnab et al. 2021, Section 4.1; its encoder is ViT-B, Dosovitskiy
 # et al. 2021 Table 1). Small rows (32-64 px clips): the image ViT ladder (harness/zoo/vit.py:
@@ -133,14 +133,7 @@ def _init(m: nn.Module) -> None:
 
 
 def validate(shape: dict) -> None:
-    width, heads = shape["width"], shape["heads"]
-    if width % heads:
-        divisors = [h for h in range(1, width + 1) if width % h == 0]
-        nearest = min(divisors, key=lambda h: (abs(h - heads), h))
-        raise StudyError(
-            f"vivit heads {heads} do not divide width {width}",
-            fix=f"use heads: {nearest} (or a width that is a multiple of {heads})",
-        )
+    vit.check_heads("vivit", shape)
 
 
 def stride(shape: dict) -> int:
