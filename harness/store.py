@@ -33,6 +33,7 @@ import json
 import math
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,24 @@ def empty_frame() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
+def _mkdirs(path: Path, made: list[Path]) -> None:
+    """`path.mkdir(parents=True, exist_ok=True)` that appends to `made` each directory it made itself,
+    as it goes (a failure part-way still lists the parents made): one another process made between
+    the check and the mkdir is not listed (nor removed on failure)."""
+    for p in (*reversed(path.parents), path):
+        if p.is_dir():
+            continue
+        try:
+            p.mkdir()
+        except FileExistsError:
+            if p.is_dir():  # another process made it: not ours
+                continue
+            if p == path:  # the results path itself is a file
+                raise
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None  # a file above it
+        made.append(p)
+
+
 def storage_error(exc: OSError, where: Path | str) -> StudyError:
     """The one line for a results path the file system refuses (full, read-only, a file, too long)."""
     fixes = {
@@ -382,13 +401,15 @@ class ResultsDir:
     def preflight(self) -> None:
         """Before a run writes anything: the directory can be made and written (not full, not
         read-only, not a file, a name the file system takes). Leaves nothing behind."""
-        made = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        made: list[Path] = []  # the directories this call made, not those a concurrent driver made
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = atomic_write(self.path / ".write-probe", b"probe" * 820)  # 4 KiB: one block must fit
+            _mkdirs(self.path, made)
+            # a name of this call's own: two drivers starting at once each remove only their probe
+            probe = self.path / f".write-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            atomic_write(probe, b"probe" * 820)  # 4 KiB: one block must fit
             probe.unlink()
         except OSError as e:
-            for p in sorted(made, key=lambda q: len(q.parts), reverse=True):  # deepest first
+            for p in reversed(made):  # deepest first (made top-down)
                 try:
                     p.rmdir()
                 except OSError:

@@ -105,7 +105,9 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
     torch.set_num_threads(int(trial.resources.get("cpus", 1)))  # one thread per allocated CPU
     started = time.time()
     row = base_row(trial)
-    row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    # milliseconds: a trial re-run within the same second (a retry after a node death) still sorts as the later
+    # run, and "did this run start after event X" can be answered from the row
+    row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
     curve: list[dict] = []
     try:
         row.update(_measure_and_train(trial, curve, checkpoint_path, checkpoint_every))

@@ -41,13 +41,15 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, every: float
 
 
 def session_pids(sid: int) -> list[int]:
-    """Processes of the session a test started (the driver and everything it spawned)."""
+    """Live processes of the session a test started (the driver and everything it spawned). A zombie
+    is already dead: the driver, if it exited before the test called `wait()` on it, stays one until
+    pytest's process ends, and waiting for it to go would only hide the test's real failure."""
     out = []
     for p in psutil.process_iter():
         try:
-            if os.getsid(p.pid) == sid:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(p.pid)
-        except (ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
             continue
     return out
 

@@ -45,7 +45,7 @@ def _row(tid: str, status: str = "ok", acc: float = 0.5, data_size: int = 100) -
 
 
 def _temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".*") if p.name.endswith(".tmp") or p.name == ".write-probe"]
+    return [p for p in root.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".write-probe")]
 
 
 @pytest.fixture
@@ -209,6 +209,51 @@ def test_results_path_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert main(["run", str(write_study(tmp_path, steps=1)), "--backend", "local", "--results", str(res)]) == 2
     _one_error_line(capsys, "not a directory")
     assert res.read_text() == "a file where the results should go"
+
+
+def test_two_drivers_preflighting_at_once_each_remove_only_their_own_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the race behind a flaky test_two_drivers_at_once_run_each_trial_once: driver B wrote and removed
+    # its probe between driver A's write and A's unlink, which then failed (ENOENT) and A exited 2
+    real, inside = store.atomic_write, []
+
+    def atomic_write_then_another_driver(path: str | Path, data: object, **kw: object) -> Path:
+        out = real(path, data, **kw)  # type: ignore[arg-type]
+        if Path(path).name.startswith(".write-probe") and not inside:
+            inside.append(path)
+            ResultsDir(tmp_path / "res" / "s").preflight()  # B's whole preflight, in A's window
+        return out
+
+    monkeypatch.setattr(store, "atomic_write", atomic_write_then_another_driver)
+    ResultsDir(tmp_path / "res" / "s").preflight()
+    assert inside and (tmp_path / "res" / "s").is_dir() and not _temporaries(tmp_path)
+
+
+def test_a_failed_preflight_keeps_the_directory_another_driver_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    res = tmp_path / "res" / "s"
+    res.parent.mkdir()
+    real_mkdir = Path.mkdir
+
+    def the_other_driver_wins(self: Path, *a: object, **kw: object) -> None:
+        if self == res and not res.exists():
+            os.mkdir(res)  # the other driver made it between our check and our mkdir
+        real_mkdir(self, *a, **kw)  # type: ignore[arg-type]
+
+    def full(f: object, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "mkdir", the_other_driver_wins)
+    monkeypatch.setattr(store, "_write", full)
+    with pytest.raises(store.StudyError, match="disk is full"):
+        ResultsDir(res).preflight()
+    assert res.is_dir()  # not ours to remove: the other driver is about to write its rows there
+
+
+def test_a_preflight_failing_part_way_removes_the_parents_it_made(tmp_path: Path) -> None:
+    with pytest.raises(store.StudyError, match="too long"):
+        ResultsDir(tmp_path / "res" / "deeper" / ("n" * 300)).preflight()
+    assert not (tmp_path / "res").exists()
 
 
 def test_study_name_too_long_for_the_file_system(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -140,7 +140,7 @@ def test_node_death_mid_study_every_trial_once(tmp_path: Path) -> None:
         assert driver.wait(300) == 0, (tmp_path / "driver.log").read_text()
         assert_exactly_once(study, out_dir)
         row = store.read(out_dir).set_index("trial_id").loc[victim]
-        # the victim's stored run started after the kill (started_at has whole seconds): Ray re-ran it elsewhere
+        # the victim's stored run started after the kill (started_at has milliseconds): Ray re-ran it elsewhere
         assert datetime.fromisoformat(row["started_at"]).timestamp() > killed_at
         finished = (out_dir / "trials" / f"{victim}.parquet").stat().st_mtime
         record = {"victim": victim, "node_death_to_retried_trial_done_s": round(finished - killed_at, 1)}

@@ -137,6 +137,24 @@ def test_one_reader_drops_a_copied_row_like_the_analysis_did(tmp_path: Path) -> 
     assert load_results(tmp_path)[0]["status"].tolist() == ["ok"]
 
 
+def test_a_retry_in_the_same_second_is_the_later_row(tmp_path: Path) -> None:
+    """started_at has milliseconds: of two runs in one second the later wins, also next to a whole-second row."""
+    rd = ResultsDir(tmp_path)
+    rows = [
+        ("first", "failed", "2025-01-01T00:00:07.900+00:00"),
+        ("retry", "ok", "2025-01-01T00:00:07.950+00:00"),
+        ("older", "failed", "2025-01-01T00:00:07+00:00"),  # written before started_at had milliseconds
+    ]
+    for name, status, started in rows:
+        store.atomic_write(
+            rd.trials / f"{name}.parquet",
+            lambda tmp, s=status, t=started: store.row_frame(
+                {"trial_id": "a", "status": s, "error": "" if s == "ok" else "x", "started_at": t}
+            ).to_parquet(tmp),
+        )
+    assert store.read(tmp_path)["started_at"].tolist() == ["2025-01-01T00:00:07.950+00:00"]
+
+
 # ----------------------------------------------------------------------------- compaction
 
 

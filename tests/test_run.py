@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ def test_run_trial_row_has_schema_and_provenance(tiny_study: Path) -> None:
     assert r["torch_version"] and r["timm_version"] and r["git_sha"] and r["host"]
     assert json.loads(r["config_json"])["data_size"] == 32
     assert [p["step"] for p in out.curve] == [2, 4]
+    # UTC with milliseconds (a retry in the same second must still read as the later run)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", r["started_at"]), r["started_at"]
 
 
 def test_local_backend_end_to_end_and_resume(tmp_path: Path, tiny_study: Path) -> None:

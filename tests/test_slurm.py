@@ -60,6 +60,27 @@ def test_slurm_section_typo_names_the_key_and_the_fix(tmp_path: Path) -> None:
         assert e.value.key == key
 
 
+def test_requeue_signal_comes_before_the_limit_with_time_to_spare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """SLURM sends SIGUSR2 once less than signal_delay_s is left, so a delay as long as the limit signals
+    the job as it starts (before submitit's handler is in place, where SIGUSR2 kills it): the default
+    90 s is capped at half the limit, and a delay given that long is refused."""
+    assert slurm.options(study_with(tmp_path, "slurm: {time: 1}\n"))["signal_delay_s"] == 30
+    assert slurm.options(study_with(tmp_path, "slurm: {time: 2}\n"))["signal_delay_s"] == 60
+    assert slurm.options(study_with(tmp_path, "slurm: {time: 3}\n"))["signal_delay_s"] == 90
+    assert slurm.options(study_with(tmp_path, "slurm: {time: 5}\n"), {"time": 1})["signal_delay_s"] == 30  # --time
+    assert slurm.options(study_with(tmp_path, "slurm: {time: 1, signal_delay_s: 50}\n"))["signal_delay_s"] == 50
+    with pytest.raises(StudyError) as e:
+        slurm.options(study_with(tmp_path, "slurm: {time: 1, signal_delay_s: 60}\n"))
+    assert e.value.key == "slurm.signal_delay_s" and "not shorter than the time limit (1 min)" in e.value.what
+    assert "below 60 (e.g. 30)" in e.value.fix
+    with pytest.raises(StudyError):  # the limit from --time
+        slurm.options(study_with(tmp_path, "slurm: {signal_delay_s: 90}\n"), {"time": 1})
+    path = write_study(tmp_path, extra="slurm: {time: 1, signal_delay_s: 90}\n")
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--backend", "slurm", "--results", str(res)]) == 2
+    assert "slurm.signal_delay_s: 90 s is not shorter" in capsys.readouterr().err and not res.exists()
+
+
 def test_bad_slurm_section_exits_2_whatever_the_backend_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_study(tmp_path, extra="slurm: {checkpoint_evry: 50}\n")
     res = tmp_path / "res"
@@ -321,12 +342,14 @@ def test_time_limit_requeues_and_resumes_from_checkpoint(tmp_path: Path) -> None
 @pytest.mark.skipif(not ON_SLURM, reason=NO_SLURM)
 def test_timeout_without_checkpointing_is_a_failed_time_limit_row(tmp_path: Path) -> None:
     """Without slurm.checkpoint_every a timed-out job is not requeued (it would start again from step 0):
-    its row says so. The timeout signal is the one SLURM sends (SIGUSR2), delivered at once with
-    `scancel --signal` as submitit's own tests do, instead of after a minute."""
+    its row says so. The timeout signal is the one SLURM sends (SIGUSR2), delivered by the test with
+    `scancel --signal` once the trial runs, as submitit's own tests do. The limit is 5 minutes so that
+    SLURM's own signal (at 3.5 minutes) cannot come first: with a 1-minute limit it came 0-30 s after
+    the start, which on a loaded CI machine can be before the job has started the trial."""
     study = tmp_path / "nockpt.yaml"
     study.write_text(
         f"name: nockpt\n{SYNTH}grid: {{model: [vit@xs], data_size: [256], image_size: [16], seed: [0]}}\n"
-        "train: {steps: 100000, batch_size: 32}\nprofile: {enabled: false}\nslurm: {time: 1}\n"
+        "train: {steps: 100000, batch_size: 32}\nprofile: {enabled: false}\nslurm: {time: 5}\n"
     )
     res, out_dir = tmp_path / "res", tmp_path / "res" / "nockpt"
     driver = start_driver([str(study), "--backend", "slurm", "--results", str(res), "--no-report"], tmp_path / "driver.log")
@@ -343,7 +366,7 @@ def test_timeout_without_checkpointing_is_a_failed_time_limit_row(tmp_path: Path
     finally:
         stop_session(driver.pid)
     row = store.read(out_dir).iloc[0]
-    assert row["status"] == "failed" and row["error"].startswith("TimeLimit: hit the SLURM time limit (1 min)")
+    assert row["status"] == "failed" and row["error"].startswith("TimeLimit: hit the SLURM time limit (5 min)")
     assert "checkpoint_every" in row["error"] and len(_manifest(out_dir)) == 1
 
 

@@ -21,7 +21,7 @@ Parameters come from the study's `slurm:` section, overridden by `harness run` f
       setup: ["module load cuda/12.4"]   # shell lines before the trial starts (--setup, repeatable)
       checkpoint_every: 50      # steps; 0 = off (--checkpoint-every)
       max_timeouts: 3           # requeues after hitting the time limit (with checkpoint_every)
-      signal_delay_s: 90        # SIGUSR2 this long before the limit: time to requeue
+      signal_delay_s: 90        # SIGUSR2 this long before the limit: time to requeue (default: 90, at most half the limit)
       sbatch: {constraint: a100}  # any other sbatch option, passed through
 
 Why `checkpoint_every` lives here and not under `train:`: a trial's id hashes its `train`
@@ -141,10 +141,29 @@ def _int(value: Any, low: int, where: str, key: str) -> None:
 
 
 def options(study: Study, flags: dict | None = None) -> dict:
-    """Defaults < resources < study `slurm:` < CLI flags, validated."""
+    """Defaults < resources < study `slurm:` < CLI flags, validated.
+
+    The requeue signal must come before the limit with time to spare: SLURM sends it as soon as less
+    than `signal_delay_s` is left, so a delay as long as the limit signals the job as it starts,
+    before submitit has installed its handler, and SIGUSR2's default action kills it (measured on
+    scripts/slurm_up.sh's cluster: 90 s before a 1-minute limit arrived 6-28 s after the start). A delay given that
+    long is an error; the default, 90 s, is capped at half the limit."""
     opts = dict(DEFAULTS, cpus_per_task=int(study.resources["cpus"]), gpus_per_task=math.ceil(study.resources["gpus"]))
-    opts.update(validate(study.slurm, where=study.path))
+    given = validate(study.slurm, where=study.path)
+    opts.update(given)
     opts.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, prefix=""))
+    limit_s = opts["time"] * 60
+    capped = min(DEFAULTS["signal_delay_s"], limit_s // 2)
+    if "signal_delay_s" not in given:
+        opts["signal_delay_s"] = capped
+    elif opts["signal_delay_s"] >= limit_s:
+        raise StudyError(
+            f"{opts['signal_delay_s']} s is not shorter than the time limit ({opts['time']} min): SLURM would send "
+            "the requeue signal as the job starts",
+            where=study.path,
+            key="slurm.signal_delay_s",
+            fix=f"set it below {limit_s} (e.g. {capped}) or raise the time limit",
+        )
     return opts
 
 
