@@ -1,3 +1,5 @@
-"""harness: architecture scaling studies in computer vision (see ../shared/DESIGN.md)."""
+"""harness: architecture scaling studies in computer vision (see DESIGN in the docs)."""
 
-__version__ = "0.1.0"
+from harness.version import __version__
+
+__all__ = ["__version__"]

@@ -15,7 +15,7 @@ import importlib
 import json
 import sys
 
-from harness import __version__
+from harness.version import __version__
 from harness.console import out_console
 from harness.errors import StudyError
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from harness import __version__, data, flops, flops_train, ssl, zoo
+from harness import data, flops, flops_train, ssl, zoo
+from harness.version import __version__
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import __version__
+from harness.version import __version__
 from harness.analysis.fits import (
     MIN_DISTINCT_X,
     FitReport,
