@@ -15,9 +15,9 @@ import importlib
 import json
 import sys
 
-from harness.version import __version__
 from harness.console import out_console
 from harness.errors import StudyError
+from harness.version import __version__
 
 # modules that add their own verbs: each has register(subparsers)
 PLUGINS = ["harness.analysis.cli", "harness.profile_cli", "harness.plan", "harness.compact"]

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from harness import data, flops, flops_train, ssl, zoo
-from harness.version import __version__
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput
 from harness.train import total_steps, train
+from harness.version import __version__
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.version import __version__
 from harness.analysis.fits import (
     MIN_DISTINCT_X,
     FitReport,
@@ -32,6 +31,7 @@ from harness.analysis.plots import PlotOutcome, plot_cost, plot_curves, plot_par
 from harness.analysis.tables import Table, build_table, fmt_sig, short_reason, to_markdown
 from harness.errors import StudyError
 from harness.store import ResultsDir
+from harness.version import __version__
 
 REPORT_BOOTSTRAP = 100  # resamples per curve: intervals to ~±10% of their width, seconds per curve
 PROVENANCE_COLUMNS = (
