@@ -468,7 +468,7 @@ def adapt_channels(ds: Dataset, in_chans: int) -> Dataset:
             mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
             std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
         else:  # as a streamed ImageFolder's are
-            mean, std = data._channel_stats(subset(train, data.STATS_SAMPLE, seed=0))
+            mean, std = data.channel_stats(subset(train, data.STATS_SAMPLE, seed=0))
         while len(_ADAPTED) >= 2:
             _ADAPTED.pop(next(iter(_ADAPTED)))
         _ADAPTED[key] = Dataset(dataclasses.replace(ds.info, in_chans=in_chans), train, test, mean, std)

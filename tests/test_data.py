@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from harness import data
+from harness.data import builtin  # where the Fashion-MNIST search reads DEBIAN_FASHION
 from harness.errors import StudyError
 
 
@@ -89,7 +90,7 @@ def test_dataset_root_reaches_the_trial_but_not_its_id(tmp_path: Path, monkeypat
     for split, n in (("train", 60), ("t10k", 20)):
         _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "absent")
+    monkeypatch.setattr(builtin, "DEBIAN_FASHION", tmp_path / "absent")
     monkeypatch.delenv("HARNESS_DATA", raising=False)
     raw = {
         "name": "r",

@@ -21,8 +21,8 @@ from harness.trial import run_trial
 def one_thread_and_fresh_caches() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # shared 2-core machine; identical float sums across both paths
-    data._scan_imagefolder.cache_clear()
-    data._load_cached.cache_clear()
+    data.scan_imagefolder.cache_clear()
+    data.load_cached.cache_clear()
     yield
     torch.set_num_threads(threads)
 
@@ -135,7 +135,7 @@ def test_imagefolder_train_val_layout(tmp_path: Path) -> None:
     assert err.value.key == "dataset.test_fraction"
     (tmp_path / "val" / "owl").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "owl" / "a.png")
-    data._scan_imagefolder.cache_clear()
+    data.scan_imagefolder.cache_clear()
     with pytest.raises(StudyError, match="classes that train/ lacks: owl"):
         data.describe(folder_cfg(tmp_path))
 
@@ -167,7 +167,7 @@ def test_imagefolder_fingerprint_catches_changed_files(tmp_path: Path) -> None:
     root = write_folder(tmp_path / "pets")
     planned = data.describe(folder_cfg(root)).config
     Image.new("RGB", (9, 9)).save(root / "dog" / "new.png")
-    data._scan_imagefolder.cache_clear()
+    data.scan_imagefolder.cache_clear()
     with pytest.raises(StudyError, match="changed since this study was planned"):
         data.describe(planned)
 

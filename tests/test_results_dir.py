@@ -38,7 +38,7 @@ LAYOUT_PATTERNS = [
 PARQUET_GLOB = next(p for p in LAYOUT_PATTERNS if p.pattern.startswith("glob"))
 # modules that read a user's dataset, where a *.parquet glob is a dataset's files (a Hugging Face
 # dataset saved as parquet), not the results layout: every other pattern still applies to them
-DATASET_READERS = {"harness/streams.py"}
+DATASET_READERS = {"harness/data/hf.py"}
 
 
 def layout_literals(source: str, patterns: list[re.Pattern] = LAYOUT_PATTERNS) -> list[str]:

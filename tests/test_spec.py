@@ -90,9 +90,9 @@ def test_bad_input_names_file_key_and_fix(tmp_path: Path, text: str, message: st
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import data
+    from harness.data import builtin  # where the Fashion-MNIST search reads DEBIAN_FASHION
 
-    monkeypatch.setattr(data, "DEBIAN_FASHION", tmp_path / "none")
+    monkeypatch.setattr(builtin, "DEBIAN_FASHION", tmp_path / "none")
     monkeypatch.delenv("HARNESS_DATA", raising=False)
     p = tmp_path / "s.yaml"
     p.write_text("name: x\ngrid: {model: [vit@xs], data_size: [100]}\n")

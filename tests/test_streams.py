@@ -14,7 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import data, spec, streams
+from harness import data, spec
+from harness.data import hf as hf_data
+from harness.data import shards as wds_data
+from harness.data import streams
 from harness.errors import StudyError
 from harness.trial import run_trial
 
@@ -28,7 +31,7 @@ TRAIN, TEST = 240, 60  # Fashion-MNIST test-set images: the first 240 train here
 @pytest.fixture(autouse=True)
 def fresh_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    for f in (streams._index_cached, streams._hf_splits, streams._hf_labels, streams._hf_images, data._load_cached):
+    for f in (wds_data._index_cached, hf_data._hf_splits, hf_data._hf_labels, hf_data._hf_images, data.load_cached):
         f.cache_clear()
     yield
 
@@ -36,8 +39,8 @@ def fresh_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 @pytest.fixture(scope="module")
 def fashion() -> tuple[np.ndarray, np.ndarray]:
     root = data.DEBIAN_FASHION
-    images = data._read_idx(root / data.FASHION_FILES["test_images"])[: TRAIN + TEST, 0].numpy()
-    labels = data._read_idx(root / data.FASHION_FILES["test_labels"])[: TRAIN + TEST].numpy()
+    images = data.read_idx(root / data.FASHION_FILES["test_images"])[: TRAIN + TEST, 0].numpy()
+    labels = data.read_idx(root / data.FASHION_FILES["test_labels"])[: TRAIN + TEST].numpy()
     return images, labels
 
 
@@ -116,7 +119,7 @@ def test_webdataset_index_reads_exact_pixels_and_labels(shards: Path, fashion: t
     assert (info.num_classes, info.in_chans, info.native_size, info.train_size, info.test_size) == (10, 1, 28, TRAIN, TEST)
     assert "urls" not in info.config and info.config["fingerprint"] and info.config["label_key"] == "cls"
     streamed = data.load(wds_cfg(shards, max_memory_mb=0, workers=0))
-    assert isinstance(streamed.train.images, streams.TarMembers)
+    assert isinstance(streamed.train.images, wds_data.TarMembers)
     for i in (0, 79, 80, 239):  # first/last sample of a shard, across shard boundaries
         assert torch.equal(streamed.train.images[i][0], torch.from_numpy(images[i]))
     assert streamed.train.labels.tolist() == labels[:TRAIN].tolist()
@@ -136,18 +139,18 @@ def test_webdataset_subsets_nested_repeatable_and_val_disjoint(shards: Path, mon
     assert len(small) == 50 and len(large) == 150 and len(val) == 40
     assert set(small) <= set(large) and not set(large) & set(val)
     # a re-run reads the cached index (no rescan) and picks the same samples
-    for f in (streams._index_cached, data._load_cached):
+    for f in (wds_data._index_cached, data.load_cached):
         f.cache_clear()
-    monkeypatch.setattr(streams, "_scan_shards", lambda *a: pytest.fail("shards rescanned despite the cached index"))
+    monkeypatch.setattr(wds_data, "_scan_shards", lambda *a: pytest.fail("shards rescanned despite the cached index"))
     again = draw()
     assert all(np.array_equal(a, b) for a, b in zip((small, large, val), again, strict=True))
 
 
 def test_parallel_header_pass_gives_the_serial_index(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = tuple(streams.expand_urls(str(shards / "train-{000..002}.tar"), "urls"))
-    serial = streams._scan_shards(paths, ("png",), "cls")
-    monkeypatch.setattr(streams, "PARALLEL_SHARDS", 2)  # 3 shards: forked processes, one per core
-    parallel = streams._scan_shards(paths, ("png",), "cls")
+    paths = tuple(wds_data.expand_urls(str(shards / "train-{000..002}.tar"), "urls"))
+    serial = wds_data._scan_shards(paths, ("png",), "cls")
+    monkeypatch.setattr(wds_data, "PARALLEL_SHARDS", 2)  # 3 shards: forked processes, one per core
+    parallel = wds_data._scan_shards(paths, ("png",), "cls")
     for field in ("shard", "offset", "size", "labels"):
         assert np.array_equal(getattr(serial, field), getattr(parallel, field))
     assert serial.digest == parallel.digest and len(serial.shard) == TRAIN
@@ -226,7 +229,7 @@ def test_hf_reads_exact_pixels_and_labels(kind: str, hf_dirs: dict, tmp_path: Pa
     assert (info.num_classes, info.train_size, info.test_size) == (10, TRAIN, TEST)
     assert info.config["test_split"] == "test" and "path" not in info.config and info.source["classes"] == data.FASHION_CLASSES
     ds = data.load(hf_cfg(hf_dirs[kind], tmp_path, max_memory_mb=0, workers=0))
-    assert isinstance(ds.train.images, streams.HFRows)
+    assert isinstance(ds.train.images, hf_data.HFRows)
     for i in (0, 123, 239):
         assert torch.equal(ds.train.images[i][0], torch.from_numpy(images[i]))
     assert ds.train.labels.tolist() == labels[:TRAIN].tolist() and ds.test.labels.tolist() == labels[TRAIN:].tolist()
@@ -245,7 +248,7 @@ def test_hf_imagefolder_builder_and_single_split(hf_dirs: dict, tmp_path: Path, 
 
 def test_unlabelled_test_split_is_refused() -> None:
     with pytest.raises(StudyError, match="negative labels") as e:
-        streams._class_ids([0, 1, 2], [-1, -1], None, "dataset.path /data/imagenet-1k")
+        streams.class_ids([0, 1, 2], [-1, -1], None, "dataset.path /data/imagenet-1k")
     assert e.value.key == "dataset.label_key" and "test_split: validation" in e.value.fix
 
 
@@ -257,7 +260,7 @@ def test_hf_subsets_nested_repeatable_and_val_disjoint(hf_dirs: dict, tmp_path: 
 
     small, large, val = draw()
     assert set(small) <= set(large) and not set(large) & set(val) and len(val) == 30
-    for f in (streams._hf_splits, streams._hf_labels, data._load_cached):
+    for f in (hf_data._hf_splits, hf_data._hf_labels, data.load_cached):
         f.cache_clear()
     assert all(np.array_equal(a, b) for a, b in zip((small, large, val), draw(), strict=True))
 

@@ -1,4 +1,4 @@
-"""Video datasets (harness/video_data.py): Moving-Fashion-MNIST and clip folders."""
+"""Video datasets (harness/data/video.py): Moving-Fashion-MNIST and clip folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness import data, video_data
+from harness import data
+from harness.data import video as video_data
 from harness.errors import StudyError
 
 pytestmark = pytest.mark.skipif(not data.DEBIAN_FASHION.is_dir(), reason="needs the Fashion-MNIST IDX files")
@@ -36,7 +37,7 @@ def test_shapes_dtypes_and_info() -> None:
 
 def test_same_seed_same_clips_other_seed_other_clips() -> None:
     a, b, c = moving(), data.load(dict(SMALL)), moving(seed=1)
-    data._load_cached.cache_clear()  # regenerate, not the per-process cache
+    data.load_cached.cache_clear()  # regenerate, not the per-process cache
     again = moving()
     assert a is b  # one dataset per config in a process
     assert torch.equal(a.train.images, again.train.images) and torch.equal(a.test.labels, again.test.labels)

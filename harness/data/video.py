@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import data
-from harness.data import DataInfo, Dataset, Split
+from harness.data.builtin import FASHION_FILES, find_fashion, read_idx
+from harness.data.checks import check_channels_and_test_fraction, only_keys
+from harness.data.imagefolder import IMAGE_EXTENSIONS, class_dirs, split_by_class
+from harness.data.splits import DataInfo, Dataset, Split
 from harness.errors import StudyError
 
 ITEM = 28  # Fashion-MNIST image side
@@ -92,7 +94,7 @@ def clip_stats(clips: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
 
 
 def _describe_moving(cfg: dict) -> DataInfo:
-    data._only_keys(cfg, {"name", "root", "download", *MOVING_DEFAULTS})
+    only_keys(cfg, {"name", "root", "download", *MOVING_DEFAULTS})
     full = {**MOVING_DEFAULTS, **cfg}
     for k in ("frames", "canvas", "directions", "speed", "gutter", "seed", "train_size", "test_size"):
         v = full[k]
@@ -133,7 +135,7 @@ def _describe_moving(cfg: dict) -> DataInfo:
             key="dataset.speed",
             fix=f"use a speed below {torus // 2} (frame_stride multiplies it too), e.g. speed: 2",
         )
-    root = data._find_fashion(cfg)  # root/download: where the IDX files are, not what the clips are
+    root = find_fashion(cfg)  # root/download: where the IDX files are, not what the clips are
     classes = full["directions"] * (10 if full["label"] == "direction_class" else 1)
     config = {"name": "moving_fashion_mnist", **{k: full[k] for k in sorted(MOVING_DEFAULTS)}}
     return DataInfo(
@@ -153,8 +155,8 @@ def make_moving(cfg: dict, root: Path) -> tuple[Split, Split]:
     """(train, test): training clips from the Fashion-MNIST training images, test clips from its test images."""
     items = {}
     for part in ("train", "test"):
-        images = data._read_idx(root / data.FASHION_FILES[f"{part}_images"])[:, 0]  # [M, 28, 28]
-        labels = data._read_idx(root / data.FASHION_FILES[f"{part}_labels"])
+        images = read_idx(root / FASHION_FILES[f"{part}_images"])[:, 0]  # [M, 28, 28]
+        labels = read_idx(root / FASHION_FILES[f"{part}_labels"])
         items[part] = (images, labels)
     return (
         moving_split(*items["train"], cfg["train_size"], cfg, stream=0),
@@ -223,7 +225,7 @@ class ClipScan:
 
 
 def _describe_clipfolder(cfg: dict) -> DataInfo:
-    data._only_keys(cfg, {"name", "root", "frames", "image_size", "fingerprint", *CLIPFOLDER_DEFAULTS})
+    only_keys(cfg, {"name", "root", "frames", "image_size", "fingerprint", *CLIPFOLDER_DEFAULTS})
     example = "e.g. dataset: {name: clipfolder, root: ~/data/clips, frames: 16, image_size: 64}"
     if not cfg.get("root"):
         raise StudyError("a clipfolder dataset needs its root directory", key="dataset.root", fix=example)
@@ -246,7 +248,7 @@ def _describe_clipfolder(cfg: dict) -> DataInfo:
             raise StudyError(
                 f"dataset.{key} must be a positive integer, got {v!r}", key=f"dataset.{key}", fix="use a whole number"
             )
-    data.check_channels_and_test_fraction(full)
+    check_channels_and_test_fraction(full)
     tf = full["test_fraction"]
     scan = _scan_clipfolder(str(root), float(tf))
     if scan.layout != "flat" and "test_fraction" in cfg:
@@ -299,9 +301,9 @@ def _scan_clipfolder(root_str: str, test_fraction: float) -> ClipScan:
     root = Path(root_str)
     held_out = next((d for d in ("test", "val") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and held_out:
-        classes = data._class_dirs(root / "train")
+        classes = class_dirs(root / "train")
         train = _clips_by_class(root / "train", classes)
-        test_classes = data._class_dirs(root / held_out)
+        test_classes = class_dirs(root / held_out)
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             raise StudyError(
@@ -312,8 +314,8 @@ def _scan_clipfolder(root_str: str, test_fraction: float) -> ClipScan:
         test = _clips_by_class(root / held_out, test_classes, labels={c: classes.index(c) for c in test_classes})
         layout = f"train/{held_out}"
     else:
-        classes = data._class_dirs(root)
-        train, test = data._split_by_class(_clips_by_class(root, classes), classes, test_fraction)
+        classes = class_dirs(root)
+        train, test = split_by_class(_clips_by_class(root, classes), classes, test_fraction)
         layout = "flat"
     digest = hashlib.sha256()
     for clip, _ in sorted(train + test):
@@ -331,7 +333,7 @@ def _clips_by_class(folder: Path, classes: list[str], labels: dict[str, int] | N
         found = []
         for d, _, files in os.walk(folder / name, followlinks=True):
             found += [os.path.join(d, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
-            if Path(d) != folder / name and any(f.lower().endswith(data.IMAGE_EXTENSIONS) for f in files):
+            if Path(d) != folder / name and any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
                 found.append(d)  # a folder of frames
         if not found:
             raise StudyError(
@@ -348,7 +350,7 @@ def _clips_by_class(folder: Path, classes: list[str], labels: dict[str, int] | N
 def _clip_files(clip: str) -> list[str]:
     if os.path.isfile(clip):
         return [clip]
-    return sorted(os.path.join(clip, f) for f in os.listdir(clip) if f.lower().endswith(data.IMAGE_EXTENSIONS))
+    return sorted(os.path.join(clip, f) for f in os.listdir(clip) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def _unreadable(path: str, why: str) -> StudyError:

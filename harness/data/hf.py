@@ -1,0 +1,207 @@
+"""Hugging Face `datasets` on local disk, read row by row; see harness/data/streams.py."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.data.checks import only_keys
+from harness.data.imagefolder import decode_image
+from harness.data.splits import DataInfo, Dataset, Split
+from harness.data.streams import (
+    COMMON_DEFAULTS,
+    check_common,
+    check_fingerprint,
+    class_ids,
+    files_digest,
+    load_splits,
+    require,
+    split_rows,
+)
+from harness.errors import StudyError, did_you_mean
+
+HF_DEFAULTS = {"split": "train", "image_key": "image", "label_key": "label", "builder": "auto", **COMMON_DEFAULTS}
+HF_KEYS = {"name", "path", "test_split", "image_size", "num_classes", "cache_dir", "fingerprint", *HF_DEFAULTS}
+HF_BUILDERS = ("auto", "disk", "parquet", "imagefolder")
+
+
+# ----------------------------------------------------------------------------- Hugging Face datasets
+
+
+def describe_hf(cfg: dict) -> DataInfo:
+    only_keys(cfg, HF_KEYS)
+    full = check_common(cfg, HF_DEFAULTS, "dataset: {name: hf, path: ~/data/imagenet-1k, image_size: 64}")
+    path, builder, cache = _hf_location(cfg, full)
+    splits = _hf_splits(builder, str(path), cache)
+    test_split = cfg.get("test_split") or next((s for s in ("test", "validation") if s in splits), None)
+    features = _hf_check(path, splits, full["split"], test_split, full["image_key"], full["label_key"])
+    where = f"dataset.path {path}"
+    read = functools.partial(_hf_labels, builder, str(path), cache, label_key=full["label_key"])
+    labels = class_ids(read(full["split"]), read(test_split) if test_split else [], full.get("num_classes"), where)
+    names = tuple(getattr(features[full["label_key"]], "names", None) or labels.names)  # a ClassLabel's names
+    num_classes = labels.num_classes if "num_classes" in cfg else max(labels.num_classes, len(names))
+    fingerprint = _hf_fingerprint(path, {full["split"]: labels.train, test_split: labels.test})
+    check_fingerprint(cfg, fingerprint, where, "dataset.path")
+    train_rows, train_y, test_rows, test_y = split_rows(labels, test_split is not None, float(full["test_fraction"]))
+    config = {
+        "name": "hf",
+        "image_size": full["image_size"],
+        "channels": full["channels"],
+        "split": full["split"],
+        **({"test_split": test_split} if test_split else {"test_fraction": float(full["test_fraction"])}),
+        "image_key": full["image_key"],
+        "label_key": full["label_key"],
+        "num_classes": num_classes,
+        "fingerprint": fingerprint,
+    }
+    table = (builder, str(path), cache)
+    source = {
+        "train_rows": ((*table, full["split"]), train_rows, train_y),
+        "test_rows": ((*table, test_split or full["split"]), test_rows, test_y),
+        "image_key": full["image_key"],
+        "classes": list(names),
+        "max_memory_mb": full["max_memory_mb"],
+        "workers": full["workers"],
+    }
+    return DataInfo("hf", num_classes, full["channels"], full["image_size"], len(train_rows), len(test_rows), config, source)
+
+
+def _hf_location(cfg: dict, full: dict) -> tuple[Path, str, str | None]:
+    """(directory, builder, cache_dir): where the data lives and how to read it; none of it is hashed."""
+    if not cfg.get("path"):
+        raise StudyError(
+            "an hf dataset needs path, a local directory (save_to_disk output, parquet files or an image folder)",
+            key="dataset.path",
+            fix="e.g. dataset: {name: hf, path: ~/data/imagenet-1k, test_split: validation, image_size: 64}",
+        )
+    path = Path(cfg["path"]).expanduser().resolve()
+    if not path.is_dir():
+        raise StudyError(
+            f"Hugging Face dataset directory {path} does not exist",
+            key="dataset.path",
+            fix="point path at the folder save_to_disk wrote, or at parquet files / an image folder",
+        )
+    if full["builder"] not in HF_BUILDERS:
+        raise StudyError(
+            f"unknown dataset.builder '{full['builder']}'",
+            key="dataset.builder",
+            fix=did_you_mean(str(full["builder"]), HF_BUILDERS),
+        )
+    builder = _hf_builder(path) if full["builder"] == "auto" else full["builder"]
+    cache = str(Path(cfg["cache_dir"]).expanduser().resolve()) if cfg.get("cache_dir") else None
+    return path, builder, cache
+
+
+def _hf_check(path: Path, splits: dict, split: str, test_split: str | None, image_key: str, label_key: str) -> Any:
+    """The training split's features, once the splits and columns the config names exist."""
+    for key, name in (("split", split), ("test_split", test_split)):
+        if name is not None and name not in splits:
+            raise StudyError(
+                f"{path} has no split '{name}' (it has: {', '.join(splits)})",
+                key=f"dataset.{key}",
+                fix=did_you_mean(str(name), list(splits)),
+            )
+    columns = splits[split].column_names
+    for key, column in (("image_key", image_key), ("label_key", label_key)):
+        if column not in columns:
+            raise StudyError(
+                f"split '{split}' of {path} has no column '{column}' (columns: {', '.join(columns)})",
+                key=f"dataset.{key}",
+                fix=did_you_mean(column, columns),
+            )
+    features = splits[split].features
+    if not isinstance(features[image_key], require("datasets", "hf").Image):
+        raise StudyError(
+            f"column '{image_key}' of {path} is {type(features[image_key]).__name__}, not an Image",
+            key="dataset.image_key",
+            fix="name the image column (a datasets.Image feature)",
+        )
+    return features
+
+
+def _hf_fingerprint(path: Path, labels: dict) -> str:
+    """Relative paths and sizes of the files, plus each split's labels. Hidden files are left out:
+    huggingface_hub's .cache/ metadata changes on a re-download of the same data."""
+    files = [str(p) for p in path.rglob("*") if p.is_file() and not any(q.startswith(".") for q in p.relative_to(path).parts)]
+    digest = files_digest(files, str(path))
+    for name, y in labels.items():
+        digest.update(f"{name}\t{hashlib.sha256(y.tobytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def _hf_builder(path: Path) -> str:
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return "disk"  # save_to_disk output
+    return "parquet" if next(path.rglob("*.parquet"), None) is not None else "imagefolder"
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_splits(builder: str, path: str, cache: str | None) -> dict:
+    """split name -> datasets.Dataset (memory-mapped Arrow), loaded from local files only."""
+    datasets = require("datasets", "hf")
+    datasets.disable_progress_bars()  # one line per trial in the logs, not a bar per split
+    try:
+        if builder == "disk":
+            loaded = datasets.load_from_disk(path)
+        else:  # the packaged builders read local files; no network (the Arrow copy goes to cache_dir)
+            loaded = datasets.load_dataset(builder, data_dir=path, cache_dir=cache)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise StudyError(
+            f"Hugging Face datasets could not load {path} as {builder} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+            key="dataset.path",
+            fix="point path at a save_to_disk folder, parquet files (train-*.parquet, test-*.parquet) or an image folder, "
+            "or set dataset.builder",
+        ) from None
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+@functools.lru_cache(maxsize=16)
+def _hf_labels(builder: str, path: str, cache: str | None, split: str, label_key: str) -> np.ndarray | list:
+    column = _hf_splits(builder, path, cache)[split].select_columns([label_key]).with_format("numpy")[label_key]
+    values = np.asarray(column)
+    return values.astype(np.int64) if values.dtype.kind in "iu" else values.tolist()
+
+
+@functools.lru_cache(maxsize=8)
+def _hf_images(builder: str, path: str, cache: str | None, split: str, image_key: str) -> Any:
+    """The image column alone, undecoded ({'bytes', 'path'}), so decoding and resizing are ours."""
+    datasets = require("datasets", "hf")
+    ds = _hf_splits(builder, path, cache)[split].select_columns([image_key])
+    return ds.cast_column(image_key, datasets.Image(decode=False))
+
+
+class HFRows(torch.utils.data.Dataset):
+    """Rows of a Hugging Face split, their image decoded on demand to uint8 [C, S, S]. Pickles as
+    (table, rows): each DataLoader worker opens the memory-mapped Arrow files itself."""
+
+    def __init__(self, table: tuple, image_key: str, rows: np.ndarray, image_size: int, channels: int, workers: int) -> None:
+        self.table, self.image_key, self.rows = table, image_key, np.asarray(rows, dtype=np.int64)
+        self.image_size, self.channels, self.workers = image_size, channels, workers
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        value = _hf_images(*self.table, self.image_key)[int(self.rows[i])][self.image_key]
+        src = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
+        return decode_image(src, self.image_size, self.channels)
+
+    def take(self, idx: torch.Tensor) -> HFRows:
+        return HFRows(self.table, self.image_key, self.rows[idx.numpy()], self.image_size, self.channels, self.workers)
+
+
+def load_hf(info: DataInfo) -> Dataset:
+    src = info.source
+
+    def split(key: str) -> Split:
+        table, rows, labels = src[key]
+        images = HFRows(tuple(table), src["image_key"], np.asarray(rows), info.native_size, info.in_chans, src["workers"])
+        return Split(images, torch.as_tensor(labels, dtype=torch.long))
+
+    return load_splits(info, split("train_rows"), split("test_rows"))
