@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import fits
+from harness.analysis import fit_records, lawfit, laws
 from harness.analysis.cli import register
-from harness.analysis.fits import fit_arrays, fit_results, predict
+from harness.analysis.fits import fit_results
 from harness.analysis.io import load_results
+from harness.analysis.lawfit import fit_arrays
+from harness.analysis.laws import predict
 from harness.errors import StudyError
 from tests.analysis_fixtures import LAWS, SHAPES, true_error, write_results
 
@@ -24,7 +26,7 @@ EPOCH = {"A": (482.01, 124.5), "B": (2085.43, 1293.0), "E": (1.817, 0.026), "alp
 
 
 @pytest.fixture(scope="module")
-def chinchilla_fit() -> fits.LawFit:
+def chinchilla_fit() -> lawfit.LawFit:
     if not CHINCHILLA.exists():
         pytest.skip(f"{CHINCHILLA} not present")
     df = pd.read_csv(CHINCHILLA).sort_values("loss").iloc[:-5]  # drop the 5 highest-loss runs
@@ -35,12 +37,12 @@ def chinchilla_fit() -> fits.LawFit:
     return fit_arrays(np.c_[n, d], df["loss"].to_numpy(float), bootstrap=200, seed=0)
 
 
-def test_chinchilla_reproduces_epoch_refit(chinchilla_fit: fits.LawFit) -> None:
+def test_chinchilla_reproduces_epoch_refit(chinchilla_fit: lawfit.LawFit) -> None:
     for name, (est, se) in EPOCH.items():
         assert abs(chinchilla_fit.params[name] - est) < se, (name, chinchilla_fit.params[name])
 
 
-def test_chinchilla_bootstrap_ses_match_epoch(chinchilla_fit: fits.LawFit) -> None:
+def test_chinchilla_bootstrap_ses_match_epoch(chinchilla_fit: lawfit.LawFit) -> None:
     # The tolerance trap makes SEs ~200x too small; a factor 2 either way catches it.
     for name, (_, se) in EPOCH.items():
         assert se / 2 < chinchilla_fit.se[name] < se * 2, (name, chinchilla_fit.se[name])
@@ -55,10 +57,10 @@ def test_optimiser_leaves_a_bad_start() -> None:
     y = 0.05 + 30 * x**-0.6 * np.exp(0.01 * rng.standard_normal(len(x)))
     logx, logy = np.log(x)[:, None], np.log(y)
     bad = np.array([[0.0, 0.0, math.log(0.9)]])  # A=1, alpha=0, E=0.9: flat, far away
-    theta, loss = fits.minimise(logx, logy, bad)
-    good, best = fits.minimise(logx, logy, fits.best_starts(logx, logy, 6, fits.HUBER_DELTA))
+    theta, loss = laws.minimise(logx, logy, bad)
+    good, best = laws.minimise(logx, logy, laws.best_starts(logx, logy, 6, laws.HUBER_DELTA))
     assert loss == pytest.approx(best, rel=1e-6, abs=1e-6)
-    assert fits.theta_to_params(theta)["alpha"] == pytest.approx(0.6, abs=0.05)
+    assert laws.theta_to_params(theta)["alpha"] == pytest.approx(0.6, abs=0.05)
 
 
 def test_recovers_known_law_and_intervals_cover_truth() -> None:
@@ -99,7 +101,7 @@ def grid_df(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def by_family(grid_df: pd.DataFrame) -> fits.FitReport:
+def by_family(grid_df: pd.DataFrame) -> fit_records.FitReport:
     return fit_results(grid_df, "test_acc", ["data_size"], by="family", holdout=2, bootstrap=60)
 
 
@@ -110,7 +112,7 @@ def _true_crossing(a: str, b: str) -> float:
     return float(xs[np.nonzero(np.diff(np.sign(d)))[0][0]])
 
 
-def test_accuracy_is_fitted_as_error_and_drops_are_counted(by_family: fits.FitReport) -> None:
+def test_accuracy_is_fitted_as_error_and_drops_are_counted(by_family: fit_records.FitReport) -> None:
     assert by_family.target == "1 - test_acc"
     assert any("accuracy" in n for n in by_family.notes)
     assert by_family.dropped == {"failed": 4}  # 3 NaN seeds (mixer) + 1 OOM (convnext)
@@ -119,14 +121,14 @@ def test_accuracy_is_fitted_as_error_and_drops_are_counted(by_family: fits.FitRe
     assert "dropped: 4 failed" in by_family.summary()
 
 
-def test_group_fits_match_the_generating_law(by_family: fits.FitReport) -> None:
+def test_group_fits_match_the_generating_law(by_family: fit_records.FitReport) -> None:
     for f in by_family.fits:
         e, a, alpha, b, beta = LAWS[f.group]
         lo, hi = f.law.ci95["alpha"]
         assert lo <= beta <= hi, (f.group, beta, lo, hi)  # data exponent of the 2-x truth
 
 
-def test_crossover_vit_overtakes_resnet(by_family: fits.FitReport) -> None:
+def test_crossover_vit_overtakes_resnet(by_family: fit_records.FitReport) -> None:
     c = next(c for c in by_family.crossovers if {c.winner, c.other} == {"vit", "resnet"})
     assert c.winner == "vit" and c.x is not None
     truth = _true_crossing("vit", "resnet")
@@ -137,13 +139,13 @@ def test_crossover_vit_overtakes_resnet(by_family: fits.FitReport) -> None:
     assert never.x is None and "do not cross" in never.text()
 
 
-def test_holdout_reports_extrapolation_error(by_family: fits.FitReport) -> None:
+def test_holdout_reports_extrapolation_error(by_family: fit_records.FitReport) -> None:
     h = by_family.fits[0].holdout
     assert h["held_out_x"] == [8000.0, 16000.0] and h["n_test"] == 6
     assert 0 < h["log_rmse"] < 0.3 and 0 < h["max_rel_error"] < 0.5
 
 
-def test_json_shape(by_family: fits.FitReport) -> None:
+def test_json_shape(by_family: fit_records.FitReport) -> None:
     out = json.loads(json.dumps(by_family.to_json()))
     f = out["fits"][0]
     for key in ("group", "form", "y", "x", "n", "params", "ci95", "rmse_log", "holdout"):
@@ -210,7 +212,7 @@ def test_cli_fit_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_crossover_outside_the_measured_range_is_marked_extrapolated() -> None:
-    from harness.analysis.fits import Crossover
+    from harness.analysis.fit_records import Crossover
 
     inside = Crossover("a", "b", "data_size", 2000.0, (500.0, 32000.0), measured=(1000.0, 16000.0))
     outside = Crossover("a", "b", "data_size", 800.0, (500.0, 32000.0), measured=(1000.0, 16000.0))

@@ -12,12 +12,11 @@ import pytest
 
 from harness.analysis.cli import register
 from harness.analysis.io import load_results
+from harness.analysis.pareto_plots import pareto_front
+from harness.analysis.plot_style import FAMILY_COLOURS, family_colour
 from harness.analysis.plots import (
-    FAMILY_COLOURS,
     KINDS,
-    family_colour,
     make_plot,
-    pareto_front,
     plot_cost,
     plot_curves,
 )
@@ -125,7 +124,7 @@ def test_cli_plot_prints_paths_and_skips(results: Path, tmp_path: Path, capsys: 
 def test_pareto_labels_name_custom_shapes_by_family_and_params() -> None:
     """A spec like resnet{block=basic,layers=[2,2,1,1],...} is a line long: label it 'resnet 1.01M';
     one data size for every point is not repeated on each label."""
-    from harness.analysis.plots import _pareto_points
+    from harness.analysis.pareto_plots import _pareto_points
 
     df = pd.DataFrame(
         {

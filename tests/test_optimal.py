@@ -14,13 +14,11 @@ import pytest
 import yaml
 
 from harness.analysis import optimal
+from harness.analysis.isoflops import assign_budgets, fit_profile, isoflop_results
 from harness.analysis.optimal import (
     FlopsModel,
     allocation_exponents,
-    assign_budgets,
     fit_flops_per_sample,
-    fit_profile,
-    isoflop_results,
     n_opt,
     n_opt_closed_form,
     optimal_results,

@@ -14,11 +14,11 @@ _PUBLIC = {
     "load_results": "io",
     "build_table": "tables",
     "render": "tables",
-    "fit_arrays": "fits",
+    "fit_arrays": "lawfit",
     "fit_results": "fits",
-    "FitReport": "fits",
+    "FitReport": "fit_records",
     "make_plot": "plots",
-    "FAMILY_COLOURS": "plots",
+    "FAMILY_COLOURS": "plot_style",
     "write_report": "report",
 }
 __all__ = sorted(_PUBLIC)

@@ -232,7 +232,8 @@ def _optimal(args: argparse.Namespace) -> int:
 
 
 def _isoflop(args: argparse.Namespace) -> int:
-    from harness.analysis.optimal import isoflop_path, parse_budgets
+    from harness.analysis.isoflops import isoflop_path
+    from harness.analysis.optimal import parse_budgets
 
     budgets = parse_budgets(args.budgets) if args.budgets else None
     report = isoflop_path(

@@ -14,7 +14,7 @@ import os
 import re
 import time
 
-from harness.analysis.export import Record, Sink
+from harness.analysis.export_records import Record, Sink
 from harness.errors import StudyError
 from harness.extras import require
 

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness.analysis.export import Record, Sink
+from harness.analysis.export_records import Record, Sink
 from harness.extras import require
 
 MARKER = "harness.json"

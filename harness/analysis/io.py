@@ -32,7 +32,7 @@ from harness.store import CURVE_COLUMNS as _STORE_CURVE_COLUMNS
 from harness.store import ResultsDir, dedupe
 
 CURVE_COLUMNS = tuple(_STORE_CURVE_COLUMNS)
-_FIX_PATH = "pass a results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
+FIX_PATH = "pass a results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
 # config keys the analysis shows on its own axes (or averages over: seed), never part of a variant;
 # `family`/`size` are the flat spelling of `model` in hand-made rows
 AXES = frozenset({"seed", "model", "family", "size", "image_size", "data_size", "frames", "frame_stride"})
@@ -43,10 +43,10 @@ def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.Dat
     Notes (rows left out, unreadable files skipped) go to stderr, one line each."""
     p = Path(path)
     if not p.exists():
-        raise StudyError("results path does not exist", where=str(p), fix=_FIX_PATH)
+        raise StudyError("results path does not exist", where=str(p), fix=FIX_PATH)
     notes: list[str] = []
     if p.is_file():
-        trials, curves = _read_table(p), pd.DataFrame(columns=list(CURVE_COLUMNS))
+        trials, curves = read_table(p), pd.DataFrame(columns=list(CURVE_COLUMNS))
     else:
         trials, curves = _read_dirs(p, include_all, notes)
     if trials.empty:
@@ -86,7 +86,7 @@ def _read_dirs(p: Path, include_all: bool, notes: list[str]) -> tuple[pd.DataFra
         raise StudyError(
             "no trials/*.parquet files found",
             where=str(p),
-            fix="run the study first (`harness run STUDY.yaml`) or " + _FIX_PATH,
+            fix="run the study first (`harness run STUDY.yaml`) or " + FIX_PATH,
         )
     curves = [c for c in curves if not c.empty]
     return (
@@ -109,7 +109,7 @@ def left_out_note(rd: ResultsDir, n: int) -> str:
     return f"{rd.path}: {n} row{'s' if n != 1 else ''} from earlier versions of this study not shown; --all to include"
 
 
-def _read_table(p: Path) -> pd.DataFrame:
+def read_table(p: Path) -> pd.DataFrame:
     suffix = p.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
@@ -117,8 +117,8 @@ def _read_table(p: Path) -> pd.DataFrame:
         if suffix in (".csv", ".txt"):
             return pd.read_csv(p)
     except (OSError, ValueError) as exc:  # pyarrow and the csv parser raise these
-        raise StudyError(f"cannot read results file ({type(exc).__name__}: {exc})", where=str(p), fix=_FIX_PATH) from exc
-    raise StudyError(f"unsupported results file type {suffix!r}", where=str(p), fix=_FIX_PATH)
+        raise StudyError(f"cannot read results file ({type(exc).__name__}: {exc})", where=str(p), fix=FIX_PATH) from exc
+    raise StudyError(f"unsupported results file type {suffix!r}", where=str(p), fix=FIX_PATH)
 
 
 # train keys a trial's config leaves out at their default (spec.UNHASHED_DEFAULTS, which a test keeps

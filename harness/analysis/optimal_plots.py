@@ -17,25 +17,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 
-from harness.analysis.fits import MIN_DISTINCT_X, fmt_x
+from harness.analysis.fmt import fmt_x
+from harness.analysis.isoflops import IsoflopGroup, IsoflopReport, isoflop_results
+from harness.analysis.laws import MIN_DISTINCT_X
 from harness.analysis.optimal import (
     DEFAULT_COMPUTE,
-    IsoflopReport,
+    OptimalGroup,
     OptimalReport,
-    isoflop_results,
     n_opt_closed_form,
     optimal_results,
 )
-from harness.analysis.plots import (
+from harness.analysis.plot_style import (
     PlotOutcome,
-    _family_order,
-    _log_axis,
-    _new_figure,
-    _save,
-    _style,
     error_label,
     family_colour,
+    family_order,
+    figure_style,
+    log_axis,
+    new_figure,
+    save_figure,
 )
 from harness.errors import StudyError
 
@@ -43,7 +45,7 @@ _MIN_BAND = 10  # bootstrap fits before a band means anything (as plots.py)
 
 
 def _panels(groups: list[str]) -> tuple[list[str], int, int]:
-    names = _family_order(groups) if all(g != "all" for g in groups) else groups
+    names = family_order(groups) if all(g != "all" for g in groups) else groups
     ncols = min(len(names), 2)
     return names, ncols, math.ceil(len(names) / ncols)
 
@@ -63,8 +65,8 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
     names, ncols, nrows = _panels([g.group for g in groups])
     by_name = {g.group: g for g in groups}
     colours = _budget_colours(sorted({p.budget for g in groups for p in g.profiles}))
-    with _style():
-        fig, axes = _new_figure(ncols, nrows, width=5.8, height=4.4)  # own y range: families differ
+    with figure_style():
+        fig, axes = new_figure(ncols, nrows, width=5.8, height=4.4)  # own y range: families differ
         for ax, name in zip(axes.flat, names):
             g = by_name[name]
             fitted = [p for p in g.profiles if p.coef is not None]  # budgets with < 3 sizes are not profiles
@@ -100,7 +102,7 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
                 else:
                     label += ": not convex, no minimum"
                 ax.plot([], [], "-" if math.isfinite(p.n_opt) else ":", marker="o", color=c, label=label, ms=4)
-            _log_axis(ax, "x", shown["_n"].to_numpy())
+            log_axis(ax, "x", shown["_n"].to_numpy())
             ax.set_xlabel(f"model size N ({rep.x})")
             ax.set_ylabel(error_label(rep.y))
             ax.set_title(name if name != "all" else "")
@@ -116,7 +118,7 @@ def plot_isoflop(rep: IsoflopReport, out_dir: Path) -> PlotOutcome:
             "lines: parabola in ln N (dotted: no minimum); stars: minima, 95% bootstrap interval",
             fontsize=10.5,
         )
-        out.paths = _save(fig, out_dir, f"isoflop_{rep.y}")
+        out.paths = save_figure(fig, out_dir, f"isoflop_{rep.y}")
     return out
 
 
@@ -137,76 +139,10 @@ def plot_n_opt(
     names, ncols, nrows = _panels([g.fit.group for g in groups])
     by_name = {g.fit.group: g for g in groups}
     iso_by = {g.group: g for g in iso.groups} if iso else {}
-    with _style():
-        fig, axes = _new_figure(ncols, nrows, width=5.8 if len(names) > 1 else 7.4, height=4.4)
+    with figure_style():
+        fig, axes = new_figure(ncols, nrows, width=5.8 if len(names) > 1 else 7.4, height=4.4)
         for ax, name in zip(axes.flat, names):
-            g = by_name[name]
-            colour = family_colour(name)
-            lo = g.compute_range[0]
-            hi = max([g.compute_range[1], *(a.budget for a in g.allocations)])
-            cs = np.geomspace(lo, hi, 60)
-            law, fm = g.fit.law, g.flops_model
-            ax.plot(
-                cs,
-                n_opt_closed_form(law.params, fm, cs),
-                "-",
-                color=colour,
-                lw=1.8,
-                label=f"joint fit (approach 3): a = {g.allocations[0].a:.2f}",
-            )
-            if len(law.boot) >= _MIN_BAND:
-                band = np.array([n_opt_closed_form(p, fm, cs) for p in law.boot if p["alpha"] > 0 and p["beta"] > 0])
-                ax.fill_between(
-                    cs,
-                    np.nanpercentile(band, 2.5, axis=0),
-                    np.nanpercentile(band, 97.5, axis=0),
-                    color=colour,
-                    alpha=0.18,
-                    lw=0,
-                    label="95% bootstrap band",
-                )
-            ax.axvspan(
-                g.compute_range[1], hi, color="0.85", alpha=0.5, lw=0, label="beyond the largest run"
-            ) if hi > g.compute_range[1] * 1.01 else None
-            ig = iso_by.get(name)
-            if ig is not None:
-                pr = [p for p in ig.profiles if p.bracketed]
-                if pr:
-                    lo_hi = np.array([p.n_opt_ci95 or (p.n_opt, p.n_opt) for p in pr])
-                    n = np.array([p.n_opt for p in pr])
-                    ax.errorbar(
-                        [p.budget for p in pr],
-                        n,
-                        yerr=[n - lo_hi[:, 0], lo_hi[:, 1] - n],
-                        fmt="s",
-                        color="black",
-                        ms=6,
-                        capsize=3,
-                        lw=1,
-                        label="IsoFLOP minima (approach 2)" + (f": a = {ig.a:.2f}" if math.isfinite(ig.a) else ""),
-                    )
-            if points is not None:
-                sub = points[points["_group"] == name]
-                if len(sub):
-                    ax.scatter(sub["_c"], sub["_n"], s=10, color="0.55", alpha=0.6, lw=0, label="trials")
-                    profiled = [p.budget for p in (ig.profiles if ig else []) if p.coef is not None]
-                    sub = sub[sub["_budget"].isin(profiled)]  # a 'best' of one or two sizes says nothing
-                    best = sub.loc[sub.groupby("_budget")["_y"].idxmin()]
-                    ax.scatter(
-                        best["_c"], best["_n"], s=40, facecolor="none", edgecolor=colour, lw=1.3, label="best trial per budget"
-                    )
-            for a in g.allocations:
-                ax.plot([a.budget], [a.n_opt], "D", color=colour, mec="black", mew=0.6, ms=6)
-            _log_axis(ax, "x", cs)
-            _log_axis(ax, "y", np.array([g.fit.x_range[0] / 10, g.fit.x_range[1] * 10]))
-            ax.set_xlabel(
-                "training compute C ("
-                + ("6ND FLOPs" if opt.flops == "6N" else opt.compute + (", MACs" if opt.compute == DEFAULT_COMPUTE else ""))
-                + ")"
-            )
-            ax.set_ylabel(f"compute-optimal N ({opt.x[0]})")
-            ax.set_title(name if name != "all" else "")
-            ax.legend(fontsize=7.5, frameon=True, loc="upper left")
+            _draw_n_opt_panel(ax, opt, by_name[name], iso_by.get(name), points)
         for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
         fig.suptitle(
@@ -214,8 +150,86 @@ def plot_n_opt(
             "minimised under C = f(N)·D; diamonds: the budgets asked for",
             fontsize=10,
         )
-        out.paths = _save(fig, out_dir, f"n_opt_{opt.y}")
+        out.paths = save_figure(fig, out_dir, f"n_opt_{opt.y}")
     return out
+
+
+def _draw_n_opt_panel(
+    ax: Axes, opt: OptimalReport, g: OptimalGroup, ig: IsoflopGroup | None, points: pd.DataFrame | None
+) -> None:
+    """One group's N_opt(C): the joint fit with its band, the IsoFLOP minima, the trials, the budgets."""
+    name = g.fit.group
+    colour = family_colour(name)
+    lo = g.compute_range[0]
+    hi = max([g.compute_range[1], *(a.budget for a in g.allocations)])
+    cs = np.geomspace(lo, hi, 60)
+    law, fm = g.fit.law, g.flops_model
+    ax.plot(
+        cs,
+        n_opt_closed_form(law.params, fm, cs),
+        "-",
+        color=colour,
+        lw=1.8,
+        label=f"joint fit (approach 3): a = {g.allocations[0].a:.2f}",
+    )
+    if len(law.boot) >= _MIN_BAND:
+        band = np.array([n_opt_closed_form(p, fm, cs) for p in law.boot if p["alpha"] > 0 and p["beta"] > 0])
+        ax.fill_between(
+            cs,
+            np.nanpercentile(band, 2.5, axis=0),
+            np.nanpercentile(band, 97.5, axis=0),
+            color=colour,
+            alpha=0.18,
+            lw=0,
+            label="95% bootstrap band",
+        )
+    ax.axvspan(g.compute_range[1], hi, color="0.85", alpha=0.5, lw=0, label="beyond the largest run") if hi > g.compute_range[
+        1
+    ] * 1.01 else None
+    if ig is not None:
+        _draw_isoflop_minima(ax, ig)
+    if points is not None:
+        _draw_trials(ax, points[points["_group"] == name], ig, colour)
+    for a in g.allocations:
+        ax.plot([a.budget], [a.n_opt], "D", color=colour, mec="black", mew=0.6, ms=6)
+    log_axis(ax, "x", cs)
+    log_axis(ax, "y", np.array([g.fit.x_range[0] / 10, g.fit.x_range[1] * 10]))
+    ax.set_xlabel(
+        "training compute C ("
+        + ("6ND FLOPs" if opt.flops == "6N" else opt.compute + (", MACs" if opt.compute == DEFAULT_COMPUTE else ""))
+        + ")"
+    )
+    ax.set_ylabel(f"compute-optimal N ({opt.x[0]})")
+    ax.set_title(name if name != "all" else "")
+    ax.legend(fontsize=7.5, frameon=True, loc="upper left")
+
+
+def _draw_isoflop_minima(ax: Axes, ig: IsoflopGroup) -> None:
+    pr = [p for p in ig.profiles if p.bracketed]
+    if pr:
+        lo_hi = np.array([p.n_opt_ci95 or (p.n_opt, p.n_opt) for p in pr])
+        n = np.array([p.n_opt for p in pr])
+        ax.errorbar(
+            [p.budget for p in pr],
+            n,
+            yerr=[n - lo_hi[:, 0], lo_hi[:, 1] - n],
+            fmt="s",
+            color="black",
+            ms=6,
+            capsize=3,
+            lw=1,
+            label="IsoFLOP minima (approach 2)" + (f": a = {ig.a:.2f}" if math.isfinite(ig.a) else ""),
+        )
+
+
+def _draw_trials(ax: Axes, sub: pd.DataFrame, ig: IsoflopGroup | None, colour: str) -> None:
+    """The group's trials in grey, the best trial of each profiled budget ringed."""
+    if len(sub):
+        ax.scatter(sub["_c"], sub["_n"], s=10, color="0.55", alpha=0.6, lw=0, label="trials")
+        profiled = [p.budget for p in (ig.profiles if ig else []) if p.coef is not None]
+        sub = sub[sub["_budget"].isin(profiled)]  # a 'best' of one or two sizes says nothing
+        best = sub.loc[sub.groupby("_budget")["_y"].idxmin()]
+        ax.scatter(best["_c"], best["_n"], s=40, facecolor="none", edgecolor=colour, lw=1.3, label="best trial per budget")
 
 
 def measured_points(iso: IsoflopReport | None) -> pd.DataFrame:

@@ -9,164 +9,38 @@ one family are shades of it, small to large. A kind with nothing to show returns
 
 from __future__ import annotations
 
-import colorsys
-import contextlib
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.text import Annotation, Text
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from matplotlib.transforms import Bbox
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from harness.analysis.fits import (
-    DEFAULT_BOOTSTRAP,
-    MIN_DISTINCT_X,
-    FitReport,
-    GroupFit,
-    ScalingView,
-    fit_view,
-    fmt_x,
-    on_bound,
-    predict,
-)
+from harness.analysis.fit_records import FitReport, GroupFit
+from harness.analysis.fits import ScalingView, fit_view
+from harness.analysis.fmt import fmt_x
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
-from harness.analysis.tables import FAMILY_ORDER, fmt_count
+from harness.analysis.lawfit import DEFAULT_BOOTSTRAP
+from harness.analysis.laws import MIN_DISTINCT_X, on_bound, predict
+from harness.analysis.pareto_plots import PARETO_X, plot_pareto
+from harness.analysis.plot_style import (
+    PlotOutcome,
+    axis_label,
+    error_label,
+    family_colour,
+    family_order,
+    figure_style,
+    log_axis,
+    new_figure,
+    save_figure,
+    shade,
+)
 from harness.errors import StudyError, did_you_mean
 from harness.store import ResultsDir
 
-# Okabe–Ito colour-blind-safe palette; baselines (linear, mlp) get the neutral colours.
-FAMILY_COLOURS = {
-    "resnet": "#0072B2",  # blue
-    "vit": "#D55E00",  # vermillion
-    "mixer": "#009E73",  # bluish green
-    "convnext": "#CC79A7",  # reddish purple
-    "swin": "#E69F00",  # orange
-    "linear": "#7F7F7F",  # grey
-    "mlp": "#8C564B",  # brown
-    "r3d": "#56B4E9",  # sky blue (video CNNs: blues, like resnet)
-    "r2plus1d": "#332288",  # indigo (told apart from r3d's sky blue in one figure)
-    "vivit": "#9E2A2B",  # dark red (video transformers: reds, like vit)
-    "vivit_fact": "#F28E2B",  # light orange
-}
-_EXTRA_COLOURS = ("#56B4E9", "#F0E442", "#000000", "#17BECF", "#BCBD22")  # unknown families
 KINDS = ("scaling", "pareto", "cost", "curves")
-DPI = 150
-AXIS_LABELS = {
-    "data_size": "training set size (images)",
-    "params": "parameters (count)",
-    "fwd_gmacs": "forward compute (GMACs per image)",
-    "train_flops": "training compute (FLOPs)",
-    "image_size": "input resolution (px)",
-    "frames": "clip length (frames)",
-    "frame_stride": "frame stride",
-    "infer_img_s": "inference throughput (img/s)",
-    "train_img_s": "training throughput (img/s)",
-    "latency_ms_p50": "latency p50 (ms)",
-    "peak_mem_mb": "peak memory (MB)",
-    "samples_seen": "samples seen (images)",
-    "epochs": "epochs",
-    "test_loss": "test loss (nats)",
-    "train_loss": "training loss (nats)",
-}
-
-
-@dataclass
-class PlotOutcome:
-    kind: str
-    paths: list[Path] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # one line per figure not drawn, with why
-
-
-# ----------------------------------------------------------------------------- colours, labels
-
-
-def family_colour(family: str) -> str:
-    """Fixed colour of a family; unknown names get a stable colour from their name."""
-    if family in FAMILY_COLOURS:
-        return FAMILY_COLOURS[family]
-    return _EXTRA_COLOURS[sum(map(ord, family)) % len(_EXTRA_COLOURS)]
-
-
-def shade(colour: str, i: int, n: int) -> str:
-    """i-th of n shades of a colour, light (small model) to dark (large model)."""
-    if n <= 1:
-        return colour
-    hue, base, sat = colorsys.rgb_to_hls(*mcolors.to_rgb(colour))
-    light = np.linspace(min(0.78, base + 0.25), max(0.18, base - 0.2), n)[i]
-    return mcolors.to_hex(colorsys.hls_to_rgb(hue, light, sat))
-
-
-def axis_label(col: str) -> str:
-    if col in AXIS_LABELS:
-        return AXIS_LABELS[col]
-    if is_accuracy(col):
-        return f"{col.replace('_', ' ')} (%)"
-    return col.replace("_", " ")
-
-
-def error_label(col: str) -> str:
-    return f"error, 1 − {col}" if is_accuracy(col) else axis_label(col)
-
-
-def _family_order(families: list[str]) -> list[str]:
-    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
-    return sorted(set(families), key=lambda f: (rank.get(f, len(rank)), f))
-
-
-def _new_figure(
-    ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.6, sharey: bool = False
-) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    FigureCanvasAgg(fig)  # an Agg canvas of its own: text extents for label placement, no pyplot
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
-    return fig, axes
-
-
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=DPI)
-    fig.set_layout_engine("none")  # keep the layout just computed: the SVG saves ~30% faster
-    fig.savefig(paths[1])
-    return paths
-
-
-def _log_axis(ax: Axes, which: str, values: np.ndarray) -> None:
-    """Log scale with plain tick labels (1k, 10k) rather than 10^3 when the span is small."""
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-    span = np.nanmax(values) / np.nanmin(values) if len(values) else 1.0
-    if span < 1e4:  # few decades: label 1-2-5 ticks, within one decade 1-1.5-2-3-5-7
-        subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if span < 12 else (1.0, 2.0, 5.0)
-        axis.set_major_locator(LogLocator(base=10, subs=subs))
-        axis.set_minor_formatter(NullFormatter())
-    big = len(values) and np.nanmax(values) >= 1e12  # FLOPs: one notation for every tick
-    axis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_sci(v) if big else fmt_x(v)))
-
-
-def _fmt_sci(v: float) -> str:
-    mant, exp = f"{v:.1e}".split("e")
-    m = float(mant)
-    return f"{m:g}e{int(exp)}"
-
-
-def _style() -> contextlib.AbstractContextManager:
-    return sns.axes_style("whitegrid")
-
-
-def lower_is_better(y: str) -> bool:
-    """Losses and errors are minimised, accuracies and everything else maximised."""
-    return not is_accuracy(y) and any(k in y.lower() for k in ("loss", "err"))
-
 
 # ----------------------------------------------------------------------------- entry points
 
@@ -222,7 +96,7 @@ def make_plot(
 def _check_axes(df: pd.DataFrame, curves: pd.DataFrame, kind: str, x: str | None, y: str | None) -> None:
     """A column the chosen kind cannot draw is an error naming the valid ones, not a 'skipped' line
     with exit 0 (a typo in a script would otherwise pass unnoticed)."""
-    if kind == "pareto" and x is not None and x not in (cols := [c for c, _, _ in _PARETO_X]):
+    if kind == "pareto" and x is not None and x not in (cols := [c for c, _, _ in PARETO_X]):
         raise StudyError(f"pareto cannot plot against {x!r}", key="--x", fix=f"use one of {', '.join(cols)}")
     if kind == "curves" and not curves.empty:
         for flag, col in (("--x", x), ("--y", y)):
@@ -258,15 +132,15 @@ def plot_scaling(
     if pts.empty:
         out.skipped.append(f"scaling: no ok trials with positive {x} and {y}")
         return out
-    families = _family_order(pts["_family"].tolist())
+    families = family_order(pts["_family"].tolist())
     by_model = pts.groupby("_family")["_group"].nunique().max() > 1
     panels = families if by_model else ["all"]
     ncols = min(len(panels), 2)
     nrows = math.ceil(len(panels) / ncols)
     fits = {f.group: f for f in fit.fits}
-    with _style():
+    with figure_style():
         width = 5.6 if len(panels) > 1 else 7.4  # one panel: room for the two-line title
-        fig, axes = _new_figure(ncols, nrows, width=width, height=4.6, sharey=True)
+        fig, axes = new_figure(ncols, nrows, width=width, height=4.6, sharey=True)
         for ax, panel in zip(axes.flat, panels):
             sub = pts if panel == "all" else pts[pts["_family"] == panel]
             _draw_scaling_panel(ax, sub, fits, x)
@@ -275,8 +149,8 @@ def plot_scaling(
             ax.set_visible(False)
         for ax in axes.flat:
             if ax.get_visible():
-                _log_axis(ax, "x", pts[x].to_numpy())
-                _log_axis(ax, "y", pts["_y"].to_numpy())
+                log_axis(ax, "x", pts[x].to_numpy())
+                log_axis(ax, "y", pts["_y"].to_numpy())
                 # the axis follows the data, not a wide bootstrap band (which may run past error 1)
                 ylo, yhi = float(pts["_y"].min()), float(pts["_y"].max())
                 ax.set_ylim(ylo / 1.6, min(yhi * 1.6, 1.0) if is_accuracy(y) else yhi * 1.6)
@@ -294,7 +168,7 @@ def plot_scaling(
             f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)",
             fontsize=10.5,
         )
-        out.paths = _save(fig, out_dir, f"scaling_{y}_vs_{x}")
+        out.paths = save_figure(fig, out_dir, f"scaling_{y}_vs_{x}")
     return out
 
 
@@ -371,7 +245,7 @@ def _draw_scaling_panel(ax: Axes, pts: pd.DataFrame, fits: dict[str, GroupFit], 
 def _ordered_groups(pts: pd.DataFrame) -> dict[str, list[str]]:
     """family -> its groups, small to large by median params, then by resolution."""
     out = {}
-    for fam in _family_order(pts["_family"].tolist()):
+    for fam in family_order(pts["_family"].tolist()):
         sub = pts[pts["_family"] == fam]
         keys = [c for c in ("params", "image_size", "frames") if c in sub]
         if keys:
@@ -394,227 +268,6 @@ def _draw_law(ax: Axes, f: GroupFit, colour: str, style: str = "-") -> None:
         )
 
 
-# ----------------------------------------------------------------------------- pareto
-
-_MAX_LABELS = 30  # more points than this: label only the frontier, the rest is unreadable
-_PARETO_X = (  # column, higher-is-better, file suffix
-    ("fwd_gmacs", False, "gmacs"),
-    ("train_flops", False, "compute"),
-    ("infer_img_s", True, "throughput"),
-)
-
-
-def plot_pareto(df: pd.DataFrame, out_dir: Path, *, y: str = "test_acc", xs: list[str] | None = None) -> PlotOutcome:
-    """Accuracy vs cost, one figure per cost axis, Pareto frontier drawn and points labelled.
-
-    Points are models (seed means) at the largest data size, except for training compute,
-    where every (model, data size) is a point: compute is spent on parameters *and* data.
-    """
-    out = PlotOutcome("pareto")
-    require_columns(df, [y], key="plot pareto")
-    for col, higher, suffix in _PARETO_X:
-        if xs and col not in xs:
-            continue
-        if col not in df:
-            out.skipped.append(f"pareto vs {col}: the results have no {col} column")
-            continue
-        pts, note = _pareto_points(df, col, y)
-        if len(pts) < 2:
-            out.skipped.append(f"pareto vs {col}: fewer than 2 models with finite {col} and {y}")
-            continue
-        with _style():
-            fig, axes = _new_figure(width=7.2, height=5.2)
-            front = _draw_pareto(axes[0, 0], pts, col, y, higher)
-            label_all = len(pts) <= _MAX_LABELS
-            which = "" if label_all else f"; {len(pts)} points, frontier labelled"
-            fig.suptitle(f"Pareto frontier: {y} vs {axis_label(col).split(' (')[0]}\n({note}{which})", fontsize=11)
-            shown = np.arange(len(pts)) if label_all else front
-            # last: labels are placed in final display coordinates, after every layout change
-            _place_labels(
-                axes[0, 0],
-                pts["_x"].to_numpy(float),
-                pts["_y"].to_numpy(float),
-                shown,
-                pts["_label"].to_numpy()[shown].tolist(),
-                [family_colour(f) for f in pts["_family"].to_numpy()[shown]],
-            )
-            out.paths += _save(fig, out_dir, f"pareto_{y}_vs_{suffix}")
-    if xs and not out.paths and not out.skipped:
-        out.skipped.append(f"pareto: --x must be one of {', '.join(c for c, _, _ in _PARETO_X)}")
-    return out
-
-
-def _pareto_points(df: pd.DataFrame, col: str, y: str) -> tuple[pd.DataFrame, str]:
-    if col not in df:
-        return pd.DataFrame(), ""
-    d = df[df["status"] == "ok"].copy()
-    d["_y"] = as_fraction(d[y])[0] * 100 if is_accuracy(y) else pd.to_numeric(d[y], errors="coerce")
-    d["_x"] = pd.to_numeric(d[col], errors="coerce")
-    d = d[np.isfinite(d["_y"]) & np.isfinite(d["_x"]) & (d["_x"] > 0)]
-    keys = [c for c in ("family", "model") if c in d] or ["_none"]
-    if "variant" in d:  # configurations apart, never averaged as seeds
-        keys.append("variant")
-    if "image_size" in d and d["image_size"].nunique() > 1:
-        keys.append("image_size")
-    if "frames" in d and d["frames"].nunique() > 1:
-        keys.append("frames")
-    note = "seed means"
-    if col == "train_flops" and "data_size" in d:
-        keys.append("data_size")
-        note = "every model × data size, seed means"
-    elif "data_size" in d and d["data_size"].nunique() > 1:
-        top = d["data_size"].max()
-        d = d[d["data_size"] == top]
-        note = f"data_size={fmt_x(float(top))}, seed means"
-    if d.empty:
-        return d, note
-    aggs = {"_x": ("_x", "median"), "_y": ("_y", "mean")}
-    if "params" in d:
-        aggs["_params"] = ("params", "median")
-    pts = d.assign(_none="").groupby(keys, as_index=False).agg(**aggs)
-    one_d = "data_size" in keys and d["data_size"].nunique() == 1  # the same D on every label says nothing
-    pts["_label"] = pts.apply(lambda r: _point_label(r, [k for k in keys if not (one_d and k == "data_size")]), axis=1)
-    pts["_family"] = pts["family"].astype(str) if "family" in pts else "all"
-    return pts, note
-
-
-def _point_label(row: pd.Series, keys: list[str]) -> str:
-    model = str(row.get("model", ""))
-    params = row.get("_params", math.nan)
-    if "{" in model and "family" in row and pd.notna(params):  # a custom shape: its spec is a line long
-        model = f"{row['family']} {fmt_count(float(params))}"
-    parts = [model]
-    if "image_size" in keys:
-        parts.append(f"{row['image_size']}px")
-    if "frames" in keys:
-        parts.append(f"{row['frames']}f")
-    if "data_size" in keys:
-        parts.append(f"D={fmt_x(float(row['data_size']))}")
-    if "variant" in keys:
-        parts.append(f"[{row['variant']}]")
-    return " ".join(p for p in parts if p)
-
-
-def pareto_front(x: np.ndarray, y: np.ndarray, higher_x_better: bool, higher_y_better: bool = True) -> np.ndarray:
-    """Indices of non-dominated points: walk from the best x, keep each strict y record.
-
-    Ties in x are walked best y first, so a point that only matches another's cost but not
-    its accuracy is dominated.
-    """
-    score = y if higher_y_better else -y
-    order = np.lexsort((-score, -x if higher_x_better else x))
-    best, front = -np.inf, []
-    for i in order:
-        if score[i] > best:
-            front.append(i)
-            best = score[i]
-    return np.array(front, dtype=int)
-
-
-def _draw_pareto(ax: Axes, pts: pd.DataFrame, col: str, y: str, higher: bool) -> np.ndarray:
-    """Points by family, frontier as a staircase; returns the frontier's indices."""
-    x, yv = pts["_x"].to_numpy(float), pts["_y"].to_numpy(float)
-    front = pareto_front(x, yv, higher, not lower_is_better(y))
-    f = front[np.argsort(x[front])]
-    # Staircase of "best y reachable": for a cost (lower x better) a point's y holds to its
-    # right; for a speed (higher x better) it holds to its left.
-    ax.plot(
-        x[f],
-        yv[f],
-        "-",
-        color="#333333",
-        lw=1.2,
-        zorder=1,
-        drawstyle="steps-pre" if higher else "steps-post",
-        label="Pareto frontier",
-    )
-    for fam in _family_order(pts["_family"].tolist()):
-        m = (pts["_family"] == fam).to_numpy()
-        ax.scatter(x[m], yv[m], s=36, color=family_colour(fam), label=fam, zorder=2, edgecolors="white", linewidths=0.6)
-    ax.scatter(x[front], yv[front], s=80, facecolors="none", edgecolors="#333333", lw=1.0, zorder=3)
-    _log_axis(ax, "x", x)
-    ax.set_xlabel(axis_label(col) + ("  → better" if higher else "  ← better"))
-    ax.set_ylabel(axis_label(y))
-    ax.legend(fontsize=8, loc="best")  # "best" avoids the points
-    return front
-
-
-def _label_offsets() -> list[tuple[float, float, str, str]]:
-    """Candidate (dx, dy, ha, va) in points: 8 directions at 3 distances, nearest first."""
-    out = []
-    for r in (7.0, 18.0, 32.0):
-        for deg in (45, -45, 135, -135, 90, -90, 0, 180):
-            dx, dy = r * math.cos(math.radians(deg)), r * math.sin(math.radians(deg))
-            ha = "left" if dx > 1 else "right" if dx < -1 else "center"
-            va = "bottom" if dy > 1 else "top" if dy < -1 else "center"
-            out.append((dx, dy, ha, va))
-    return out
-
-
-def _place_labels(ax: Axes, x: np.ndarray, y: np.ndarray, shown: np.ndarray, texts: list[str], colours: list[str]) -> None:
-    """Label points `shown` without overlaps; the nearest free candidate position wins.
-
-    Greedy search in display space; every point (labelled or not), earlier labels and the
-    legend are obstacles. Far positions get a leader line. When no position is free the one
-    with the fewest overlaps is used, so every labelled point stays identified. Labels are
-    kept out of constrained layout, which would otherwise move the axes after placement.
-    """
-    renderer = ax.figure.canvas.get_renderer()
-    ax.figure.draw_without_rendering()
-    points = [_point_box(ax.transData.transform((xi, yi)), 5) for xi, yi in zip(x, y)]
-    labels = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
-    for i, text, colour in zip(shown, texts, colours):
-        best: tuple[int, tuple] | None = None
-        for cand in _label_offsets():
-            box = _text_box(_annotate(ax, text, (x[i], y[i]), cand, colour), renderer, remove=True)
-            if not _inside(ax, box, renderer):
-                continue
-            # covering text is far worse than covering a dot
-            cost = 10 * sum(box.overlaps(b) for b in labels) + sum(box.overlaps(b) for b in points)
-            if best is None or cost < best[0]:
-                best = (cost, cand)
-            if cost == 0:
-                break
-        t = _annotate(ax, text, (x[i], y[i]), best[1] if best else _label_offsets()[0], colour)
-        labels.append(_text_box(t, renderer))
-
-
-def _text_box(t: Annotation, renderer: object, remove: bool = False) -> Bbox:
-    """The text's own extent (an annotation's includes its leader line), ~1 px air added."""
-    t.update_positions(renderer)
-    box = Text.get_window_extent(t, renderer).expanded(1.0, 1.15)
-    if remove:
-        t.remove()
-    return box
-
-
-def _annotate(ax: Axes, text: str, xy: tuple[float, float], cand: tuple[float, float, str, str], colour: str) -> Annotation:
-    dx, dy, ha, va = cand
-    far = math.hypot(dx, dy) > 10
-    t = ax.annotate(
-        text,
-        xy,
-        xytext=(dx, dy),
-        textcoords="offset points",
-        ha=ha,
-        va=va,
-        fontsize=7.5,
-        color=colour,
-        arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "shrinkA": 0, "shrinkB": 3} if far else None,
-    )
-    t.set_in_layout(False)
-    return t
-
-
-def _point_box(p: np.ndarray, r: float) -> Bbox:
-    return Bbox([[p[0] - r, p[1] - r], [p[0] + r, p[1] + r]])
-
-
-def _inside(ax: Axes, box: Bbox, renderer: object) -> bool:
-    frame = ax.get_window_extent(renderer)
-    return frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-
-
 # ----------------------------------------------------------------------------- cost
 
 
@@ -635,14 +288,14 @@ def plot_cost(df: pd.DataFrame, out_dir: Path, *, ys: list[str] | None = None, x
         return out
     d = df[df["status"] == "ok"] if (df["status"] == "ok").any() else df
     d = d.assign(**{c: d.get(c, default) for c, default in (("family", "all"), ("params", 0))})
-    with _style():
-        fig, axes = _new_figure(len(cols), 1, width=5.8, height=4.4)
+    with figure_style():
+        fig, axes = new_figure(len(cols), 1, width=5.8, height=4.4)
         for ax, col in zip(axes.flat, cols):
             _draw_cost(ax, d, col, x)
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="model")
         fig.suptitle(f"Cost vs {what} (per model; medians over trials)", fontsize=11)
-        out.paths = _save(fig, out_dir, "cost_vs_resolution" if x == "image_size" else f"cost_vs_{x}")
+        out.paths = save_figure(fig, out_dir, "cost_vs_resolution" if x == "image_size" else f"cost_vs_{x}")
     return out
 
 
@@ -652,15 +305,15 @@ def _draw_cost(ax: Axes, d: pd.DataFrame, col: str, x: str = "image_size") -> No
         d = d.assign(**{key: d[key].astype(str) + " [" + d["variant"].astype(str) + "]"})
     pts = d.assign(_v=pd.to_numeric(d[col], errors="coerce")).dropna(subset=["_v"])
     pts = pts.dropna(subset=[x]).groupby(["family", key, x], as_index=False).agg(_v=("_v", "median"), params=("params", "median"))
-    for fam in _family_order(pts["family"].tolist()):
+    for fam in family_order(pts["family"].tolist()):
         sub = pts[pts["family"] == fam]
         models = sub.groupby(key)["params"].median().sort_values(kind="stable").index.tolist()
         for i, m in enumerate(models):
             g = sub[sub[key] == m].sort_values(x)
             ax.plot(g[x].astype(float), g["_v"], "-o", ms=4, color=shade(family_colour(fam), i, len(models)), label=str(m))
     if not pts.empty:
-        _log_axis(ax, "x", pts[x].to_numpy(float))
-        _log_axis(ax, "y", pts["_v"].to_numpy(float))
+        log_axis(ax, "x", pts[x].to_numpy(float))
+        log_axis(ax, "y", pts["_v"].to_numpy(float))
         ax.set_xticks(sorted(pts[x].astype(float).unique()))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
@@ -700,8 +353,8 @@ def plot_curves(
     panels = sorted(c["data_size"].dropna().unique()) if "data_size" in c else [None]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    with _style():
-        fig, axes = _new_figure(ncols, nrows, width=4.2, height=3.4, sharey=True)
+    with figure_style():
+        fig, axes = new_figure(ncols, nrows, width=4.2, height=3.4, sharey=True)
         for ax, panel in zip(axes.flat, panels):
             sub = c if panel is None else c[c["data_size"] == panel]
             _draw_curves(ax, sub, x, y)
@@ -710,12 +363,10 @@ def plot_curves(
             ax.set_ylabel(axis_label(y) if ax.get_subplotspec().is_first_col() else "")
         for ax in list(axes.flat)[len(panels) :]:
             ax.set_visible(False)
-        handles = [
-            axes.flat[0].plot([], [], "-", color=family_colour(f), label=f)[0] for f in _family_order(c["family"].tolist())
-        ]
+        handles = [axes.flat[0].plot([], [], "-", color=family_colour(f), label=f)[0] for f in family_order(c["family"].tolist())]
         fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="family")
         fig.suptitle(f"Learning curves: {y} vs {x}, one line per trial", fontsize=11)
-        out.paths = _save(fig, out_dir, f"curves_{y}_vs_{x}")
+        out.paths = save_figure(fig, out_dir, f"curves_{y}_vs_{x}")
     return out
 
 
@@ -725,6 +376,6 @@ def _draw_curves(ax: Axes, sub: pd.DataFrame, x: str, y: str) -> None:
         ax.plot(g[x], g[y], "-", color=family_colour(str(fam)), alpha=0.55, lw=1.0)
     xs = sub[x].to_numpy(float)
     if len(xs) and np.nanmin(xs) > 0 and np.nanmax(xs) / np.nanmin(xs) > 30:  # >1.5 decades
-        _log_axis(ax, "x", xs)
+        log_axis(ax, "x", xs)
     else:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_x(v) if v else "0"))

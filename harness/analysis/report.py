@@ -16,18 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.fits import (
-    MIN_DISTINCT_X,
-    FitReport,
-    GroupFit,
-    derived,
-    fit_results,
-    fit_view,
-    fmt_x,
-    on_bound,
-)
+from harness.analysis.fit_records import FitReport, GroupFit
+from harness.analysis.fits import fit_results, fit_view
+from harness.analysis.fmt import fmt_x
 from harness.analysis.io import is_accuracy, load_results
-from harness.analysis.plots import PlotOutcome, plot_cost, plot_curves, plot_pareto, plot_scaling
+from harness.analysis.laws import MIN_DISTINCT_X, derived, on_bound
+from harness.analysis.pareto_plots import plot_pareto
+from harness.analysis.plot_style import PlotOutcome
+from harness.analysis.plots import plot_cost, plot_curves, plot_scaling
 from harness.analysis.tables import Table, build_table, fmt_sig, short_reason, to_markdown
 from harness.errors import StudyError
 from harness.store import ResultsDir
