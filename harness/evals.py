@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from harness import data
 from harness.data import Batcher, Dataset, Split, eval_batches, subset
 from harness.errors import StudyError, did_you_mean
+from harness.features import autocast, pooled_features
 
 EVAL_KEYS = {"linear_probe", "few_shot", "few_shot_draws", "datasets"}
 DATASET_EXTRA_KEYS = {"label"}  # a transfer dataset's keys beyond its dataset config
@@ -73,32 +74,10 @@ NOT_EVALUATED: dict = {
 # ----------------------------------------------------------------------------- features
 
 
-def head_of(model: nn.Module) -> nn.Module:
-    """The classifier head the probes leave out: timm's `get_classifier()`, the last layer of a pixel baseline."""
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
-    if isinstance(model, nn.Sequential):
-        return model[-1]
-    raise TypeError(f"{type(model).__name__} has no known classifier head")
-
-
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """[N, D] pooled backbone features (D = the head's in_features), the head excluded."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        return model.forward_head(model.forward_features(x), pre_logits=True)
-    if isinstance(model, nn.Sequential):  # zoo's mlp and linear: Flatten, [Linear, ReLU]*, Linear head
-        for layer in list(model)[:-1]:  # not model[:-1]: slicing calls the subclass's constructor
-            x = layer(x)
-        return x
-    raise TypeError(f"{type(model).__name__} has neither timm's forward_features/forward_head nor a Sequential head")
-
-
 @torch.no_grad()
 def extract(model: nn.Module, split: Split, batcher: Batcher, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """(float32 features on the batcher's device, labels there): the split in order, through the
     batch path training evaluates with (resize, normalisation), under its autocast."""
-    from harness.train import autocast
-
     was_training = model.training
     model.eval()
     feats, labels = [], []

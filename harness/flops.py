@@ -33,7 +33,7 @@ from harness.zoo import ModelSpec, build, check
 aten = torch.ops.aten
 
 
-def _sdpa_flops(
+def sdpa_flops(
     query_shape: torch.Size,
     key_shape: torch.Size,
     value_shape: torch.Size,
@@ -49,7 +49,7 @@ def _sdpa_flops(
 
 # The safety net for modules that keep fused attention (the CompositeImplicit sdpa op normally
 # decomposes before the counter sees it; its CPU kernel does not, and is counted as zero by torch).
-FUSED_ATTENTION = {aten.scaled_dot_product_attention: _sdpa_flops, aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+FUSED_ATTENTION = {aten.scaled_dot_product_attention: sdpa_flops, aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flops}
 
 
 def count_params(model: nn.Module) -> int:

@@ -79,7 +79,7 @@ def _sdpa_backward_flops(
     **kwargs: object,
 ) -> int:
     """dQ, dK (through dS) and dV, dP: twice the forward's two matmuls; no recomputation."""
-    return 2 * flops._sdpa_flops(query_shape, key_shape, value_shape)
+    return 2 * flops.sdpa_flops(query_shape, key_shape, value_shape)
 
 
 TRAIN_MAPPING: dict = {

@@ -27,15 +27,10 @@ img/s, and MFU divides it by the device peak of harness/hardware.py (NaN with a 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,141 +39,13 @@ from harness import hardware
 from harness.errors import StudyError
 from harness.flops import input_shape
 from harness.flops_train import built_train_gmacs
+from harness.profile_memory import PeakMemory, free_cache, is_oom, mem_available_mb
+from harness.profile_timing import BLOCKS, CV_THRESHOLD, MAX_ROUNDS, Clock, Timing, clock_for, measure, spread, sync
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp-bf16")
 MODES = ("infer", "train", "both")
-CV_THRESHOLD = 0.05  # 5%: the spread at which a comparison "A is 5% faster than B" stops being readable
-BLOCKS = 5  # timed blocks per round: the smallest count with a meaningful median and IQR
-MAX_ROUNDS = 3  # at most 3x the planned timed steps when the spread is high
-MIN_BLOCKS_FOR_CV = 3  # the CV of two blocks says nothing: no extension, no unstable flag below three
 LATENCY_ITERS_MIN = 5
 CPU_MEM_HEADROOM = 0.8  # max-batch search on CPU: never try a batch predicted to need > 80% of MemAvailable
-
-
-# ----------------------------------------------------------------------------- clocks
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Clock(Protocol):
-    def start(self) -> None: ...
-
-    def stop(self) -> float: ...  # seconds since start(), once the device has finished the work
-
-
-class WallClock:
-    """perf_counter, read only after the device has drained its queue."""
-
-    def __init__(self, device: torch.device, now: Callable[[], float] = time.perf_counter) -> None:
-        self.device, self.now, self.t0 = device, now, 0.0
-
-    def start(self) -> None:
-        sync(self.device)
-        self.t0 = self.now()
-
-    def stop(self) -> float:
-        sync(self.device)
-        return self.now() - self.t0
-
-
-class CudaEventClock:
-    """CUDA events: timestamps on the GPU stream itself, so host-side jitter does not count."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.begin = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        torch.cuda.synchronize(self.device)  # earlier work must not leak into this interval
-        self.begin.record()
-
-    def stop(self) -> float:
-        self.end.record()
-        self.end.synchronize()
-        return self.begin.elapsed_time(self.end) / 1e3
-
-
-def clock_for(device: torch.device) -> Clock:
-    return CudaEventClock(device) if device.type == "cuda" else WallClock(device)
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-def spread(xs: list[float]) -> tuple[float, float, float]:
-    """(median, IQR, CV = stdev / mean); IQR and CV are NaN for a single value."""
-    if len(xs) < 2:
-        return xs[0], math.nan, math.nan
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return statistics.median(xs), q[2] - q[0], statistics.stdev(xs) / statistics.fmean(xs)
-
-
-@dataclass
-class Timing:
-    per_step_s: list[float]  # one value per timed block: block seconds / steps in the block
-    steps: int  # timed steps in all rounds
-    rounds: int  # rounds of blocks run; > 1 means the spread was high and we measured longer
-    cv_threshold: float
-    compile_s: float = math.nan
-
-    @property
-    def median_s(self) -> float:
-        return spread(self.per_step_s)[0]
-
-    @property
-    def cv(self) -> float:
-        return spread(self.per_step_s)[2]
-
-    @property
-    def extended(self) -> bool:
-        return self.rounds > 1
-
-    @property
-    def unstable(self) -> bool:  # False for NaN and for too few blocks to judge
-        return len(self.per_step_s) >= MIN_BLOCKS_FOR_CV and self.cv > self.cv_threshold
-
-
-def time_blocks(step: Callable[[], object], clock: Clock, *, steps_per_block: int, blocks: int) -> list[float]:
-    out = []
-    for _ in range(blocks):
-        clock.start()
-        for _ in range(steps_per_block):
-            step()
-        out.append(clock.stop() / steps_per_block)
-    return out
-
-
-def measure(
-    step: Callable[[], object],
-    clock: Clock,
-    *,
-    warmup: int,
-    iters: int,
-    blocks: int = BLOCKS,
-    cv_threshold: float = CV_THRESHOLD,
-    max_rounds: int = MAX_ROUNDS,
-    compile_first: bool = False,
-) -> Timing:
-    """Per-step times of `step`: [compile call], warm-up, then rounds of timed blocks (module docstring)."""
-    compile_s = math.nan
-    if compile_first:
-        clock.start()
-        step()
-        compile_s = clock.stop()
-    for _ in range(warmup):
-        step()
-    n_blocks = max(1, min(blocks, iters))
-    per_block = iters // n_blocks  # never more timed steps than asked for (at most n_blocks - 1 fewer)
-    times = time_blocks(step, clock, steps_per_block=per_block, blocks=n_blocks)
-    rounds = 1
-    while rounds < max_rounds and n_blocks >= MIN_BLOCKS_FOR_CV and spread(times)[2] > cv_threshold:
-        times += time_blocks(step, clock, steps_per_block=per_block, blocks=n_blocks)
-        rounds += 1
-    return Timing(times, per_block * n_blocks * rounds, rounds, cv_threshold, compile_s)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -339,76 +206,6 @@ def make_workload(
     return Workload(model, s, device, in_chans, image_size, num_classes, dtype=dtype, frames=frames)
 
 
-# ----------------------------------------------------------------------------- memory
-
-
-def _proc_status_mb(field_name: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
-def _reset_hwm() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _trim_heap() -> None:
-    """Return freed heap memory to the OS (glibc malloc_trim), so a resident-set baseline taken
-    now is not inflated by what earlier work in this process freed but kept: without it, a second
-    profile in the same process reads a peak growth near zero."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the baseline may be high, the growth a lower bound
-        pass
-
-
-def mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
-
-
-class PeakMemory:
-    """Peak memory of what runs between reset() and read(): (MB, kind)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cpu":
-            _trim_heap()
-        self.rss0 = _proc_status_mb("VmRSS") if device.type == "cpu" else 0.0  # before the model exists
-        self.hwm_ok = False
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            _trim_heap()
-            self.hwm_ok = _reset_hwm()
-
-    def read(self) -> tuple[float, str]:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda_max_allocated"
-        if self.hwm_ok:
-            return _proc_status_mb("VmHWM") - self.rss0, "cpu_peak_rss_growth"
-        return math.nan, "unavailable"
-
-
-def is_oom(e: BaseException) -> bool:
-    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError with this text
-    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
-
-
-def _free(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 # ----------------------------------------------------------------------------- measurement
 
 
@@ -486,7 +283,7 @@ def measure_mode(w: Workload, mode: str, clock: Clock, mem: PeakMemory) -> ModeR
     except Exception as e:
         if not is_oom(e):
             raise
-        _free(w.device)
+        free_cache(w.device)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         return ModeResult(mode, "oom", s.batch_size, error=f"out of memory at batch_size={s.batch_size} ({mode}): {first}")
     peak, kind = mem.read()
@@ -655,7 +452,7 @@ class BatchProbe:
         except Exception as e:
             if not is_oom(e):
                 raise
-            _free(self.w.device)
+            free_cache(self.w.device)
             return False
         self.seen[b] = self.mem.read()[0]
         return True
@@ -690,7 +487,7 @@ def max_batch(
                 else ""
             )
             del w, probe
-            _free(device)
+            free_cache(device)
     return out
 
 

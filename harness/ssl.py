@@ -5,7 +5,8 @@ Learning of Visual Representations", arXiv:2002.05709).
 augmented views (2N images), the backbone's pooled features go through a projection head (a 2-layer
 MLP, as in the paper), and the NT-Xent loss pulls each view towards the other view of the same image
 and away from the 2N - 2 others. harness/train.py runs its usual loop (lr schedule, optimizer, step
-budget, checkpoints, loss read-back, curve) with this loss swapped in; there is no classifier, so
+budget, checkpoints, loss read-back, curve) with this loss swapped in (`SimCLRObjective`, which
+harness.trial hands the trainer: `objective(cfg, ...)`); there is no classifier, so
 the trial is judged by the probes of its frozen backbone (the study's `eval:` section).
 
 The views are made on the device batch path, like `data.Batcher`'s augmentation: one
@@ -21,14 +22,17 @@ RGB: the paper's colour distortion without hue), no Gaussian blur (the paper dro
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.data import Batcher
 from harness.errors import StudyError, did_you_mean
-from harness.evals import pooled_features  # SimCLR projects exactly the features the probes read
+from harness.features import autocast, pooled_features  # SimCLR projects exactly the features the probes read
+from harness.train import Objective, Supervised
 
 OBJECTIVES = ("supervised", "simclr")
 SIMCLR_DEFAULTS: dict[str, Any] = {
@@ -210,3 +214,37 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     sim = sim.masked_fill(self_mask, -math.inf)  # an anchor is not its own candidate
     positive = torch.arange(2 * n, device=z.device).roll(n)  # view i's positive: i + N (mod 2N)
     return F.cross_entropy(sim, positive)
+
+
+# ----------------------------------------------------------------------------- the objective
+
+
+@dataclass(frozen=True)
+class SimCLRObjective:
+    """SimCLR as the trainer's objective (harness.train.Objective): the network is the backbone +
+    projection head, a step's loss is NT-Xent on the projections of two views of each image (labels
+    unused). No classifier: the trainer evaluates no accuracy (NaN), the study's probes do."""
+
+    temperature: float
+    proj_dim: int
+    in_chans: int
+    image_size: int
+    classifies: bool = False
+
+    def network(self, model: nn.Module) -> nn.Module:
+        return SimCLR(model, self.proj_dim, self.in_chans, self.image_size)
+
+    def loss(
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher, generator: torch.Generator
+    ) -> torch.Tensor:
+        x = two_views(images, batcher, generator)
+        with autocast(batcher.device):
+            z = net(x).float()
+        return nt_xent(*z.chunk(2), self.temperature)
+
+
+def objective(cfg: dict, in_chans: int, image_size: int) -> Objective:
+    """The trainer's objective for a trial's train config: supervised cross-entropy or SimCLR."""
+    if cfg.get("objective", "supervised") == "simclr":
+        return SimCLRObjective(cfg["temperature"], cfg["proj_dim"], in_chans, image_size)
+    return Supervised(cfg["label_smoothing"])

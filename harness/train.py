@@ -5,7 +5,16 @@ Budget: `steps` (fixed compute, so data-size scaling compares equal compute) or 
 norms) or SGD, cosine schedule with linear warm-up. A non-finite loss stops the run with
 `NonFiniteLoss`, which the trial records as failed. `objective: simclr` swaps the loss for SimCLR's
 (two views, projection head, NT-Xent: harness/ssl.py) in the same loop; with no classifier, its
-accuracies are NaN and the study's probes judge the backbone.
+accuracies are NaN and the study's probes judge the backbone. The loss is an `Objective` the caller
+hands in (harness.trial builds it with `ssl.objective`): this module knows supervised
+cross-entropy only and imports neither ssl nor evals (they import it).
+
+The loop is a `Trainer`: its named state is the splits, the `Schedule` (lr per step), the
+optimizer, `Progress` (step, losses, curve, clocks, the best validation point: what a
+`Checkpoint` carries besides the tensors) and the objective. Room left for two later features: a
+branched WSD schedule is another `Schedule` started from a trunk `Checkpoint`; a multi-worker
+(DDP) trial adds a distributed context (rank, world size, each rank's share of the global batch)
+to the Trainer's sampler and loss read-back.
 
 On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
 `loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
@@ -27,19 +36,20 @@ with the same result as an uninterrupted run. Without these arguments nothing is
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness import data, ssl
+from harness import data
+from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
+from harness.features import autocast
 
 EVAL_BATCH = 500
 CURVE_POINTS = 10  # learning-curve evaluations per run when eval_every is not set
@@ -72,11 +82,6 @@ class TrainResult:
     best_val_acc: float = math.nan
     best_val_step: int = 0
     test_acc_at_best_val: float = math.nan
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); full fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def total_steps(cfg: dict, data_size: int) -> int:
@@ -183,6 +188,41 @@ class _Losses:
         self.values.extend(got)
 
 
+class Objective(Protocol):
+    """What the training steps minimise. `classifies`: the trained model has a classifier (accuracy
+    is evaluated; SimCLR's is not, its numbers are NaN and the probes judge it). `network(model)`:
+    what the optimizer trains and checkpoints hold (SimCLR: the backbone + its projection head; built
+    when the trainer asks, at the same point of the global RNG as ever). `loss(...)`: one batch's loss
+    under the device's autocast, from uint8 images and their labels."""
+
+    classifies: bool
+
+    def network(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def loss(
+        self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher, generator: torch.Generator
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """Cross-entropy on the (augmented) batch against its labels, with label smoothing."""
+
+    label_smoothing: float = 0.0
+    classifies: bool = True
+
+    def network(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def loss(
+        self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batcher: Batcher, generator: torch.Generator
+    ) -> torch.Tensor:
+        x = batcher(images, train=True, generator=generator)
+        y = labels.to(batcher.device, non_blocking=True)
+        with autocast(batcher.device):
+            return F.cross_entropy(net(x).float(), y, label_smoothing=self.label_smoothing)
+
+
 def train(
     model: torch.nn.Module,
     ds: Dataset,
@@ -197,177 +237,288 @@ def train(
     sync_every_step: bool = False,
     frames: int = 0,
     frame_stride: int = 1,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
     (benchmarks/train_speed.py compares the two); never changes a result. `frames`/`frame_stride`:
-    the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames)."""
-    pool, val_cpu = data.split_validation(ds.train, cfg.get("val_size", 0))  # val_size 0: (ds.train, None)
-    train_split = data.to_device(subset(pool, data_size, seed), device)  # on CUDA: uploaded once per trial
-    val_split = data.to_device(val_cpu, device) if val_cpu is not None else None
-    test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
-    curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
-    test_split = data.to_device(test_cpu, device)
-    batcher = Batcher(ds, image_size, device, cfg["augment"], frames=frames, frame_stride=frame_stride)
-    sampler = EpochSampler(len(train_split), cfg["batch_size"], seed)
-    fetch = BatchFetcher(train_split, sampler)  # streamed splits: workers decode ahead along the sampler
-    resident = data.is_resident(train_split)
-    aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
-    # the objective switch: `net` is what the optimizer trains (SimCLR: backbone + projection head);
-    # a SimCLR run has no classifier, so nothing below evaluates accuracy (NaN), the probes do
-    supervised = cfg.get("objective", "supervised") == "supervised"
-    net = model if supervised else ssl.SimCLR(model, cfg["proj_dim"], ds.info.in_chans, image_size)
-    total = total_steps(cfg, len(train_split))
-    every = cfg["eval_every"] or max(1, total // CURVE_POINTS)
-    patience = (cfg.get("early_stop") or {}).get("patience")
-    earliest = min_steps(cfg, len(train_split))
-    net.to(device).train()
-    opt = make_optimizer(net, cfg, fused=device.type == "cuda")
-    step_model, compile_s = _compiled(net, cfg.get("compile", False))
-
-    losses: list[float] = []
-    curve: list[dict] = []
-    seen, train_time, since = 0, 0.0, 0
-    start, resumes = 0, 0
-    best = _Best()  # with a validation split: the best val accuracy so far, its step and weights
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None and checkpoint_every > 0 else None
-    if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, net, opt, sampler, aug_gen, device, total)
-        if state is not None:
-            start, losses, curve = state["step"], state["losses"], state["curve"]
-            seen, train_time, since, resumes = state["seen"], state["train_time"], state["since"], state["resumes"] + 1
-            best = state.get("best") or best
-    record = _Losses(losses, lambda s: lr_at(s, total, cfg), 1 if sync_every_step else check_every(device))
-    _sync(device)
-    t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
-
-    def stop_clock() -> None:
-        nonlocal train_time
-        _sync(device)
-        train_time += time.perf_counter() - t0
-
-    ran, stop = total, False
-    for step in range(start, total):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg)
-        idx = sampler.next_on(device) if resident else sampler.next()
-        images, labels = fetch(idx)
-        if supervised:
-            x = batcher(images, train=True, generator=aug_gen)
-            y = labels.to(device, non_blocking=True)
-            with autocast(device):
-                loss = F.cross_entropy(step_model(x).float(), y, label_smoothing=cfg["label_smoothing"])
-        else:  # SimCLR: two views of each image, NT-Xent on their projections (labels unused)
-            x = ssl.two_views(images, batcher, aug_gen)
-            with autocast(device):
-                z = step_model(x).float()
-            loss = ssl.nt_xent(*z.chunk(2), cfg["temperature"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen += len(idx)
-        since += 1
-        if compile_s is not None and step == start:  # the compiling step, timed apart from train_time
-            _sync(device)
-            compile_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-        curve_point = (step + 1) % every == 0 and step + 1 < total
-        save = ckpt is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total
-        record.add(loss, sync_now=curve_point or save or step + 1 == total)
-        if curve_point or save:
-            stop_clock()
-        if curve_point and val_split is not None and supervised:  # validation: the curve, selection and early stopping
-            va, vl = evaluate(model, val_split, batcher)
-            curve.append(
-                _point(
-                    step + 1,
-                    seen,
-                    len(train_split),
-                    losses[-since:],
-                    math.nan,
-                    math.nan,
-                    lr_at(step, total, cfg),
-                    train_time,
-                    val=(va, vl),
-                )
-            )
-            since = 0
-            best.update(va, step + 1, model)
-            stop = patience is not None and best.bad >= patience and step + 1 >= earliest
-        elif curve_point:
-            acc, tl = evaluate(model, curve_split, batcher) if supervised else (math.nan, math.nan)
-            curve.append(_point(step + 1, seen, len(train_split), losses[-since:], acc, tl, lr_at(step, total, cfg), train_time))
-            since = 0
-        if save:
-            _save_checkpoint(
-                ckpt,
-                net,
-                opt,
-                sampler,
-                aug_gen,
-                {
-                    "step": step + 1,
-                    "total": total,
-                    "losses": losses,
-                    "curve": curve,
-                    "seen": seen,
-                    "train_time": train_time,
-                    "since": since,
-                    "resumes": resumes,
-                    "best": best,
-                },
-            )
-        if curve_point or save:
-            t0 = time.perf_counter()
-        if stop:  # early stopping: `patience` evaluations without a better val accuracy
-            ran = step + 1
-            break
-    if start < total:
-        stop_clock()
-
-    acc, test_loss = evaluate(model, test_split, batcher) if supervised else (math.nan, math.nan)
-    last = losses[-since:] if since else losses[-1:]
-    tail = losses[-max(1, ran // 10) :]
-    out = TrainResult(
-        test_acc=acc,
-        test_loss=test_loss,
-        train_loss=sum(tail) / len(tail),
-        best_test_acc=math.nan,
-        steps=ran,
-        samples_seen=seen,
-        epochs=seen / len(train_split),
-        train_time_s=train_time,
-        curve=curve,
-        resumes=resumes,
-        resumed_from_step=start,
-        compile_s=compile_s if compile_s is not None else math.nan,
-        max_steps=total,
+    the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames). `objective`:
+    what the steps minimise; None is supervised cross-entropy, and a cfg with another objective
+    must pass its own (`harness.ssl.objective(cfg, ...)` builds either)."""
+    if objective is None:
+        if cfg.get("objective", "supervised") != "supervised":
+            raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
+        objective = Supervised(cfg["label_smoothing"])
+    trainer = Trainer(
+        model,
+        ds,
+        image_size=image_size,
+        data_size=data_size,
+        seed=seed,
+        cfg=cfg,
+        device=device,
+        objective=objective,
+        checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every),
+        frames=frames,
+        frame_stride=frame_stride,
     )
-    if val_split is None or not supervised:
-        curve.append(_point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time))
-        out.best_test_acc = max(p["test_acc"] for p in curve) if supervised else math.nan
-        return out
-    if stop:  # the run stopped at an evaluation: its val numbers are the last curve point's
-        va, vl = curve[-1]["val_acc"], curve[-1]["val_loss"]
-        curve[-1].update(test_acc=acc, test_loss=test_loss)
-    else:
-        va, vl = evaluate(model, val_split, batcher)
-        best.update(va, ran, model)
-        curve.append(
-            _point(ran, seen, len(train_split), last, acc, test_loss, lr_at(ran - 1, total, cfg), train_time, val=(va, vl))
+    trainer.resume()
+    return trainer.run(sync_every_step=sync_every_step)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The trial's splits: its training subset, the validation split (train.val_size; None without),
+    the curve's fixed test subset and the test split (train.eval_size honoured). In-memory splits are
+    uploaded to the device once per trial."""
+
+    train: Split
+    val: Split | None
+    curve: Split
+    test: Split
+
+    @classmethod
+    def of(cls, ds: Dataset, data_size: int, seed: int, cfg: dict, device: torch.device) -> Splits:
+        pool, val_cpu = data.split_validation(ds.train, cfg.get("val_size", 0))  # val_size 0: (ds.train, None)
+        train_split = data.to_device(subset(pool, data_size, seed), device)  # on CUDA: uploaded once per trial
+        val_split = data.to_device(val_cpu, device) if val_cpu is not None else None
+        test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
+        curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
+        return cls(train_split, val_split, curve_split, data.to_device(test_cpu, device))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of each step (`lr_at`: linear warm-up, then cosine to 0 or constant). A
+    branched WSD schedule would be another schedule with the same `lr(step)`, its run started from a
+    trunk checkpoint."""
+
+    cfg: dict
+    total: int
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total, self.cfg)
+
+    def apply(self, opt: torch.optim.Optimizer, step: int) -> None:
+        for group in opt.param_groups:
+            group["lr"] = self.lr(step)
+
+
+@dataclass
+class Progress:
+    """Where the run stands: everything a checkpoint carries besides the tensors' states."""
+
+    step: int = 0  # the step this process started at (a resumed run's checkpoint step)
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)
+    seen: int = 0  # samples
+    train_time: float = 0.0  # seconds of training steps (the clock is stopped for evaluations)
+    since: int = 0  # steps since the last curve point (their losses are its train_loss)
+    resumes: int = 0
+    best: _Best = field(
+        default_factory=lambda: _Best()
+    )  # with a validation split: the best val accuracy so far, its step and weights
+
+    def state(self, step: int, total: int) -> dict:
+        """The checkpoint's progress entries after `step` steps (the keys of every checkpoint so far)."""
+        return {
+            "step": step,
+            "total": total,
+            "losses": self.losses,
+            "curve": self.curve,
+            "seen": self.seen,
+            "train_time": self.train_time,
+            "since": self.since,
+            "resumes": self.resumes,
+            "best": self.best,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> Progress:
+        """A checkpoint's progress, one more resume counted."""
+        return cls(
+            step=state["step"],
+            losses=state["losses"],
+            curve=state["curve"],
+            seen=state["seen"],
+            train_time=state["train_time"],
+            since=state["since"],
+            resumes=state["resumes"] + 1,
+            best=state.get("best") or _Best(),
         )
-    out.val_acc, out.val_loss, out.best_val_acc, out.best_val_step = va, vl, best.acc, best.step
-    if best.step == ran:
-        out.test_acc_at_best_val = acc
-    else:  # the kept copy of the best weights, evaluated on the test split once, at the end
-        model.load_state_dict(best.state)
-        out.test_acc_at_best_val = evaluate(model, test_split, batcher)[0]
-    return out
+
+
+class Trainer:
+    """One training run: built from the trial's pieces, `resume()`d from a checkpoint if there is
+    one, then `run()` to the end of its budget (or early stopping)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ds: Dataset,
+        *,
+        image_size: int,
+        data_size: int,
+        seed: int,
+        cfg: dict,
+        device: torch.device,
+        objective: Objective,
+        checkpoint: Checkpoint | None = None,
+        frames: int = 0,
+        frame_stride: int = 1,
+    ) -> None:
+        self.model, self.device, self.objective, self.checkpoint = model, device, objective, checkpoint
+        self.splits = Splits.of(ds, data_size, seed, cfg, device)
+        self.batcher = Batcher(ds, image_size, device, cfg["augment"], frames=frames, frame_stride=frame_stride)
+        self.sampler = EpochSampler(len(self.splits.train), cfg["batch_size"], seed)
+        self.fetch = BatchFetcher(self.splits.train, self.sampler)  # streamed splits: workers decode ahead along the sampler
+        self.resident = data.is_resident(self.splits.train)
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
+        # `net` is what the optimizer trains (SimCLR: backbone + projection head); evaluations use `model`
+        self.net = objective.network(model)
+        self.n = len(self.splits.train)
+        self.schedule = Schedule(cfg, total_steps(cfg, self.n))
+        self.total = self.schedule.total
+        self.every = cfg["eval_every"] or max(1, self.total // CURVE_POINTS)
+        self.patience = (cfg.get("early_stop") or {}).get("patience")
+        self.earliest = min_steps(cfg, self.n)
+        self.net.to(device).train()
+        self.opt = make_optimizer(self.net, cfg, fused=device.type == "cuda")
+        self.step_model, self.compile_s = _compiled(self.net, cfg.get("compile", False))
+        self.progress = Progress()
+        self.t0 = 0.0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint when there is one of this budget (model, optimizer, sampler,
+        generators and progress restored in place)."""
+        if self.checkpoint is None or not self.checkpoint.path.exists():
+            return
+        state = self.checkpoint.load(self.net, self.opt, self.sampler, self.aug_gen, self.device, self.total)
+        if state is not None:
+            self.progress = Progress.from_state(state)
+
+    def run(self, *, sync_every_step: bool = False) -> TrainResult:
+        p, start = self.progress, self.progress.step
+        self.record = _Losses(p.losses, self.schedule.lr, 1 if sync_every_step else check_every(self.device))
+        _sync(self.device)
+        self.t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
+        ran, stop = self.total, False
+        for step in range(start, self.total):
+            loss = self._step(step, start)
+            stop = self._after_step(step, loss)
+            if stop:  # early stopping: `patience` evaluations without a better val accuracy
+                ran = step + 1
+                break
+        if start < self.total:
+            self._stop_clock()
+        return self._result(ran, stop)
+
+    def _step(self, step: int, start: int) -> torch.Tensor:
+        """One optimisation step; its loss stays on the device."""
+        self.schedule.apply(self.opt, step)
+        idx = self.sampler.next_on(self.device) if self.resident else self.sampler.next()
+        images, labels = self.fetch(idx)
+        loss = self.objective.loss(self.step_model, images, labels, self.batcher, self.aug_gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.progress.seen += len(idx)
+        self.progress.since += 1
+        if self.compile_s is not None and step == start:  # the compiling step, timed apart from train_time
+            _sync(self.device)
+            self.compile_s = time.perf_counter() - self.t0
+            self.t0 = time.perf_counter()
+        return loss
+
+    def _after_step(self, step: int, loss: torch.Tensor) -> bool:
+        """Record the loss; at a curve point evaluate, at a checkpoint save (the clock stopped for
+        both). True when early stopping ends the run here."""
+        done = step + 1
+        curve_point = done % self.every == 0 and done < self.total
+        save = self.checkpoint is not None and self.checkpoint.due(done, self.total)
+        self.record.add(loss, sync_now=curve_point or save or done == self.total)
+        if not (curve_point or save):
+            return False
+        self._stop_clock()
+        stop = self._curve_point(step) if curve_point else False
+        if save:
+            self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, self.progress.state(done, self.total))
+        self.t0 = time.perf_counter()
+        return stop
+
+    def _curve_point(self, step: int) -> bool:
+        """One learning-curve point after `step`; with a validation split it is a validation point
+        (selection and early stopping: True when patience has run out)."""
+        p, lr = self.progress, self.schedule.lr(step)
+        if self.splits.val is not None and self.objective.classifies:
+            va, vl = evaluate(self.model, self.splits.val, self.batcher)
+            p.curve.append(
+                _point(step + 1, p.seen, self.n, p.losses[-p.since :], math.nan, math.nan, lr, p.train_time, val=(va, vl))
+            )
+            p.since = 0
+            p.best.update(va, step + 1, self.model)
+            return self.patience is not None and p.best.bad >= self.patience and step + 1 >= self.earliest
+        acc, tl = evaluate(self.model, self.splits.curve, self.batcher) if self.objective.classifies else (math.nan, math.nan)
+        p.curve.append(_point(step + 1, p.seen, self.n, p.losses[-p.since :], acc, tl, lr, p.train_time))
+        p.since = 0
+        return False
+
+    def _stop_clock(self) -> None:
+        _sync(self.device)
+        self.progress.train_time += time.perf_counter() - self.t0
+
+    def _result(self, ran: int, stop: bool) -> TrainResult:
+        """The final test evaluation and the last curve point (with a validation split: the final
+        validation numbers and the test accuracy of the best validation checkpoint)."""
+        p, classifies = self.progress, self.objective.classifies
+        acc, test_loss = evaluate(self.model, self.splits.test, self.batcher) if classifies else (math.nan, math.nan)
+        last = p.losses[-p.since :] if p.since else p.losses[-1:]
+        tail = p.losses[-max(1, ran // 10) :]
+        out = TrainResult(
+            test_acc=acc,
+            test_loss=test_loss,
+            train_loss=sum(tail) / len(tail),
+            best_test_acc=math.nan,
+            steps=ran,
+            samples_seen=p.seen,
+            epochs=p.seen / self.n,
+            train_time_s=p.train_time,
+            curve=p.curve,
+            resumes=p.resumes,
+            resumed_from_step=p.step,
+            compile_s=self.compile_s if self.compile_s is not None else math.nan,
+            max_steps=self.total,
+        )
+        lr = self.schedule.lr(ran - 1)
+        if self.splits.val is None or not classifies:
+            p.curve.append(_point(ran, p.seen, self.n, last, acc, test_loss, lr, p.train_time))
+            out.best_test_acc = max(q["test_acc"] for q in p.curve) if classifies else math.nan
+            return out
+        self._validation_result(out, ran, stop, last, lr)
+        return out
+
+    def _validation_result(self, out: TrainResult, ran: int, stop: bool, last: list[float], lr: float) -> None:
+        """Fill `out`'s validation numbers; the last curve point carries them and the test numbers."""
+        p, acc, test_loss = self.progress, out.test_acc, out.test_loss
+        if stop:  # the run stopped at an evaluation: its val numbers are the last curve point's
+            va, vl = p.curve[-1]["val_acc"], p.curve[-1]["val_loss"]
+            p.curve[-1].update(test_acc=acc, test_loss=test_loss)
+        else:
+            va, vl = evaluate(self.model, self.splits.val, self.batcher)
+            p.best.update(va, ran, self.model)
+            p.curve.append(_point(ran, p.seen, self.n, last, acc, test_loss, lr, p.train_time, val=(va, vl)))
+        out.val_acc, out.val_loss, out.best_val_acc, out.best_val_step = va, vl, p.best.acc, p.best.step
+        if p.best.step == ran:
+            out.test_acc_at_best_val = acc
+        else:  # the kept copy of the best weights, evaluated on the test split once, at the end
+            self.model.load_state_dict(p.best.state)
+            out.test_acc_at_best_val = evaluate(self.model, self.splits.test, self.batcher)[0]
 
 
 @dataclass
 class _Best:
     """The best validation accuracy so far, its step, a copy of those weights (in memory, on the
-    model's device), and the evaluations since it (early stopping's patience counter)."""
+    model's device), and the evaluations since it (early stopping's patience counter). Checkpoints
+    pickle it under this name (harness.train._Best): renaming it would orphan them."""
 
     acc: float = -math.inf
     step: int = 0
@@ -389,60 +540,6 @@ def _compiled(model: torch.nn.Module, compile: bool) -> tuple[torch.nn.Module, f
         return model, None
     torch._dynamo.reset()  # compile from scratch: an earlier trial's cache would hide the compile time
     return torch.compile(model), 0.0
-
-
-def _save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sampler: EpochSampler,
-    aug_gen: torch.Generator,
-    progress: dict,
-) -> None:
-    """Everything the next step depends on, written to a temporary name and renamed (never half a file)."""
-    state = dict(
-        progress,
-        model=model.state_dict(),
-        opt=opt.state_dict(),
-        sampler_rng=sampler.g.get_state(),
-        sampler_perm=sampler.perm,
-        sampler_pos=sampler.pos,
-        aug_rng=aug_gen.get_state(),
-        torch_rng=torch.get_rng_state(),
-        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a signal (preemption) mid-save leaves the previous checkpoint intact
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _load_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sampler: EpochSampler,
-    aug_gen: torch.Generator,
-    device: torch.device,
-    total: int,
-) -> dict | None:
-    """Restore in place and return the progress; None (start from step 0) if it belongs to another budget."""
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors + plain lists
-    if state.get("total") != total:
-        return None
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sampler.g.set_state(state["sampler_rng"])
-    sampler.perm, sampler.pos = state["sampler_perm"], state["sampler_pos"]
-    aug_gen.set_state(state["aug_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state
 
 
 def _point(

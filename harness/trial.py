@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from harness import data, flops, flops_train, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial
 from harness.store import SCHEMA_VERSION, TrialOutput
-from harness.train import total_steps, train
+from harness.train import TrainResult, total_steps, train
 from harness.version import __version__
 
 
@@ -125,11 +126,10 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
 def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> dict:
     device = pick_device(trial)
     ds = data.load(trial.data_config())
-    info = ds.info
     dims = {
         "image_size": trial.image_size,
-        "in_chans": info.in_chans,
-        "num_classes": info.num_classes,
+        "in_chans": ds.info.in_chans,
+        "num_classes": ds.info.num_classes,
         "frames": trial.frames or 0,
     }
 
@@ -137,26 +137,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         torch.manual_seed(trial.seed)  # same init for the profiled copy and the trained one
         return zoo.build(trial.model, **dims)
 
-    out: dict = {
-        "fwd_gmacs": flops.forward_gmacs(trial.model, **dims),
-        "train_gmacs": flops_train.train_gmacs(trial.model, **dims),
-    }
-    if trial.profile["enabled"]:
-        p = trial.profile
-        out.update(
-            profile_model(
-                build,
-                in_chans=info.in_chans,
-                image_size=trial.image_size,
-                num_classes=info.num_classes,
-                frames=dims["frames"],
-                batch_size=p["batch_size"],
-                warmup=p["warmup"],
-                iters=p["iters"],
-                device=device,
-                gmacs=(out["fwd_gmacs"], out["train_gmacs"]),
-            )
-        )
+    out = _measure(trial, build, dims, device)
     model = build()
     out["params"] = flops.count_params(model)
     if trial.train["steps"] == 0:  # profile-only study: nothing to train; the eval section probes the untrained model
@@ -174,36 +155,65 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         device=device,
         checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every,
+        objective=ssl.objective(trial.train, ds.info.in_chans, trial.image_size),
     )
     curve.extend(res.curve)
-    views = ssl.views_per_sample(trial.train)
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
-    out.update(
-        {
-            "test_acc": res.test_acc,
-            "test_loss": res.test_loss,
-            "train_loss": res.train_loss,
-            "best_test_acc": res.best_test_acc,
-            "steps": res.steps,
-            "samples_seen": res.samples_seen,
-            "epochs": res.epochs,
-            "train_time_s": res.train_time_s,
-            "max_steps": res.max_steps,
-            # validation split (train.val_size; NaN without): selection and early stopping never look at the test split
-            "val_acc": res.val_acc,
-            "val_loss": res.val_loss,
-            "best_val_acc": res.best_val_acc,
-            "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan,
-            "test_acc_at_best_val": res.test_acc_at_best_val,
-            "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
-            # counted fwd+bwd MACs x images through the backbone (SimCLR: two views per sample; its head is not counted)
-            "train_flops": flops_train.train_flops(trial.model, res.samples_seen * views, **dims),
-            "mfu": out.get("mfu", math.nan),  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
-        }
-    )
+    out.update(_train_columns(trial, res, dims, out.get("mfu", math.nan)))
     out.update(_evals(trial, model, ds, device))
     return out
+
+
+def _measure(trial: Trial, build: Callable[[], torch.nn.Module], dims: dict, device: torch.device) -> dict:
+    """Counted forward/training MACs, and the profiler's columns when the study profiles."""
+    out: dict = {
+        "fwd_gmacs": flops.forward_gmacs(trial.model, **dims),
+        "train_gmacs": flops_train.train_gmacs(trial.model, **dims),
+    }
+    if trial.profile["enabled"]:
+        p = trial.profile
+        out.update(
+            profile_model(
+                build,
+                in_chans=dims["in_chans"],
+                image_size=trial.image_size,
+                num_classes=dims["num_classes"],
+                frames=dims["frames"],
+                batch_size=p["batch_size"],
+                warmup=p["warmup"],
+                iters=p["iters"],
+                device=device,
+                gmacs=(out["fwd_gmacs"], out["train_gmacs"]),
+            )
+        )
+    return out
+
+
+def _train_columns(trial: Trial, res: TrainResult, dims: dict, mfu: float) -> dict:
+    """The row's training columns from the trainer's result."""
+    views = ssl.views_per_sample(trial.train)
+    return {
+        "test_acc": res.test_acc,
+        "test_loss": res.test_loss,
+        "train_loss": res.train_loss,
+        "best_test_acc": res.best_test_acc,
+        "steps": res.steps,
+        "samples_seen": res.samples_seen,
+        "epochs": res.epochs,
+        "train_time_s": res.train_time_s,
+        "max_steps": res.max_steps,
+        # validation split (train.val_size; NaN without): selection and early stopping never look at the test split
+        "val_acc": res.val_acc,
+        "val_loss": res.val_loss,
+        "best_val_acc": res.best_val_acc,
+        "best_val_step": res.best_val_step if trial.train.get("val_size") else math.nan,
+        "test_acc_at_best_val": res.test_acc_at_best_val,
+        "compile_s": res.compile_s,  # train.compile: the compiling first step, kept out of train_time_s (NaN without)
+        # counted fwd+bwd MACs x images through the backbone (SimCLR: two views per sample; its head is not counted)
+        "train_flops": flops_train.train_flops(trial.model, res.samples_seen * views, **dims),
+        "mfu": mfu,  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
+    }
 
 
 def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch.device) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import data, evals, spec, store, zoo
+from harness import data, evals, features, spec, store, zoo
 from harness.errors import StudyError
 from harness.trial import run_trial
 from tests.analysis_fixtures import make_rows, store_dtypes
@@ -106,15 +106,15 @@ def test_features_come_from_the_backbone_without_the_head(family: str) -> None:
     torch.manual_seed(0)
     model = zoo.build(ms, image_size=size, in_chans=1, num_classes=5, frames=frames).eval()
     x = torch.randn(3, 1, frames, size, size) if frames else torch.randn(3, 1, size, size)
-    head = evals.head_of(model)
+    head = features.head_of(model)
     with torch.no_grad():
-        feats = evals.pooled_features(model, x)
+        feats = features.pooled_features(model, x)
         assert feats.shape == (3, head.in_features)
         assert torch.allclose(head(feats), model(x), atol=1e-5)  # the head is all that is left out
         logits = model(x)
         head.weight.normal_()
         head.bias.fill_(3.0)
-        assert torch.equal(evals.pooled_features(model, x), feats)  # the head does not reach the features
+        assert torch.equal(features.pooled_features(model, x), feats)  # the head does not reach the features
         assert not torch.allclose(model(x), logits)
 
 

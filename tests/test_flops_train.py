@@ -109,7 +109,7 @@ def test_attention_block_forward_and_backward(tokens: int, dim: int, heads: int,
 
 def test_fused_attention_backward_formula_leaves_recomputation_out() -> None:
     q = torch.Size([2, 3, 100, 32])
-    fwd = flops._sdpa_flops(q, q, q) // 2
+    fwd = flops.sdpa_flops(q, q, q) // 2
     assert fwd == 2 * 3 * 100 * 100 * 32 * 2
     assert flops_train._sdpa_backward_flops(q, q, q, q) // 2 == 2 * fwd  # torch's own formula: 2.5x
 

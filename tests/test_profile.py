@@ -19,15 +19,13 @@ from harness.cli import main
 from harness.errors import StudyError
 from harness.profile import (
     Settings,
-    WallClock,
     check_settings,
     max_batch,
-    measure,
     profile,
     profile_model,
     search_max_batch,
-    spread,
 )
+from harness.profile_timing import WallClock, measure, spread
 from harness.trial import run_trial
 from tests.conftest import write_study
 
@@ -263,7 +261,7 @@ def test_trial_rows_carry_counted_flops_spread_mfu_and_fingerprint(tmp_path: Pat
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_path_events_memory_and_autocast() -> None:
-    from harness.profile import CudaEventClock, clock_for
+    from harness.profile_timing import CudaEventClock, clock_for
 
     cuda = torch.device("cuda")
     assert isinstance(clock_for(cuda), CudaEventClock)

@@ -159,6 +159,7 @@ def test_simclr_training_has_no_accuracy_and_resumes_from_a_checkpoint(tmp_path:
             seed=0,
             cfg=trial.train,
             device=torch.device("cpu"),
+            objective=ssl.objective(trial.train, in_chans=1, image_size=16),
             **kw,
         )
 
