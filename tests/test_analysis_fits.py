@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from harness.analysis import fits
-from harness.analysis.cli import register
 from harness.analysis.fits import fit_arrays, fit_results, predict
 from harness.analysis.io import load_results
+from harness.cli.analysis import register
 from harness.errors import StudyError
 from tests.analysis_fixtures import LAWS, SHAPES, true_error, write_results
 
