@@ -25,8 +25,6 @@ shape's counted training MACs per sample differ from its ladder target (the prin
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass
 
@@ -65,9 +63,9 @@ class IsoPoint:
         return 100.0 * (self.compute / self.budget - 1.0)
 
     def model_yaml(self) -> str:
-        from harness.plan import _yaml_value
+        from harness.plan import yaml_value
 
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
+        return "{" + ", ".join(f"{k}: {yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
 
     def as_dict(self) -> dict:
         return {
@@ -91,7 +89,8 @@ def ladder_targets(budget: float, *, sizes: int, ratio: float, min_steps: int, b
     return [top / ratio**i for i in range(sizes)]
 
 
-def _check(budgets: list[float], sizes: int, ratio: float, min_steps: int, batch_size: int) -> None:
+def check_design(budgets: list[float], sizes: int, ratio: float, min_steps: int, batch_size: int) -> None:
+    """Refuse budgets and ladder settings no IsoFLOP grid can be planned from (StudyError naming the flag)."""
     if not budgets or not all(b > 0 and math.isfinite(b) for b in budgets):
         raise StudyError("budgets must be positive numbers", key="--isoflop", fix="e.g. --isoflop 1e12,2e12,4e12")
     for key, value, least in (("--sizes", sizes, 3), ("--min-steps", min_steps, 1), ("--batch-size", batch_size, 1)):
@@ -121,7 +120,7 @@ def plan_isoflop(
     """`sizes` points per budget, smallest model first within each budget."""
     from harness import flops_train, plan, zoo
 
-    _check(budgets, sizes, ratio, min_steps, batch_size)
+    check_design(budgets, sizes, ratio, min_steps, batch_size)
     out: list[IsoPoint] = []
     cache: dict[str, tuple] = {}
     for budget in sorted(budgets):
@@ -181,7 +180,7 @@ def ladder_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: i
     return [round(min_steps * ratio**j) * batch_size for j in range(sizes)]
 
 
-def _study_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[int]:
+def study_data_sizes(*, sizes: int, ratio: float, min_steps: int, batch_size: int) -> list[int]:
     """The ladder's data sizes, refused when the largest exceeds the training split."""
     data = ladder_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
     if data[-1] > MAX_DATA:
@@ -224,7 +223,7 @@ def study_text(
 ) -> str:
     """One study: a grid.zip group pairing each planned shape with its on-budget data size (epochs 1)."""
     b = sorted(budgets)
-    data = _study_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
+    data = study_data_sizes(sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
     cells = study_cells(points, sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
     total = sum(p.train_gmacs * 1e9 * d for p, d in cells)
     worst = max(abs(p.train_gmacs * 1e9 * d / p.budget - 1) for p, d in cells)
@@ -233,13 +232,13 @@ def study_text(
         header,
         "# epochs 1, so samples seen = data_size; grid.zip pairs each shape with the data size that puts it on",
         f"# its budget: a budget's largest shape trains on {data[0]:,} images, each smaller one on {ratio:g}x more",
-        f"# ({', '.join(f'{d:,}' for d in data)}). {len(cells)} trials, {_num(float(f'{total:.3g}'))} training MACs "
+        f"# ({', '.join(f'{d:,}' for d in data)}). {len(cells)} trials, {budget_text(float(f'{total:.3g}'))} training MACs "
         f"in all, each within {100 * worst:.2g}% of its budget.",
         f"# Analyse: harness fit results/{name} --isoflop --y test_acc --x params --by family "
-        f"--budgets {','.join(_num(c) for c in b)}",
-        f"#          harness optimal results/{name} --budget {_num(b[-1] * ratio)} --by family",
+        f"--budgets {','.join(budget_text(c) for c in b)}",
+        f"#          harness optimal results/{name} --budget {budget_text(b[-1] * ratio)} --by family",
         f"name: {name}",
-        f"description: IsoFLOP design, budgets {', '.join(_num(c) for c in b)} training MACs, {sizes} sizes per budget",
+        f"description: IsoFLOP design, budgets {', '.join(budget_text(c) for c in b)} training MACs, {sizes} sizes per budget",
         "dataset: {name: fashion_mnist}",
         "grid:",
         "  zip:   # each shape paired with the data size that puts it on its budget (linked axes)",
@@ -248,7 +247,7 @@ def study_text(
     for p, d in cells:
         c = p.train_gmacs * 1e9 * d
         lines.append(
-            f"        - {p.model_yaml():<{width}}  # budget {_num(p.budget)}: {d:,} samples x "
+            f"        - {p.model_yaml():<{width}}  # budget {budget_text(p.budget)}: {d:,} samples x "
             f"{p.train_gmacs * 1e3:.4g} train MMACs = {c:.4g} ({100 * (c / p.budget - 1):+.2f}%); {p.params:,} params"
         )
     lines += [
@@ -264,103 +263,6 @@ def study_text(
     return "\n".join(lines) + "\n"
 
 
-def _num(c: float) -> str:
+def budget_text(c: float) -> str:
     """1e12, 2.5e12: budgets as a user types them (not 1e+12)."""
     return f"{c:g}".replace("e+", "e")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`harness plan --isoflop` (dispatched from harness/plan.py)."""
-    import torch
-
-    from harness.analysis.optimal import parse_budgets
-    from harness.plan import _families
-
-    torch.set_num_threads(1)  # tiny counts: threads only contend (as harness plan)
-    budgets = sorted(parse_budgets(args.isoflop))
-    ratio = args.ratio if args.ratio is not None else (geometric_ratio(budgets) or DEFAULT_RATIO)
-    if args.study:  # before planning: a data size the training split cannot hold fails fast
-        _check(budgets, args.sizes, ratio, args.min_steps, args.batch_size)
-        _study_data_sizes(sizes=args.sizes, ratio=ratio, min_steps=args.min_steps, batch_size=args.batch_size)
-    points = [
-        p
-        for f in _families(args.family)
-        for p in plan_isoflop(
-            f,
-            budgets,
-            image_size=args.image_size,
-            sizes=args.sizes,
-            ratio=ratio,
-            min_steps=args.min_steps,
-            batch_size=args.batch_size,
-            in_chans=args.in_chans,
-            num_classes=args.num_classes,
-            patch=args.patch,
-        )
-    ]
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    dict(p.as_dict(), image_size=args.image_size, in_chans=args.in_chans, num_classes=args.num_classes)
-                    for p in points
-                ],
-                indent=1,
-            )
-        )
-        return 0
-    header = (
-        f"# harness plan --isoflop {','.join(_num(c) for c in budgets)} --family {args.family} "
-        f"--image-size {args.image_size} --sizes {args.sizes} --ratio {ratio:g} --min-steps {args.min_steps} "
-        f"--batch-size {args.batch_size}\n# budgets in training MACs (the rows' train_flops unit: fvcore "
-        f"convention, counted forward + backward); {args.in_chans} channel(s), {args.num_classes} classes"
-    )
-    if args.study:
-        print(
-            study_text(
-                args.study,
-                points,
-                budgets,
-                sizes=args.sizes,
-                ratio=ratio,
-                min_steps=args.min_steps,
-                batch_size=args.batch_size,
-                image_size=args.image_size,
-                header=header,
-            ),
-            end="",
-        )
-    else:
-        print("\n".join(snippet_lines(points, header)))
-    return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The --isoflop options of `harness plan` (harness/plan.py register() calls this)."""
-    g = p.add_argument_group("IsoFLOP grids (--isoflop; see harness/isoflop.py)")
-    g.add_argument(
-        "--isoflop",
-        default=None,
-        metavar="C,C2,C3",
-        help="training-compute budgets (MACs, as the rows' train_flops): shapes and steps on each budget",
-    )
-    g.add_argument("--sizes", type=int, default=DEFAULT_SIZES, help=f"shapes per budget (default {DEFAULT_SIZES})")
-    g.add_argument(
-        "--ratio",
-        type=float,
-        default=None,
-        help="compute-per-sample ratio between neighbouring shapes (default: the budgets' ratio, else 2)",
-    )
-    g.add_argument(
-        "--min-steps",
-        type=int,
-        default=DEFAULT_MIN_STEPS,
-        help=f"steps of each budget's largest shape (default {DEFAULT_MIN_STEPS})",
-    )
-    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
-    g.add_argument(
-        "--study",
-        default=None,
-        metavar="NAME",
-        help="print one runnable study: grid.zip pairs each shape with its on-budget data size (epochs 1)",
-    )

@@ -31,8 +31,6 @@ per family (printed with every shape): at 28 px, 0.5M-5M params: median 0.2-0.8%
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import re
 from collections.abc import Callable
@@ -74,7 +72,7 @@ class Planned:
 
     def yaml(self) -> str:
         """{family: vit, patch: 4, width: 96, ...}: a YAML flow mapping for grid.model."""
-        return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
+        return "{" + ", ".join(f"{k}: {yaml_value(v)}" for k, v in {"family": self.family, **self.shape}.items()) + "}"
 
     def as_dict(self) -> dict:
         return {
@@ -290,7 +288,7 @@ def plan(
 def _out_of_reach(family: str, match: str, target: float, cells: list[tuple], image_size: int) -> StudyError:
     values = [c[2] for c in cells] if match == "params" else [c[3] / 1e9 for c in cells]
     lo, hi = min(values), max(values)
-    show = (lambda v: _human(float(f"{v:.3g}"))) if match == "params" else (lambda v: f"{v:.3g}")
+    show = (lambda v: human(float(f"{v:.3g}"))) if match == "params" else (lambda v: f"{v:.3g}")
     unit = "params" if match == "params" else "GMACs"
     return StudyError(
         f"target {show(target)} {unit} is out of reach for {family} at {image_size} px: its planning grid "
@@ -326,23 +324,23 @@ def parse_targets(text: str, match: str) -> list[float]:
     return out
 
 
-def _yaml_value(v: object) -> str:
+def yaml_value(v: object) -> str:
+    """A shape value as YAML flow text: [1, 2, 3], 0.5, 16."""
     if isinstance(v, list):
         return "[" + ", ".join(map(str, v)) + "]"
     return repr(v) if isinstance(v, float) else str(v)
 
 
-def _human(x: float) -> str:
+def human(x: float) -> str:
+    """A count with a k/M/G suffix, as targets are typed: 500k, 2M."""
     for div, s in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if x >= div:
             return f"{x / div:g}{s}"
     return f"{x:g}"
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-def _families(text: str) -> list[str]:
+def parse_families(text: str) -> list[str]:
+    """--family: a family, a comma-separated list, or 'all' (every image family but linear)."""
     if text == "all":  # linear has one shape: nothing to match; video families are not planned
         return [f for f in zoo.families() if f != "linear" and not zoo.is_video(f)]
     names = [f.strip().lower() for f in text.split(",") if f.strip()]
@@ -350,82 +348,3 @@ def _families(text: str) -> list[str]:
         if f not in zoo.FAMILIES:
             raise StudyError(f"unknown family '{f}'", key="--family", fix=did_you_mean(f, [*zoo.families(), "all"]))
     return names
-
-
-def _run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(1)  # tiny counts: threads only contend (2 threads on 2 busy cores: 10x slower, measured)
-    targets = parse_targets(args.targets, args.match)
-    for key in ("image_size", "in_chans", "num_classes"):
-        if getattr(args, key) < 1:
-            raise StudyError(f"--{key.replace('_', '-')} must be positive", key=f"--{key.replace('_', '-')}")
-    rows = [
-        p
-        for f in _families(args.family)
-        for p in plan(
-            f,
-            match=args.match,
-            targets=targets,
-            image_size=args.image_size,
-            in_chans=args.in_chans,
-            num_classes=args.num_classes,
-            patch=args.patch,
-        )
-    ]
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    dict(r.as_dict(), image_size=args.image_size, in_chans=args.in_chans, num_classes=args.num_classes)
-                    for r in rows
-                ],
-                indent=1,
-            )
-        )
-        return 0
-    print(
-        f"# harness plan: {args.match} matched at {args.image_size} px, {args.in_chans} channel(s), "
-        f"{args.num_classes} classes; paste the lines into grid.model"
-    )
-    width = max(len(r.yaml()) for r in rows)
-    for r in rows:
-        unit = "params" if args.match == "params" else "GMACs"
-        target = _human(r.target) if args.match == "params" else f"{r.target:g}"
-        print(f"- {r.yaml():<{width}}  # target {target} {unit}: {r.params:,} params, {r.gmacs:.4g} GMACs ({r.error_pct:+.1f}%)")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "plan",
-        help="shapes of each family that hit parameter or GMAC targets (compute-matched ladders)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("--family", required=True, help="a family, a comma-separated list, or 'all'")
-    p.add_argument("--match", choices=("params", "gmacs"), default="params")
-    p.add_argument(
-        "--targets",
-        default=None,
-        help="comma-separated; params: 0.1M,500k,2e6; gmacs: GMACs per image (0.01,0.05) or MACs with a suffix (20M)",
-    )
-    p.add_argument("--image-size", type=int, default=zoo.SMALL_IMAGE, help="default 28 (Fashion-MNIST)")
-    p.add_argument("--in-chans", type=int, default=1, help="default 1 (Fashion-MNIST)")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--patch", type=int, default=None, help="patch size for families that have one (default: the reference row's)")
-    p.add_argument(
-        "--json", action="store_true", help="a JSON list of {family, target, shape, name, params, fwd_gmacs, error_pct}"
-    )
-    from harness import isoflop  # no heavy imports at its top
-
-    isoflop.add_arguments(p)
-    p.set_defaults(func=_dispatch)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    """--isoflop plans IsoFLOP grids (harness/isoflop.py); otherwise --targets is required."""
-    if args.isoflop is not None:
-        from harness import isoflop
-
-        return isoflop.run(args)
-    if args.targets is None:
-        raise StudyError("--targets is required (or --isoflop BUDGETS)", key="--targets", fix="e.g. --targets 0.1M,0.5M,2M")
-    return _run(args)

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from harness.analysis import fit_records, lawfit, laws
-from harness.analysis.cli import register
 from harness.analysis.fits import fit_results
 from harness.analysis.io import load_results
 from harness.analysis.lawfit import fit_arrays
 from harness.analysis.laws import predict
+from harness.cli.analysis import register
 from harness.errors import StudyError
 from tests.analysis_fixtures import LAWS, SHAPES, true_error, write_results
 

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.cli import register
 from harness.analysis.io import load_results
 from harness.analysis.pareto_plots import pareto_front
 from harness.analysis.plot_style import FAMILY_COLOURS, family_colour
@@ -20,6 +19,7 @@ from harness.analysis.plots import (
     plot_cost,
     plot_curves,
 )
+from harness.cli.analysis import register
 from harness.errors import StudyError
 from tests.analysis_fixtures import write_results
 

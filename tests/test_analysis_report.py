@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.cli import register
 from harness.analysis.report import write_report
+from harness.cli.analysis import register
 from harness.errors import StudyError
 from tests.analysis_fixtures import make_rows, store_dtypes, write_results
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.cli import register
 from harness.analysis.io import load_results
 from harness.analysis.tables import (
     NOT_RUN,
@@ -23,6 +22,7 @@ from harness.analysis.tables import (
     render,
     short_reason,
 )
+from harness.cli.analysis import register
 from harness.errors import StudyError
 from tests.analysis_fixtures import GOLDEN_DIR, NAN, OOM, golden_outputs, make_rows, write_results
 

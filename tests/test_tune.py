@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.cli import register  # noqa: F401 (the verbs' parser is built by harness.cli)
 from harness.analysis.lawfit import fit_arrays
 from harness.analysis.laws import MIN_DISTINCT_X
 from harness.analysis.tune import envelope
 from harness.cli import main
+from harness.cli.analysis import register  # noqa: F401 (the verbs' parser is built by harness.cli)
 from harness.errors import StudyError
 
 

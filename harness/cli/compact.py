@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.cli.verbs import verb
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compact", help="merge a results directory's row files for fast reads")
+ORDER = 5  # last in `harness --help`
+
+
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results/NAME, or a parent of several study directories")
-    p.set_defaults(func=_compact)
 
 
+@verb("compact", "merge a results directory's row files for fast reads", _options)
 def _compact(args: argparse.Namespace) -> int:
     from harness.analysis.io import study_dirs
     from harness.errors import StudyError

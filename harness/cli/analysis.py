@@ -1,9 +1,9 @@
 """`harness table | fit | plot | report | optimal | sql | export`: argument parsing only, each verb calls one function.
 
-The lead's `harness/cli.py` calls `register(subparsers)` and turns a `StudyError` into its
+harness/cli/__init__.py finds these verbs (harness/cli/verbs.py) and turns a `StudyError` into its
 one line on stderr and exit code 2. The analysis modules are imported inside the verbs:
-matplotlib, seaborn and scipy cost seconds to import and every `harness` command builds
-this parser. For the same reason option values (formats, plot kinds) are checked by the
+matplotlib, seaborn and scipy cost seconds to import and every `harness` command imports
+this module. For the same reason option values (formats, plot kinds) are checked by the
 functions, which raise `StudyError` naming the valid ones, and defaults (bootstrap
 resamples) live with the functions (None here means "the function's default").
 """
@@ -13,6 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.cli import verbs
+from harness.cli.verbs import verb
+
+ORDER = 2  # after run, status and models
+
 _RESULTS_HELP = "results directory (one `harness run` wrote) or a .parquet/.csv file of trial rows"
 _ALL_HELP = (
     "include rows from earlier versions of the study (default: only the study as last run); "
@@ -21,23 +26,11 @@ _ALL_HELP = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the analysis verbs to the `harness` command."""
-    _add_table(subparsers)
-    _add_fit(subparsers)
-    _add_plot(subparsers)
-    _add_report(subparsers)
-    _add_optimal(subparsers)
-    _add_sql(subparsers)
-    _add_export(subparsers)
+    """Add the analysis verbs, with their options, to a parser (tests build one this way)."""
+    verbs.register(subparsers, __name__)
 
 
-def _add_table(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "table",
-        help="comparison table: models x data sizes",
-        description="One row per model, one column per data size (by default); "
-        "cells are mean ± std (n seeds); failed cells say why.",
-    )
+def _table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument(
         "--rows",
@@ -54,17 +47,34 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
-    p.set_defaults(func=_table)
 
 
-def _add_fit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "fit",
-        help="fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
-        description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
-        "from a grid of starts, bootstrap 95% intervals. Accuracy-type "
-        "y are fitted as error 1 - y.",
+@verb(
+    "table",
+    "comparison table: models x data sizes",
+    _table_options,
+    description="One row per model, one column per data size (by default); cells are mean ± std (n seeds); failed cells say why.",
+)
+def _table(args: argparse.Namespace) -> int:
+    from harness.analysis.tables import table_path
+
+    print(
+        table_path(
+            args.results,
+            rows=args.rows,
+            cols=args.cols,
+            value=args.value,
+            agg=args.agg,
+            fmt=args.fmt,
+            include_all=args.include_all,
+            **_given(tune=args.tune),
+        ),
+        end="",
     )
+    return 0
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument("--y", required=True, metavar="COL", help="e.g. test_acc, test_loss")
     p.add_argument(
@@ -99,11 +109,57 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compute", default=None, metavar="COL", help="with --isoflop: compute column (default train_flops)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
-    p.set_defaults(func=_fit)
 
 
-def _add_plot(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="scaling / Pareto / cost / learning-curve figures (PNG+SVG)")
+@verb(
+    "fit",
+    "fit a scaling law y = E + A·x^-alpha [+ B·x2^-beta]",
+    _fit_options,
+    description="Chinchilla approach 3: Huber loss on log residuals, L-BFGS-B "
+    "from a grid of starts, bootstrap 95% intervals. Accuracy-type "
+    "y are fitted as error 1 - y.",
+)
+def _fit(args: argparse.Namespace) -> int:
+    if args.isoflop:
+        return _isoflop(args)
+    from harness.analysis.fits import fit_path
+
+    report = fit_path(
+        args.results,
+        args.y,
+        args.x,
+        by=args.by,
+        holdout=args.holdout,
+        seed=args.seed,
+        include_all=args.include_all,
+        **_given(bootstrap=args.bootstrap, tune=args.tune),
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.summary(), end="")
+    return 0
+
+
+def _isoflop(args: argparse.Namespace) -> int:
+    from harness.analysis.isoflops import isoflop_path
+    from harness.analysis.optimal import parse_budgets
+
+    budgets = parse_budgets(args.budgets) if args.budgets else None
+    report = isoflop_path(
+        args.results,
+        y=args.y,
+        x=args.x,
+        by=args.by,
+        budgets=budgets,
+        seed=args.seed,
+        **_given(compute=args.compute, bootstrap=args.bootstrap),
+    )
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
+    return 0
+
+
+def _plot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument("--kind", required=True, help="scaling, pareto, cost or curves")
     p.add_argument(
@@ -117,26 +173,43 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples for the scaling fit's band (default 200)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
-    p.set_defaults(func=_plot)
 
 
-def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write RESULTS/report/index.md and index.html")
+@verb("plot", "scaling / Pareto / cost / learning-curve figures (PNG+SVG)", _plot_options)
+def _plot(args: argparse.Namespace) -> int:
+    from harness.analysis.plots import plot_path
+
+    outcome = plot_path(
+        args.results,
+        args.kind,
+        x=args.x,
+        y=args.y,
+        out=args.out,
+        include_all=args.include_all,
+        **_given(bootstrap=args.bootstrap, tune=args.tune),
+    )
+    for p in outcome.paths:
+        print(p)
+    for why in outcome.skipped:
+        print(f"skipped {why}")
+    return 0
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results directory")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples per fitted curve (default 100)")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
-    p.set_defaults(func=_report)
 
 
-def _add_optimal(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "optimal",
-        help="compute-optimal model size and samples for FLOP budgets (Chinchilla approach 3)",
-        description="Joint fit L(N, D) = E + A/N^alpha + B/D^beta minimised under C = f(N)·D, "
-        "f = counted training compute per sample (a power law in N per group) or 6N. "
-        "N_opt, D_opt with 95% bootstrap intervals, the metric there, and a, b in "
-        "N_opt ∝ C^a, D_opt ∝ C^b.",
-    )
+@verb("report", "write RESULTS/report/index.md and index.html", _report_options)
+def _report(args: argparse.Namespace) -> int:
+    from harness.analysis.report import write_report
+
+    print(write_report(args.results, include_all=args.include_all, **_given(bootstrap=args.bootstrap)))
+    return 0
+
+
+def _optimal_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
     p.add_argument(
         "--budget",
@@ -163,57 +236,17 @@ def _add_optimal(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="JSON rows {group, budget, n_opt, d_opt, n_opt_ci95, d_opt_ci95, metric_opt, a, b, flops_model}",
     )
-    p.set_defaults(func=_optimal)
 
 
-def _add_sql(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sql",
-        help="SQL over results with DuckDB: views trials and curves",
-        description="Views `trials` (one row per trial) and `curves` (study, trial_id, step, ...) over a study's results "
-        "directory or a root of several (`study` tells them apart). Needs duckdb: pip install 'harness[sql]'.",
-    )
-    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
-    p.add_argument("query", help='e.g. "SELECT family, avg(test_acc) FROM trials GROUP BY 1"')
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_const", const="csv", dest="fmt", help="CSV on stdout")
-    fmt.add_argument("--json", action="store_const", const="json", dest="fmt", help="a JSON list of records on stdout")
-    fmt.add_argument("--parquet", default=None, metavar="OUT", help="write the result to OUT as Parquet")
-    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
-    p.set_defaults(func=_sql, fmt="table")
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="log trials to MLflow and/or TensorBoard (idempotent)",
-        description="One MLflow run per trial (experiment = study; params = resolved config, metrics = the row and its "
-        "learning curve, tags = provenance) and/or one TensorBoard run directory per trial with hparams. Exporting "
-        "again adds nothing for unchanged trials and replaces re-run ones. Needs pip install 'harness[mlflow]' / "
-        "'harness[tensorboard]'.",
-    )
-    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
-    p.add_argument("--mlflow", default=None, metavar="URI", help="tracking URI, e.g. http://127.0.0.1:5000")
-    p.add_argument("--tensorboard", default=None, metavar="DIR", help="log directory: DIR/<study>/<trial>/")
-    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
-    p.set_defaults(func=_export)
-
-
-def _sql(args: argparse.Namespace) -> int:
-    from harness.analysis.sql import run
-
-    fmt = "parquet" if args.parquet else args.fmt
-    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all)
-
-
-def _export(args: argparse.Namespace) -> int:
-    from harness.analysis.export import export_path
-
-    for line in export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all):
-        print(line)
-    return 0
-
-
+@verb(
+    "optimal",
+    "compute-optimal model size and samples for FLOP budgets (Chinchilla approach 3)",
+    _optimal_options,
+    description="Joint fit L(N, D) = E + A/N^alpha + B/D^beta minimised under C = f(N)·D, "
+    "f = counted training compute per sample (a power law in N per group) or 6N. "
+    "N_opt, D_opt with 95% bootstrap intervals, the metric there, and a, b in "
+    "N_opt ∝ C^a, D_opt ∝ C^b.",
+)
 def _optimal(args: argparse.Namespace) -> int:
     from harness.analysis.optimal import optimal_path, parse_budgets
 
@@ -231,21 +264,52 @@ def _optimal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _isoflop(args: argparse.Namespace) -> int:
-    from harness.analysis.isoflops import isoflop_path
-    from harness.analysis.optimal import parse_budgets
+def _sql_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
+    p.add_argument("query", help='e.g. "SELECT family, avg(test_acc) FROM trials GROUP BY 1"')
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_const", const="csv", dest="fmt", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_const", const="json", dest="fmt", help="a JSON list of records on stdout")
+    fmt.add_argument("--parquet", default=None, metavar="OUT", help="write the result to OUT as Parquet")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    p.set_defaults(fmt="table")
 
-    budgets = parse_budgets(args.budgets) if args.budgets else None
-    report = isoflop_path(
-        args.results,
-        y=args.y,
-        x=args.x,
-        by=args.by,
-        budgets=budgets,
-        seed=args.seed,
-        **_given(compute=args.compute, bootstrap=args.bootstrap),
-    )
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary(), end="\n" if args.json else "")
+
+@verb(
+    "sql",
+    "SQL over results with DuckDB: views trials and curves",
+    _sql_options,
+    description="Views `trials` (one row per trial) and `curves` (study, trial_id, step, ...) over a study's results "
+    "directory or a root of several (`study` tells them apart). Needs duckdb: pip install 'harness[sql]'.",
+)
+def _sql(args: argparse.Namespace) -> int:
+    from harness.analysis.sql import run
+
+    fmt = "parquet" if args.parquet else args.fmt
+    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all)
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="results directory (results/NAME, or results/ for every study) or a .parquet/.csv of rows")
+    p.add_argument("--mlflow", default=None, metavar="URI", help="tracking URI, e.g. http://127.0.0.1:5000")
+    p.add_argument("--tensorboard", default=None, metavar="DIR", help="log directory: DIR/<study>/<trial>/")
+    p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+
+
+@verb(
+    "export",
+    "log trials to MLflow and/or TensorBoard (idempotent)",
+    _export_options,
+    description="One MLflow run per trial (experiment = study; params = resolved config, metrics = the row and its "
+    "learning curve, tags = provenance) and/or one TensorBoard run directory per trial with hparams. Exporting "
+    "again adds nothing for unchanged trials and replaces re-run ones. Needs pip install 'harness[mlflow]' / "
+    "'harness[tensorboard]'.",
+)
+def _export(args: argparse.Namespace) -> int:
+    from harness.analysis.export import export_path
+
+    for line in export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all):
+        print(line)
     return 0
 
 
@@ -267,70 +331,3 @@ def _csv_list(text: str) -> list[str]:
 def _given(**kwargs: object) -> dict[str, object]:
     """Keyword arguments the user set; the rest fall back to the function's defaults."""
     return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def _table(args: argparse.Namespace) -> int:
-    from harness.analysis.tables import table_path
-
-    print(
-        table_path(
-            args.results,
-            rows=args.rows,
-            cols=args.cols,
-            value=args.value,
-            agg=args.agg,
-            fmt=args.fmt,
-            include_all=args.include_all,
-            **_given(tune=args.tune),
-        ),
-        end="",
-    )
-    return 0
-
-
-def _fit(args: argparse.Namespace) -> int:
-    if args.isoflop:
-        return _isoflop(args)
-    from harness.analysis.fits import fit_path
-
-    report = fit_path(
-        args.results,
-        args.y,
-        args.x,
-        by=args.by,
-        holdout=args.holdout,
-        seed=args.seed,
-        include_all=args.include_all,
-        **_given(bootstrap=args.bootstrap, tune=args.tune),
-    )
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(report.summary(), end="")
-    return 0
-
-
-def _plot(args: argparse.Namespace) -> int:
-    from harness.analysis.plots import plot_path
-
-    outcome = plot_path(
-        args.results,
-        args.kind,
-        x=args.x,
-        y=args.y,
-        out=args.out,
-        include_all=args.include_all,
-        **_given(bootstrap=args.bootstrap, tune=args.tune),
-    )
-    for p in outcome.paths:
-        print(p)
-    for why in outcome.skipped:
-        print(f"skipped {why}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from harness.analysis.report import write_report
-
-    print(write_report(args.results, include_all=args.include_all, **_given(bootstrap=args.bootstrap)))
-    return 0

@@ -14,23 +14,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
+from harness.cli.verbs import verb
 from harness.errors import StudyError
-from harness.profile import BLOCKS, CV_THRESHOLD, MAX_ROUNDS, MODES, PRECISIONS, Settings, max_batch, profile
 
+if TYPE_CHECKING:
+    import torch
+
+ORDER = 3  # after the analysis verbs
 DEFAULT_BATCH = 32
 MAX_BATCH_LIMIT = {"cuda": 4096, "cpu": 512}  # --max-batch without a value: where the search stops
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "profile",
-        help="throughput, latency, memory, FLOPs and MFU of one model (the profiler trials use)",
-        description="Median and spread of img/s over timed blocks after warm-up, batch-1 latency, peak "
-        "memory, forward and training GMACs, achieved TFLOP/s and MFU, and a hardware fingerprint.",
-    )
+def _options(p: argparse.ArgumentParser) -> None:
+    """The profiler's defaults come from harness/profile.py, which imports torch: added only when `profile` is named."""
+    from harness.profile import BLOCKS, CV_THRESHOLD, MAX_ROUNDS, MODES, PRECISIONS
+
     p.add_argument("model", help="family@size, e.g. vit@xs, resnet@50, convnext@tiny (see `harness models`)")
     p.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet sizes, 28 for small ones")
     p.add_argument(
@@ -74,10 +74,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default {MAX_BATCH_LIMIT['cuda']} on CUDA, {MAX_BATCH_LIMIT['cpu']} on CPU)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object (NaN written as null)")
-    p.set_defaults(func=run)
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -91,8 +92,18 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+@verb(
+    "profile",
+    "throughput, latency, memory, FLOPs and MFU of one model (the profiler trials use)",
+    _options,
+    description="Median and spread of img/s over timed blocks after warm-up, batch-1 latency, peak "
+    "memory, forward and training GMACs, achieved TFLOP/s and MFU, and a hardware fingerprint.",
+)
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from harness import flops, flops_train, zoo
+    from harness.profile import Settings, max_batch, profile
 
     ms = zoo.resolve(args.model)
     size = args.image_size or zoo.default_image_size(ms)

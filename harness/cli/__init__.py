@@ -1,0 +1,61 @@
+"""The `harness` command. Thin: every verb delegates to one function elsewhere.
+
+Exit codes: 0 all ok, 1 some trials failed (their rows are written), 2 bad input (nothing
+written), 130 interrupted (finished trials kept), 143 terminated by SIGTERM (the same).
+
+Each module of this package declares its verbs with `harness.cli.verbs.verb` (name, help,
+options, handler in one place) and `ORDER`, where its verbs appear in `harness --help`;
+`build_parser` finds the modules with pkgutil. Start-up is part of the interface: no verb module
+imports torch, ray or pandas at its top, and each verb imports what it needs when it runs, so
+`harness --help`, `status` and the analysis verbs answer at once (tests/test_imports.py blocks
+torch and ray to prove it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from harness.cli import verbs
+from harness.errors import StudyError
+from harness.version import __version__
+
+
+def declared() -> list[verbs.Verb]:
+    """Every verb of every module in this package, in `harness --help`'s order."""
+    mods = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    return [v for mod in sorted(mods, key=lambda m: getattr(m, "ORDER", 0)) for v in verbs.DECLARED.get(mod.__name__, [])]
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """`argv`: the command line about to be parsed; a verb's options are added only when it names the verb."""
+    p = argparse.ArgumentParser(prog="harness", description="Architecture scaling studies: ResNet vs ViT vs Mixer vs ConvNeXt.")
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
+    for v in declared():
+        verbs.add(sub, v, full=v.name == named)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes the positionals before the first option in one go: `run s.yaml --dry-run a=1` leaves
+    # a=1 over. Overrides after options are still overrides (in the order typed); anything else is an error.
+    if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args) or 0)
+    except StudyError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
