@@ -1,8 +1,8 @@
 """Analysis of study results: tables, scaling-law fits, plots and the report.
 
 Reads only the Parquet the store writes (see DESIGN.md, "Data flows one way"). The public
-names below are imported on first use: `harness` builds its parser from
-`harness.analysis.cli` on every command, and matplotlib/seaborn/scipy take seconds to load.
+names below are imported on first use: the `harness` command (harness/cli/) must answer
+--help and status without them, and matplotlib/seaborn/scipy take seconds to load.
 """
 
 from __future__ import annotations
