@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from harness import data, flops, flops_train, ssl, zoo
+from harness import data, flops, flops_train, zoo
 from harness.profile import profile_model
-from harness.spec import Trial
+from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
-from harness.train import total_steps, train
+from harness.train import train
 from harness.version import __version__
 
 
@@ -176,7 +176,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         checkpoint_every=checkpoint_every,
     )
     curve.extend(res.curve)
-    views = ssl.views_per_sample(trial.train)
+    views = views_per_sample(trial.train)
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
     out.update(
