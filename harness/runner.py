@@ -50,8 +50,8 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
     """Per trial: steps, params, forward GMACs and the training compute its row will carry. The same
     function as the rows (flops_train: counted forward + backward), so a dry run's total is the sum of
     the stored `train_flops`; counts are cached per (model shape, image size, channels, classes)."""
-    from harness import data, flops, flops_train, ssl
-    from harness.train import total_steps
+    from harness import data, flops, flops_train
+    from harness.spec import total_steps, views_per_sample
 
     info = data.describe({**study.data_source, **study.dataset})
     out = []
@@ -59,7 +59,7 @@ def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:
         dims = {"image_size": tr.image_size, "in_chans": info.in_chans, "num_classes": info.num_classes, "frames": tr.frames or 0}
         steps = total_steps(tr.train, tr.data_size)
         samples = (
-            steps * min(tr.train["batch_size"], tr.data_size) * ssl.views_per_sample(tr.train)
+            steps * min(tr.train["batch_size"], tr.data_size) * views_per_sample(tr.train)
         )  # full batches only (data.EpochSampler)
         out.append(
             {
@@ -185,7 +185,7 @@ def _blamed(overrides: Sequence[str]) -> Iterator[None]:
     try:
         yield
     except StudyError as e:
-        from harness import overrides as cli_overrides
+        from harness.spec import overrides as cli_overrides
 
         raise cli_overrides.blame(e, cli_overrides.parse_all(overrides)) from None
 
@@ -281,8 +281,8 @@ def _resolved(path: str | Path, overrides: Sequence[str]) -> dict:
     """The overrides as typed and the resolved study YAML, for the results directory's copy ({} without any)."""
     if not overrides:
         return {}
-    from harness import overrides as cli_overrides
     from harness import spec
+    from harness.spec import overrides as cli_overrides
 
     raw = spec.read_study_mapping(path)
     return {

@@ -30,106 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data import Batcher
-from harness.errors import StudyError, did_you_mean
 from harness.features import autocast, pooled_features  # SimCLR projects exactly the features the probes read
 from harness.train import Objective, Supervised
 
-OBJECTIVES = ("supervised", "simclr")
-SIMCLR_DEFAULTS: dict[str, Any] = {
-    "temperature": 0.2,  # the paper's best at its larger batches is 0.1-0.5 (Table 5); 0.2 for ~256
-    "proj_dim": 128,  # the paper's projection output
-}
 CROP_SCALE = (0.2, 1.0)  # fraction of the image's area a view covers
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratio range of the crop (torchvision's RandomResizedCrop)
 JITTER_P = 0.8  # probability an image's intensities are jittered (the paper's colour jitter p)
 JITTER = 0.4  # brightness/contrast (and saturation) factors drawn from [1 - 0.4, 1 + 0.4]
 GRAYSCALE_P = 0.2  # RGB only
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as torchvision's rgb_to_grayscale
-
-
-# ----------------------------------------------------------------------------- study keys
-
-
-def check_train(train: dict, where: str) -> None:
-    """Validate the objective and its keys in a train config, filling SimCLR's defaults (in place).
-    SimCLR keys on a supervised trial are an error, as are supervised-only keys on a SimCLR trial."""
-    objective = train.get("objective", "supervised")
-    if objective not in OBJECTIVES:
-        raise StudyError(
-            f"unknown objective {objective!r}", where=where, key="train.objective", fix=did_you_mean(str(objective), OBJECTIVES)
-        )
-    if objective == "supervised":
-        for k in SIMCLR_DEFAULTS:
-            if train.get(k) is not None:
-                raise StudyError(
-                    f"train.{k} is a SimCLR key and this trial's objective is supervised",
-                    where=where,
-                    key=f"train.{k}",
-                    fix=f"set objective: simclr, or remove {k}; to vary the objective, pair them in a zip group: "
-                    f"zip: [{{objective: [supervised, simclr], {k}: [null, {SIMCLR_DEFAULTS[k]}]}}]",
-                )
-        return
-    for k, v in SIMCLR_DEFAULTS.items():
-        if train.get(k) is None:
-            train[k] = v
-    t = train["temperature"]
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
-        raise StudyError(
-            f"train.temperature must be a positive number, got {t!r}",
-            where=where,
-            key="train.temperature",
-            fix="e.g. temperature: 0.2",
-        )
-    p = train["proj_dim"]
-    if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
-        raise StudyError(
-            f"train.proj_dim must be a positive integer, got {p!r}", where=where, key="train.proj_dim", fix="e.g. proj_dim: 128"
-        )
-    why = "SimCLR trains without labels and draws its own two views"
-    if train.get("early_stop") is not None:
-        raise StudyError(
-            "early stopping watches validation accuracy, and a SimCLR trial has no classifier",
-            where=where,
-            key="train.early_stop",
-            fix="give a fixed budget (steps or epochs) for objective: simclr",
-        )
-    if train.get("label_smoothing", 0) != 0:
-        raise StudyError(
-            f"label_smoothing has no meaning with objective: simclr ({why})",
-            where=where,
-            key="train.label_smoothing",
-            fix="remove it",
-        )
-    if train.get("augment", "none") != "none":
-        raise StudyError(
-            f"augment {train['augment']!r} is the supervised augmentation ({why}: crop, flip, intensity jitter)",
-            where=where,
-            key="train.augment",
-            fix="remove it for objective: simclr (pair them in a zip group to vary the objective)",
-        )
-    if train.get("batch_size", 2) < 2:
-        raise StudyError(
-            "SimCLR needs at least 2 images per batch (the other images are the negatives)",
-            where=where,
-            key="train.batch_size",
-            fix="use batch_size >= 2 (the paper's results improve up to thousands)",
-        )
-
-
-def views_per_sample(train: dict) -> int:
-    """Images through the backbone per training sample: SimCLR's two views (train_flops counts both)."""
-    return 2 if train.get("objective") == "simclr" else 1
-
-
-def require_probes(objective: str, eval_cfg: dict, where: str) -> None:
-    """A SimCLR trial has no classifier: without the study's probes it would measure nothing."""
-    if objective == "simclr" and not eval_cfg:
-        raise StudyError(
-            "objective simclr trains no classifier (test_acc is NaN), and the study has no eval section",
-            where=where,
-            key="eval",
-            fix="add eval: {linear_probe: true} (and few_shot: [10] for few-shot accuracy): the probes judge its features",
-        )
 
 
 # ----------------------------------------------------------------------------- views

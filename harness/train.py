@@ -50,6 +50,7 @@ from harness import data
 from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 from harness.features import autocast
+from harness.spec.train_keys import min_steps, total_steps
 
 EVAL_BATCH = 500
 CURVE_POINTS = 10  # learning-curve evaluations per run when eval_every is not set
@@ -82,29 +83,6 @@ class TrainResult:
     best_val_acc: float = math.nan
     best_val_step: int = 0
     test_acc_at_best_val: float = math.nan
-
-
-def total_steps(cfg: dict, data_size: int) -> int:
-    """The run's length in steps: `steps`, `epochs` over the subset, or early stopping's ceiling."""
-    es = cfg.get("early_stop")
-    if es:
-        return int(es["max_steps"]) if "max_steps" in es else _epoch_steps(es["max_epochs"], cfg, data_size)
-    if cfg["steps"] is not None:
-        return int(cfg["steps"])
-    return _epoch_steps(cfg["epochs"], cfg, data_size)
-
-
-def min_steps(cfg: dict, data_size: int) -> int:
-    """Early stopping never stops before this step (0 without a min_steps/min_epochs)."""
-    es = cfg.get("early_stop") or {}
-    if "min_steps" in es:
-        return int(es["min_steps"])
-    return _epoch_steps(es["min_epochs"], cfg, data_size) if "min_epochs" in es else 0
-
-
-def _epoch_steps(epochs: float, cfg: dict, data_size: int) -> int:
-    per_epoch = math.ceil(data_size / min(cfg["batch_size"], data_size))
-    return max(1, round(epochs * per_epoch))
 
 
 def lr_at(step: int, total: int, cfg: dict) -> float:

@@ -24,9 +24,9 @@ import torch
 
 from harness import data, flops, flops_train, ssl, zoo
 from harness.profile import profile_model
-from harness.spec import Trial
+from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
-from harness.train import TrainResult, total_steps, train
+from harness.train import TrainResult, train
 from harness.version import __version__
 
 
@@ -192,7 +192,7 @@ def _measure(trial: Trial, build: Callable[[], torch.nn.Module], dims: dict, dev
 
 def _train_columns(trial: Trial, res: TrainResult, dims: dict, mfu: float) -> dict:
     """The row's training columns from the trainer's result."""
-    views = ssl.views_per_sample(trial.train)
+    views = views_per_sample(trial.train)
     return {
         "test_acc": res.test_acc,
         "test_loss": res.test_loss,

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import overrides, runner, spec, store
+from harness import runner, spec, store
 from harness.cli import main
 from harness.errors import StudyError
+from harness.spec import overrides
 from tests.conftest import write_study
 
 

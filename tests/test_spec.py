@@ -47,7 +47,7 @@ def test_smoke_keeps_the_grid_shape(tmp_path: Path) -> None:
     assert small.name == "quickstart-smoke"
     assert small.grid["data_size"] == [20, 80, 320]
     assert small.train["steps"] == spec.SMOKE_STEPS and small.profile["iters"] == 2
-    assert spec._smoke_sizes([1000, 500, 32000, 2000], floor=20) == [21, 20, 640, 40]
+    assert spec.smoke_sizes([1000, 500, 32000, 2000], floor=20) == [21, 20, 640, 40]
 
 
 BAD = [

@@ -17,10 +17,9 @@ from typing import Any
 import yaml
 
 from harness.errors import StudyError
+from harness.spec.train_keys import BUDGET_KEYS  # a layer that sets one of them replaces the others below it
 
-# a layer that sets one of them replaces the others below it (spec.BUDGET_KEYS; spec imports torch, so
-# the tuple is repeated here and tests/test_overrides.py checks the two agree)
-BUDGET_KEYS = ("steps", "epochs", "early_stop")
+__all__ = ["BUDGET_KEYS", "Override", "apply", "blame", "parse", "parse_all", "resolved_yaml"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""Expansion: a study's grid into its trials, each cell's train config layered and checked."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+from harness import data, zoo
+from harness.errors import StudyError
+from harness.spec.checks import Where
+from harness.spec.grid import AXIS_ORDER
+from harness.spec.model import Study, Trial
+from harness.spec.simclr import require_probes
+from harness.spec.smoke import smoke_train
+from harness.spec.train_keys import BUDGET_KEYS, check_train
+
+
+def expand(study: Study) -> list[Trial]:
+    """The grid's cells, duplicates dropped. Axes cross in the order model, data_size, image_size,
+    seed, then the training-key axes as written; a zip group moves as one axis (at the place of its
+    first member) and pairs its lists element-wise. Each cell's train config layers, lowest first:
+    the train section, the cell's training-key axes, the family's override, the model's override
+    (a list in an override sweeps that key for that family or model). A layer that sets a budget
+    (steps, epochs or early_stop) replaces the other two below it. Invalid cells raise StudyError."""
+    trials, seen = [], set()
+    g = study.grid
+    for cell in _cells(study):
+        model = g["model"][cell["model"][0]]
+        base = {k: g[k][i] for k, (i, _) in cell.items() if k not in AXIS_ORDER}
+        for train in _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()}):
+            t = Trial(
+                study=study.name,
+                model=model,
+                image_size=g["image_size"][cell["image_size"][0]],
+                data_size=g["data_size"][cell["data_size"][0]],
+                seed=g["seed"][cell["seed"][0]],
+                dataset=study.dataset,
+                train=train,
+                profile=study.profile,
+                resources=study.resources,
+                study_hash=study.study_hash,
+                data_source=study.data_source,
+                eval=study.eval,
+                eval_source=study.eval_source,
+                **{k: g[k][cell[k][0]] for k in ("frames", "frame_stride") if k in cell},
+            )
+            if t.trial_id not in seen:
+                seen.add(t.trial_id)
+                trials.append(t)
+    return trials
+
+
+def _cells(study: Study) -> list[dict[str, tuple[int, str]]]:
+    """Each cell as {axis: (index into its list, where the value is written)}."""
+    order = [k for k in study.grid if k in AXIS_ORDER] + [k for k in study.grid if k not in AXIS_ORDER]
+    order = sorted(order, key=lambda k: AXIS_ORDER.index(k) if k in AXIS_ORDER else len(AXIS_ORDER) + order.index(k))
+    group_of = {k: gi for gi, z in enumerate(study.zips) for k in z}
+    units, placed = [], set()
+    for k in order:
+        if k in group_of:
+            gi = group_of[k]
+            if gi in placed:
+                continue
+            placed.add(gi)
+            z = study.zips[gi]
+            units.append([{a: (i, f"grid.zip[{gi}].{a}[{i}]") for a in z} for i in range(len(study.grid[z[0]]))])
+        else:
+            units.append([{k: (i, f"grid.{k}[{i}]")} for i in range(len(study.grid[k]))])
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*units)]
+
+
+def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) -> list[dict]:
+    """The checked train configs of one cell (more than one when an override holds a list)."""
+    layers = [(paths, axes)]
+    for name in (model.family, *[n for n in study.overrides if "@" in n and zoo.resolve(n).identity() == model.identity()]):
+        if name in study.overrides:
+            layers.append(({k: f"overrides.{name}.{k}" for k in study.overrides[name]}, study.overrides[name]))
+    swept = [(path, k, v) for path, layer in layers for k, v in layer.items() if isinstance(v, list) and path is not paths]
+    out = []
+    for pick in itertools.product(*[range(len(v)) for _, _, v in swept]):
+        chosen = {(id(path), k): (i, v[i]) for (path, k, v), i in zip(swept, pick)}
+        cfg, source = copy.deepcopy(study.train_written), {}
+        for path, layer in layers:
+            for k, v in layer.items():
+                if (id(path), k) in chosen:
+                    i, v = chosen[(id(path), k)]
+                    src = f"{path[k]}[{i}]"
+                else:
+                    src = path[k]
+                if k in BUDGET_KEYS and v is not None:
+                    cfg.update({b: None for b in BUDGET_KEYS})  # this layer's budget replaces the ones below it
+                cfg[k] = copy.deepcopy(v)
+                source[k] = src
+        try:
+            cfg = check_train(cfg, Where(study.path))
+        except StudyError as e:
+            k = e.key.split(".")[1] if e.key.startswith("train.") else ""
+            raise (e.at(study.path, source[k] + e.key[len("train." + k) :]) if k in source else e) from None
+        out.append(smoke_train(cfg) if study.smoke else cfg)
+    return out
+
+
+def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
+    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
+    for t in expand(study):
+        require_probes(t.train.get("objective", "supervised"), study.eval, where)
+        val = t.train.get("val_size", 0)
+        if val and t.data_size + val > info.train_size:
+            raise StudyError(
+                f"data_size {t.data_size} + val_size {val} is larger than the {info.name} training split "
+                f"({info.train_size} images)",
+                where=where.path,
+                key="grid.data_size",
+                fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
+            )
+
+
+def varying_train_keys(trials: list[Trial]) -> list[str]:
+    """Train keys whose resolved value differs between trials (the dry-run and analysis columns)."""
+    keys = list(dict.fromkeys(k for t in trials for k in t.train))
+    return [k for k in keys if len({json.dumps(t.train.get(k), sort_keys=True) for t in trials}) > 1]

@@ -1,0 +1,99 @@
+"""Loading a study: the file (with command-line overrides applied) to a checked `Study`."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import data
+from harness.errors import StudyError
+from harness.spec import overrides as cli_overrides
+from harness.spec.checks import Where
+from harness.spec.eval_section import check_section
+from harness.spec.expand import check_cells
+from harness.spec.grid import parse_grid, parse_overrides
+from harness.spec.model import PROFILE_DEFAULTS, RESOURCE_DEFAULTS, Study
+from harness.spec.reading import read_study_mapping
+from harness.spec.sections import (
+    TOP_KEYS,
+    check_description,
+    check_name,
+    check_profile,
+    check_resources,
+    check_tracking,
+    parse_smoke,
+)
+from harness.spec.train_keys import TRAIN_DEFAULTS, check_train
+
+
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> Study:
+    """`overrides`: command-line `key=value` / `key+=value` (harness/spec/overrides.py), applied to the file's
+    mapping before it is validated; an error they cause names the override."""
+    ovs = cli_overrides.parse_all(overrides)
+    raw = read_study_mapping(path)
+    try:
+        return parse_study(cli_overrides.apply(raw, ovs), where=str(path))
+    except StudyError as e:
+        raise cli_overrides.blame(e, ovs) from None
+
+
+def parse_study(raw: dict, *, where: str = "<study>") -> Study:
+    at = Where(where)
+    at.keys(raw, TOP_KEYS, "")
+    for key in ("name", "grid"):
+        if key not in raw:
+            raise at.error(f"missing required key '{key}'", key, "see studies/quickstart.yaml for the shape of a study")
+    check_name(raw["name"], at)
+    check_description(raw, at)
+
+    data_source = at.section(raw, "dataset", {"name": "fashion_mnist"})
+    try:
+        info = data.describe(data_source)
+    except StudyError as e:
+        raise at.at(e, e.key or "dataset") from None
+    # canonical dataset (info.config): name + the keys that change the data (not where it lives)
+
+    train_written = at.merged(raw, "train", TRAIN_DEFAULTS)
+    train = check_train(train_written, at)
+    profile = at.merged(raw, "profile", PROFILE_DEFAULTS)
+    check_profile(profile, at)
+    resources = at.merged(raw, "resources", RESOURCE_DEFAULTS)
+    check_resources(resources, at)
+    slurm = at.section(raw, "slurm", {})
+    tracking = check_tracking(raw, at)
+
+    if train["eval_size"] is not None and train["eval_size"] > info.test_size:
+        raise at.error(
+            f"train.eval_size {train['eval_size']} is larger than the {info.name} test split ({info.test_size} images)",
+            "train.eval_size",
+            f"use at most {info.test_size}, or leave it out for the full split",
+        )
+    eval_cfg, eval_source = {}, ()
+    if raw.get("eval") is not None:
+        eval_cfg, sources = check_section(raw["eval"], where, main=info, val_size=train.get("val_size", 0))
+        eval_source = tuple(sources)
+    grid, zips = parse_grid(raw["grid"], info, train, at, keep_data_size=bool(eval_cfg))
+    overrides = parse_overrides(raw, grid, at)
+    smoke_grid = parse_smoke(raw, grid, info, at)
+    study = Study(
+        name=raw["name"],
+        description=str(raw.get("description", "")),
+        path=where,
+        dataset=info.config,
+        grid=grid,
+        train=train,
+        profile=profile,
+        resources=resources,
+        slurm=slurm,
+        smoke_grid=smoke_grid,
+        data_source=data_source,
+        zips=zips,
+        overrides=overrides,
+        train_written=copy.deepcopy(train_written),
+        eval=eval_cfg,
+        eval_source=eval_source,
+        tracking=tracking,
+    )
+    check_cells(study, info, at)
+    return study
