@@ -181,6 +181,11 @@ class ResultsDir:
     def of(cls, results_root: str | Path, study: str) -> ResultsDir:
         return cls(Path(results_root) / study)
 
+    @classmethod
+    def at(cls, where: str | Path | ResultsDir) -> ResultsDir:
+        """`where` itself when it is one already (its readers' notes kept), else a new one for that path."""
+        return where if isinstance(where, ResultsDir) else cls(where)
+
     def __repr__(self) -> str:
         return f"ResultsDir({str(self.path)!r})"
 
