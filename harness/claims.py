@@ -1,20 +1,25 @@
 """Per-trial claims: two drivers of one study never run the same trial at once.
 
-    results/<study>/claims/<trial_id>   JSON {host, pid, pid_started, since, token[, slurm_job]}
+    results/<study>/claims/<trial_id>   JSON {host, pid, pid_started, since, token[, <holder key>]}
 
 A driver creates the claim (O_CREAT|O_EXCL) before it hands a trial to its backend and removes
 it after the trial's row is stored. A claim is *live* while its holder is:
   - a process on this host: its pid exists and started when the claim says (pid reuse is not life);
   - a process on another host: its heartbeat (the file's mtime, refreshed every LEASE_S/4 by the
     holder) is younger than LEASE_S;
-  - a SLURM job (the claim was handed to it at submission): `squeue` still lists the job.
+  - an external holder (the claim was handed to it at submission, e.g. a SLURM job): the claim
+    names it under its kind's key, and the kind's liveness callback still lists it.
 A claim that is not live is stale (its driver was kill -9'd, its job ended without a row) and is
 taken over. Take-overs, hand-overs and releases happen under an exclusive flock on claims/.lock,
 so two drivers cannot both take over one stale claim; each such section lasts milliseconds.
 
 `run_exclusive` is the loop the runner drives: claim what is free, run it on the backend, and
-wait for trials another driver (or a SLURM job) holds until each has a new row, taking over any
-whose holder went away without one.
+wait for trials another driver (or an external holder) holds until each has a new row, taking over
+any whose holder went away without one.
+
+Claims knows no backend: the kinds of external holder (`HolderKind`: a claim-file key, a label and
+a liveness callback) are passed in by the caller, which gets them from the backends
+(`harness.backends.holder_kinds()`; the SLURM one is harness/backends/slurm_claims.py).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,14 +52,29 @@ UNREADABLE_GRACE_S = 5.0
 POLL_S = 1.0  # how often a driver looks at trials held by others
 HOST = socket.gethostname()
 
+Results = str | Path | ResultsDir  # a results directory, as a path or already wrapped
+Liveness = Callable[[Iterable[str]], "set[str] | None"]
 
-def claims_dir(out_dir: str | Path) -> Path:
-    return ResultsDir(out_dir).claims
+
+@dataclass(frozen=True)
+class HolderKind:
+    """A kind of holder outside any driver process (a scheduler's job) that a claim can be handed to."""
+
+    key: str  # the claim-file key naming the holder (the SLURM backend's "slurm_job", as older drivers wrote it)
+    label: str  # how `describe` names one, e.g. "SLURM job"
+    active: Liveness  # those of the given holder ids still alive; None when it cannot say (never a guess)
 
 
-def row_stamp(out_dir: str | Path, trial_id: str) -> tuple[int, int] | None:
+Kinds = Sequence[HolderKind]
+
+
+def claims_dir(out_dir: Results) -> Path:
+    return ResultsDir.at(out_dir).claims
+
+
+def row_stamp(out_dir: Results, trial_id: str) -> tuple[int, int] | None:
     """Identity of the trial's row file (inode, mtime): a change means a new result was stored."""
-    return ResultsDir(out_dir).row_stamp(trial_id)
+    return ResultsDir.at(out_dir).row_stamp(trial_id)
 
 
 @contextlib.contextmanager
@@ -84,35 +104,41 @@ def _pid_started(pid: int) -> float | None:
         return None
 
 
-def slurm_active(job_ids: Iterable[str]) -> set[str] | None:
-    """Those of `job_ids` ("123_4") squeue still lists; None when squeue cannot say (not installed
-    here, controller unreachable). The one squeue caller lives with the SLURM backend."""
-    from harness.backends import squeue
-
-    return squeue.active(job_ids)
+def external(info: dict | None, kinds: Kinds) -> HolderKind | None:
+    """The kind of external holder the claim was handed to, if any."""
+    return next((k for k in kinds if info and info.get(k.key)), None)
 
 
-_ASK = frozenset({"ask squeue"})
+def active_holders(infos: Iterable[dict | None], kinds: Kinds) -> dict[str, set[str] | None]:
+    """kind key -> the live ones of the holders these claims name: one liveness call per kind for many claims."""
+    infos = list(infos)
+    out: dict[str, set[str] | None] = {}
+    for kind in kinds:
+        ids = [i[kind.key] for i in infos if external(i, kinds) is kind]
+        out[kind.key] = kind.active(ids) if ids else set()
+    return out
 
 
-def is_live(info: dict | None, age_s: float, lease_s: float = LEASE_S, active_jobs: set[str] | None = _ASK) -> bool:
-    """`active_jobs`: the answer of one `slurm_active` call for many claims (default: ask for this one)."""
+def is_live(
+    info: dict | None,
+    age_s: float,
+    lease_s: float = LEASE_S,
+    kinds: Kinds = (),
+    active: Mapping[str, set[str] | None] | None = None,
+) -> bool:
+    """`active`: the answer of one `active_holders` call for many claims (default: ask for this one)."""
     if info is None:
         return False
     if not info:  # unreadable: no holder to ask
         return age_s < UNREADABLE_GRACE_S
-    if info.get("slurm_job"):
-        active = slurm_active([info["slurm_job"]]) if active_jobs is _ASK else active_jobs
-        return True if active is None else info["slurm_job"] in active  # unknown: never run a trial twice on a guess
+    kind = external(info, kinds)
+    if kind is not None:
+        alive = (active_holders([info], kinds) if active is None else active)[kind.key]
+        return True if alive is None else info[kind.key] in alive  # unknown: never run a trial twice on a guess
     if info.get("host") == HOST and "pid" in info:
         started = _pid_started(int(info["pid"]))
         return started is not None and abs(started - float(info.get("pid_started") or started)) < 1.0
     return age_s < lease_s
-
-
-def _slurm_jobs(infos: Iterable[dict | None]) -> set[str] | None:
-    jobs = [i["slurm_job"] for i in infos if i and i.get("slurm_job")]
-    return slurm_active(jobs) if jobs else set()
 
 
 def _age(path: Path) -> float:
@@ -122,9 +148,10 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def describe(info: dict) -> str:
-    if info.get("slurm_job"):
-        return f"SLURM job {info['slurm_job']}"
+def describe(info: dict, kinds: Kinds = ()) -> str:
+    kind = external(info, kinds)
+    if kind is not None:
+        return f"{kind.label} {info[kind.key]}"
     since = time.strftime("%H:%M:%S", time.localtime(info.get("since", 0)))
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {since}"
 
@@ -132,10 +159,11 @@ def describe(info: dict) -> str:
 class Claims:
     """The claims this driver holds, kept fresh by a heartbeat thread; released on close."""
 
-    def __init__(self, out_dir: str | Path, lease_s: float = LEASE_S) -> None:
-        self.rd = ResultsDir(out_dir)
+    def __init__(self, out_dir: Results, lease_s: float = LEASE_S, kinds: Kinds = ()) -> None:
+        self.rd = ResultsDir.at(out_dir)
         self.dir = self.rd.claims
         self.lease_s = lease_s
+        self.kinds = tuple(kinds)
         self.token = uuid.uuid4().hex
         self.me = {"host": HOST, "pid": os.getpid(), "pid_started": _pid_started(os.getpid()), "token": self.token}
         self.held: set[str] = set()
@@ -148,14 +176,14 @@ class Claims:
         mine, others = [], {}
         with locked(self.dir):
             infos = {tid: _read(self.dir / tid) for tid in trial_ids}
-            active = _slurm_jobs(infos.values())
+            active = active_holders(infos.values(), self.kinds)
             for tid, info in infos.items():
                 path = self.dir / tid
                 if info is not None:
-                    if info.get("token") == self.token and not info.get("slurm_job"):
+                    if info.get("token") == self.token and not external(info, self.kinds):
                         mine.append(tid)  # already ours
                         continue
-                    if is_live(info, _age(path), self.lease_s, active):
+                    if is_live(info, _age(path), self.lease_s, self.kinds, active):
                         others[tid] = info
                         continue
                     path.unlink(missing_ok=True)  # stale: its holder is gone
@@ -169,18 +197,19 @@ class Claims:
                 mine.append(tid)
         return mine, others
 
-    def hand_to_slurm(self, job_ids: dict[str, str]) -> None:
-        """The SLURM jobs now hold these trials: the claims outlive this driver and end with the jobs."""
+    def hand_over(self, kind: HolderKind, holders: dict[str, str]) -> None:
+        """External holders (trial_id -> holder id) now hold these trials: the claims outlive this
+        driver and end with the holders (`release_external`, or their liveness callback)."""
         with locked(self.dir):
-            for tid, job in job_ids.items():
+            for tid, holder in holders.items():
                 info = _read(self.dir / tid) or dict(self.me)
-                atomic_write(self.dir / tid, json.dumps(dict(info, since=time.time(), slurm_job=job)))
+                atomic_write(self.dir / tid, json.dumps(dict(info, since=time.time(), **{kind.key: holder})))
                 self.held.discard(tid)
 
     def release(self, tid: str) -> None:
         with locked(self.dir):
             info = _read(self.dir / tid)
-            if info and info.get("token") == self.token and not info.get("slurm_job"):
+            if info and info.get("token") == self.token and not external(info, self.kinds):
                 (self.dir / tid).unlink(missing_ok=True)
             self.held.discard(tid)
 
@@ -202,25 +231,25 @@ class Claims:
                     os.utime(self.dir / tid)
 
 
-def release_slurm(out_dir: str | Path, trial_id: str, job_id: str) -> None:
-    """Called by a SLURM job after it stored its row: drop the claim if this job still holds it."""
+def release_external(out_dir: Results, trial_id: str, kind: HolderKind, holder: str) -> None:
+    """Called by (or for) an external holder after its row is stored: drop the claim if it still holds it."""
     directory = claims_dir(out_dir)
     with locked(directory):
         info = _read(directory / trial_id)
-        if info and info.get("slurm_job") == job_id:
+        if info and info.get(kind.key) == holder:
             (directory / trial_id).unlink(missing_ok=True)
 
 
-def holders(out_dir: str | Path, lease_s: float = LEASE_S) -> dict[str, dict]:
+def holders(out_dir: Results, lease_s: float = LEASE_S, kinds: Kinds = ()) -> dict[str, dict]:
     """trial_id -> holder, for the live claims of a results directory (for `harness status`)."""
     directory = claims_dir(out_dir)
     paths = sorted(directory.glob("[!.]*")) if directory.is_dir() else []
     infos = {p.name: _read(p) for p in paths}
-    active = _slurm_jobs(infos.values())
+    active = active_holders(infos.values(), kinds)
     return {
         tid: info or {}
         for tid, info in infos.items()
-        if info is not None and is_live(info, _age(directory / tid), lease_s, active)
+        if info is not None and is_live(info, _age(directory / tid), lease_s, kinds, active)
     }
 
 
@@ -239,22 +268,25 @@ class Event:
 def run_exclusive(
     trials: Sequence[Trial],
     execute: Callable[[list[Trial], Claims], Iterator[TrialOutput]],
-    out_dir: str | Path,
+    out_dir: Results,
     *,
     wait: bool = True,
     on_others: Callable[[dict[str, dict]], None] | None = None,
     lease_s: float = LEASE_S,
     poll_s: float = POLL_S,
+    kinds: Kinds = (),
 ) -> Iterator[Event]:
     """Run each trial exactly once across concurrent drivers.
 
     `execute(trials, claims)` runs the trials we claimed and yields their outputs. Each of ours
     is yielded before its claim is released, so the caller stores the row first. With
-    wait=False (SLURM --no-wait) we return after our own submission and leave others alone.
+    wait=False (a detaching backend's --no-wait) we return after our own submission and leave
+    others alone. `kinds`: the external holders claims may be handed to (their liveness callbacks).
     """
+    out_dir = ResultsDir.at(out_dir)
     todo = {t.trial_id: t for t in trials}
     planned = {tid: row_stamp(out_dir, tid) for tid in todo}
-    with Claims(out_dir, lease_s) as claims:
+    with Claims(out_dir, lease_s, kinds) as claims:
         while todo:
             mine, others = claims.acquire(list(todo))
             for tid in [t for t in mine if _stored_meanwhile(out_dir, t, planned[t])]:
@@ -276,20 +308,20 @@ def run_exclusive(
             lost = [t for t in mine if t in todo]
             if lost:
                 raise RuntimeError(f"backend returned without a result for {len(lost)} trials: {', '.join(lost[:5])}")
-            yield from _wait_for_others(others, stamps, todo, out_dir, lease_s, poll_s)
+            yield from _wait_for_others(others, stamps, todo, out_dir, lease_s, poll_s, claims.kinds)
 
 
-def _stored_meanwhile(out_dir: str | Path, tid: str, planned: tuple[int, int] | None) -> bool:
+def _stored_meanwhile(out_dir: ResultsDir, tid: str, planned: tuple[int, int] | None) -> bool:
     """A new row since the caller planned (a retried failure), or an ok row (finished just before planning)."""
     now = row_stamp(out_dir, tid)
     if now is None:
         return False
     if now != planned:
         return True
-    return ResultsDir(out_dir).row_value(tid, "status") == "ok"
+    return out_dir.row_value(tid, "status") == "ok"
 
 
-def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | None:
+def row_before(info: dict, out_dir: Results, tid: str) -> tuple[int, int] | None:
     """The row its holder found when it claimed the trial: any other row is the holder's result."""
     if "row_before" in info:
         return tuple(info["row_before"]) if info["row_before"] is not None else None
@@ -297,19 +329,19 @@ def row_before(info: dict, out_dir: str | Path, tid: str) -> tuple[int, int] | N
 
 
 def _wait_for_others(
-    others: dict[str, dict], stamps: dict, todo: dict, out_dir: str | Path, lease_s: float, poll_s: float
+    others: dict[str, dict], stamps: dict, todo: dict, out_dir: ResultsDir, lease_s: float, poll_s: float, kinds: Kinds
 ) -> Iterator[Event]:
     """Until each trial held elsewhere has a new row (done) or a stale claim (ours to take)."""
     waiting = dict(others)
     directory = claims_dir(out_dir)
     while waiting:
         infos = {tid: _read(directory / tid) for tid in waiting}
-        active = _slurm_jobs(infos.values())
+        active = active_holders(infos.values(), kinds)
         for tid, info in infos.items():
             if row_stamp(out_dir, tid) != stamps[tid]:
-                yield Event(tid, by=describe(waiting.pop(tid)))
+                yield Event(tid, by=describe(waiting.pop(tid), kinds))
                 todo.pop(tid, None)
-            elif not is_live(info, _age(directory / tid), lease_s, active) and row_stamp(out_dir, tid) == stamps[tid]:
+            elif not is_live(info, _age(directory / tid), lease_s, kinds, active) and row_stamp(out_dir, tid) == stamps[tid]:
                 waiting.pop(tid)  # its holder went away without a row: claim it in the next round
         if waiting:
             time.sleep(poll_s)

@@ -160,7 +160,7 @@ def run_study(
             )
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
-        note = be.interrupted_note(out_dir)
+        note = be.interrupted_note(rd)
         more = f"; {note}" if note else ""
         what = "interrupted by SIGTERM" if by_term else "interrupted"
         console.print(f"[yellow]{what}[/]: finished trials are stored in {out_dir}{more}; run the same command again to continue")
@@ -241,16 +241,18 @@ def _run(
     # the rows that belong; with overrides the copy is the resolved study, and study.json lists them
     rd.record_study(path, study.name, study.study_hash, [t.trial_id for t in trials], **_resolved(path, overrides))
     failed = 0
-    opts = {"address": address, "out_dir": out_dir, "study": study, "flags": flags, "wait": wait}
+    opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
+    kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
     with _progress(console) as bar:
         task = bar.add_task(study.name, total=len(pending))
         # claims: a second driver of this study skips (and waits for) the trials this one runs
         for ev in claims.run_exclusive(
             pending,
             lambda ts, held: be.execute(ts, claims=held, **opts),
-            out_dir,
+            rd,
             wait=wait,
-            on_others=lambda held: _report_others(held, bar.console, wait),
+            on_others=lambda held: _report_others(held, bar.console, wait, kinds),
+            kinds=kinds,
         ):
             if ev.output is None:
                 bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
@@ -311,10 +313,10 @@ def _print_table(t: Table) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _report_others(held: dict[str, dict], console: Console, wait: bool = True) -> None:
+def _report_others(held: dict[str, dict], console: Console, wait: bool = True, kinds: claims.Kinds = ()) -> None:
     by: dict[str, int] = {}
     for info in held.values():
-        by[claims.describe(info)] = by.get(claims.describe(info), 0) + 1
+        by[claims.describe(info, kinds)] = by.get(claims.describe(info, kinds), 0) + 1
     who = ", ".join(f"{n} by {h}" for h, n in sorted(by.items()))
     then = "waiting for their rows (a trial whose holder stops without one is run here)" if wait else "left to them"
     console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): {then}")
@@ -414,8 +416,9 @@ def status(
         t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
     # in flight: work a backend tracks (SLURM jobs squeue lists: queued / running), and trials another live driver holds
-    jobs = backends.in_flight(out_dir)
-    held = {tid for tid, info in claims.holders(out_dir).items() if not info.get("slurm_job")}
+    jobs = backends.in_flight(rd)
+    kinds = backends.holder_kinds()  # claims handed to external holders are counted through `jobs`
+    held = {tid for tid, info in claims.holders(rd, kinds=kinds).items() if claims.external(info, kinds) is None}
     queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
     running = (
         ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}

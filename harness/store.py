@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import tempfile
 import uuid
@@ -41,123 +40,18 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import StudyError
-
-SCHEMA_VERSION = 1
-
-# DESIGN.md's results schema, in order; extend, never rename without a SCHEMA_VERSION bump
-COLUMNS: dict[str, str] = {
-    # identity
-    "study": "string",
-    "trial_id": "string",
-    "status": "string",
-    "error": "string",
-    "schema_version": "Int64",
-    # config
-    "family": "string",
-    "size": "string",
-    "model": "string",
-    "image_size": "Int64",
-    "data_size": "Int64",
-    "seed": "Int64",
-    "steps": "Int64",
-    "epochs": "float64",
-    "batch_size": "Int64",
-    "lr": "float64",
-    "dataset": "string",
-    "config_json": "string",
-    # model
-    "params": "Int64",
-    "fwd_gmacs": "float64",
-    "train_flops": "float64",
-    # speed
-    "infer_img_s": "float64",
-    "infer_img_s_iqr": "float64",
-    "train_img_s": "float64",
-    "train_img_s_iqr": "float64",
-    "latency_ms_p50": "float64",
-    "peak_mem_mb": "float64",
-    "peak_mem_kind": "string",
-    "mfu": "float64",
-    "profile_batch_size": "Int64",
-    # speed, issue 5 (harness/profile.py): spreads, achieved rate, MFU and its reason, counted training MACs/img
-    "infer_step_ms": "float64",
-    "infer_cv": "float64",
-    "train_step_ms": "float64",
-    "train_cv": "float64",
-    "latency_cv": "float64",
-    "profile_extended": "boolean",
-    "profile_unstable": "boolean",
-    "profile_precision": "string",
-    "infer_tflops_s": "float64",
-    "train_tflops_s": "float64",
-    "infer_mfu": "float64",
-    "mfu_reason": "string",
-    "peak_tflops": "float64",
-    "train_gmacs": "float64",
-    # quality
-    "test_acc": "float64",
-    "test_loss": "float64",
-    "train_loss": "float64",
-    "best_test_acc": "float64",
-    "samples_seen": "Int64",
-    "train_time_s": "float64",
-    # provenance
-    "device": "string",
-    "dtype": "string",
-    "threads": "Int64",
-    "torch_version": "string",
-    "timm_version": "string",
-    "harness_version": "string",
-    "git_sha": "string",
-    "host": "string",
-    "started_at": "string",
-    "duration_s": "float64",
-    "study_hash": "string",
-    # hardware fingerprint (harness/hardware.py), filled when the trial is profiled
-    "device_count": "Int64",
-    "driver": "string",
-    "cpu_model": "string",
-    "cpu_count": "Int64",
-    "cpu_capability": "string",
-    "niceness": "Int64",
-    "cuda_version": "string",
-    "cudnn_version": "string",
-    "tf32": "string",
-    # issue 11 (harness/train.py): validation split, selection on it, early stopping's ceiling
-    "val_acc": "float64",
-    "val_loss": "float64",
-    "best_val_acc": "float64",
-    "best_val_step": "Int64",
-    "test_acc_at_best_val": "float64",
-    "max_steps": "Int64",
-    "compile_s": "float64",  # train.compile: the compiling first step, outside train_time_s (issue 10)
-    # issue 16 (harness/evals.py): probes of the frozen backbone's features; other k and transfer datasets are extra columns
-    "probe_acc": "float64",
-    "probe_l2": "float64",
-    "probe_l2_from": "string",
-    **{f"fewshot_{k}_acc{s}": "float64" for k in (1, 5, 10, 25) for s in ("", "_std")},
-    "eval_time_s": "float64",
-    # issue 17: video trials (NA for images); sample_unit says what infer_img_s/train_img_s count: "img" or "clip"
-    "frames": "Int64",
-    "frame_stride": "Int64",
-    "sample_unit": "string",
-}
-CURVE_COLUMNS = [
-    "trial_id",
-    "epoch",
-    "step",
-    "samples_seen",
-    "train_loss",
-    "test_acc",
-    "test_loss",
-    "lr",
-    "elapsed_s",
-    "val_acc",
-    "val_loss",
-]  # val_*: with train.val_size (issue 11)
-ROW_SUFFIX = ".parquet"
-STAMP = ["_file", "_size", "_mtime_ns", "_ino"]  # the manifest columns of a compacted file
-READ_THREADS = 2  # pyarrow releases the GIL while it decodes; more threads gain nothing on 2 cores
+from harness.rowfiles import ROW_SUFFIX, Reader, read_file
+from harness.schema import (  # noqa: F401  (re-exported: callers import them from here)
+    COLUMNS,
+    CURVE_COLUMNS,
+    SCHEMA_VERSION,
+    dedupe,
+    empty_frame,
+    is_curve_table,
+    is_result_table,
+    is_row_table,
+    row_frame,
+)
 
 
 @dataclass
@@ -218,33 +112,11 @@ def _write(f: object, data: bytes) -> None:
     f.write(data)  # type: ignore[attr-defined]
 
 
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".")
-
-
 # ----------------------------------------------------------------------------- rows
-
-
-def row_frame(row: dict) -> pd.DataFrame:
-    """One-row frame with the schema's dtypes (missing numbers are NA, so every file has the same schema)."""
-    full = {c: row.get(c) for c in COLUMNS}
-    for c, dtype in COLUMNS.items():
-        v = full[c]
-        if v is None or (isinstance(v, float) and math.isnan(v) and dtype != "float64"):
-            full[c] = pd.NA if dtype != "float64" else math.nan
-    df = pd.DataFrame([full]).astype(COLUMNS)
-    extra = {k: v for k, v in row.items() if k not in COLUMNS}
-    for k, v in extra.items():  # later issues add columns; keep them rather than drop them
-        df[k] = [v]
-    return df
 
 
 def _parquet(df: pd.DataFrame) -> Callable[[str], None]:
     return lambda tmp: df.to_parquet(tmp, index=False)
-
-
-def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
 def _mkdirs(path: Path, made: list[Path]) -> None:
@@ -308,6 +180,11 @@ class ResultsDir:
     @classmethod
     def of(cls, results_root: str | Path, study: str) -> ResultsDir:
         return cls(Path(results_root) / study)
+
+    @classmethod
+    def at(cls, where: str | Path | ResultsDir) -> ResultsDir:
+        """`where` itself when it is one already (its readers' notes kept), else a new one for that path."""
+        return where if isinstance(where, ResultsDir) else cls(where)
 
     def __repr__(self) -> str:
         return f"ResultsDir({str(self.path)!r})"
@@ -487,7 +364,7 @@ class ResultsDir:
 
     def read_row(self, trial_id: str) -> dict | None:
         """The stored row of one trial as plain Python values (None when absent or unreadable)."""
-        table = _read_file(self.trial_file(trial_id))
+        table = read_file(self.trial_file(trial_id))
         if table is None or table.num_rows == 0:
             return None
         row = table.slice(0, 1).to_pandas().iloc[0].to_dict()
@@ -495,7 +372,7 @@ class ResultsDir:
 
     def row_value(self, trial_id: str, column: str) -> object:
         """One column of one trial's row (None when the file or the column is absent)."""
-        table = _read_file(self.trial_file(trial_id), columns=[column], optional=True)
+        table = read_file(self.trial_file(trial_id), columns=[column], optional=True)
         return table.column(0)[0].as_py() if table is not None and table.num_columns and table.num_rows else None
 
     # -- all rows
@@ -503,18 +380,20 @@ class ResultsDir:
         """Every trial row (one per trial_id: a copied row under another name keeps the latest).
         A file that is not a trial row (no trial_id/status) is skipped as unreadable; lenient=True
         (the analysis) also takes rows from other tools that share any schema column."""
-        table = _Reader(self, self.trials, self.compacted_trials, None, _is_result if lenient else _is_row).table()
+        table = Reader(
+            self.unreadable.paths, self.trials, self.compacted_trials, None, is_result_table if lenient else is_row_table
+        ).table()
         if table is None:
             return empty_frame()
         return dedupe(table.to_pandas())
 
     def read_curves(self) -> pd.DataFrame:
-        table = _Reader(self, self.curves, self.compacted_curves, None, _is_curve).table()
+        table = Reader(self.unreadable.paths, self.curves, self.compacted_curves, None, is_curve_table).table()
         return pd.DataFrame(columns=CURVE_COLUMNS) if table is None else table.to_pandas()
 
     def statuses(self) -> dict[str, str]:
         """trial_id -> status of what is on disk (reads two columns: the compacted ones + new files)."""
-        table = _Reader(self, self.trials, self.compacted_trials, ["trial_id", "status"], _is_row).table()
+        table = Reader(self.unreadable.paths, self.trials, self.compacted_trials, ["trial_id", "status"], is_row_table).table()
         if table is None:
             return {}
         return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
@@ -529,8 +408,11 @@ class ResultsDir:
         (rows, curve rows). Safe with writers running: a file replaced meanwhile no longer matches
         its stamp, so readers take the new file, not the compacted copy."""
         n = []
-        for src, dest, ok in ((self.trials, self.compacted_trials, _is_row), (self.curves, self.compacted_curves, _is_curve)):
-            reader = _Reader(self, src, dest, None, ok, keep_stamp=True)
+        for src, dest, ok in (
+            (self.trials, self.compacted_trials, is_row_table),
+            (self.curves, self.compacted_curves, is_curve_table),
+        ):
+            reader = Reader(self.unreadable.paths, src, dest, None, ok, keep_stamp=True)
             table = reader.table()
             if table is not None and not reader.changed:
                 n.append(table.num_rows)  # nothing new, nothing gone: the compacted file is current
@@ -546,173 +428,6 @@ class ResultsDir:
         return n[0], n[1]
 
 
-def dedupe(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial (per study when several are read together): the latest by started_at."""
-    keys = [c for c in ("study", "trial_id") if c in df]
-    if "trial_id" not in df or not df.duplicated(keys).any():
-        return df.reset_index(drop=True)
-    if "started_at" in df:
-        df = df.sort_values("started_at", kind="stable", na_position="first")
-    return df.drop_duplicates(keys, keep="last").sort_index().reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------- reading many files
-
-
-def _is_row(table: object) -> bool:
-    names = table.schema.names  # type: ignore[attr-defined]
-    return "trial_id" in names and "status" in names and table.num_rows >= 1  # type: ignore[attr-defined]
-
-
-def _is_result(table: object) -> bool:
-    return table.num_rows >= 1 and bool(set(table.schema.names) & set(COLUMNS))  # type: ignore[attr-defined]
-
-
-def _is_curve(table: object) -> bool:
-    return "trial_id" in table.schema.names  # type: ignore[attr-defined]
-
-
-def _read_file(path: Path, columns: list[str] | None = None, optional: bool = False, stamp: list | None = None) -> object:
-    """A Parquet file as an Arrow table; None when absent or unreadable. With `stamp`, the file's
-    (size, mtime_ns, inode) from the open descriptor, so content and stamp always belong together."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") as f:
-            if stamp is not None:
-                st = os.fstat(f.fileno())
-                stamp[:] = [st.st_size, st.st_mtime_ns, st.st_ino]
-            if columns is not None:
-                have = pq.read_schema(f).names
-                if optional:
-                    columns = [c for c in columns if c in have]
-                elif not set(columns) <= set(have):
-                    return pa.table({})  # another schema: the caller's check rejects it
-                f.seek(0)
-            return pq.read_table(f, columns=columns)
-    except FileNotFoundError:
-        return None
-    except (OSError, pa.ArrowException, ValueError):
-        return pa.table({})  # truncated, junk, not Parquet: an empty table the check rejects
-
-
-class _Reader:
-    """The rows of one directory of per-trial files, through its compacted file when there is one."""
-
-    def __init__(
-        self,
-        rd: ResultsDir,
-        directory: Path,
-        compacted: Path,
-        columns: list[str] | None,
-        check: Callable[[object], bool],
-        keep_stamp: bool = False,
-    ) -> None:
-        self.rd, self.dir, self.compacted, self.columns = rd, directory, compacted, columns
-        self.check, self.keep_stamp = check, keep_stamp
-        self.changed = True  # False once table() found the compacted file exactly current
-
-    def table(self) -> object:
-        import pyarrow as pa
-
-        files = self._listing()
-        cached, reused = self._from_compacted(files)
-        fresh = [name for name in files if name not in reused]
-        self.changed = bool(fresh) or self._dropped
-        tables = [cached] if cached is not None and cached.num_rows else []
-        tables += self._read_many(fresh)
-        if not tables:
-            return None
-        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        if len(tables) > 1:
-            table = table.sort_by("_file")  # files in name order, however they were read
-        return table if self.keep_stamp else table.drop_columns(STAMP)
-
-    def _listing(self) -> dict[str, tuple[int, int, int]]:
-        """name -> (size, mtime_ns, inode) of every row file (one scandir; temporaries skipped)."""
-        out = {}
-        try:
-            with os.scandir(self.dir) as it:
-                for e in it:
-                    if e.name.endswith(ROW_SUFFIX) and not _is_temporary(e.name):
-                        try:
-                            st = e.stat()
-                        except FileNotFoundError:
-                            continue
-                        out[e.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return out
-
-    def _from_compacted(self, files: dict[str, tuple[int, int, int]]) -> tuple[object, set[str]]:
-        """The compacted rows whose file is still there with the same stamp, and those file names."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        self._dropped = False
-        if not files or not self.compacted.exists():
-            return None, set()
-        cols = None if self.columns is None else [*self.columns, *STAMP]
-        table = _read_file(self.compacted, columns=cols)
-        if table is None:
-            return None, set()
-        if not set(STAMP) <= set(table.schema.names) or not self.check(table):
-            self.rd.unreadable.paths.append(self.compacted)  # rebuilt by the next compaction
-            return None, set()
-        names = table.column("_file").to_pylist()
-        stamps = zip(table.column("_size").to_pylist(), table.column("_mtime_ns").to_pylist(), table.column("_ino").to_pylist())
-        keep = [files.get(n) == tuple(s) for n, s in zip(names, stamps)]
-        self._dropped = not all(keep)
-        table = table.filter(pa.array(keep, type=pa.bool_()))
-        reused = set(pc.unique(table.column("_file")).to_pylist())
-        return table, reused
-
-    def _read_many(self, names: list[str]) -> list:
-        import pyarrow as pa
-
-        if not names:
-            return []
-        names = sorted(names)
-        if len(names) > 64:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(READ_THREADS) as pool:
-                results = list(pool.map(self._read_one, names, chunksize=64))
-        else:
-            results = [self._read_one(n) for n in names]
-        good = [t for t in results if t is not None]
-        if not good:
-            return []
-        try:
-            return [pa.concat_tables(good, promote_options="permissive")]
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column with text in one file, numbers in another
-            return [
-                pa.Table.from_pandas(
-                    pd.concat([t.to_pandas() for t in good], ignore_index=True, sort=False), preserve_index=False
-                )
-            ]
-
-    def _read_one(self, name: str) -> object:
-        import pyarrow as pa
-
-        stamp: list = []
-        table = _read_file(self.dir / name, columns=self.columns, stamp=stamp)
-        if table is None:
-            return None  # removed meanwhile
-        if not self.check(table):
-            self.rd.unreadable.paths.append(self.dir / name)
-            return None
-        n = table.num_rows
-        size, mtime, ino = stamp
-        return (
-            table.append_column("_file", pa.array([name] * n, pa.string()))
-            .append_column("_size", pa.array([size] * n, pa.int64()))
-            .append_column("_mtime_ns", pa.array([mtime] * n, pa.int64()))
-            .append_column("_ino", pa.array([ino] * n, pa.int64()))
-        )
-
-
 # ----------------------------------------------------------------------------- module-level API (thin wrappers)
 
 
@@ -726,7 +441,9 @@ def write(out: TrialOutput, directory: str | Path) -> Path:
 
 def trial_files(directory: str | Path) -> list[Path]:
     rd = ResultsDir(directory)
-    return sorted(rd.trials / n for n in _Reader(rd, rd.trials, rd.compacted_trials, None, _is_row)._listing())
+    return sorted(
+        rd.trials / n for n in Reader(rd.unreadable.paths, rd.trials, rd.compacted_trials, None, is_row_table).listing()
+    )
 
 
 def read(directory: str | Path) -> pd.DataFrame:

@@ -115,7 +115,7 @@ def test_squeue_answers_many_jobs_with_one_call(tmp_path: Path, monkeypatch: pyt
     assert squeue.active(["5_0", "5_1", "5_2"]) == {"5_0", "5_1"}
     assert squeue.active(["5_1"]) == {"5_1"}  # a subset: the same answer
     assert len(calls.read_text().splitlines()) == 1
-    from harness import claims
+    from harness.backends import slurm_claims
 
-    assert claims.slurm_active(["5_2"]) == set()  # claims' liveness check asks the same function
+    assert slurm_claims.HOLDER.active(["5_2"]) == set()  # claims' liveness check asks the same function
     assert len(calls.read_text().splitlines()) == 1

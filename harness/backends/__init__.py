@@ -8,8 +8,12 @@ questions, so the runner holds no backend-specific branch and names no backend m
                                            reachable, GPU visible) -- before anything is written
     execute(trials, ...)                   yields each `TrialOutput` as it finishes, in any order
     writes_rows                            True when the workers store their own rows (SLURM)
-    in_flight(out_dir)                     trial_id -> "queued" | "running", for `harness status`
-    interrupted_note(out_dir)              what keeps running after Ctrl-C ("" when nothing does)
+    in_flight(rd)                          trial_id -> "queued" | "running", for `harness status`
+    interrupted_note(rd)                   what keeps running after Ctrl-C ("" when nothing does)
+    holder                                 the kind of external holder its claims are handed to
+                                           (a claims.HolderKind with its liveness callback), or None
+
+The results directory travels as one `harness.store.ResultsDir` (`rd`), never as a path string.
 
 Importing this package or a backend module is cheap: ray and submitit are imported where they
 are used, so `--backend local` works where neither is installed, and a backend whose package
@@ -27,9 +31,9 @@ from typing import TYPE_CHECKING
 from harness.errors import StudyError, did_you_mean
 
 if TYPE_CHECKING:  # spec imports torch; backends are imported by `harness status`, which must not
-    from harness.claims import Claims
+    from harness.claims import Claims, HolderKind
     from harness.spec import Study, Trial
-    from harness.store import TrialOutput
+    from harness.store import ResultsDir, TrialOutput
 
 BACKENDS = {"ray": "harness.backends.ray_backend", "local": "harness.backends.local", "slurm": "harness.backends.slurm"}
 
@@ -43,6 +47,7 @@ class Backend:
     writes_rows = False  # True: the workers store their own rows, the runner must not write them again
     flags: frozenset[str] = frozenset()  # `harness run` options only this backend takes (slurm: partition, ...)
     detaches = False  # True: `--no-wait` submits and returns, the work goes on without the driver
+    holder: HolderKind | None = None  # the external holder its claims are handed to (SLURM: the job)
 
     def validate_options(self, study: Study, flags: dict | None = None, wait: bool = True) -> None:
         """No I/O. Every backend's study section (`slurm:`) is checked whichever backend runs the
@@ -83,7 +88,7 @@ class Backend:
         self,
         trials: Sequence[Trial],
         *,
-        out_dir: Path,
+        rd: ResultsDir,
         study: Study,
         claims: Claims | None = None,
         flags: dict | None = None,
@@ -92,11 +97,11 @@ class Backend:
     ) -> Iterator[TrialOutput]:
         raise NotImplementedError
 
-    def in_flight(self, out_dir: str | Path) -> dict[str, str]:
+    def in_flight(self, rd: ResultsDir) -> dict[str, str]:
         """trial_id -> "queued" | "running" for work this backend tracks outside the driver's claims."""
         return {}
 
-    def interrupted_note(self, out_dir: str | Path) -> str:
+    def interrupted_note(self, rd: ResultsDir) -> str:
         """Appended to the "interrupted" line: what goes on after the driver stops."""
         return ""
 
@@ -111,12 +116,19 @@ def all_backends() -> list[Backend]:
     return [get(name) for name in BACKENDS]
 
 
-def in_flight(out_dir: str | Path) -> dict[str, str]:
+def in_flight(rd: ResultsDir | str | Path) -> dict[str, str]:
     """What every backend knows to be queued or running for this results directory (for `status`)."""
+    from harness.store import ResultsDir  # pandas: only where a results directory is read
+
     out: dict[str, str] = {}
     for be in all_backends():
-        out.update(be.in_flight(out_dir))
+        out.update(be.in_flight(ResultsDir.at(rd)))
     return out
+
+
+def holder_kinds() -> list[HolderKind]:
+    """Every backend's kind of external claim holder: claims asks their liveness, whichever backend runs."""
+    return [be.holder for be in all_backends() if be.holder is not None]
 
 
 def cuda_visible() -> bool:

@@ -44,14 +44,12 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import claims as claimlib
-from harness import store
-from harness.backends import Backend, squeue
+from harness.backends import Backend, slurm_claims, squeue
 from harness.errors import StudyError, did_you_mean
-from harness.store import TrialOutput
+from harness.store import ResultsDir, TrialOutput
 
 if TYPE_CHECKING:  # submitit is imported where jobs are submitted or run: `status` and other backends need none
     from harness.spec import Study, Trial
@@ -193,14 +191,6 @@ def executor_parameters(study: Study, opts: dict) -> dict:
 # ----------------------------------------------------------------------------- the job
 
 
-def slurm_dir(out_dir: str | Path) -> Path:
-    return store.ResultsDir(out_dir).slurm
-
-
-def checkpoint_path(out_dir: str | Path, trial_id: str) -> Path:
-    return store.ResultsDir(out_dir).checkpoint(trial_id)
-
-
 def __getattr__(name: str) -> Any:
     """`TrialJob` lives in slurm_job (it subclasses a submitit class); jobs pickled under this name still load."""
     if name == "TrialJob":
@@ -210,18 +200,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _stored_by(out_dir: str | Path, trial_id: str) -> str | None:
-    """The SLURM job that wrote the trial's row, if a SLURM job did."""
-    return store.ResultsDir(out_dir).row_value(trial_id, "slurm_job")
-
-
 # ----------------------------------------------------------------------------- driver side
 
 
 def execute(
     trials: Sequence[Trial],
     *,
-    out_dir: str | Path,
+    rd: ResultsDir,
     study: Study,
     slurm: dict | None = None,
     wait: bool = True,
@@ -230,14 +215,14 @@ def execute(
 ) -> Iterator[TrialOutput]:
     if not trials:
         return
-    out_dir = Path(out_dir).resolve()  # jobs run elsewhere: absolute paths only
+    rd = ResultsDir(rd.path.resolve())  # jobs run elsewhere: absolute paths only
     opts = options(study, slurm)
-    stamps = {t.trial_id: claimlib.row_stamp(out_dir, t.trial_id) for t in trials}
-    jobs = submit(trials, out_dir, study, opts)
+    stamps = {t.trial_id: rd.row_stamp(t.trial_id) for t in trials}
+    jobs = submit(trials, rd, study, opts)
     if claims is not None:
-        claims.hand_to_slurm(jobs)
+        slurm_claims.hand_over(claims, jobs)
     if wait:
-        yield from watch({t.trial_id: t for t in trials}, jobs, stamps, out_dir)
+        yield from watch({t.trial_id: t for t in trials}, jobs, stamps, rd)
 
 
 def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
@@ -259,18 +244,18 @@ def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
         )
 
 
-def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> dict[str, str]:
+def submit(trials: Sequence[Trial], rd: ResultsDir, study: Study, opts: dict) -> dict[str, str]:
     """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
     import submitit
 
-    logs = store.ResultsDir(out_dir).slurm_logs
+    logs = rd.slurm_logs
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
     executor.update_parameters(**executor_parameters(study, opts))
     submitted = time.time()
     try:
         from harness.backends.slurm_job import TrialJob
 
-        jobs = executor.map_array(TrialJob(str(out_dir), opts["checkpoint_every"], opts["time"]), list(trials))
+        jobs = executor.map_array(TrialJob(str(rd.path), opts["checkpoint_every"], opts["time"]), list(trials))
     except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
         raise StudyError(
             f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}",
@@ -279,7 +264,7 @@ def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> 
         ) from None
     ids = {t.trial_id: j.job_id for t, j in zip(trials, jobs)}
     _record(
-        out_dir,
+        rd,
         {
             "array_job": jobs[0].job_id.split("_")[0],
             "submitted_at": submitted,
@@ -292,48 +277,44 @@ def submit(trials: Sequence[Trial], out_dir: Path, study: Study, opts: dict) -> 
     return ids
 
 
-def watch(trials: dict[str, Trial], jobs: dict[str, str], stamps: dict, out_dir: Path) -> Iterator[TrialOutput]:
+def watch(trials: dict[str, Trial], jobs: dict[str, str], stamps: dict, rd: ResultsDir) -> Iterator[TrialOutput]:
     """Yield each trial's row as its job stores it; a job that ends without one becomes a failed row here."""
     gone: dict[str, int] = {}
     asked = -math.inf
     while jobs:
         for tid in list(jobs):
-            if claimlib.row_stamp(out_dir, tid) != stamps[tid]:
+            if rd.row_stamp(tid) != stamps[tid]:
                 jobs.pop(tid)
-                yield TrialOutput(row=_read_row(out_dir, tid))
+                yield TrialOutput(row=rd.read_row(tid))
         if jobs and time.monotonic() - asked >= squeue.SQUEUE_EVERY_S:
             asked = time.monotonic()
             active = squeue.active(jobs.values())
             for tid, job in list(jobs.items()) if active is not None else []:
                 gone[tid] = 0 if job in active else gone.get(tid, 0) + 1
                 # absent from squeue this many answers in a row (a requeue is listed as PENDING) and still no row
-                if gone[tid] >= GONE_POLLS and claimlib.row_stamp(out_dir, tid) == stamps[tid]:
+                if gone[tid] >= GONE_POLLS and rd.row_stamp(tid) == stamps[tid]:
                     jobs.pop(tid)
-                    yield _lost(trials[tid], job, out_dir)
+                    yield _lost(trials[tid], job, rd)
         if jobs:
             time.sleep(POLL_S)
 
 
-def _read_row(out_dir: Path, tid: str) -> dict:
-    return store.ResultsDir(out_dir).read_row(tid)
-
-
-def _lost(trial: Trial, job: str, out_dir: Path) -> TrialOutput:
+def _lost(trial: Trial, job: str, rd: ResultsDir) -> TrialOutput:
     """The job ended (cancelled, killed, node failure, crashed outside run_trial) without storing a row."""
     import submitit
 
     from harness.backends import failed_output
 
     state = job_state(job) or "ended"
-    err = submitit.core.utils.JobPaths(store.ResultsDir(out_dir).slurm_logs, job_id=job, task_id=0).stderr
+    err = submitit.core.utils.JobPaths(rd.slurm_logs, job_id=job, task_id=0).stderr
     last = ""
     if err.exists():
         lines = [x for x in err.read_text(errors="replace").splitlines() if x.strip() and not x.startswith("submitit")]
         last = lines[-1].strip()[:300] if lines else ""
     out = failed_output(trial, f"SLURM job {job} {state} without a result" + (f": {last}" if last else f" (log: {err})"))
     out.row["slurm_job"] = job
-    store.write(out, out_dir)
-    claimlib.release_slurm(out_dir, trial.trial_id, job)  # the job cannot release it any more
+    rd.write(out)
+    slurm_claims.release(rd, trial.trial_id, job)  # the job cannot release it any more
     return out
 
 
@@ -345,27 +326,25 @@ def job_state(job: str) -> str | None:
 # ----------------------------------------------------------------------------- manifest + status
 
 
-def _record(out_dir: Path, submission: dict) -> None:
+def _record(rd: ResultsDir, submission: dict) -> None:
     """Append one submission to slurm/jobs.json (atomic rewrite under the claims lock)."""
-    rd = store.ResultsDir(out_dir)
     with claimlib.locked(rd.claims):
         manifest = rd.read_json(rd.slurm_jobs, {"submissions": []})
         manifest["submissions"].append(submission)
         rd.write_json(rd.slurm_jobs, manifest)
 
 
-def latest_jobs(out_dir: str | Path) -> dict[str, str]:
+def latest_jobs(rd: ResultsDir) -> dict[str, str]:
     """trial_id -> its most recent SLURM job id, from jobs.json."""
-    rd = store.ResultsDir(out_dir)
     out: dict[str, str] = {}
     for sub in rd.read_json(rd.slurm_jobs, {"submissions": []})["submissions"]:
         out.update(sub["trials"])
     return out
 
 
-def job_states(out_dir: str | Path) -> dict[str, str]:
+def job_states(rd: ResultsDir) -> dict[str, str]:
     """trial_id -> "queued" | "running" for trials whose latest job squeue still lists."""
-    jobs = latest_jobs(out_dir)
+    jobs = latest_jobs(rd)
     states = squeue.states({j.split("_")[0] for j in jobs.values()}) or {}  # one squeue for every array of the study
     out = {}
     for tid, job in jobs.items():
@@ -387,6 +366,7 @@ class Slurm(Backend):
     writes_rows = True  # each job stores its own row (the results directory is on a shared filesystem)
     flags = FLAGS
     detaches = True  # --no-wait: the job array runs on without the driver
+    holder = slurm_claims.HOLDER  # claims handed to the jobs live while squeue lists them
 
     def check_section(self, study: Study) -> None:
         options(study)
@@ -401,11 +381,11 @@ class Slurm(Backend):
     def execute(self, trials: Sequence[Trial], *, flags: dict | None = None, **kw: Any) -> Iterator[TrialOutput]:
         return execute(trials, slurm=flags, **kw)
 
-    def in_flight(self, out_dir: str | Path) -> dict[str, str]:
-        return job_states(out_dir)
+    def in_flight(self, rd: ResultsDir) -> dict[str, str]:
+        return job_states(rd)
 
-    def interrupted_note(self, out_dir: str | Path) -> str:
-        return f"SLURM jobs keep running ('harness status {out_dir}')"
+    def interrupted_note(self, rd: ResultsDir) -> str:
+        return f"SLURM jobs keep running ('harness status {rd.path}')"
 
 
 BACKEND = Slurm()

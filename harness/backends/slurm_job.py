@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 
 import submitit
 
-from harness import claims as claimlib
-from harness import store
-from harness.backends.slurm import _stored_by, checkpoint_path
+from harness.backends import slurm_claims
+from harness.store import ResultsDir
 
 if TYPE_CHECKING:
     from harness.spec import Trial
@@ -20,16 +19,18 @@ class TrialJob(submitit.helpers.Checkpointable):
     the same trial, and the trial resumes from its checkpoint file (see harness.train)."""
 
     def __init__(self, out_dir: str, checkpoint_every: int, time_min: int) -> None:
+        # a plain string: what the pickle carries stays the job's few settings (a test reads them as JSON)
         self.out_dir, self.checkpoint_every, self.time_min = out_dir, checkpoint_every, time_min
 
     def __call__(self, trial: Trial) -> str:
         from harness.trial import run_trial
 
+        rd = ResultsDir(self.out_dir)
         job_id = submitit.JobEnvironment().job_id
-        if _stored_by(self.out_dir, trial.trial_id) == job_id:
+        if slurm_claims.stored_by(rd, trial.trial_id) == job_id:
             return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
         print(f"harness: trial {trial.trial_id} ({trial.label}) starts in SLURM job {job_id}", flush=True)
-        ckpt = checkpoint_path(self.out_dir, trial.trial_id) if self.checkpoint_every else None
+        ckpt = rd.checkpoint(trial.trial_id) if self.checkpoint_every else None
         out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
         if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
             out.row["error"] = (
@@ -39,8 +40,8 @@ class TrialJob(submitit.helpers.Checkpointable):
                 + ("" if self.checkpoint_every else " or set slurm.checkpoint_every to resume")
             )
         out.row["slurm_job"] = job_id
-        store.write(out, self.out_dir)
+        rd.write(out)
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
-        claimlib.release_slurm(self.out_dir, trial.trial_id, job_id)
+        slurm_claims.release(rd, trial.trial_id, job_id)
         return out.row["status"]
