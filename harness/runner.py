@@ -37,7 +37,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def prepare(path: str | Path, *, smoke: bool = False, overrides: Sequence[str] = ()) -> tuple[Study, list[Trial]]:
-    """`overrides`: command-line `key=value` applied to the file before validation (harness/overrides.py)."""
+    """`overrides`: command-line `key=value` applied to the file before validation (harness/spec/overrides.py)."""
     from harness import spec
 
     study = spec.load_study(path, overrides)
@@ -181,7 +181,7 @@ def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
 
 @contextlib.contextmanager
 def _blamed(overrides: Sequence[str]) -> Iterator[None]:
-    """A StudyError about a key the command line set names that override (harness/overrides.py)."""
+    """A StudyError about a key the command line set names that override (harness/spec/overrides.py)."""
     try:
         yield
     except StudyError as e:

@@ -1,6 +1,6 @@
 """The top-level sections of a study besides the grid and train: its keys, the name, profile,
 resources, tracking, and the `smoke:` resolutions (the dataset and eval sections are checked by
-harness/data.py and harness/spec/eval_section.py)."""
+harness/data/ and harness/spec/eval_section.py)."""
 
 from __future__ import annotations
 
