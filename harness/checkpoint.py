@@ -1,7 +1,7 @@
 """The training run's checkpoint file (SLURM preemption/timeouts; see harness/train.py): the
 complete training state (model, optimizer, sampler and augmentation generators, global RNG, and the
 trainer's progress: step, losses, curve, clocks) saved atomically every N steps and restored in
-place by the run that finds it. A branched (WSD) run would start from a trunk's checkpoint here.
+place by the run that finds it. A branched (WSD) run starts from a trunk's checkpoint here.
 
 Below harness/train.py: it knows the state's pieces, not the loop.
 """
@@ -19,7 +19,8 @@ from harness.data import EpochSampler
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The run's checkpoint file, saved every `every` steps (never at the last: the run is done)."""
+    """The run's checkpoint file, saved every `every` steps (never at the last: the run is done;
+    `every` 0: only where the trainer says, a wsd trunk at its branch points)."""
 
     path: Path
     every: int
@@ -30,7 +31,7 @@ class Checkpoint:
         return cls(Path(path), every) if path is not None and every > 0 else None
 
     def due(self, step: int, total: int) -> bool:
-        return step % self.every == 0 and step < total
+        return self.every > 0 and step % self.every == 0 and step < total
 
     def save(
         self,

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from harness import backends, claims, store
+from harness import backends, branches, claims, store
 from harness.console import out_console  # noqa: F401  (harness.runner.out_console: older imports)
 from harness.errors import StudyError
 
@@ -120,10 +120,12 @@ def run_study(
     wait: bool = True,
     flags: dict | None = None,
     overrides: Sequence[str] = (),
+    branch: bool = True,
 ) -> int:
     """`flags`: the backend's `harness run` options (SLURM: overrides of the study's `slurm:` section);
     `wait=False` (a backend that detaches, SLURM): submit and return; `overrides`: command-line
-    `key=value` changes to the study file (recorded with the study copy in the results directory)."""
+    `key=value` changes to the study file (recorded with the study copy in the results directory);
+    `branch=False` (`--no-branch`): wsd budgets run independently (harness/branches.py)."""
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke, overrides=overrides)
     be = backends.get(backend)  # validate the name before anything is written
@@ -157,6 +159,7 @@ def run_study(
                 flags=flags,
                 overrides=overrides,
                 tracker=tracker,
+                branch=branch and wait,  # a detached submit cannot wait for trunks: cells run independently
             )
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated; Ray re-raises it as a plain KeyboardInterrupt)
         by_term = isinstance(e, Terminated) or term.seen
@@ -228,6 +231,7 @@ def _run(
     flags: dict | None,
     overrides: Sequence[str] = (),
     tracker: object = None,
+    branch: bool = True,
 ) -> int:
     out_dir = rd.path
     done = rd.done_ids()
@@ -243,16 +247,21 @@ def _run(
     failed = 0
     opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
     kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
+    waves = branches.plan(pending, rd) if branch else [pending]  # wsd trunks first, then their branches
     with _progress(console) as bar:
         task = bar.add_task(study.name, total=len(pending))
         # claims: a second driver of this study skips (and waits for) the trials this one runs
-        for ev in claims.run_exclusive(
-            pending,
-            lambda ts, held: be.execute(ts, claims=held, **opts),
-            rd,
-            wait=wait,
-            on_others=lambda held: _report_others(held, bar.console, wait, kinds),
-            kinds=kinds,
+        for ev in (
+            ev
+            for wave in waves
+            for ev in claims.run_exclusive(
+                wave,
+                lambda ts, held: be.execute(ts, claims=held, **opts),
+                rd,
+                wait=wait,
+                on_others=lambda held: _report_others(held, bar.console, wait, kinds),
+                kinds=kinds,
+            )
         ):
             if ev.output is None:
                 bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
@@ -276,7 +285,14 @@ def _run(
         _write_report(out_dir, console)
     ok = len(rd.done_ids() & {t.trial_id for t in trials})
     console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
+    note = branches.compute_note(_members(rd.read(), {t.trial_id for t in trials}))
+    if note:
+        console.print(note)
     return EXIT_OK if ok == len(trials) else EXIT_FAILED
+
+
+def _members(df: object, ids: set[str]) -> object:
+    return df[df["trial_id"].isin(ids)] if len(df) else df
 
 
 def _resolved(path: str | Path, overrides: Sequence[str]) -> dict:
@@ -433,5 +449,8 @@ def status(
         t.add_row("pending", str(pending))
     for _, r in df[df["trial_id"].isin(failed)].iterrows():
         t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
+    note = branches.compute_note(df) if len(df) else ""
+    if note:
+        notes.append(note)
     shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
     return shown, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED

@@ -110,6 +110,8 @@ COLUMNS: dict[str, str] = {
     "frames": "Int64",
     "frame_stride": "Int64",
     "sample_unit": "string",
+    # issue 24: branched wsd budgets (the steps a branch took from its shared trunk; 0 for the trunk, NA unbranched)
+    "trunk_steps_reused": "Int64",
 }
 CURVE_COLUMNS = [
     "trial_id",

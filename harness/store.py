@@ -9,6 +9,7 @@
     results/<study>/compact/curves.parquet       the same for curves
     results/<study>/quarantine/                  unreadable files `harness run` moved aside
     results/<study>/slurm/jobs.json, logs/, checkpoints/<trial_id>.pt    the SLURM backend's files
+    results/<study>/branches/<trunk_id>/<trial_id>.pt   wsd trunk checkpoints its branches start from
     results/<study>/report/, plots/              analysis output
 
 `ResultsDir` is the one object that knows these paths (STYLE 12): the runner, claims, the
@@ -257,6 +258,10 @@ class ResultsDir:
 
     def checkpoint(self, trial_id: str) -> Path:
         return self.slurm / "checkpoints" / f"{trial_id}.pt"
+
+    def branch_checkpoint(self, trunk_id: str, trial_id: str) -> Path:
+        """A wsd trunk's checkpoint at one cell's decay start (the trunk's own: trial_id == trunk_id)."""
+        return self.path / "branches" / trunk_id / f"{trial_id}.pt"
 
     def is_results_dir(self) -> bool:
         return self.trials.is_dir() or self.study_file.is_file() or self.compacted_trials.is_file()

@@ -11,10 +11,12 @@ cross-entropy only and imports neither ssl nor evals (they import it).
 
 The loop is a `Trainer`: its named state is the splits, the `Schedule` (lr per step), the
 optimizer, `Progress` (step, losses, curve, clocks, the best validation point: what a
-`Checkpoint` carries besides the tensors) and the objective. Room left for two later features: a
-branched WSD schedule is another `Schedule` started from a trunk `Checkpoint`; a multi-worker
-(DDP) trial adds a distributed context (rank, world size, each rank's share of the global batch)
-to the Trainer's sampler and loss read-back.
+`Checkpoint` carries besides the tensors) and the objective. A wsd trunk also keeps one track per
+shorter budget (its curve cadence and best point) and saves, at each one's decay start, the state
+that budget's own run has there: the branch starts from it (`start_from`) and ends with the row an
+independent run gives (same data order, same lr before the decay; on CPU to the bit). Room left for
+a multi-worker (DDP) trial: a distributed context (rank, world size, each rank's share of the global
+batch) added to the Trainer's sampler and loss read-back.
 
 On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
 `loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +52,7 @@ from harness import data
 from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 from harness.features import autocast
+from harness.schedule import BranchPoint, Schedule, lr_at  # noqa: F401  (harness.train.lr_at: older imports)
 from harness.spec.train_keys import min_steps, total_steps
 
 EVAL_BATCH = 500
@@ -76,6 +79,7 @@ class TrainResult:
     resumed_from_step: int = 0  # the step the last resume started at
     compile_s: float = math.nan  # with train.compile: the first (compiling) step's wall time, not in train_time_s
     max_steps: int = 0  # the budget's ceiling (= steps without early stopping)
+    trunk_steps_reused: int = 0  # a wsd branch: the steps it took from its trunk's checkpoint
     # with train.val_size: the final model's validation numbers, the best validation accuracy over
     # evaluations and its step, and the test accuracy of that best checkpoint (NaN without)
     val_acc: float = math.nan
@@ -83,17 +87,6 @@ class TrainResult:
     best_val_acc: float = math.nan
     best_val_step: int = 0
     test_acc_at_best_val: float = math.nan
-
-
-def lr_at(step: int, total: int, cfg: dict) -> float:
-    """Linear warm-up to lr over warmup_steps, then cosine to 0 (or constant)."""
-    warm = min(cfg["warmup_steps"], max(total - 1, 0))
-    if step < warm:
-        return cfg["lr"] * (step + 1) / warm
-    if cfg["schedule"] == "constant":
-        return cfg["lr"]
-    progress = (step - warm) / max(1, total - warm)
-    return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: dict, *, fused: bool = False) -> torch.optim.Optimizer:
@@ -216,12 +209,16 @@ def train(
     frames: int = 0,
     frame_stride: int = 1,
     objective: Objective | None = None,
+    branches: Sequence[BranchPoint] = (),
+    start_from: Path | None = None,
 ) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
     (benchmarks/train_speed.py compares the two); never changes a result. `frames`/`frame_stride`:
     the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames). `objective`:
     what the steps minimise; None is supervised cross-entropy, and a cfg with another objective
-    must pass its own (`harness.ssl.objective(cfg, ...)` builds either)."""
+    must pass its own (`harness.ssl.objective(cfg, ...)` builds either). `branches`: a wsd trunk's
+    shorter budgets (each saved at its decay start; the trunk's own checkpoint, `checkpoint_path`,
+    is saved there too, so a killed trunk resumes); `start_from`: a branch's trunk checkpoint."""
     if objective is None:
         if cfg.get("objective", "supervised") != "supervised":
             raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
@@ -235,11 +232,13 @@ def train(
         cfg=cfg,
         device=device,
         objective=objective,
-        checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every),
+        checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every)
+        or (Checkpoint(Path(checkpoint_path), 0) if branches and checkpoint_path else None),
         frames=frames,
         frame_stride=frame_stride,
+        branches=branches,
     )
-    trainer.resume()
+    trainer.resume(start_from)
     return trainer.run(sync_every_step=sync_every_step)
 
 
@@ -264,21 +263,14 @@ class Splits:
         return cls(train_split, val_split, curve_split, data.to_device(test_cpu, device))
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The learning rate of each step (`lr_at`: linear warm-up, then cosine to 0 or constant). A
-    branched WSD schedule would be another schedule with the same `lr(step)`, its run started from a
-    trunk checkpoint."""
+@dataclass
+class _Track:
+    """A branch's own view of the trunk up to its decay start: its curve cadence and progress."""
 
-    cfg: dict
-    total: int
-
-    def lr(self, step: int) -> float:
-        return lr_at(step, self.total, self.cfg)
-
-    def apply(self, opt: torch.optim.Optimizer, step: int) -> None:
-        for group in opt.param_groups:
-            group["lr"] = self.lr(step)
+    point: BranchPoint
+    schedule: Schedule
+    every: int
+    progress: Progress
 
 
 @dataclass
@@ -343,6 +335,7 @@ class Trainer:
         checkpoint: Checkpoint | None = None,
         frames: int = 0,
         frame_stride: int = 1,
+        branches: Sequence[BranchPoint] = (),
     ) -> None:
         self.model, self.device, self.objective, self.checkpoint = model, device, objective, checkpoint
         self.splits = Splits.of(ds, data_size, seed, cfg, device)
@@ -364,18 +357,36 @@ class Trainer:
         self.step_model, self.compile_s = _compiled(self.net, cfg.get("compile", False))
         self.progress = Progress()
         self.t0 = 0.0
+        self.reused = 0
+        self.tracks = [
+            _Track(b, Schedule(cfg, b.total), cfg["eval_every"] or max(1, b.total // CURVE_POINTS), Progress()) for b in branches
+        ]
+        self._memo: dict = {}  # (step, split) -> evaluation: a trunk's tracks and its own curve share one
 
-    def resume(self) -> None:
+    def resume(self, start_from: Path | None = None) -> None:
         """Continue from the checkpoint when there is one of this budget (model, optimizer, sampler,
-        generators and progress restored in place)."""
-        if self.checkpoint is None or not self.checkpoint.path.exists():
-            return
-        state = self.checkpoint.load(self.net, self.opt, self.sampler, self.aug_gen, self.device, self.total)
-        if state is not None:
-            self.progress = Progress.from_state(state)
+        generators and progress restored in place); else a branch starts from its trunk's checkpoint
+        (`start_from`; not counted as a resume)."""
+        if self.checkpoint is not None and self.checkpoint.path.exists():
+            state = self.checkpoint.load(self.net, self.opt, self.sampler, self.aug_gen, self.device, self.total)
+            if state is not None:
+                self.progress = Progress.from_state(state)
+                for t in self.tracks:
+                    t.progress = state.get("tracks", {}).get(t.point.total, t.progress)
+                self.reused = state.get("reused", 0)
+                return
+        if start_from is not None and Path(start_from).exists():
+            trunk = Checkpoint(Path(start_from), 0)
+            state = trunk.load(self.net, self.opt, self.sampler, self.aug_gen, self.device, self.total)
+            if state is not None:
+                self.progress = Progress.from_state(state)
+                self.progress.resumes -= 1
+                self.reused = state["step"]
 
     def run(self, *, sync_every_step: bool = False) -> TrainResult:
         p, start = self.progress, self.progress.step
+        for t in self.tracks:  # a track shares the trunk's losses (the same list)
+            t.progress.losses = p.losses
         self.record = _Losses(p.losses, self.schedule.lr, 1 if sync_every_step else check_every(self.device))
         _sync(self.device)
         self.t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
@@ -413,29 +424,55 @@ class Trainer:
         done = step + 1
         curve_point = done % self.every == 0 and done < self.total
         save = self.checkpoint is not None and self.checkpoint.due(done, self.total)
-        self.record.add(loss, sync_now=curve_point or save or done == self.total)
-        if not (curve_point or save):
+        active = [t for t in self.tracks if done <= t.point.step]
+        for t in active:
+            t.progress.since += 1
+        track_points = [t for t in active if done % t.every == 0 and done < t.point.total]
+        branch_now = [t for t in active if done == t.point.step]
+        self.record.add(loss, sync_now=curve_point or save or bool(track_points or branch_now) or done == self.total)
+        if not (curve_point or save or track_points or branch_now):
             return False
         self._stop_clock()
+        for t in track_points:
+            self._curve_point(step, self._synced(t.progress), t.schedule.lr(step))
         stop = self._curve_point(step) if curve_point else False
-        if save:
-            self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, self.progress.state(done, self.total))
+        for t in branch_now:
+            state = self._synced(t.progress).state(done, t.point.total)
+            Checkpoint(t.point.path, 0).save(self.net, self.opt, self.sampler, self.aug_gen, state)
+        if save or (branch_now and self.checkpoint is not None):
+            state = dict(self.progress.state(done, self.total), tracks={t.point.total: t.progress for t in self.tracks})
+            self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, dict(state, reused=self.reused))
+        self._memo.clear()
         self.t0 = time.perf_counter()
         return stop
 
-    def _curve_point(self, step: int) -> bool:
-        """One learning-curve point after `step`; with a validation split it is a validation point
-        (selection and early stopping: True when patience has run out)."""
-        p, lr = self.progress, self.schedule.lr(step)
+    def _synced(self, track: Progress) -> Progress:
+        """A track's progress with the trunk's shared counters (samples, training clock)."""
+        track.seen, track.train_time = self.progress.seen, self.progress.train_time
+        return track
+
+    def _evaluate(self, step: int, split: Split) -> tuple[float, float]:
+        """`evaluate`, once per step and split (a trunk's tracks ask for the same point)."""
+        key = (step, id(split))
+        if key not in self._memo:
+            self._memo[key] = evaluate(self.model, split, self.batcher)
+        return self._memo[key]
+
+    def _curve_point(self, step: int, p: Progress | None = None, lr: float | None = None) -> bool:
+        """One learning-curve point after `step` (of `p`: the run's own progress, or a branch
+        track's); with a validation split it is a validation point (selection and early stopping:
+        True when patience has run out)."""
+        p = p or self.progress
+        lr = self.schedule.lr(step) if lr is None else lr
         if self.splits.val is not None and self.objective.classifies:
-            va, vl = evaluate(self.model, self.splits.val, self.batcher)
+            va, vl = self._evaluate(step, self.splits.val)
             p.curve.append(
                 _point(step + 1, p.seen, self.n, p.losses[-p.since :], math.nan, math.nan, lr, p.train_time, val=(va, vl))
             )
             p.since = 0
             p.best.update(va, step + 1, self.model)
             return self.patience is not None and p.best.bad >= self.patience and step + 1 >= self.earliest
-        acc, tl = evaluate(self.model, self.splits.curve, self.batcher) if self.objective.classifies else (math.nan, math.nan)
+        acc, tl = self._evaluate(step, self.splits.curve) if self.objective.classifies else (math.nan, math.nan)
         p.curve.append(_point(step + 1, p.seen, self.n, p.losses[-p.since :], acc, tl, lr, p.train_time))
         p.since = 0
         return False
@@ -465,6 +502,7 @@ class Trainer:
             resumed_from_step=p.step,
             compile_s=self.compile_s if self.compile_s is not None else math.nan,
             max_steps=self.total,
+            trunk_steps_reused=self.reused,
         )
         lr = self.schedule.lr(ran - 1)
         if self.splits.val is None or not classifies:

@@ -26,7 +26,7 @@ from harness import data, flops, flops_train, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
-from harness.train import TrainResult, train
+from harness.train import BranchPoint, TrainResult, train
 from harness.version import __version__
 
 
@@ -153,16 +153,30 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         seed=trial.seed,
         cfg=trial.train,
         device=device,
-        checkpoint_path=checkpoint_path,
         checkpoint_every=checkpoint_every,
         objective=ssl.objective(trial.train, ds.info.in_chans, trial.image_size),
+        **{"checkpoint_path": checkpoint_path, **_branch_args(trial, checkpoint_path)},
     )
     curve.extend(res.curve)
+    if trial.branch:  # a wsd trunk (0) or branch: the steps it took from the trunk's checkpoint
+        out["trunk_steps_reused"] = res.trunk_steps_reused
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
     out.update(_train_columns(trial, res, dims, out.get("mfu", math.nan)))
     out.update(_evals(trial, model, ds, device))
     return out
+
+
+def _branch_args(trial: Trial, checkpoint_path: Path | None) -> dict:
+    """train()'s branch arguments from what the runner scheduled (trial.branch): a trunk's branch
+    points and its own checkpoint (a killed trunk resumes), or a branch's trunk checkpoint."""
+    b = trial.branch
+    if not b:
+        return {}
+    if "start_from" in b:
+        return {"start_from": Path(b["start_from"])}
+    points = [BranchPoint(int(step), int(total), Path(path)) for step, total, path in b["points"]]
+    return {"branches": points, "checkpoint_path": checkpoint_path or Path(b["checkpoint"])}
 
 
 def _measure(trial: Trial, build: Callable[[], torch.nn.Module], dims: dict, device: torch.device) -> dict:

@@ -42,6 +42,9 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--dry-run", action="store_true", help="print the trials with params, GMACs and training compute; run nothing")
     r.add_argument("--no-report", action="store_true", help="do not write RESULTS/NAME/report when the study finishes")
+    r.add_argument(
+        "--no-branch", action="store_true", help="wsd budgets run independently, not as branches of one trunk (the check)"
+    )
     g = r.add_argument_group("SLURM (--backend slurm; each overrides the study's slurm: section)")
     g.add_argument("--no-wait", action="store_true", help="submit the job array and return; 'harness status' follows it")
     g.add_argument("--partition", default=None)
@@ -71,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         wait=not args.no_wait,
         flags={k: getattr(args, k) for k in SLURM_FLAGS},
         overrides=args.overrides,
+        branch=not args.no_branch,
     )
 
 

@@ -24,6 +24,8 @@ UNHASHED_DEFAULTS = {
     "objective": "supervised",
     "temperature": None,
     "proj_dim": None,
+    "decay_fraction": 0.2,
+    "decay_shape": "linear",
 }
 
 

@@ -35,6 +35,9 @@ class Trial:
     # the clip length T and the stride s; a clip is native frames 0, s, ..., (T-1)s
     frames: int | None = None
     frame_stride: int | None = None
+    # issue 24: what the runner scheduled for a branched wsd budget (not hashed): a trunk's
+    # {"checkpoint": path, "points": [[step, total, path], ...]}, or a branch's {"start_from": path}
+    branch: dict = field(default_factory=dict)
 
     def data_config(self) -> dict:
         return {**self.data_source, **self.dataset}

@@ -19,7 +19,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 2.0e-3,
     "weight_decay": 0.05,
     "momentum": 0.9,  # sgd only
-    "schedule": "cosine",
+    "schedule": "cosine",  # cosine | constant | wsd (warmup, stable, decay: budgets can branch from one trunk)
+    "decay_fraction": 0.2,  # wsd only: the last fraction of the steps over which the lr decays to zero
+    "decay_shape": "linear",  # wsd only: linear | 1-sqrt (Hägele et al. 2024)
     "warmup_steps": 25,
     "label_smoothing": 0.0,
     "augment": "none",  # none | flip | flip_shift (random horizontal flip, +-2 px shift)
@@ -37,7 +39,8 @@ BUDGET_KEYS = ("steps", "epochs", "early_stop")  # a layer that sets one of them
 EARLY_STOP_KEYS = {"patience", "max_steps", "max_epochs", "min_steps", "min_epochs"}
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
-    "schedule": ("cosine", "constant"),
+    "schedule": ("cosine", "constant", "wsd"),
+    "decay_shape": ("linear", "1-sqrt"),
     "augment": ("none", "flip", "flip_shift"),
 }
 
@@ -68,6 +71,7 @@ def check_train(train: dict, where: Where) -> dict:
             "train.compile",
             "compile: true (torch.compile the model) or leave it out",
         )
+    _check_wsd(out, where)
     simclr.check_train(out, where)  # the objective and its keys
     return identity.hashed_train(out)
 
@@ -105,6 +109,30 @@ def _check_optimizer(train: dict, where: Where) -> None:
     for key, allowed in CHOICES.items():
         if train[key] not in allowed:
             raise where.error(f"unknown {key} {train[key]!r}", f"train.{key}", did_you_mean(str(train[key]), allowed))
+
+
+def _check_wsd(train: dict, where: Where) -> None:
+    """decay_fraction in (0, 1], and both wsd keys only with schedule wsd (elsewhere they would do nothing)."""
+    frac = train["decay_fraction"]
+    if not is_number(frac) or not 0 < frac <= 1:
+        raise where.error(
+            f"train.decay_fraction must be a number in (0, 1], got {frac!r}",
+            "train.decay_fraction",
+            "e.g. decay_fraction: 0.2 (the lr decays to zero over the last 20% of the steps)",
+        )
+    if train["schedule"] != "wsd":
+        for key in ("decay_fraction", "decay_shape"):
+            if train[key] != TRAIN_DEFAULTS[key]:
+                raise where.error(
+                    f"train.{key} applies to schedule wsd only (this one is {train['schedule']})",
+                    f"train.{key}",
+                    f"set schedule: wsd, or remove {key}",
+                )
+
+
+def decay_start(cfg: dict, total: int) -> int:
+    """wsd: the first step of the decay (the steps before it do not depend on the run's length)."""
+    return total - max(1, round(cfg.get("decay_fraction", TRAIN_DEFAULTS["decay_fraction"]) * total))
 
 
 def check_early_stop(train: dict, where: Where) -> None:
