@@ -73,17 +73,20 @@ def plan(trials: Sequence[Trial], rd: store.ResultsDir) -> list[list[Trial]]:
 
 
 def compute_note(df: pd.DataFrame) -> str:
-    """'compute spent X of Y FLOPs run independently (Z%)' over ok rows with trunk_steps_reused ('' without)."""
-    if "trunk_steps_reused" not in df or df["trunk_steps_reused"].isna().all():
+    """'compute: X FLOPs spent of Y run independently (Z%)' when wsd branches reused trunk steps or
+    halving pruned cells ('' otherwise). A pruned row's train_flops are its steps to the rung; run
+    independently it would have trained its whole budget (max_steps)."""
+    branched = "trunk_steps_reused" in df and df["trunk_steps_reused"].notna().any()
+    cut = df[df["status"] == "pruned"]
+    if not branched and cut.empty:
         return ""
     ok = df[df["status"] == "ok"]
-    reused = ok["trunk_steps_reused"].fillna(0).astype(float)
+    reused = ok["trunk_steps_reused"].fillna(0).astype(float) if branched else 0.0
     steps = ok["steps"].astype(float).where(ok["steps"] > 0)
-    independent = float(ok["train_flops"].sum())
-    spent = float((ok["train_flops"] * (1 - reused / steps)).sum())
+    full = cut["train_flops"] * cut["max_steps"].astype(float) / cut["steps"].astype(float)
+    independent = float(ok["train_flops"].sum() + full.sum())
+    spent = float((ok["train_flops"] * (1 - reused / steps)).sum() + cut["train_flops"].sum())
     if not independent:
         return ""
-    return (
-        f"compute: {spent:.3g} FLOPs spent of {independent:.3g} run independently "
-        f"({spent / independent:.0%}; wsd branches reused their trunks' steps)"
-    )
+    how = ", ".join(w for w, on in (("wsd branches reused trunk steps", branched), ("halving pruned cells", len(cut))) if on)
+    return f"compute: {spent:.3g} FLOPs spent of {independent:.3g} run independently ({spent / independent:.0%}; {how})"

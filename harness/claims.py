@@ -318,7 +318,7 @@ def _stored_meanwhile(out_dir: ResultsDir, tid: str, planned: tuple[int, int] | 
         return False
     if now != planned:
         return True
-    return out_dir.row_value(tid, "status") == "ok"
+    return out_dir.row_value(tid, "status") in ("ok", "pruned")  # pruned: successive halving decided it
 
 
 def row_before(info: dict, out_dir: Results, tid: str) -> tuple[int, int] | None:

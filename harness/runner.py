@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from harness import backends, branches, claims, store
+from harness import backends, branches, claims, halving, store
 from harness.console import out_console  # noqa: F401  (harness.runner.out_console: older imports)
 from harness.errors import StudyError
 
@@ -247,22 +247,21 @@ def _run(
     failed = 0
     opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
     kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
-    waves = branches.plan(pending, rd) if branch else [pending]  # wsd trunks first, then their branches
     with _progress(console) as bar:
         task = bar.add_task(study.name, total=len(pending))
-        # claims: a second driver of this study skips (and waits for) the trials this one runs
-        for ev in (
-            ev
-            for wave in waves
-            for ev in claims.run_exclusive(
-                wave,
+
+        def wave(ts: list[Trial]) -> Iterator[claims.Event]:
+            # claims: a second driver of this study skips (and waits for) the trials this one runs
+            return claims.run_exclusive(
+                ts,
                 lambda ts, held: be.execute(ts, claims=held, **opts),
                 rd,
                 wait=wait,
                 on_others=lambda held: _report_others(held, bar.console, wait, kinds),
                 kinds=kinds,
             )
-        ):
+
+        for ev in _events(study, trials, pending, rd, wave, branch=branch and not be.writes_rows):
             if ev.output is None:
                 bar.console.print(f"  [cyan]stored[/] {ev.trial_id} by {escape(ev.by)}")
             else:
@@ -270,7 +269,7 @@ def _run(
                     rd.write(ev.output)
                 if tracker is not None:  # after the row is safe; a tracker failure only warns
                     tracker.log(ev.output.row, ev.output.curve)
-                failed += not ev.output.ok
+                failed += ev.output.row.get("status") == "failed"
                 bar.console.print(_one_line(ev.output))
             bar.advance(task)
     if not wait:
@@ -283,12 +282,29 @@ def _run(
     _compact(rd, console)
     if report and len(trials) > failed:
         _write_report(out_dir, console)
-    ok = len(rd.done_ids() & {t.trial_id for t in trials})
-    console.print(f"{study.name}: {ok}/{len(trials)} ok, {len(trials) - ok} failed -> {out_dir}")
+    ids = {t.trial_id for t in trials}
+    states = [s for tid, s in rd.statuses().items() if tid in ids]
+    ok, pruned = states.count("ok"), states.count("pruned")
+    cut = f", {pruned} pruned" if pruned else ""
+    console.print(f"{study.name}: {ok}/{len(trials)} ok{cut}, {len(trials) - ok - pruned} failed -> {out_dir}")
     note = branches.compute_note(_members(rd.read(), {t.trial_id for t in trials}))
     if note:
         console.print(note)
-    return EXIT_OK if ok == len(trials) else EXIT_FAILED
+    return EXIT_OK if ok + pruned == len(trials) else EXIT_FAILED
+
+
+def _events(
+    study: Study, trials: list[Trial], pending: list[Trial], rd: store.ResultsDir, wave: halving.RunWave, *, branch: bool
+) -> Iterator[claims.Event]:
+    """The pending trials' events: halving rungs (search.halving), else wsd trunks then their
+    branches, else one wave. `branch` False (--no-branch, a detached or row-writing backend): one wave."""
+    if not branch:
+        yield from wave(pending)
+    elif study.search.get("halving"):
+        yield from halving.run(pending, study, trials, rd, wave)
+    else:
+        for w in branches.plan(pending, rd):
+            yield from wave(w)
 
 
 def _members(df: object, ids: set[str]) -> object:
@@ -366,6 +382,9 @@ def _one_line(out: store.TrialOutput) -> str:
         if _finite(r.get("infer_img_s")) and not _finite(r.get("test_acc")):  # profile-only trial
             parts.append(f"infer {r['infer_img_s']:,.0f} {unit}/s")
         return f"  [green]ok[/]     {cell}  {'  '.join(parts)}  {r['duration_s']:.1f}s"
+    if r.get("status") == "pruned":
+        at = f"rung {r['halving_rung']} (step {r['pruned_step']}): {r['pruned_metric']:.4f}"
+        return f"  [yellow]pruned[/] {cell}  {escape(at)}"
     return f"  [red]failed[/] {cell}  {escape(r['error'])}"
 
 
@@ -437,10 +456,15 @@ def status(
     held = {tid for tid, info in claims.holders(rd, kinds=kinds).items() if claims.external(info, kinds) is None}
     queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
     running = (
-        ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}
+        ({tid for tid, st in jobs.items() if st == "running"} | held)
+        - queued
+        - {tid for tid, s in on_disk.items() if s in ("ok", "pruned")}
     )
-    failed = {tid for tid, s in on_disk.items() if s != "ok"} - queued - running
+    failed = {tid for tid, s in on_disk.items() if s not in ("ok", "pruned")} - queued - running
     t.add_row("ok", str(ok))
+    pruned = sum(1 for s in on_disk.values() if s == "pruned")
+    if pruned:  # successive halving stopped them: decided, not failed
+        t.add_row("pruned", str(pruned))
     t.add_row("failed", str(len(failed)))
     t.add_row("queued", str(len(queued)))
     t.add_row("running", str(len(running)))

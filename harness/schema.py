@@ -112,6 +112,10 @@ COLUMNS: dict[str, str] = {
     "sample_unit": "string",
     # issue 24: branched wsd budgets (the steps a branch took from its shared trunk; 0 for the trunk, NA unbranched)
     "trunk_steps_reused": "Int64",
+    # issue 24: successive halving stopped this cell (status "pruned"): the rung (0 = first), its step, the metric there
+    "halving_rung": "Int64",
+    "pruned_step": "Int64",
+    "pruned_metric": "float64",
 }
 CURVE_COLUMNS = [
     "trial_id",

@@ -10,6 +10,7 @@
     results/<study>/quarantine/                  unreadable files `harness run` moved aside
     results/<study>/slurm/jobs.json, logs/, checkpoints/<trial_id>.pt    the SLURM backend's files
     results/<study>/branches/<trunk_id>/<trial_id>.pt   wsd trunk checkpoints its branches start from
+    results/<study>/halving/<trial_id>.pt               successive halving: a cell's checkpoint at its last rung
     results/<study>/report/, plots/              analysis output
 
 `ResultsDir` is the one object that knows these paths (STYLE 12): the runner, claims, the
@@ -263,6 +264,10 @@ class ResultsDir:
         """A wsd trunk's checkpoint at one cell's decay start (the trunk's own: trial_id == trunk_id)."""
         return self.path / "branches" / trunk_id / f"{trial_id}.pt"
 
+    def rung_checkpoint(self, trial_id: str) -> Path:
+        """A successive-halving cell's checkpoint at its last rung (a survivor continues from it)."""
+        return self.path / "halving" / f"{trial_id}.pt"
+
     def is_results_dir(self) -> bool:
         return self.trials.is_dir() or self.study_file.is_file() or self.compacted_trials.is_file()
 
@@ -404,8 +409,8 @@ class ResultsDir:
         return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
 
     def done_ids(self) -> set[str]:
-        """Trials with an ok row: a re-run skips these and retries failed ones."""
-        return {tid for tid, st in self.statuses().items() if st == "ok"}
+        """Trials with an ok (or pruned: halving stopped them) row: a re-run skips these and retries failed ones."""
+        return {tid for tid, st in self.statuses().items() if st in ("ok", "pruned")}
 
     # -- compaction
     def compact(self) -> tuple[int, int]:

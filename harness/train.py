@@ -211,6 +211,7 @@ def train(
     objective: Objective | None = None,
     branches: Sequence[BranchPoint] = (),
     start_from: Path | None = None,
+    stop_at: int = 0,
 ) -> TrainResult:
     """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
     (benchmarks/train_speed.py compares the two); never changes a result. `frames`/`frame_stride`:
@@ -218,7 +219,9 @@ def train(
     what the steps minimise; None is supervised cross-entropy, and a cfg with another objective
     must pass its own (`harness.ssl.objective(cfg, ...)` builds either). `branches`: a wsd trunk's
     shorter budgets (each saved at its decay start; the trunk's own checkpoint, `checkpoint_path`,
-    is saved there too, so a killed trunk resumes); `start_from`: a branch's trunk checkpoint."""
+    is saved there too, so a killed trunk resumes); `start_from`: a branch's trunk checkpoint.
+    `stop_at`: a successive-halving rung: train to that step, save the checkpoint (`checkpoint_path`)
+    the run continues from if it survives, and return the result there."""
     if objective is None:
         if cfg.get("objective", "supervised") != "supervised":
             raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
@@ -233,13 +236,13 @@ def train(
         device=device,
         objective=objective,
         checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every)
-        or (Checkpoint(Path(checkpoint_path), 0) if branches and checkpoint_path else None),
+        or (Checkpoint(Path(checkpoint_path), 0) if (branches or stop_at) and checkpoint_path else None),
         frames=frames,
         frame_stride=frame_stride,
         branches=branches,
     )
     trainer.resume(start_from)
-    return trainer.run(sync_every_step=sync_every_step)
+    return trainer.run(sync_every_step=sync_every_step, stop_at=stop_at)
 
 
 @dataclass(frozen=True)
@@ -383,15 +386,16 @@ class Trainer:
                 self.progress.resumes -= 1
                 self.reused = state["step"]
 
-    def run(self, *, sync_every_step: bool = False) -> TrainResult:
+    def run(self, *, sync_every_step: bool = False, stop_at: int = 0) -> TrainResult:
         p, start = self.progress, self.progress.step
+        end = min(stop_at, self.total) if stop_at else self.total
         for t in self.tracks:  # a track shares the trunk's losses (the same list)
             t.progress.losses = p.losses
         self.record = _Losses(p.losses, self.schedule.lr, 1 if sync_every_step else check_every(self.device))
         _sync(self.device)
         self.t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
-        ran, stop = self.total, False
-        for step in range(start, self.total):
+        ran, stop = end, False
+        for step in range(start, end):
             loss = self._step(step, start)
             stop = self._after_step(step, loss)
             if stop:  # early stopping: `patience` evaluations without a better val accuracy
@@ -399,6 +403,10 @@ class Trainer:
                 break
         if start < self.total:
             self._stop_clock()
+        if end < self.total and not stop:  # a halving rung: saved before the rung's evaluation (which may load the best weights)
+            self.record.flush()
+            self._save(end)
+            stop = bool(p.curve) and p.curve[-1]["step"] == end  # evaluated there already
         return self._result(ran, stop)
 
     def _step(self, step: int, start: int) -> torch.Tensor:
@@ -440,11 +448,15 @@ class Trainer:
             state = self._synced(t.progress).state(done, t.point.total)
             Checkpoint(t.point.path, 0).save(self.net, self.opt, self.sampler, self.aug_gen, state)
         if save or (branch_now and self.checkpoint is not None):
-            state = dict(self.progress.state(done, self.total), tracks={t.point.total: t.progress for t in self.tracks})
-            self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, dict(state, reused=self.reused))
+            self._save(done)
         self._memo.clear()
         self.t0 = time.perf_counter()
         return stop
+
+    def _save(self, done: int) -> None:
+        """The run's own checkpoint after `done` steps (with its branch tracks, and the steps it reused)."""
+        state = dict(self.progress.state(done, self.total), tracks={t.point.total: t.progress for t in self.tracks})
+        self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, dict(state, reused=self.reused))
 
     def _synced(self, track: Progress) -> Progress:
         """A track's progress with the trunk's shared counters (samples, training clock)."""

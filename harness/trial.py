@@ -158,7 +158,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         **{"checkpoint_path": checkpoint_path, **_branch_args(trial, checkpoint_path)},
     )
     curve.extend(res.curve)
-    if trial.branch:  # a wsd trunk (0) or branch: the steps it took from the trunk's checkpoint
+    if "points" in trial.branch or "start_from" in trial.branch:  # a wsd trunk (0) or branch: steps from the trunk
         out["trunk_steps_reused"] = res.trunk_steps_reused
     if checkpoint_path is not None and checkpoint_every > 0:  # resume marker: only rows of checkpointed runs have it
         out.update({"resumes": res.resumes, "resumed_from_step": res.resumed_from_step})
@@ -169,12 +169,15 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
 
 def _branch_args(trial: Trial, checkpoint_path: Path | None) -> dict:
     """train()'s branch arguments from what the runner scheduled (trial.branch): a trunk's branch
-    points and its own checkpoint (a killed trunk resumes), or a branch's trunk checkpoint."""
+    points and its own checkpoint (a killed trunk resumes), a branch's trunk checkpoint, or a
+    halving rung's checkpoint and step."""
     b = trial.branch
     if not b:
         return {}
     if "start_from" in b:
         return {"start_from": Path(b["start_from"])}
+    if "points" not in b:  # a halving rung (stop_at) or a survivor continuing from its rung checkpoint
+        return {"checkpoint_path": checkpoint_path or Path(b["checkpoint"]), "stop_at": int(b.get("stop_at", 0))}
     points = [BranchPoint(int(step), int(total), Path(path)) for step, total, path in b["points"]]
     return {"branches": points, "checkpoint_path": checkpoint_path or Path(b["checkpoint"])}
 

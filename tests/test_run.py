@@ -28,8 +28,10 @@ def test_run_trial_row_has_schema_and_provenance(tiny_study: Path) -> None:
     out = run_trial(trial)
     r = out.row
     assert r["status"] == "ok", r.get("traceback")
-    # mfu: NaN on CPU; frames, frame_stride: video trials only (None for images, by design)
-    assert set(store.COLUMNS) - {"mfu", "frames", "frame_stride"} <= {k for k, v in r.items() if v is not None}
+    # mfu: NaN on CPU; frames, frame_stride: video trials only (None for images, by design);
+    # issue 24's columns: branched wsd budgets and pruned (successive halving) rows only
+    only_some = {"mfu", "frames", "frame_stride", "trunk_steps_reused", "halving_rung", "pruned_step", "pruned_metric"}
+    assert set(store.COLUMNS) - only_some <= {k for k, v in r.items() if v is not None}
     assert r["sample_unit"] == "img" and r["frames"] is None
     assert r["params"] > 0 and r["fwd_gmacs"] > 0 and r["train_flops"] == pytest.approx(r["train_gmacs"] * 1e9 * 4 * 16)
     assert 2.5 < r["train_gmacs"] / r["fwd_gmacs"] < 3.1  # backward ~2x forward (counted, not assumed)

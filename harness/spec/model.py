@@ -82,6 +82,7 @@ class Study:
     eval: dict = field(default_factory=dict)  # the eval section, canonical (harness/spec/eval_section.py); {} without one
     eval_source: tuple = ()
     tracking: dict = field(default_factory=dict)  # {mlflow: URI, tensorboard: DIR}: trials logged as they finish
+    search: dict = field(default_factory=dict)  # {halving: {metric, eta, min_steps}}: how the runner schedules, not ids
 
     @property
     def study_hash(self) -> str:

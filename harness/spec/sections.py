@@ -24,6 +24,7 @@ TOP_KEYS = {
     "smoke",
     "eval",
     "tracking",
+    "search",
 }
 # tracking: {mlflow: URI, tensorboard: DIR}: where finished trials are also logged, not what runs (no id changes)
 TRACKING_KEYS = {"mlflow", "tensorboard"}
@@ -97,6 +98,41 @@ def check_resources(res: dict, where: Where) -> None:
             key="resources.gpus",
             fix="use a fraction below 1 (packing) or a whole number",
         )
+
+
+HALVING_KEYS = {"metric", "eta", "min_steps"}
+HALVING_METRICS = ("val_acc", "best_val_acc", "val_loss")  # val_loss: lower is better
+
+
+def check_search(raw: dict, val_size: int, where: Where) -> dict:
+    """search: {halving: {metric: val_acc, eta: 3, min_steps: R}} (successive halving over the swept
+    train keys; harness/halving.py), or {} without the section. Not hashed: no trial id changes."""
+    section = where.section(raw, "search", {})
+    where.keys(section, {"halving"}, "search")
+    if "halving" not in section:
+        return {}
+    h, key = section["halving"], "search.halving"
+    example = "e.g. halving: {metric: val_acc, eta: 3, min_steps: 100}"
+    if not isinstance(h, dict):
+        raise where.error(f"search.halving must be a mapping, got {h!r}", key, example)
+    where.keys(h, HALVING_KEYS, key)
+    h = {"metric": "val_acc", "eta": 3, **h}
+    if "min_steps" not in h:
+        raise where.error("search.halving needs min_steps (the first rung, in steps)", key, example)
+    where.positive_int(h["min_steps"], f"{key}.min_steps")
+    if isinstance(h["eta"], bool) or not isinstance(h["eta"], int) or h["eta"] < 2:
+        raise where.error(
+            f"search.halving.eta must be an integer >= 2, got {h['eta']!r}", f"{key}.eta", "e.g. eta: 3 (keep the best third)"
+        )
+    if h["metric"] not in HALVING_METRICS:
+        raise where.error(f"unknown halving metric {h['metric']!r}", f"{key}.metric", f"one of {', '.join(HALVING_METRICS)}")
+    if not val_size:
+        raise where.error(
+            "successive halving ranks cells on the validation split, and train.val_size is 0",
+            key,
+            "set train.val_size (e.g. 5000: images held out of the training split)",
+        )
+    return {"halving": h}
 
 
 def check_tracking(raw: dict, where: Where) -> dict:

@@ -21,6 +21,7 @@ from harness.spec.sections import (
     check_name,
     check_profile,
     check_resources,
+    check_search,
     check_tracking,
     parse_smoke,
 )
@@ -62,6 +63,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
     check_resources(resources, at)
     slurm = at.section(raw, "slurm", {})
     tracking = check_tracking(raw, at)
+    search = check_search(raw, train.get("val_size", 0), at)
 
     if train["eval_size"] is not None and train["eval_size"] > info.test_size:
         raise at.error(
@@ -94,6 +96,7 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         eval=eval_cfg,
         eval_source=eval_source,
         tracking=tracking,
+        search=search,
     )
     check_cells(study, info, at)
     return study
