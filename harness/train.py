@@ -221,7 +221,8 @@ def train(
     shorter budgets (each saved at its decay start; the trunk's own checkpoint, `checkpoint_path`,
     is saved there too, so a killed trunk resumes); `start_from`: a branch's trunk checkpoint.
     `stop_at`: a successive-halving rung: train to that step, save the checkpoint (`checkpoint_path`)
-    the run continues from if it survives, and return the result there."""
+    the run continues from if it survives, and return the result there. A `checkpoint_path` without
+    `checkpoint_every` is resumed from when it exists and written only at branch points and rungs."""
     if objective is None:
         if cfg.get("objective", "supervised") != "supervised":
             raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
@@ -236,7 +237,7 @@ def train(
         device=device,
         objective=objective,
         checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every)
-        or (Checkpoint(Path(checkpoint_path), 0) if (branches or stop_at) and checkpoint_path else None),
+        or (Checkpoint(Path(checkpoint_path), 0) if checkpoint_path else None),  # every 0: branch points and rungs only
         frames=frames,
         frame_stride=frame_stride,
         branches=branches,

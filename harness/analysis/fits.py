@@ -152,10 +152,11 @@ def _usable(df: pd.DataFrame, y: str, x: list[str]) -> tuple[pd.DataFrame, str, 
         target = y
     for i, col in enumerate(x):
         out[f"_x{i}"] = pd.to_numeric(out[col], errors="coerce").astype(float)
-    failed = out["status"] != "ok"
+    failed = out["status"] != "ok"  # pruned rows (successive halving) never enter a fit either; counted apart
+    pruned = out["status"] == "pruned"
     vals = out[["_y", *(f"_x{i}" for i in range(len(x)))]].to_numpy(dtype=float)
     bad = ~(np.isfinite(vals) & (vals > 0)).all(axis=1) & ~failed
-    counts = (("failed", failed.sum()), ("non-finite or non-positive", bad.sum()))
+    counts = (("failed", (failed & ~pruned).sum()), ("pruned", pruned.sum()), ("non-finite or non-positive", bad.sum()))
     dropped = {k: int(v) for k, v in counts if v}
     return out[~failed & ~bad], target, dropped, notes
 

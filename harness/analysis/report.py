@@ -310,14 +310,15 @@ def _provenance_section(doc: Doc, df: pd.DataFrame) -> None:
     if "duration_s" in df:
         total = pd.to_numeric(df["duration_s"], errors="coerce").sum()
         items.append(f"total trial time: {total / 3600:.2f} h ({total:.0f} s)")
-    n_ok = int((df["status"] == "ok").sum())
-    items.append(f"trials: {n_ok} ok, {len(df) - n_ok} failed")
+    n_ok, n_pruned = int((df["status"] == "ok").sum()), int((df["status"] == "pruned").sum())
+    cut = f", {n_pruned} pruned by successive halving" if n_pruned else ""
+    items.append(f"trials: {n_ok} ok, {len(df) - n_ok - n_pruned} failed{cut}")
     doc.ul(items)
     _failures(doc, df)
 
 
 def _failures(doc: Doc, df: pd.DataFrame) -> None:
-    failed = df[df["status"] != "ok"]
+    failed = df[~df["status"].isin(["ok", "pruned"])]
     if failed.empty:
         doc.p("No trial failed.")
         return

@@ -213,11 +213,14 @@ def _cell(g: pd.DataFrame, spec: _ValueSpec) -> tuple[str, dict[str, float | str
         return NOT_RUN, {"": NOT_RUN}
     ok = g[g["status"] == "ok"]
     vals = pd.to_numeric(ok[spec.column], errors="coerce").dropna().to_numpy(dtype=float)
-    n_failed = int((g["status"] != "ok").sum())
+    n_pruned = int((g["status"] == "pruned").sum())  # successive halving stopped them: counted apart, never averaged
+    n_failed = int((g["status"] != "ok").sum()) - n_pruned
     if vals.size == 0:
         if n_failed:
             reason = f"failed: {short_reason(_common_error(g))}"
             return reason, {"": reason}
+        if n_pruned:
+            return f"pruned ({n_pruned})", {"": "pruned"}
         return "n/a", {"": "n/a"}  # ok trials that did not record this value
     centre = float(vals.mean() if spec.agg == "mean" else vals.max())
     std = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
@@ -226,11 +229,13 @@ def _cell(g: pd.DataFrame, spec: _ValueSpec) -> tuple[str, dict[str, float | str
         text += f" ± {spec.fmt(std)} ({vals.size})"
     if n_failed:
         text += f" (+{n_failed} failed)"
+    if n_pruned:
+        text += f" (+{n_pruned} pruned)"
     return text, {"": round(centre, 6), "_std": round(std, 6), "_n": int(vals.size)}
 
 
 def _common_error(g: pd.DataFrame) -> str:
-    errors = g.loc[g["status"] != "ok", "error"].astype(str)
+    errors = g.loc[~g["status"].isin(["ok", "pruned"]), "error"].astype(str)
     return errors.value_counts().index[0] if not errors.empty else ""
 
 
