@@ -58,6 +58,7 @@ def smoke(study: Study) -> Study:
         eval=study.eval,
         eval_source=study.eval_source,
         tracking=study.tracking,
+        search=study.search,  # halving rungs at or past the smoke budget: every cell runs it
     )
 
 
