@@ -290,7 +290,10 @@ def _run(
     note = branches.compute_note(_members(rd.read(), {t.trial_id for t in trials}))
     if note:
         console.print(note)
-    return EXIT_OK if ok + pruned == len(trials) else EXIT_FAILED
+    if ok + pruned < len(trials):
+        return EXIT_FAILED
+    rd.drop_schedule_checkpoints()  # every trial decided: no branch or survivor will start from them
+    return EXIT_OK
 
 
 def _events(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -267,6 +268,11 @@ class ResultsDir:
     def rung_checkpoint(self, trial_id: str) -> Path:
         """A successive-halving cell's checkpoint at its last rung (a survivor continues from it)."""
         return self.path / "halving" / f"{trial_id}.pt"
+
+    def drop_schedule_checkpoints(self) -> None:
+        """Remove the wsd trunk and halving rung checkpoints (once every trial of the study is decided)."""
+        for d in (self.path / "branches", self.path / "halving"):
+            shutil.rmtree(d, ignore_errors=True)
 
     def is_results_dir(self) -> bool:
         return self.trials.is_dir() or self.study_file.is_file() or self.compacted_trials.is_file()

@@ -90,6 +90,7 @@ def test_branched_rows_equal_independent_rows(tmp_path: Path, capsys: pytest.Cap
     by_steps = ra.set_index("steps")["trunk_steps_reused"].to_dict()
     assert by_steps == {10: 8, 20: 16, 40: 0}  # each branch starts at its decay start; the trunk is the 40-step cell
     assert rb["trunk_steps_reused"].isna().all()
+    assert not (tmp_path / "a" / "wsd" / "branches").exists()  # every trial decided: the trunk checkpoints are gone
 
 
 def test_killed_trunk_resumes_and_its_branches_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,3 +116,15 @@ def test_killed_trunk_resumes_and_its_branches_complete(tmp_path: Path, monkeypa
     assert _run(study, tmp_path / "b", "--no-branch") == 0
     (ra, _), (rb, _) = _rows_and_curves(tmp_path / "a"), _rows_and_curves(tmp_path / "b")
     pd.testing.assert_frame_equal(ra[NUMBERS], rb[NUMBERS])
+
+
+@pytest.mark.slow
+def test_branches_through_the_ray_backend(tmp_path: Path) -> None:
+    """Embedded Ray: the trunk is a task, the branches are tasks handed over after it; the rows are
+    those of the local backend's independent runs."""
+    study = _budget_study(tmp_path)
+    assert main(["run", str(study), "--results", str(tmp_path / "a"), "--no-report"]) == 0
+    assert _run(study, tmp_path / "b", "--no-branch") == 0
+    (ra, _), (rb, _) = _rows_and_curves(tmp_path / "a"), _rows_and_curves(tmp_path / "b")
+    pd.testing.assert_frame_equal(ra[NUMBERS], rb[NUMBERS])
+    assert ra.set_index("steps")["trunk_steps_reused"].to_dict() == {10: 8, 20: 16, 40: 0}
