@@ -67,6 +67,9 @@ class PlotOutcome:
     paths: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per figure not drawn, with why
 
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "paths": [str(p) for p in self.paths], "skipped": list(self.skipped)}
+
 
 # ----------------------------------------------------------------------------- colours, labels
 
