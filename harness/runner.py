@@ -293,6 +293,19 @@ def _resolved(path: str | Path, overrides: Sequence[str]) -> dict:
     }
 
 
+def resolved_config(path: str | Path, overrides: Sequence[str] = ()) -> str:
+    """`harness run --print-config`: the study as it would run (validated first: bad input is exit 2), as YAML."""
+    from harness import spec
+    from harness.spec import overrides as cli_overrides
+
+    prepare(path, overrides=overrides)
+    raw = spec.read_study_mapping(path)
+    ovs = cli_overrides.parse_all(overrides)
+    if ovs:
+        return cli_overrides.resolved_yaml(raw, ovs, str(path))
+    return Path(path).read_text(encoding="utf-8")
+
+
 RICH_ROWS = 500  # rich lays out 10,000 rows in ~40 s (measured: 4.2 of 4.7 s of a 1,000-trial dry run)
 
 
@@ -382,6 +395,25 @@ def status(
 ) -> tuple[RenderableType, int]:
     """Counts of ok / failed / pending for a study file or a results directory: by default of the
     trials of the study (the file given, with `overrides` if any, or the study as last run in that directory)."""
+    counts = status_counts(target, results=results, include_all=include_all, overrides=overrides)
+    t = Table(title=counts["results"])
+    for c in ("state", "trials"):
+        t.add_column(c)
+    for state in ("ok", "failed", "queued", "running", "pending"):
+        if counts[state] is not None:
+            t.add_row(state, str(counts[state]))
+    for f in counts["failures"]:
+        t.add_row(f"[red]failed[/] {f['trial_id']}", f"{f['model']} n={f['data_size']}: {f['error']}")
+    notes = counts["notes"]
+    shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
+    return shown, counts["exit_code"]
+
+
+def status_counts(
+    target: str | Path, *, results: str | Path = "results", include_all: bool = False, overrides: Sequence[str] = ()
+) -> dict:
+    """`harness status --json`: {results, ok, failed, queued, running, pending (None for a results
+    directory with no study.json), failures: [{trial_id, model, data_size, error}], notes, exit_code}."""
     target = Path(target)
     if overrides and not target.is_file():
         raise StudyError(
@@ -402,7 +434,6 @@ def status(
             )
         members = rd.membership()
         expected = dict.fromkeys(members or (), "")  # the study as last run: what is not on disk is pending
-    out_dir = rd.path
     df = rd.read()
     notes = [rd.unreadable.note()] if rd.unreadable.paths else []
     if members is not None and not include_all:
@@ -411,9 +442,6 @@ def status(
             notes.append(f"{int(outside.sum())} rows from earlier versions of this study not shown; --all to include")
         df = df[~outside]
     on_disk = dict(zip(df["trial_id"], df["status"]))
-    t = Table(title=f"{out_dir}")
-    for c in ("state", "trials"):
-        t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
     # in flight: work a backend tracks (SLURM jobs squeue lists: queued / running), and trials another live driver holds
     jobs = backends.in_flight(rd)
@@ -424,14 +452,25 @@ def status(
         ({tid for tid, st in jobs.items() if st == "running"} | held) - queued - {tid for tid, s in on_disk.items() if s == "ok"}
     )
     failed = {tid for tid, s in on_disk.items() if s != "ok"} - queued - running
-    t.add_row("ok", str(ok))
-    t.add_row("failed", str(len(failed)))
-    t.add_row("queued", str(len(queued)))
-    t.add_row("running", str(len(running)))
     pending = len(set(expected) - set(on_disk) - queued - running) if expected else 0
-    if expected:
-        t.add_row("pending", str(pending))
-    for _, r in df[df["trial_id"].isin(failed)].iterrows():
-        t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
-    shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
-    return shown, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED
+    failures = [
+        {"trial_id": str(r["trial_id"]), "model": str(r["model"]), "data_size": _plain(r["data_size"]), "error": str(r["error"])}
+        for _, r in df[df["trial_id"].isin(failed)].iterrows()
+    ]
+    done = not failed and not pending and not queued and not running
+    return {
+        "results": str(rd.path),
+        "ok": ok,
+        "failed": len(failed),
+        "queued": len(queued),
+        "running": len(running),
+        "pending": pending if expected else None,
+        "failures": failures,
+        "notes": notes,
+        "exit_code": EXIT_OK if done else EXIT_FAILED,
+    }
+
+
+def _plain(v: object) -> object:
+    """A numpy scalar as the Python number JSON writes."""
+    return v.item() if hasattr(v, "item") else v

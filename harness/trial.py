@@ -9,12 +9,10 @@ nothing of backends or files: it returns a `TrialOutput` and the caller stores i
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import math
 import os
 import socket
-import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -27,25 +25,7 @@ from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
 from harness.train import TrainResult, train
-from harness.version import __version__
-
-
-@functools.lru_cache(maxsize=1)
-def git_sha() -> str:
-    """sha of the harness checkout (+ '-dirty' when it has local changes); HARNESS_GIT_SHA wins."""
-    if os.environ.get("HARNESS_GIT_SHA"):
-        return os.environ["HARNESS_GIT_SHA"]
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        return sha.stdout.strip()[:12] + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from harness.version import __version__, git_sha
 
 
 def pick_device(trial: Trial) -> torch.device:

@@ -1,0 +1,84 @@
+"""One CLI convention (issue 26): `--json` on status, table and plot; fit's and plot's defaults;
+exit 1 when fit/optimal fit nothing; comma lists in models; `--version` with the git sha;
+`run --print-config`. On fixture rows and tiny synthetic studies, seconds in all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import store
+from harness.cli import main
+from tests.analysis_fixtures import make_rows, store_dtypes
+from tests.conftest import write_study
+
+
+def _results(tmp_path: Path, data_sizes: tuple[int, ...] = (1000, 4000, 16000), fail: bool = False) -> Path:
+    trials, _ = make_rows(families=("resnet", "vit"), sizes=("xs",), data_sizes=data_sizes, seeds=(0,), fail=fail)
+    root = tmp_path / "res"
+    (root / "trials").mkdir(parents=True)
+    for _, row in store_dtypes(trials).iterrows():
+        store.atomic_write(root / "trials" / f"{row['trial_id']}.parquet", lambda p, r=row: r.to_frame().T.to_parquet(p))
+    return root
+
+
+def test_status_json_counts_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _results(tmp_path, fail=True)
+    code = main(["status", str(root), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"] == str(root) and out["pending"] is None  # no study.json: nothing is known to be pending
+    assert out["ok"] + out["failed"] == 6 and out["failed"] == len(out["failures"]) >= 1
+    assert {"trial_id", "model", "data_size", "error"} <= set(out["failures"][0])
+    assert code == out["exit_code"] == 1  # the same exit code as the table's
+    assert main(["status", str(root)]) == 1
+
+
+def test_fit_defaults_to_test_acc_against_data_size_and_exits_1_when_nothing_fits(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = _results(tmp_path)
+    assert main(["fit", str(root), "--by", "family", "--bootstrap", "0", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["y"] == "test_acc" and rep["x"] == ["data_size"] and all(f["params"] for f in rep["fits"])
+    two = _results(tmp_path / "two", data_sizes=(1000, 4000))  # 2 distinct x: no law can be fitted
+    assert main(["fit", str(two), "--bootstrap", "0"]) == 1
+    assert "nothing could be fitted" in capsys.readouterr().err
+    assert main(["optimal", str(two), "--budget", "1e12", "--x", "params", "--x", "data_size", "--bootstrap", "0"]) == 1
+
+
+def test_table_and_plot_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = _results(tmp_path)
+    assert main(["table", str(root), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["columns"][:2] == ["family", "model"] and len(table["records"]) == 2
+    assert main(["table", str(root), "--csv"]) == 0 and capsys.readouterr().out.startswith("family,model")
+    assert main(["plot", str(root), "--json", "--bootstrap", "0"]) == 0  # --kind defaults to scaling
+    plot = json.loads(capsys.readouterr().out)
+    assert plot["kind"] == "scaling" and all(Path(p).is_file() for p in plot["paths"])
+
+
+def test_models_takes_a_comma_list(capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--family", "vit,resnet", "--json"]) == 0
+    assert {r["family"] for r in json.loads(capsys.readouterr().out)} == {"vit", "resnet"}
+
+
+def test_version_names_the_git_sha(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import version
+
+    version.git_sha.cache_clear()
+    monkeypatch.setenv("HARNESS_GIT_SHA", "abc123def456")
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    version.git_sha.cache_clear()
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == "harness 0.1.0 (git abc123def456)"
+
+
+def test_print_config_prints_the_resolved_study_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    study = write_study(tmp_path)
+    results = tmp_path / "res"
+    assert main(["run", str(study), "train.lr=3.0e-3", "--print-config", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "#   train.lr=3.0e-3" in out and "lr: 0.003" in out and not results.exists()
+    assert main(["run", str(study), "train.lr=fast", "--print-config"]) == 2  # validated first: bad input is exit 2
