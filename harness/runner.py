@@ -99,7 +99,10 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
             "done" if tr.trial_id in done else "pending",
         )
     total = sum(c["train_flops"] for c in compute)
-    t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
+    t.caption = (
+        f"total training compute {total:.3g} MACs = {2 * total:.3g} FLOPs (1 MAC = 2 FLOPs; forward + backward counted "
+        "per model; the 'train FLOPs' column and the rows' train_flops count MACs)"
+    )
     return t
 
 
@@ -243,8 +246,8 @@ def _run(
     failed = 0
     opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
     kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
-    with _progress(console) as bar:
-        task = bar.add_task(study.name, total=len(pending))
+    with _progress(console, visible=bool(pending)) as bar:  # nothing to run: no "0/0 eta -:--:--" bar
+        task = bar.add_task(study.name, total=len(pending), visible=bool(pending))
         # claims: a second driver of this study skips (and waits for) the trials this one runs
         for ev in claims.run_exclusive(
             pending,
@@ -335,7 +338,7 @@ def _report_others(held: dict[str, dict], console: Console, wait: bool = True, k
     console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): {then}")
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, visible: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -345,6 +348,7 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not visible,
     )
 
 
@@ -396,7 +400,7 @@ def status(
     """Counts of ok / failed / pending for a study file or a results directory: by default of the
     trials of the study (the file given, with `overrides` if any, or the study as last run in that directory)."""
     counts = status_counts(target, results=results, include_all=include_all, overrides=overrides)
-    t = Table(title=counts["results"])
+    t = Table()  # the path above it, not as the title: rich wraps a title at the table's width, mid-word
     for c in ("state", "trials"):
         t.add_column(c)
     for state in ("ok", "failed", "queued", "running", "pending"):
@@ -405,7 +409,8 @@ def status(
     for f in counts["failures"]:
         t.add_row(f"[red]failed[/] {f['trial_id']}", f"{f['model']} n={f['data_size']}: {f['error']}")
     notes = counts["notes"]
-    shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
+    title = Text(counts["results"], style="italic")
+    shown = Group(title, t, *(Text(n, style="yellow") for n in notes))  # notes unwrapped, one line each
     return shown, counts["exit_code"]
 
 

@@ -82,3 +82,46 @@ def test_print_config_prints_the_resolved_study_and_runs_nothing(tmp_path: Path,
     out = capsys.readouterr().out
     assert "#   train.lr=3.0e-3" in out and "lr: 0.003" in out and not results.exists()
     assert main(["run", str(study), "train.lr=fast", "--print-config"]) == 2  # validated first: bad input is exit 2
+
+
+def test_several_values_for_a_train_key_say_use_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(write_study(tmp_path)), "train.lr=1e-3,3e-3", "--dry-run"]) == 2
+    assert "sweep it on the grid: 'grid.lr=[1e-3,3e-3]'" in capsys.readouterr().err
+
+
+def test_status_title_is_not_wrapped_mid_word(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from harness.runner import status
+
+    root = _results(tmp_path)
+    shown, _ = status(root)
+    console = Console(width=len(str(root)) + 5, record=True, file=open(tmp_path / "out.txt", "w"))  # noqa: SIM115
+    console.print(shown)
+    # the whole path on one line while the terminal is wide enough for it (as the table's title it wrapped
+    # at the table's width, a third of that)
+    assert str(root) in console.export_text().splitlines()
+
+
+def test_a_run_with_nothing_to_do_shows_no_empty_progress_bar(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from harness.runner import run_study
+
+    study, results = write_study(tmp_path, models="[resnet@xs]", data_sizes="[32]", steps=2), tmp_path / "res"
+    assert run_study(study, backend="local", results=results, report=False, console=Console(file=open(tmp_path / "a", "w"))) == 0  # noqa: SIM115
+    console = Console(width=100, record=True, file=open(tmp_path / "b", "w"))  # noqa: SIM115
+    assert run_study(study, backend="local", results=results, report=False, console=console) == 0
+    text = console.export_text()
+    assert "0 to run" in text and "0/0" not in text and "-:--:--" not in text
+
+
+def test_saved_figures_keep_a_subtitle_wider_than_the_axes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from harness.analysis.plot_style import DPI, new_figure, save_figure
+
+    fig, _ = new_figure()
+    fig.suptitle("a subtitle far wider than the figure itself " * 4)
+    png, _ = save_figure(fig, tmp_path, "wide")
+    assert Image.open(png).size[0] > fig.get_size_inches()[0] * DPI  # the canvas grew to hold it: not clipped
