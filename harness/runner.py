@@ -129,6 +129,9 @@ def run_study(
     `key=value` changes to the study file (recorded with the study copy in the results directory)."""
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke, overrides=overrides)
+    note = warmup_note(trials)
+    if note:
+        console.print(f"[yellow]note[/]: {escape(note)}")
     be = backends.get(backend)  # validate the name before anything is written
     with _blamed(overrides):  # `slurm.partiton=gpu` on the command line: the error names that override
         be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
@@ -171,6 +174,25 @@ def run_study(
     finally:
         if tracker is not None:
             tracker.close()
+
+
+def warmup_note(trials: list[Trial]) -> str:
+    """One line when a trial's warm-up covers its whole run (the schedule clips it at steps - 1: the
+    lr rises to its peak at the last step and never decays); "" when none does."""
+    from harness.spec import total_steps
+
+    short = [
+        (tr.train["warmup_steps"], n)
+        for tr in trials
+        if 0 < (n := total_steps(tr.train, tr.data_size)) <= tr.train["warmup_steps"]
+    ]
+    if not short:
+        return ""
+    warm, steps = max(short)
+    return (
+        f"{len(short)} of {len(trials)} trials are all warm-up (train.warmup_steps {warm} >= their {steps} steps: "
+        "the lr rises to its peak at the last step and never decays); set train.warmup_steps below train.steps"
+    )
 
 
 def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:

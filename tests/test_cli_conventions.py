@@ -125,3 +125,52 @@ def test_saved_figures_keep_a_subtitle_wider_than_the_axes(tmp_path: Path) -> No
     fig.suptitle("a subtitle far wider than the figure itself " * 4)
     png, _ = save_figure(fig, tmp_path, "wide")
     assert Image.open(png).size[0] > fig.get_size_inches()[0] * DPI  # the canvas grew to hold it: not clipped
+
+
+def test_mlflow_gets_each_metric_once_per_step_and_hardware_as_tags() -> None:
+    pytest.importorskip("mlflow")
+    from harness.analysis.export_mlflow import MlflowSink
+    from harness.analysis.export_records import record
+
+    class Client:  # the calls _create makes, recorded
+        def __init__(self) -> None:
+            self.metrics: list = []
+
+        def create_run(self, exp: str, **_: object) -> object:
+            return type("Run", (), {"info": type("Info", (), {"run_id": "r1"})()})()
+
+        def log_batch(self, rid: str, params: list, metrics: list) -> None:
+            self.metrics += metrics
+
+        def set_terminated(self, *_: object, **__: object) -> None:
+            pass
+
+    row = {
+        "study": "s",
+        "trial_id": "t",
+        "status": "ok",
+        "model": "vit@xs",
+        "steps": 4,
+        "test_acc": 0.5,
+        "cpu_count": 2,
+        "threads": 1,
+    }
+    rec = record(row, [{"step": 2, "test_acc": 0.3}, {"step": 4, "test_acc": 0.45}])
+    assert "cpu_count" not in rec.metrics and rec.tags["cpu_count"] == "2" and rec.tags["threads"] == "1"
+    sink = MlflowSink.__new__(MlflowSink)
+    sink.client = Client()
+    sink._create("e", rec)  # noqa: SLF001
+    acc = [(m.step, m.value) for m in sink.client.metrics if m.key == "test_acc"]
+    assert acc == [(2, 0.3), (4, 0.5)]  # the last step once, with the row's (final) value
+
+
+def test_a_run_that_is_all_warm_up_says_so(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from harness.runner import run_study
+
+    study = write_study(tmp_path, models="[resnet@xs]", data_sizes="[32]", steps=4)
+    for overrides, said in ((["train.warmup_steps=10"], True), ([], False)):
+        console = Console(width=300, record=True, file=open(tmp_path / "out", "w"))  # noqa: SIM115
+        assert run_study(study, backend="local", results=tmp_path, dry_run=True, console=console, overrides=overrides) == 0
+        assert ("1 of 1 trials are all warm-up (train.warmup_steps 10 >= their 4 steps" in console.export_text()) is said
