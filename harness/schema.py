@@ -1,7 +1,7 @@
 """The results schema: the columns of a trial's row and of its learning curve, in order, and the
 frames built on them (a one-row frame with the schema's dtypes, the empty frame, one row per trial).
 
-At the store layer: harness.store writes and reads rows with it; the analysis and the README
+At the store layer: harness.store writes and reads rows with it; the analysis and the docs (docs/reference/results.md)
 tests read the same names (re-exported by harness.store).
 """
 
