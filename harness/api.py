@@ -186,8 +186,8 @@ class _study_file:  # noqa: N801  (used as a context manager, like tempfile's)
         import yaml
 
         s = self.study
-        if isinstance(s, Path) or (isinstance(s, str) and "\n" not in s and s.strip().endswith((".yaml", ".yml"))):
-            return Path(s)
+        if isinstance(s, Path) or (isinstance(s, str) and "\n" not in s and not s.lstrip().startswith("{")):
+            return Path(s)  # one line, not a flow mapping: a path (a missing file is the CLI's "study file not found")
         if isinstance(s, Mapping):
             text = yaml.safe_dump(_plain(s), sort_keys=False)
         elif isinstance(s, str):
