@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from harness import data, flops, flops_train, ssl, zoo
+from harness import data, flops, flops_train, hardware, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -84,6 +84,7 @@ def base_row(trial: Trial) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
         "threads": torch.get_num_threads(),
+        "world_size": int(trial.resources.get("workers", 1)),  # data-parallel ranks (harness.distributed)
         "niceness": os.nice(0),
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
@@ -213,7 +214,24 @@ def _train_columns(trial: Trial, res: TrainResult, dims: dict, mfu: float) -> di
         # counted fwd+bwd MACs x images through the backbone (SimCLR: two views per sample; its head is not counted)
         "train_flops": flops_train.train_flops(trial.model, res.samples_seen * views, **dims),
         "mfu": mfu,  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
+        **_data_parallel_columns(trial, res, dims),
     }
+
+
+def _data_parallel_columns(trial: Trial, res: TrainResult, dims: dict) -> dict:
+    """A multi-worker trial's measured aggregate: images/s of the whole data-parallel training loop
+    (every rank, communication included) and its MFU against world_size x the device's peak; NaN
+    for one worker (its numbers are the profiler's train_img_s and mfu)."""
+    world = int(trial.resources.get("workers", 1))
+    if world == 1 or not res.train_time_s > 0:
+        return {"dp_img_s": math.nan, "dp_mfu": math.nan}
+    device = pick_device(trial)
+    precision = "amp-bf16" if device.type == "cuda" else "fp32"
+    peak, _ = hardware.peak_flops(hardware.device_name(device), precision)
+    views = views_per_sample(trial.train)
+    # 2 FLOPs per counted MAC, as device peaks count (harness/profile.py)
+    achieved = 2 * flops_train.train_flops(trial.model, res.samples_seen * views, **dims) / res.train_time_s
+    return {"dp_img_s": res.samples_seen / res.train_time_s, "dp_mfu": achieved / (world * peak)}
 
 
 def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch.device) -> dict:
