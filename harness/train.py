@@ -142,7 +142,11 @@ class _Losses:
     """Per-step losses: kept on the device as they come, read back and checked in one go."""
 
     def __init__(
-        self, values: list[float], lr: Callable[[int], float], every: int, reduce: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        values: list[float],
+        lr: Callable[[int], float],
+        every: int,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = distributed.SINGLE.mean,
     ) -> None:
         self.values, self.lr, self.every, self.reduce = values, lr, every, reduce  # reduce: the mean over ranks
         self.pending: list[torch.Tensor] = []

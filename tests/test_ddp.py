@@ -145,3 +145,20 @@ def test_rank_share_and_batcher_draws_cover_the_global_batch() -> None:
     shares = [Context(r, 4).share(batch) for r in range(4)]
     assert torch.equal(torch.cat(shares), batch)
     assert dataclasses.replace(Context(), rank=0).share(batch) is batch
+
+
+@pytest.mark.slow
+def test_two_workers_through_ray_train_match_one_worker(tmp_path: Path) -> None:
+    """An embedded Ray: the 2-worker trial is a TorchTrainer (ScalingConfig of 2 workers, gloo)."""
+    pytest.importorskip("ray.train.torch")
+    from harness.trial import run_trial
+
+    path = _study(tmp_path, 2)
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--backend", "ray", "--results", str(res), "--no-report"]) == 0
+    row = store.read(res / "tiny").iloc[0]
+    trial = spec.expand(spec.load_study(path))[0]
+    one = run_trial(dataclasses.replace(trial, resources=dict(trial.resources, workers=1))).row
+    assert row["status"] == "ok" and row["trial_id"] == one["trial_id"] and row["world_size"] == 2
+    assert abs(row["train_loss"] - one["train_loss"]) <= 1e-3
+    assert not list((res / "tiny" / "ray_train" / "checkpoints").glob("*.pt"))  # the trial's checkpoint is gone when done
