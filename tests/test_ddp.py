@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -162,3 +163,28 @@ def test_two_workers_through_ray_train_match_one_worker(tmp_path: Path) -> None:
     assert row["status"] == "ok" and row["trial_id"] == one["trial_id"] and row["world_size"] == 2
     assert abs(row["train_loss"] - one["train_loss"]) <= 1e-3
     assert not list((res / "tiny" / "ray_train" / "checkpoints").glob("*.pt"))  # the trial's checkpoint is gone when done
+
+
+ON_SLURM = bool(os.environ.get("HARNESS_TEST_SLURM")) and shutil.which("sbatch") is not None
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not ON_SLURM, reason="no SLURM: HARNESS_TEST_SLURM=1 is set by .ci/run after scripts/slurm_up.sh")
+def test_two_tasks_through_slurm_match_one_worker(tmp_path: Path) -> None:
+    """One job of 2 tasks (submitit), the process group from its JobEnvironment; rank 0 stores the row."""
+    from harness.trial import run_trial
+
+    path = _study(tmp_path, 2)
+    res = tmp_path / "res"
+    assert main(["run", str(path), "--backend", "slurm", "--results", str(res), "--no-report", "--time", "5"]) == 0
+    df = store.read(res / "tiny")
+    assert len(df) == 1  # one row, stored once by rank 0
+    row = df.iloc[0]
+    trial = spec.expand(spec.load_study(path))[0]
+    one = run_trial(dataclasses.replace(trial, resources=dict(trial.resources, workers=1))).row
+    assert row["status"] == "ok" and row["trial_id"] == one["trial_id"] and row["world_size"] == 2
+    assert abs(row["train_loss"] - one["train_loss"]) <= 1e-3
+    job = row["slurm_job"]
+    assert "_" not in job  # a job of its own, not an array task
+    script = (res / "tiny" / "slurm" / "logs" / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "#SBATCH --nodes=1" in script
