@@ -219,11 +219,11 @@ def _train_columns(trial: Trial, res: TrainResult, dims: dict, mfu: float) -> di
 
 
 def _data_parallel_columns(trial: Trial, res: TrainResult, dims: dict) -> dict:
-    """A multi-worker trial's measured aggregate: images/s of the whole data-parallel training loop
-    (every rank, communication included) and its MFU against world_size x the device's peak; NaN
-    for one worker (its numbers are the profiler's train_img_s and mfu)."""
+    """The training loop's measured throughput: images/s of the whole run (every rank of a
+    data-parallel trial together, communication included), and its MFU against world_size x the
+    device's peak (NaN where the peak is unknown). Scaling efficiency = dp_img_s at N / (N x dp_img_s at 1)."""
     world = int(trial.resources.get("workers", 1))
-    if world == 1 or not res.train_time_s > 0:
+    if not res.train_time_s > 0:
         return {"dp_img_s": math.nan, "dp_mfu": math.nan}
     device = pick_device(trial)
     precision = "amp-bf16" if device.type == "cuda" else "fp32"
