@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from harness import data, flops, flops_train, hardware, ssl, zoo
+from harness import data, distributed, flops, flops_train, hardware, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -108,6 +108,7 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
     torch.set_num_threads(int(trial.resources.get("cpus", 1)))  # one thread per allocated CPU
     started = time.time()
     row = base_row(trial)
+    row["world_size"] = distributed.current().world  # the ranks this run trains with (resources.workers when launched)
     # milliseconds: a trial re-run within the same second (a retry after a node death) still sorts as the later
     # run, and "did this run start after event X" can be answered from the row
     row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
