@@ -58,12 +58,16 @@ def run_data_parallel(trial: Trial, *, checkpoint_path: Path | None = None, chec
 
 
 def _watch(procs: list) -> dict[int, int]:
-    """Exit codes by rank; once one rank ends badly, the others get GRACE_S before they are stopped."""
+    """Exit codes by rank; once one rank ends badly, the others get GRACE_S before they are stopped
+    (after a clean exit, the collective timeout: a rank may still be evaluating)."""
+    from harness import distributed
+
     pending = {p.sentinel: r for r, p in enumerate(procs)}
     codes: dict[int, int] = {}
     while pending:
         bad = any(c != 0 for c in codes.values())
-        ready = wait(list(pending), timeout=GRACE_S if bad else None)
+        limit = GRACE_S if bad else (distributed.timeout().total_seconds() if codes else None)
+        ready = wait(list(pending), timeout=limit)
         if not ready:
             break
         for s in ready:
@@ -100,7 +104,8 @@ def _outcome(trial: Trial, codes: dict[int, int], tmp: Path) -> TrialOutput:
         r = failed[0]
         out = _read(tmp, r)
         if out is None:
-            return failed_output(trial, f"RankDied: rank {r} of {world} ended with exit code {codes.get(r)}")
+            how = f"ended with exit code {codes[r]}" if r in codes else "did not finish after the other ranks had"
+            return failed_output(trial, f"RankDied: rank {r} of {world} {how}")
         out.row["error"] = f"rank {r} of {world}: {out.row['error']}"[:500]
         return out
     out = _read(tmp, 0)
