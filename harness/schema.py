@@ -110,6 +110,10 @@ COLUMNS: dict[str, str] = {
     "frames": "Int64",
     "frame_stride": "Int64",
     "sample_unit": "string",
+    # issue 25 (harness/distributed.py): data-parallel trials; dp_*: the training loop's measured img/s and MFU, all ranks together
+    "world_size": "Int64",
+    "dp_img_s": "float64",
+    "dp_mfu": "float64",
 }
 CURVE_COLUMNS = [
     "trial_id",

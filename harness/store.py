@@ -9,6 +9,7 @@
     results/<study>/compact/curves.parquet       the same for curves
     results/<study>/quarantine/                  unreadable files `harness run` moved aside
     results/<study>/slurm/jobs.json, logs/, checkpoints/<trial_id>.pt    the SLURM backend's files
+    results/<study>/ray_train/checkpoints/<trial_id>.pt                 Ray Train's multi-worker trials
     results/<study>/report/, plots/              analysis output
 
 `ResultsDir` is the one object that knows these paths (STYLE 12): the runner, claims, the
@@ -257,6 +258,15 @@ class ResultsDir:
 
     def checkpoint(self, trial_id: str) -> Path:
         return self.slurm / "checkpoints" / f"{trial_id}.pt"
+
+    @property
+    def ray_train(self) -> Path:
+        """Ray Train's run directories of multi-worker trials (its storage_path; issue 25)."""
+        return self.path / "ray_train"
+
+    def ray_checkpoint(self, trial_id: str) -> Path:
+        """A multi-worker Ray trial's checkpoint: a retried worker group resumes from it."""
+        return self.ray_train / "checkpoints" / f"{trial_id}.pt"
 
     def is_results_dir(self) -> bool:
         return self.trials.is_dir() or self.study_file.is_file() or self.compacted_trials.is_file()

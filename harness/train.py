@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness import data
+from harness import data, distributed
 from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 from harness.features import autocast
@@ -141,8 +141,14 @@ def _sync(device: torch.device) -> None:
 class _Losses:
     """Per-step losses: kept on the device as they come, read back and checked in one go."""
 
-    def __init__(self, values: list[float], lr: Callable[[int], float], every: int) -> None:
-        self.values, self.lr, self.every = values, lr, every
+    def __init__(
+        self,
+        values: list[float],
+        lr: Callable[[int], float],
+        every: int,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = distributed.SINGLE.mean,
+    ) -> None:
+        self.values, self.lr, self.every, self.reduce = values, lr, every, reduce  # reduce: the mean over ranks
         self.pending: list[torch.Tensor] = []
         self.first = len(values)  # step of pending[0]
 
@@ -155,7 +161,7 @@ class _Losses:
         """Read the pending losses (one host sync); NonFiniteLoss names the step and the checked window."""
         if not self.pending:
             return
-        got = torch.stack(self.pending).tolist()
+        got = self.reduce(torch.stack(self.pending)).tolist()
         first, last = self.first, self.first + len(got)
         self.pending, self.first = [], last
         for i, value in enumerate(got):
@@ -345,9 +351,13 @@ class Trainer:
         frame_stride: int = 1,
     ) -> None:
         self.model, self.device, self.objective, self.checkpoint = model, device, objective, checkpoint
+        self.dist = distributed.current()  # one worker, or this rank of a data-parallel trial
         self.splits = Splits.of(ds, data_size, seed, cfg, device)
         self.batcher = Batcher(ds, image_size, device, cfg["augment"], frames=frames, frame_stride=frame_stride)
+        self.batcher.share = (self.dist.rank, self.dist.world)
         self.sampler = EpochSampler(len(self.splits.train), cfg["batch_size"], seed)
+        if self.sampler.batch_size % self.dist.world:  # the spec refuses it at load; a subset smaller than the batch lands here
+            raise ValueError(f"batch {self.sampler.batch_size} does not divide over {self.dist.world} workers")
         self.fetch = BatchFetcher(self.splits.train, self.sampler)  # streamed splits: workers decode ahead along the sampler
         self.resident = data.is_resident(self.splits.train)
         self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
@@ -360,8 +370,9 @@ class Trainer:
         self.patience = (cfg.get("early_stop") or {}).get("patience")
         self.earliest = min_steps(cfg, self.n)
         self.net.to(device).train()
+        stepped = self.dist.wrap(self.net, device)  # DDP over several ranks (SyncBatchNorm on CUDA); net on one
         self.opt = make_optimizer(self.net, cfg, fused=device.type == "cuda")
-        self.step_model, self.compile_s = _compiled(self.net, cfg.get("compile", False))
+        self.step_model, self.compile_s = _compiled(stepped, cfg.get("compile", False))
         self.progress = Progress()
         self.t0 = 0.0
 
@@ -376,7 +387,8 @@ class Trainer:
 
     def run(self, *, sync_every_step: bool = False) -> TrainResult:
         p, start = self.progress, self.progress.step
-        self.record = _Losses(p.losses, self.schedule.lr, 1 if sync_every_step else check_every(self.device))
+        every = 1 if sync_every_step else check_every(self.device)
+        self.record = _Losses(p.losses, self.schedule.lr, every, self.dist.mean)
         _sync(self.device)
         self.t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
         ran, stop = self.total, False
@@ -394,7 +406,7 @@ class Trainer:
         """One optimisation step; its loss stays on the device."""
         self.schedule.apply(self.opt, step)
         idx = self.sampler.next_on(self.device) if self.resident else self.sampler.next()
-        images, labels = self.fetch(idx)
+        images, labels = self._fetch_share(idx)
         loss = self.objective.loss(self.step_model, images, labels, self.batcher, self.aug_gen)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -407,6 +419,14 @@ class Trainer:
             self.t0 = time.perf_counter()
         return loss
 
+    def _fetch_share(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the global batch `idx` (all of it on one worker). In memory only the
+        share is gathered; a streamed split yields the global batch (its workers follow the sampler)."""
+        if self.resident:
+            return self.fetch(self.dist.share(idx))
+        images, labels = self.fetch(idx)
+        return self.dist.share(images), self.dist.share(labels)
+
     def _after_step(self, step: int, loss: torch.Tensor) -> bool:
         """Record the loss; at a curve point evaluate, at a checkpoint save (the clock stopped for
         both). True when early stopping ends the run here."""
@@ -418,7 +438,7 @@ class Trainer:
             return False
         self._stop_clock()
         stop = self._curve_point(step) if curve_point else False
-        if save:
+        if save and self.dist.is_main:  # every rank holds the same state; rank 0 writes it, every rank resumes
             self.checkpoint.save(self.net, self.opt, self.sampler, self.aug_gen, self.progress.state(done, self.total))
         self.t0 = time.perf_counter()
         return stop
