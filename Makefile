@@ -1,9 +1,9 @@
-# Two entry points (README "Quick start"): `make quickstart` and `make test`.
+# Two entry points (README "Quick start"): `make quickstart` and `make test`; `make docs` serves the docs site.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data quickstart test smoke clean
+.PHONY: setup data quickstart test smoke docs clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,5 +28,10 @@ quickstart: setup data
 test: setup data
 	HARNESS_DATA=$${HARNESS_DATA:-$(CURDIR)/data} $(PY) -m pytest -q --durations=10 tests
 
+# the docs site (mkdocs-material): the reference pages regenerated from the code, then served on 127.0.0.1:8000
+docs: setup
+	PYTHONPATH=$(CURDIR) $(PY) scripts/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -27,8 +27,9 @@ class Checkpoint:
 
     @classmethod
     def of(cls, path: Path | None, every: int) -> Checkpoint | None:
-        """None (nothing written, nothing resumed) without a path or a positive interval."""
-        return cls(Path(path), every) if path is not None and every > 0 else None
+        """None (nothing written, nothing resumed) without a path; every 0: resumed from, written only
+        at a wsd trunk's branch points and halving rungs."""
+        return cls(Path(path), max(every, 0)) if path is not None else None
 
     def due(self, step: int, total: int) -> bool:
         return self.every > 0 and step % self.every == 0 and step < total

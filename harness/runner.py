@@ -99,7 +99,10 @@ def trial_table(study: Study, trials: list[Trial], done: set[str]) -> Table:
             "done" if tr.trial_id in done else "pending",
         )
     total = sum(c["train_flops"] for c in compute)
-    t.caption = f"total training compute {total:.3g} FLOPs (1 MAC = 1 FLOP; forward + backward counted per model)"
+    t.caption = (
+        f"total training compute {total:.3g} MACs = {2 * total:.3g} FLOPs (1 MAC = 2 FLOPs; forward + backward counted "
+        "per model; the 'train FLOPs' column and the rows' train_flops count MACs)"
+    )
     return t
 
 
@@ -128,6 +131,9 @@ def run_study(
     `branch=False` (`--no-branch`): wsd budgets run independently (harness/branches.py)."""
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke, overrides=overrides)
+    note = warmup_note(trials)
+    if note:
+        console.print(f"[yellow]note[/]: {escape(note)}")
     be = backends.get(backend)  # validate the name before anything is written
     with _blamed(overrides):  # `slurm.partiton=gpu` on the command line: the error names that override
         be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
@@ -171,6 +177,25 @@ def run_study(
     finally:
         if tracker is not None:
             tracker.close()
+
+
+def warmup_note(trials: list[Trial]) -> str:
+    """One line when a trial's warm-up covers its whole run (the schedule clips it at steps - 1: the
+    lr rises to its peak at the last step and never decays); "" when none does."""
+    from harness.spec import total_steps
+
+    short = [
+        (tr.train["warmup_steps"], n)
+        for tr in trials
+        if 0 < (n := total_steps(tr.train, tr.data_size)) <= tr.train["warmup_steps"]
+    ]
+    if not short:
+        return ""
+    warm, steps = max(short)
+    return (
+        f"{len(short)} of {len(trials)} trials are all warm-up (train.warmup_steps {warm} >= their {steps} steps: "
+        "the lr rises to its peak at the last step and never decays); set train.warmup_steps below train.steps"
+    )
 
 
 def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
@@ -247,8 +272,8 @@ def _run(
     failed = 0
     opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
     kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
-    with _progress(console) as bar:
-        task = bar.add_task(study.name, total=len(pending))
+    with _progress(console, visible=bool(pending)) as bar:  # nothing to run: no "0/0 eta -:--:--" bar
+        task = bar.add_task(study.name, total=len(pending), visible=bool(pending))
 
         def wave(ts: list[Trial]) -> Iterator[claims.Event]:
             # claims: a second driver of this study skips (and waits for) the trials this one runs
@@ -328,6 +353,19 @@ def _resolved(path: str | Path, overrides: Sequence[str]) -> dict:
     }
 
 
+def resolved_config(path: str | Path, overrides: Sequence[str] = ()) -> str:
+    """`harness run --print-config`: the study as it would run (validated first: bad input is exit 2), as YAML."""
+    from harness import spec
+    from harness.spec import overrides as cli_overrides
+
+    prepare(path, overrides=overrides)
+    raw = spec.read_study_mapping(path)
+    ovs = cli_overrides.parse_all(overrides)
+    if ovs:
+        return cli_overrides.resolved_yaml(raw, ovs, str(path))
+    return Path(path).read_text(encoding="utf-8")
+
+
 RICH_ROWS = 500  # rich lays out 10,000 rows in ~40 s (measured: 4.2 of 4.7 s of a 1,000-trial dry run)
 
 
@@ -357,7 +395,7 @@ def _report_others(held: dict[str, dict], console: Console, wait: bool = True, k
     console.print(f"[cyan]{len(held)} trials are being run elsewhere[/] ({escape(who)}): {then}")
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, visible: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -367,6 +405,7 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not visible,
     )
 
 
@@ -420,6 +459,26 @@ def status(
 ) -> tuple[RenderableType, int]:
     """Counts of ok / failed / pending for a study file or a results directory: by default of the
     trials of the study (the file given, with `overrides` if any, or the study as last run in that directory)."""
+    counts = status_counts(target, results=results, include_all=include_all, overrides=overrides)
+    t = Table()  # the path above it, not as the title: rich wraps a title at the table's width, mid-word
+    for c in ("state", "trials"):
+        t.add_column(c)
+    for state in ("ok", "pruned", "failed", "queued", "running", "pending"):
+        if counts[state] is not None and (state != "pruned" or counts[state]):  # pruned: halving studies only
+            t.add_row(state, str(counts[state]))
+    for f in counts["failures"]:
+        t.add_row(f"[red]failed[/] {f['trial_id']}", f"{f['model']} n={f['data_size']}: {f['error']}")
+    notes = counts["notes"]
+    title = Text(counts["results"], style="italic")
+    shown = Group(title, t, *(Text(n, style="yellow") for n in notes))  # notes unwrapped, one line each
+    return shown, counts["exit_code"]
+
+
+def status_counts(
+    target: str | Path, *, results: str | Path = "results", include_all: bool = False, overrides: Sequence[str] = ()
+) -> dict:
+    """`harness status --json`: {results, ok, failed, queued, running, pending (None for a results
+    directory with no study.json), failures: [{trial_id, model, data_size, error}], notes, exit_code}."""
     target = Path(target)
     if overrides and not target.is_file():
         raise StudyError(
@@ -440,7 +499,6 @@ def status(
             )
         members = rd.membership()
         expected = dict.fromkeys(members or (), "")  # the study as last run: what is not on disk is pending
-    out_dir = rd.path
     df = rd.read()
     notes = [rd.unreadable.note()] if rd.unreadable.paths else []
     if members is not None and not include_all:
@@ -449,9 +507,6 @@ def status(
             notes.append(f"{int(outside.sum())} rows from earlier versions of this study not shown; --all to include")
         df = df[~outside]
     on_disk = dict(zip(df["trial_id"], df["status"]))
-    t = Table(title=f"{out_dir}")
-    for c in ("state", "trials"):
-        t.add_column(c)
     ok = sum(1 for s in on_disk.values() if s == "ok")
     # in flight: work a backend tracks (SLURM jobs squeue lists: queued / running), and trials another live driver holds
     jobs = backends.in_flight(rd)
@@ -464,20 +519,28 @@ def status(
         - {tid for tid, s in on_disk.items() if s in ("ok", "pruned")}
     )
     failed = {tid for tid, s in on_disk.items() if s not in ("ok", "pruned")} - queued - running
-    t.add_row("ok", str(ok))
-    pruned = sum(1 for s in on_disk.values() if s == "pruned")
-    if pruned:  # successive halving stopped them: decided, not failed
-        t.add_row("pruned", str(pruned))
-    t.add_row("failed", str(len(failed)))
-    t.add_row("queued", str(len(queued)))
-    t.add_row("running", str(len(running)))
+    pruned = sum(1 for s in on_disk.values() if s == "pruned")  # successive halving stopped them: decided, not failed
+    note = branches.compute_note(df) if len(df) else ""  # compute spent vs the independent total
     pending = len(set(expected) - set(on_disk) - queued - running) if expected else 0
-    if expected:
-        t.add_row("pending", str(pending))
-    for _, r in df[df["trial_id"].isin(failed)].iterrows():
-        t.add_row(f"[red]failed[/] {r['trial_id']}", f"{r['model']} n={r['data_size']}: {r['error']}")
-    note = branches.compute_note(df) if len(df) else ""
-    if note:
-        notes.append(note)
-    shown = Group(t, *(Text(n, style="yellow") for n in notes)) if notes else t  # notes unwrapped, one line each
-    return shown, EXIT_OK if not failed and not pending and not queued and not running else EXIT_FAILED
+    failures = [
+        {"trial_id": str(r["trial_id"]), "model": str(r["model"]), "data_size": _plain(r["data_size"]), "error": str(r["error"])}
+        for _, r in df[df["trial_id"].isin(failed)].iterrows()
+    ]
+    done = not failed and not pending and not queued and not running
+    return {
+        "results": str(rd.path),
+        "ok": ok,
+        "failed": len(failed),
+        "pruned": pruned,
+        "queued": len(queued),
+        "running": len(running),
+        "pending": pending if expected else None,
+        "failures": failures,
+        "notes": notes + ([note] if note else []),
+        "exit_code": EXIT_OK if done else EXIT_FAILED,
+    }
+
+
+def _plain(v: object) -> object:
+    """A numpy scalar as the Python number JSON writes."""
+    return v.item() if hasattr(v, "item") else v

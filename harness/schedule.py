@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,3 +58,14 @@ class BranchPoint:
     step: int
     total: int
     path: Path
+
+
+@dataclass
+class Track:
+    """A branch's own view of its trunk up to its decay start: its schedule, curve cadence and
+    progress (a harness.train.Progress: its curve points and best validation point)."""
+
+    point: BranchPoint
+    schedule: Schedule
+    every: int
+    progress: Any

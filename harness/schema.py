@@ -1,7 +1,7 @@
 """The results schema: the columns of a trial's row and of its learning curve, in order, and the
 frames built on them (a one-row frame with the schema's dtypes, the empty frame, one row per trial).
 
-At the store layer: harness.store writes and reads rows with it; the analysis and the README
+At the store layer: harness.store writes and reads rows with it; the analysis and the docs (docs/reference/results.md)
 tests read the same names (re-exported by harness.store).
 """
 
@@ -110,6 +110,10 @@ COLUMNS: dict[str, str] = {
     "frames": "Int64",
     "frame_stride": "Int64",
     "sample_unit": "string",
+    # issue 25 (harness/distributed.py): data-parallel trials; dp_*: the training loop's measured img/s and MFU, all ranks together
+    "world_size": "Int64",
+    "dp_img_s": "float64",
+    "dp_mfu": "float64",
     # issue 24: branched wsd budgets (the steps a branch took from its shared trunk; 0 for the trunk, NA unbranched)
     "trunk_steps_reused": "Int64",
     # issue 24: successive halving stopped this cell (status "pruned"): the rung (0 = first), its step, the metric there

@@ -11,6 +11,7 @@
     results/<study>/slurm/jobs.json, logs/, checkpoints/<trial_id>.pt    the SLURM backend's files
     results/<study>/branches/<trunk_id>/<trial_id>.pt   wsd trunk checkpoints its branches start from
     results/<study>/halving/<trial_id>.pt               successive halving: a cell's checkpoint at its last rung
+    results/<study>/ray_train/checkpoints/<trial_id>.pt                 Ray Train's multi-worker trials
     results/<study>/report/, plots/              analysis output
 
 `ResultsDir` is the one object that knows these paths (STYLE 12): the runner, claims, the
@@ -273,6 +274,15 @@ class ResultsDir:
         """Remove the wsd trunk and halving rung checkpoints (once every trial of the study is decided)."""
         for d in (self.path / "branches", self.path / "halving"):
             shutil.rmtree(d, ignore_errors=True)
+
+    @property
+    def ray_train(self) -> Path:
+        """Ray Train's run directories of multi-worker trials (its storage_path; issue 25)."""
+        return self.path / "ray_train"
+
+    def ray_checkpoint(self, trial_id: str) -> Path:
+        """A multi-worker Ray trial's checkpoint: a retried worker group resumes from it."""
+        return self.ray_train / "checkpoints" / f"{trial_id}.pt"
 
     def is_results_dir(self) -> bool:
         return self.trials.is_dir() or self.study_file.is_file() or self.compacted_trials.is_file()

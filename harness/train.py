@@ -11,12 +11,9 @@ cross-entropy only and imports neither ssl nor evals (they import it).
 
 The loop is a `Trainer`: its named state is the splits, the `Schedule` (lr per step), the
 optimizer, `Progress` (step, losses, curve, clocks, the best validation point: what a
-`Checkpoint` carries besides the tensors) and the objective. A wsd trunk also keeps one track per
-shorter budget (its curve cadence and best point) and saves, at each one's decay start, the state
-that budget's own run has there: the branch starts from it (`start_from`) and ends with the row an
-independent run gives (same data order, same lr before the decay; on CPU to the bit). Room left for
-a multi-worker (DDP) trial: a distributed context (rank, world size, each rank's share of the global
-batch) added to the Trainer's sampler and loss read-back.
+`Checkpoint` carries besides the tensors) and the objective. A wsd trunk keeps one track per shorter
+budget and saves at its decay start the state that budget's own run has there: the branch starts
+from it and ends with an independent run's row (harness/branches.py).
 
 On CUDA the loop never waits for the GPU between steps (small models are launch-bound, and a
 `loss.item()` per step leaves the GPU idle while Python queues the next step): in-memory data is
@@ -48,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness import data
+from harness import data, distributed
 from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 from harness.features import autocast
-from harness.schedule import BranchPoint, Schedule, lr_at  # noqa: F401  (harness.train.lr_at: older imports)
+from harness.schedule import BranchPoint, Schedule, Track, lr_at  # noqa: F401  (harness.train.lr_at: older imports)
 from harness.spec.train_keys import min_steps, total_steps
 
 EVAL_BATCH = 500
@@ -134,8 +131,14 @@ def _sync(device: torch.device) -> None:
 class _Losses:
     """Per-step losses: kept on the device as they come, read back and checked in one go."""
 
-    def __init__(self, values: list[float], lr: Callable[[int], float], every: int) -> None:
-        self.values, self.lr, self.every = values, lr, every
+    def __init__(
+        self,
+        values: list[float],
+        lr: Callable[[int], float],
+        every: int,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = distributed.SINGLE.mean,
+    ) -> None:
+        self.values, self.lr, self.every, self.reduce = values, lr, every, reduce  # reduce: the mean over ranks
         self.pending: list[torch.Tensor] = []
         self.first = len(values)  # step of pending[0]
 
@@ -148,7 +151,7 @@ class _Losses:
         """Read the pending losses (one host sync); NonFiniteLoss names the step and the checked window."""
         if not self.pending:
             return
-        got = torch.stack(self.pending).tolist()
+        got = self.reduce(torch.stack(self.pending)).tolist()
         first, last = self.first, self.first + len(got)
         self.pending, self.first = [], last
         for i, value in enumerate(got):
@@ -218,11 +221,8 @@ def train(
     the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames). `objective`:
     what the steps minimise; None is supervised cross-entropy, and a cfg with another objective
     must pass its own (`harness.ssl.objective(cfg, ...)` builds either). `branches`: a wsd trunk's
-    shorter budgets (each saved at its decay start; the trunk's own checkpoint, `checkpoint_path`,
-    is saved there too, so a killed trunk resumes); `start_from`: a branch's trunk checkpoint.
-    `stop_at`: a successive-halving rung: train to that step, save the checkpoint (`checkpoint_path`)
-    the run continues from if it survives, and return the result there. A `checkpoint_path` without
-    `checkpoint_every` is resumed from when it exists and written only at branch points and rungs."""
+    shorter budgets; `start_from`: a branch's trunk checkpoint; `stop_at`: a halving rung (saved to
+    `checkpoint_path`, which without `checkpoint_every` is written at branch points and rungs only)."""
     if objective is None:
         if cfg.get("objective", "supervised") != "supervised":
             raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
@@ -236,8 +236,7 @@ def train(
         cfg=cfg,
         device=device,
         objective=objective,
-        checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every)
-        or (Checkpoint(Path(checkpoint_path), 0) if checkpoint_path else None),  # every 0: branch points and rungs only
+        checkpoint=Checkpoint.of(checkpoint_path, checkpoint_every),
         frames=frames,
         frame_stride=frame_stride,
         branches=branches,
@@ -265,16 +264,6 @@ class Splits:
         test_cpu = subset(ds.test, cfg["eval_size"], seed=0) if cfg["eval_size"] else ds.test
         curve_split = data.to_device(subset(test_cpu, cfg["curve_eval_size"], seed=0), device)  # same images at every point
         return cls(train_split, val_split, curve_split, data.to_device(test_cpu, device))
-
-
-@dataclass
-class _Track:
-    """A branch's own view of the trunk up to its decay start: its curve cadence and progress."""
-
-    point: BranchPoint
-    schedule: Schedule
-    every: int
-    progress: Progress
 
 
 @dataclass
@@ -342,9 +331,13 @@ class Trainer:
         branches: Sequence[BranchPoint] = (),
     ) -> None:
         self.model, self.device, self.objective, self.checkpoint = model, device, objective, checkpoint
+        self.dist = distributed.current()  # one worker, or this rank of a data-parallel trial
         self.splits = Splits.of(ds, data_size, seed, cfg, device)
         self.batcher = Batcher(ds, image_size, device, cfg["augment"], frames=frames, frame_stride=frame_stride)
+        self.batcher.share = (self.dist.rank, self.dist.world)
         self.sampler = EpochSampler(len(self.splits.train), cfg["batch_size"], seed)
+        if self.sampler.batch_size % self.dist.world:  # the spec refuses it at load; a subset smaller than the batch lands here
+            raise ValueError(f"batch {self.sampler.batch_size} does not divide over {self.dist.world} workers")
         self.fetch = BatchFetcher(self.splits.train, self.sampler)  # streamed splits: workers decode ahead along the sampler
         self.resident = data.is_resident(self.splits.train)
         self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)  # on the device: no per-step upload
@@ -357,20 +350,17 @@ class Trainer:
         self.patience = (cfg.get("early_stop") or {}).get("patience")
         self.earliest = min_steps(cfg, self.n)
         self.net.to(device).train()
+        stepped = self.dist.wrap(self.net, device)  # DDP over several ranks (SyncBatchNorm on CUDA); net on one
         self.opt = make_optimizer(self.net, cfg, fused=device.type == "cuda")
-        self.step_model, self.compile_s = _compiled(self.net, cfg.get("compile", False))
-        self.progress = Progress()
-        self.t0 = 0.0
-        self.reused = 0
-        self.tracks = [
-            _Track(b, Schedule(cfg, b.total), cfg["eval_every"] or max(1, b.total // CURVE_POINTS), Progress()) for b in branches
-        ]
+        self.step_model, self.compile_s = _compiled(stepped, cfg.get("compile", False))
+        self.progress, self.t0, self.reused = Progress(), 0.0, 0  # reused: a branch's steps from its trunk
+        cadence = [cfg["eval_every"] or max(1, b.total // CURVE_POINTS) for b in branches]  # each budget's curve points
+        self.tracks = [Track(b, Schedule(cfg, b.total), every, Progress()) for b, every in zip(branches, cadence)]
         self._memo: dict = {}  # (step, split) -> evaluation: a trunk's tracks and its own curve share one
 
     def resume(self, start_from: Path | None = None) -> None:
-        """Continue from the checkpoint when there is one of this budget (model, optimizer, sampler,
-        generators and progress restored in place); else a branch starts from its trunk's checkpoint
-        (`start_from`; not counted as a resume)."""
+        """Continue from the checkpoint of this budget if there is one (all state restored in place);
+        else a branch starts from its trunk's checkpoint (`start_from`; not counted as a resume)."""
         if self.checkpoint is not None and self.checkpoint.path.exists():
             state = self.checkpoint.load(self.net, self.opt, self.sampler, self.aug_gen, self.device, self.total)
             if state is not None:
@@ -392,7 +382,8 @@ class Trainer:
         end = min(stop_at, self.total) if stop_at else self.total
         for t in self.tracks:  # a track shares the trunk's losses (the same list)
             t.progress.losses = p.losses
-        self.record = _Losses(p.losses, self.schedule.lr, 1 if sync_every_step else check_every(self.device))
+        every = 1 if sync_every_step else check_every(self.device)
+        self.record = _Losses(p.losses, self.schedule.lr, every, self.dist.mean)
         _sync(self.device)
         self.t0 = time.perf_counter()  # the clock runs over training steps only; it is read after a device sync
         ran, stop = end, False
@@ -406,7 +397,8 @@ class Trainer:
             self._stop_clock()
         if end < self.total and not stop:  # a halving rung: saved before the rung's evaluation (which may load the best weights)
             self.record.flush()
-            self._save(end)
+            if self.dist.is_main:
+                self._save(end)
             stop = bool(p.curve) and p.curve[-1]["step"] == end  # evaluated there already
         return self._result(ran, stop)
 
@@ -414,7 +406,7 @@ class Trainer:
         """One optimisation step; its loss stays on the device."""
         self.schedule.apply(self.opt, step)
         idx = self.sampler.next_on(self.device) if self.resident else self.sampler.next()
-        images, labels = self.fetch(idx)
+        images, labels = self._fetch_share(idx)
         loss = self.objective.loss(self.step_model, images, labels, self.batcher, self.aug_gen)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -426,6 +418,14 @@ class Trainer:
             self.compile_s = time.perf_counter() - self.t0
             self.t0 = time.perf_counter()
         return loss
+
+    def _fetch_share(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the global batch `idx` (all of it on one worker). In memory only the
+        share is gathered; a streamed split yields the global batch (its workers follow the sampler)."""
+        if self.resident:
+            return self.fetch(self.dist.share(idx))
+        images, labels = self.fetch(idx)
+        return self.dist.share(images), self.dist.share(labels)
 
     def _after_step(self, step: int, loss: torch.Tensor) -> bool:
         """Record the loss; at a curve point evaluate, at a checkpoint save (the clock stopped for
@@ -445,10 +445,11 @@ class Trainer:
         for t in track_points:
             self._curve_point(step, self._synced(t.progress), t.schedule.lr(step))
         stop = self._curve_point(step) if curve_point else False
-        for t in branch_now:
+        # every rank holds the same state; rank 0 writes it (branch points included), every rank resumes
+        for t in branch_now if self.dist.is_main else ():
             state = self._synced(t.progress).state(done, t.point.total)
             Checkpoint(t.point.path, 0).save(self.net, self.opt, self.sampler, self.aug_gen, state)
-        if save or (branch_now and self.checkpoint is not None):
+        if (save or (branch_now and self.checkpoint is not None)) and self.dist.is_main:
             self._save(done)
         self._memo.clear()
         self.t0 = time.perf_counter()

@@ -9,12 +9,10 @@ nothing of backends or files: it returns a `TrialOutput` and the caller stores i
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import math
 import os
 import socket
-import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -22,30 +20,12 @@ from pathlib import Path
 
 import torch
 
-from harness import data, flops, flops_train, ssl, zoo
+from harness import data, distributed, flops, flops_train, hardware, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
 from harness.train import BranchPoint, TrainResult, train
-from harness.version import __version__
-
-
-@functools.lru_cache(maxsize=1)
-def git_sha() -> str:
-    """sha of the harness checkout (+ '-dirty' when it has local changes); HARNESS_GIT_SHA wins."""
-    if os.environ.get("HARNESS_GIT_SHA"):
-        return os.environ["HARNESS_GIT_SHA"]
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-        return sha.stdout.strip()[:12] + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from harness.version import __version__, git_sha
 
 
 def pick_device(trial: Trial) -> torch.device:
@@ -84,6 +64,7 @@ def base_row(trial: Trial) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
         "threads": torch.get_num_threads(),
+        "world_size": int(trial.resources.get("workers", 1)),  # data-parallel ranks (harness.distributed)
         "niceness": os.nice(0),
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
@@ -107,6 +88,7 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
     torch.set_num_threads(int(trial.resources.get("cpus", 1)))  # one thread per allocated CPU
     started = time.time()
     row = base_row(trial)
+    row["world_size"] = distributed.current().world  # the ranks this run trains with (resources.workers when launched)
     # milliseconds: a trial re-run within the same second (a retry after a node death) still sorts as the later
     # run, and "did this run start after event X" can be answered from the row
     row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
@@ -230,7 +212,24 @@ def _train_columns(trial: Trial, res: TrainResult, dims: dict, mfu: float) -> di
         # counted fwd+bwd MACs x images through the backbone (SimCLR: two views per sample; its head is not counted)
         "train_flops": flops_train.train_flops(trial.model, res.samples_seen * views, **dims),
         "mfu": mfu,  # the profiled training step's MFU; NaN (+ mfu_reason) where the peak is unknown
+        **_data_parallel_columns(trial, res, dims),
     }
+
+
+def _data_parallel_columns(trial: Trial, res: TrainResult, dims: dict) -> dict:
+    """The training loop's measured throughput: images/s of the whole run (every rank of a
+    data-parallel trial together, communication included), and its MFU against world_size x the
+    device's peak (NaN where the peak is unknown). Scaling efficiency = dp_img_s at N / (N x dp_img_s at 1)."""
+    world = int(trial.resources.get("workers", 1))
+    if not res.train_time_s > 0:
+        return {"dp_img_s": math.nan, "dp_mfu": math.nan}
+    device = pick_device(trial)
+    precision = "amp-bf16" if device.type == "cuda" else "fp32"
+    peak, _ = hardware.peak_flops(hardware.device_name(device), precision)
+    views = views_per_sample(trial.train)
+    # 2 FLOPs per counted MAC, as device peaks count (harness/profile.py)
+    achieved = 2 * flops_train.train_flops(trial.model, res.samples_seen * views, **dims) / res.train_time_s
+    return {"dp_img_s": res.samples_seen / res.train_time_s, "dp_mfu": achieved / (world * peak)}
 
 
 def _evals(trial: Trial, model: torch.nn.Module, ds: data.Dataset, device: torch.device) -> dict:

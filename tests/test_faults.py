@@ -1,6 +1,6 @@
 """Fault injection: what a hostile user sees. Extend it by category.
 
-The promise (README, "Bad input"): bad input gets ONE line on stderr, `error: FILE: KEY: what — fix`,
+The promise (docs/guides/studies.md, "Bad input"; once the README): bad input gets ONE line on stderr, `error: FILE: KEY: what — fix`,
 exit code 2, and nothing is written; anything accepted gives an honest row. `refused` checks all
 three for a study file, `refused_cli` for any other command line. Storage faults (full disk,
 corrupt files) live in test_faults_store.py, unreachable clusters and signals in

@@ -271,7 +271,7 @@ def test_chinchilla_allocation_reproduces_the_refit(chinchilla: pd.DataFrame) ->
 
 def test_chinchilla_cli_json(chinchilla: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "chinchilla240.csv"
-    chinchilla.to_csv(path, index=False)  # the 240-run subset, as the README example makes it
+    chinchilla.to_csv(path, index=False)  # the 240-run subset, as the docs example (docs/guides/compute-optimal.md) makes it
     assert (
         main(
             [

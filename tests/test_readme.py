@@ -1,5 +1,6 @@
-"""The README cannot drift from the code: its results-column lists are store.COLUMNS and
-store.CURVE_COLUMNS (same names, same order), and its Commands table names every verb that
+"""The README and the docs cannot drift from the code: the results-column lists of the docs' results
+reference (docs/reference/results.md, moved there from the README) are store.COLUMNS and
+store.CURVE_COLUMNS (same names, same order), and the README's Commands table names every verb that
 `harness --help` lists (and no verb that does not exist)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from harness import store
 from harness.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "results.md"
 
 
 def _text() -> str:
@@ -22,8 +24,8 @@ def _text() -> str:
 def _column_list(name: str) -> list[str]:
     """The columns listed between `<!-- columns: NAME -->` and `<!-- /columns -->`: each line is a
     bullet `- label: `col, col, ...`` (no backticks in the label), notes after the list allowed."""
-    m = re.search(rf"<!-- columns: {re.escape(name)} -->\n(.*?)<!-- /columns -->", _text(), re.S)
-    assert m, f"README.md has no '<!-- columns: {name} -->' block"
+    m = re.search(rf"<!-- columns: {re.escape(name)} -->\n(.*?)<!-- /columns -->", RESULTS_PAGE.read_text(encoding="utf-8"), re.S)
+    assert m, f"docs/reference/results.md has no '<!-- columns: {name} -->' block"
     out = []
     for line in m.group(1).splitlines():
         if not line.strip():
@@ -41,7 +43,7 @@ def test_readme_column_lists_match_the_store(name: str, columns: list[str]) -> N
     listed = _column_list(name)
     assert len(listed) == len(set(listed)), f"listed twice: {sorted({c for c in listed if listed.count(c) > 1})}"
     missing, unknown = [c for c in columns if c not in listed], [c for c in listed if c not in columns]
-    assert not missing and not unknown, f"README {name}: missing {missing}, not in the code {unknown}"
+    assert not missing and not unknown, f"docs/reference/results.md {name}: missing {missing}, not in the code {unknown}"
     assert listed == columns, "same columns, another order: list them in the order of harness/store.py"
 
 

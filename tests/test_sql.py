@@ -2,7 +2,7 @@
 
 Rows are written with `ResultsDir.write` (the runner's write), so the views see what the store
 reads: the compacted read path plus newer files, the study as last run (study.json), several
-studies under one root. The README's example queries run here against a tiny results directory.
+studies under one root. The docs' example queries (docs/guides/sql.md) run here against a tiny results directory.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from harness.cli import main
 from harness.store import ResultsDir, TrialOutput
 from tests.analysis_fixtures import make_rows
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SQL_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "sql.md"  # moved there from the README
 GRID = {"families": ("resnet", "vit", "mixer"), "sizes": ("xs",), "data_sizes": (1000, 4000), "seeds": (0, 1)}
 
 
@@ -131,9 +131,9 @@ def test_sql_error_is_one_line_exit_2_and_nothing_written(results: Path, tmp_pat
 
 
 def readme_queries() -> list[str]:
-    """The queries of the README's `harness sql` examples (section "SQL over results")."""
-    m = re.search(r"^## SQL over results\n(.*?)^## ", README.read_text(encoding="utf-8"), re.S | re.M)
-    assert m, "README.md has no '## SQL over results' section"
+    """The queries of the docs' `harness sql` examples (docs/guides/sql.md, "SQL over results")."""
+    m = re.search(r"^# SQL over results\n(.*)", SQL_PAGE.read_text(encoding="utf-8"), re.S | re.M)
+    assert m, "docs/guides/sql.md has no '# SQL over results' page title"
     return re.findall(r'^harness sql results/\S* "(.*?)"', m.group(1), re.M)
 
 

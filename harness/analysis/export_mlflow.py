@@ -105,10 +105,12 @@ class MlflowSink(Sink):
             params = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in rec.params.items()]
             now = int(time.time() * 1000)
             metrics = []
+            end, step = rec.end_ms or now, rec.final_step
             for p in rec.curve:
                 ts = rec.point_ms(p) or now
-                metrics += [Metric(_key(k), v, ts, int(p["step"])) for k, v in p.items() if k != "step"]
-            end, step = rec.end_ms or now, rec.final_step
+                # at the last step the row's value is the one logged (once): not the curve point's as well
+                own = rec.metrics if int(p["step"]) == step else {}
+                metrics += [Metric(_key(k), v, ts, int(p["step"])) for k, v in p.items() if k != "step" and k not in own]
             metrics += [Metric(_key(k), v, end, step) for k, v in rec.metrics.items()]
             # one request for most trials: at most 100 params and 1000 entries in all per batch
             while params or metrics:

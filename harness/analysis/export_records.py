@@ -19,6 +19,8 @@ import pandas as pd
 _CURVE_KEYS = {"study", "trial_id", "step"}
 # the config's numbers are params (config_json), not measurements
 _NOT_METRICS = {"schema_version", "image_size", "data_size", "seed", "epochs", "batch_size", "lr"}
+# facts of the machine, not measurements of the trial: tags (strings), never metrics
+_HARDWARE = {"threads", "device_count", "cpu_count", "niceness"}
 _NOT_TAGS = {"config_json", "variant"}  # variant: the analysis' label across studies, not provenance
 _CONFIG_COLUMNS = ("family", "size", "model", "image_size", "data_size", "seed", "steps", "epochs", "batch_size", "lr", "dataset")
 ERROR_CHARS = 5000  # a traceback's tail is enough; MLflow tags hold 8000 characters
@@ -70,8 +72,12 @@ class Record:
 def record(row: dict, curve: list[dict]) -> Record:
     """A stored row (plain or pandas values) and its curve points as a Record."""
     row = {k: _plain(v) for k, v in row.items()}
-    metrics = {k: float(v) for k, v in row.items() if _number(v) and k not in _NOT_METRICS}
-    tags = {k: _tag(v) for k, v in row.items() if isinstance(v, (str, bool)) and k not in _NOT_TAGS and v != ""}
+    metrics = {k: float(v) for k, v in row.items() if _number(v) and k not in _NOT_METRICS | _HARDWARE}
+    tags = {
+        k: _tag(v)
+        for k, v in row.items()
+        if (isinstance(v, (str, bool)) or (k in _HARDWARE and _number(v))) and k not in _NOT_TAGS and v != ""
+    }
     for k in ("error", "traceback"):  # the tail says where it failed
         if k in tags:
             tags[k] = tags[k][-ERROR_CHARS:]

@@ -136,6 +136,16 @@ class FitReport:
     def summary(self) -> str:
         return "\n".join(summary_lines(self)) + "\n"
 
+    def to_dict(self) -> dict[str, Any]:  # the name every object of the Python API answers to
+        return self.to_json()
+
+    def fitted(self) -> bool:
+        """Whether any group got a law (`harness fit` exits 1 when none did)."""
+        return any(f.law is not None for f in self.fits)
+
+    def __str__(self) -> str:
+        return self.summary()
+
 
 PairFilter = Callable[[GroupFit, GroupFit], bool]
 

@@ -334,6 +334,21 @@ def fit_path(
 ) -> FitReport:
     """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all)
+    return tuned_fit(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, tune=tune)
+
+
+def tuned_fit(
+    df: pd.DataFrame,
+    y: str,
+    x: list[str],
+    *,
+    by: str | None = None,
+    holdout: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    tune: list[str] | None = None,
+) -> FitReport:
+    """`fit_results`, of the best-val envelope over `tune` first (`harness fit` and `harness.fit` both come here)."""
     env = None
     if tune:
         from harness.analysis.tune import envelope

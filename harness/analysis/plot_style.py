@@ -67,6 +67,9 @@ class PlotOutcome:
     paths: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per figure not drawn, with why
 
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "paths": [str(p) for p in self.paths], "skipped": list(self.skipped)}
+
 
 # ----------------------------------------------------------------------------- colours, labels
 
@@ -116,9 +119,10 @@ def new_figure(
 def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=DPI)
+    # a tight bounding box: a subtitle wider than the axes (the scaling plot's) is kept, not clipped at both edges
+    fig.savefig(paths[0], dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     fig.set_layout_engine("none")  # keep the layout just computed: the SVG saves ~30% faster
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], bbox_inches="tight", pad_inches=0.1)
     return paths
 
 

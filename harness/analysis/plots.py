@@ -59,14 +59,29 @@ def plot_path(
     """`harness plot`: load results, draw one kind into `out` (default RESULTS/plots); `tune`:
     the best-val envelope over those keys (which value won where goes to stderr)."""
     df, curves = load_results(path, include_all=include_all)
+    p = Path(path)
+    out_dir = Path(out) if out else ResultsDir(p if p.is_dir() else p.parent).plots
+    return tuned_plot(df, curves, kind, out_dir, x=x, y=y, bootstrap=bootstrap, tune=tune)
+
+
+def tuned_plot(
+    df: pd.DataFrame,
+    curves: pd.DataFrame,
+    kind: str,
+    out_dir: Path,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    tune: list[str] | None = None,
+) -> PlotOutcome:
+    """`make_plot`, of the best-val envelope over `tune` first (which value won where goes to stderr)."""
     if tune:
         from harness.analysis.tune import envelope
 
         env = envelope(df, tune)
         df = env.rows
         print("\n".join(env.lines()), file=sys.stderr)
-    p = Path(path)
-    out_dir = Path(out) if out else ResultsDir(p if p.is_dir() else p.parent).plots
     return make_plot(df, curves, kind, out_dir, x=x, y=y, bootstrap=bootstrap)
 
 

@@ -29,7 +29,7 @@ from harness.errors import StudyError
 from harness.store import ResultsDir
 from harness.version import __version__
 
-REPORT_BOOTSTRAP = 100  # resamples per curve: intervals to ~±10% of their width, seconds per curve
+REPORT_BOOTSTRAP = 200  # resamples per curve, as fit and plot (lawfit.DEFAULT_BOOTSTRAP): one default across the verbs
 PROVENANCE_COLUMNS = (
     "study",
     "device",
@@ -138,11 +138,13 @@ def to_html(doc: Doc, title: str) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def write_report(results_dir: str | Path, *, bootstrap: int = REPORT_BOOTSTRAP, include_all: bool = False) -> Path:
-    """Write RESULTS/report/index.md (+ index.html and figures); returns the index.md path."""
+def write_report(
+    results_dir: str | Path, *, bootstrap: int = REPORT_BOOTSTRAP, include_all: bool = False, out: str | Path | None = None
+) -> Path:
+    """Write OUT/index.md (+ index.html and figures; OUT default RESULTS/report); returns the index.md path."""
     root = Path(results_dir)
     df, curves = load_results(root, include_all=include_all)
-    out = ResultsDir(root if root.is_dir() else root.parent).report
+    out = Path(out) if out else ResultsDir(root if root.is_dir() else root.parent).report
     out.mkdir(parents=True, exist_ok=True)
     doc = build_report(df, curves, out, bootstrap=bootstrap, source=str(root))
     title = doc.blocks[0].text if doc.blocks else "harness report"

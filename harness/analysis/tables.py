@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import sys
@@ -84,6 +85,18 @@ class Table:
     align: list[str]  # "l" or "r" per column
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    tune_notes: list[str] = field(default_factory=list)  # which swept value won where (also in notes)
+
+    def to_dict(self) -> dict:
+        """The table as JSON-ready data: headers, display cells, notes and the numbers (one record per row)."""
+        records = json.loads(self.frame.to_json(orient="records"))  # NaN -> null, numpy -> Python
+        return {"title": self.title, "columns": self.columns, "rows": self.rows, "notes": self.notes, "records": records}
+
+    def _repr_markdown_(self) -> str:  # a notebook shows the table as `harness table` prints it
+        return to_markdown(self)
+
+    def __str__(self) -> str:
+        return to_markdown(self)
 
 
 @dataclass(frozen=True)
@@ -324,6 +337,23 @@ def table_path(
     """`harness table`: load a results path, build and render the table (`tune`: of the best-val
     envelope over those keys; which value won where is a note under a markdown table, else on stderr)."""
     df, _ = load_results(path, include_all=include_all)
+    table = tuned_table(df, rows=rows, cols=cols, value=value, agg=agg, tune=tune)
+    if fmt != "md" and table.tune_notes:
+        print("\n".join(table.tune_notes), file=sys.stderr)
+    return render(table, fmt)
+
+
+def tuned_table(
+    df: pd.DataFrame,
+    *,
+    rows: list[str] | None = None,
+    cols: str = "data_size",
+    value: str = "test_acc",
+    agg: str = "mean",
+    tune: list[str] | None = None,
+) -> Table:
+    """`build_table`, of the best-val envelope over `tune` first (its lines become notes; the CLI and
+    `harness.load(...).table()` both come here)."""
     lines: list[str] = []
     if tune:
         from harness.analysis.tune import envelope
@@ -331,8 +361,6 @@ def table_path(
         env = envelope(df, tune)
         df, lines = env.rows, env.lines()
     table = build_table(df, rows=rows, cols=cols, value=value, agg=agg)
-    if fmt == "md":
-        table.notes += lines
-    elif lines:
-        print("\n".join(lines), file=sys.stderr)
-    return render(table, fmt)
+    table.notes += lines
+    table.tune_notes = lines
+    return table

@@ -1,6 +1,8 @@
 """Sequential, in this process: for debugging (breakpoints and prints work as usual).
 
 Needs nothing beyond torch and timm, so it is the backend for a bare GPU box without Ray.
+A trial with `resources.workers: N > 1` runs as N data-parallel processes on this machine
+(harness/backends/launch.py); the driver waits for them and stays alive whatever they do.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ class Local(Backend):
         require_gpu_if_asked(study)
 
     def execute(self, trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:
+        from harness.backends.launch import run_data_parallel
         from harness.trial import run_trial  # torch: imported when trials run, not when `status` lists backends
 
         for t in trials:
-            yield run_trial(t)
+            yield run_data_parallel(t) if t.resources.get("workers", 1) > 1 else run_trial(t)
 
 
 BACKEND = Local()

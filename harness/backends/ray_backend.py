@@ -5,6 +5,8 @@ running cluster (started with `ray up cluster.yaml` or `ray start`). Results tra
 the driver as task return values, and the driver writes them, so workers need no shared
 filesystem. System failures (a node or worker dies) are retried by Ray (`max_retries`); a
 trial's own exception is already a failed row inside `run_trial`, so it is never retried.
+A trial with `resources.workers: N > 1` is a Ray Train TorchTrainer of N workers
+(harness/backends/ray_train.py), retried through its FailureConfig from the trial's checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from harness.errors import StudyError
 
 if TYPE_CHECKING:
     from harness.spec import Study, Trial
-    from harness.store import TrialOutput
+    from harness.store import ResultsDir, TrialOutput
 
 MAX_RETRIES = 3  # re-runs after a node/worker death; a trial's own exception is never retried
 PROBE_TIMEOUT_S = 5.0  # per TCP connect to the head; a head that answers does so in milliseconds
@@ -183,7 +185,8 @@ def _check_feasible(trials: Sequence[Trial], embedded: bool) -> None:
 
     total = ray.cluster_resources()
     for t in trials:
-        need = {"CPU": t.resources["cpus"], "GPU": t.resources["gpus"]}
+        workers = t.resources.get("workers", 1)  # Ray Train places them on any nodes; the total must exist
+        need = {"CPU": t.resources["cpus"] * workers, "GPU": t.resources["gpus"] * workers}
         for res, amount in need.items():
             if amount > total.get(res, 0) and embedded:
                 raise StudyError(
@@ -207,8 +210,12 @@ class RayBackend(Backend):
             probe(address)  # seconds, not the minutes ray.init retries an address where nothing listens
             check_gcs(address)
 
-    def execute(self, trials: Sequence[Trial], *, address: str | None = None, **_: object) -> Iterator[TrialOutput]:
+    def execute(
+        self, trials: Sequence[Trial], *, rd: ResultsDir, address: str | None = None, **_: object
+    ) -> Iterator[TrialOutput]:
         import ray
+
+        from harness.backends import ray_train
 
         if not trials:
             return
@@ -219,6 +226,10 @@ class RayBackend(Backend):
         try:
             _check_feasible(trials, embedded)
             for t in trials:
+                if t.resources.get("workers", 1) > 1:  # the TorchTrainer's fit, in a zero-CPU task; it retries itself
+                    fit = ray.remote(ray_train.run).options(num_cpus=0, max_retries=0, name=f"ray train {t.trial_id}")
+                    pending[fit.remote(t, str(rd.ray_checkpoint(t.trial_id)), str(rd.ray_train), MAX_RETRIES)] = t
+                    continue
                 ref = remote.options(
                     num_cpus=t.resources["cpus"],
                     num_gpus=t.resources["gpus"],

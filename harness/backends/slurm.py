@@ -245,17 +245,46 @@ def preflight(study: Study, slurm: dict | None = None, **_: object) -> None:
 
 
 def submit(trials: Sequence[Trial], rd: ResultsDir, study: Study, opts: dict) -> dict[str, str]:
-    """One job array; returns trial_id -> SLURM job id ("123_4") and records it in jobs.json."""
+    """One job array for the one-worker trials, one multi-task job per multi-worker trial; returns
+    trial_id -> SLURM job id ("123_4", "125") and records each submission in jobs.json."""
+    ids: dict[str, str] = {}
+    single = [t for t in trials if t.resources.get("workers", 1) == 1]
+    if single:
+        ids.update(_submit(single, rd, study, opts, executor_parameters(study, opts)))
+    for t in trials:
+        if t.resources.get("workers", 1) > 1:
+            ids.update(_submit([t], rd, study, opts, data_parallel_parameters(study, opts, t.resources)))
+    return ids
+
+
+def data_parallel_parameters(study: Study, opts: dict, resources: dict) -> dict:
+    """One job of `workers` tasks over `nodes` nodes (submitit runs the trial in every task; the
+    tasks form the process group from its JobEnvironment), each task with its worker's CPUs and GPU."""
+    params = executor_parameters(study, opts)
+    params.pop("array_parallelism")
+    per_node = resources["workers"] // resources.get("nodes", 1)
+    gpus = opts["gpus_per_task"] or int(resources.get("gpus", 0))
+    params.update(
+        nodes=resources.get("nodes", 1), ntasks_per_node=per_node, cpus_per_task=opts["cpus_per_task"] or resources["cpus"]
+    )
+    params.pop("gpus_per_node", None)
+    if gpus:
+        params["gpus_per_node"] = gpus * per_node
+    return params
+
+
+def _submit(trials: Sequence[Trial], rd: ResultsDir, study: Study, opts: dict, params: dict) -> dict[str, str]:
     import submitit
 
     logs = rd.slurm_logs
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=opts["max_timeouts"] if opts["checkpoint_every"] else 0)
-    executor.update_parameters(**executor_parameters(study, opts))
+    executor.update_parameters(**params)
     submitted = time.time()
     try:
         from harness.backends.slurm_job import TrialJob
 
-        jobs = executor.map_array(TrialJob(str(rd.path), opts["checkpoint_every"], opts["time"]), list(trials))
+        job = TrialJob(str(rd.path), opts["checkpoint_every"], opts["time"])
+        jobs = executor.map_array(job, list(trials)) if "array_parallelism" in params else [executor.submit(job, trials[0])]
     except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
         raise StudyError(
             f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}",
@@ -269,7 +298,7 @@ def submit(trials: Sequence[Trial], rd: ResultsDir, study: Study, opts: dict) ->
             "array_job": jobs[0].job_id.split("_")[0],
             "submitted_at": submitted,
             "submitted_after_s": time.time() - submitted,
-            "parameters": executor_parameters(study, opts),
+            "parameters": params,
             "checkpoint_every": opts["checkpoint_every"],
             "trials": ids,
         },

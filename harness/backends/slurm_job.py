@@ -14,6 +14,16 @@ if TYPE_CHECKING:
     from harness.spec import Trial
 
 
+def join_process_group(trial: Trial, pick_device: object) -> int:
+    """A task of a multi-task job: the process group from submitit's job environment (rank = the
+    task's global rank, world = the job's tasks; each task sees the GPU of its local rank)."""
+    from harness import distributed
+
+    env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=trial.resources.get("gpus", 0) > 0)
+    distributed.init(env.rank, env.world_size, env.master_addr, env.master_port, pick_device(trial))  # type: ignore[operator]
+    return env.rank
+
+
 class TrialJob(submitit.helpers.Checkpointable):
     """What each array task runs. Checkpointable: on timeout/preemption submitit requeues it with
     the same trial, and the trial resumes from its checkpoint file (see harness.train)."""
@@ -23,7 +33,8 @@ class TrialJob(submitit.helpers.Checkpointable):
         self.out_dir, self.checkpoint_every, self.time_min = out_dir, checkpoint_every, time_min
 
     def __call__(self, trial: Trial) -> str:
-        from harness.trial import run_trial
+        from harness import distributed
+        from harness.trial import pick_device, run_trial
 
         rd = ResultsDir(self.out_dir)
         job_id = submitit.JobEnvironment().job_id
@@ -31,7 +42,13 @@ class TrialJob(submitit.helpers.Checkpointable):
             return "stored"  # a requeue signal came after this job had stored its row: nothing left to do
         print(f"harness: trial {trial.trial_id} ({trial.label}) starts in SLURM job {job_id}", flush=True)
         ckpt = rd.checkpoint(trial.trial_id) if self.checkpoint_every else None
-        out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
+        rank = join_process_group(trial, pick_device) if trial.resources.get("workers", 1) > 1 else 0
+        try:
+            out = run_trial(trial, checkpoint_path=ckpt, checkpoint_every=self.checkpoint_every)
+        finally:
+            distributed.shutdown()
+        if rank != 0:  # rank 0 stores the row and releases the claim
+            return out.row["status"]
         if out.row["error"].startswith("UncompletedJobError"):  # submitit gave up requeueing after the time limit
             out.row["error"] = (
                 f"TimeLimit: hit the SLURM time limit ({self.time_min} min)"

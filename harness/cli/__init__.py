@@ -20,7 +20,7 @@ import sys
 
 from harness.cli import verbs
 from harness.errors import StudyError
-from harness.version import __version__
+from harness.version import version_line
 
 
 def declared() -> list[verbs.Verb]:
@@ -32,13 +32,24 @@ def declared() -> list[verbs.Verb]:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """`argv`: the command line about to be parsed; a verb's options are added only when it names the verb."""
     p = argparse.ArgumentParser(prog="harness", description="Architecture scaling studies: ResNet vs ViT vs Mixer vs ConvNeXt.")
-    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    p.add_argument("--version", action=_Version, help="print the version and the checkout's git sha, and exit")
     sub = p.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
     for v in declared():
         verbs.add(sub, v, full=v.name == named)
     return p
+
+
+class _Version(argparse.Action):
+    """argparse's version action, with the git sha asked for only when --version is given (not on every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_line())  # stdout, as argparse's own version action
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,8 @@ def _table_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--agg", default="mean", help="over seeds: mean (shown as mean ± std (n)) or max")
     p.add_argument("--format", default="md", dest="fmt", help="md (default), latex or csv")
+    p.add_argument("--csv", action="store_const", const="csv", dest="fmt", help="the same as --format csv (as in sql)")
+    p.add_argument("--json", action="store_true", help="the table as JSON: title, columns, display rows, notes, numbers")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
 
@@ -58,6 +60,14 @@ def _table_options(p: argparse.ArgumentParser) -> None:
 def _table(args: argparse.Namespace) -> int:
     from harness.analysis.tables import table_path
 
+    if args.json:
+        from harness.analysis.io import load_results
+        from harness.analysis.tables import tuned_table
+
+        df, _ = load_results(args.results, include_all=args.include_all)
+        table = tuned_table(df, rows=args.rows, cols=args.cols, value=args.value, agg=args.agg, tune=args.tune)
+        print(json.dumps(table.to_dict(), indent=2))
+        return 0
     print(
         table_path(
             args.results,
@@ -76,9 +86,15 @@ def _table(args: argparse.Namespace) -> int:
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
-    p.add_argument("--y", required=True, metavar="COL", help="e.g. test_acc, test_loss")
     p.add_argument(
-        "--x", required=True, action="append", metavar="COL", help="e.g. data_size; give twice for E + A·x1^-alpha + B·x2^-beta"
+        "--y", default="test_acc", metavar="COL", help="default test_acc (fitted as the error 1 - test_acc); e.g. test_loss"
+    )
+    p.add_argument(
+        "--x",
+        action="append",
+        default=None,
+        metavar="COL",
+        help="default data_size; give twice (or COL,COL2) for E + A·x1^-alpha + B·x2^-beta",
     )
     p.add_argument("--by", default=None, metavar="COL", help="fit per group, e.g. family; reports crossovers")
     p.add_argument(
@@ -120,6 +136,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     "y are fitted as error 1 - y.",
 )
 def _fit(args: argparse.Namespace) -> int:
+    args.x = [c for x in args.x or ["data_size"] for c in _csv_list(x)]
     if args.isoflop:
         return _isoflop(args)
     from harness.analysis.fits import fit_path
@@ -138,7 +155,7 @@ def _fit(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.summary(), end="")
-    return 0
+    return 0 if report.fitted() else _nothing_fitted("fit")
 
 
 def _isoflop(args: argparse.Namespace) -> int:
@@ -161,7 +178,7 @@ def _isoflop(args: argparse.Namespace) -> int:
 
 def _plot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help=_RESULTS_HELP)
-    p.add_argument("--kind", required=True, help="scaling, pareto, cost or curves")
+    p.add_argument("--kind", default="scaling", help="scaling (default), pareto, cost or curves")
     p.add_argument(
         "--x",
         default=None,
@@ -171,6 +188,7 @@ def _plot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", default=None, metavar="COL", help="y column (default test_acc)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/plots)")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples for the scaling fit's band (default 200)")
+    p.add_argument("--json", action="store_true", help="print {kind, paths, skipped} as JSON")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
     _add_tune(p)
 
@@ -188,6 +206,9 @@ def _plot(args: argparse.Namespace) -> int:
         include_all=args.include_all,
         **_given(bootstrap=args.bootstrap, tune=args.tune),
     )
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+        return 0
     for p in outcome.paths:
         print(p)
     for why in outcome.skipped:
@@ -197,7 +218,11 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", help="results directory")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="B", help="resamples per fitted curve (default 100)")
+    p.add_argument(
+        "--bootstrap", type=int, default=None, metavar="B", help="resamples per fitted curve (default 200, as fit and plot)"
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default RESULTS/report)")
+    p.add_argument("--json", action="store_true", help='print {"index_md": PATH, "index_html": PATH} as JSON')
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
 
 
@@ -205,7 +230,8 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     from harness.analysis.report import write_report
 
-    print(write_report(args.results, include_all=args.include_all, **_given(bootstrap=args.bootstrap)))
+    md = write_report(args.results, include_all=args.include_all, **_given(bootstrap=args.bootstrap, out=args.out))
+    print(json.dumps({"index_md": str(md), "index_html": str(md.with_name("index.html"))}) if args.json else md)
     return 0
 
 
@@ -261,7 +287,7 @@ def _optimal(args: argparse.Namespace) -> int:
         print(json.dumps(report.rows(), indent=2))
     else:
         print(report.summary(), end="")
-    return 0
+    return 0 if report.rows() else _nothing_fitted("optimal")
 
 
 def _sql_options(p: argparse.ArgumentParser) -> None:
@@ -322,6 +348,14 @@ def _add_tune(p: argparse.ArgumentParser) -> None:
         help="training keys swept per point (e.g. lr,weight_decay): keep the best-validation trial "
         "of each point first (harness/analysis/tune.py)",
     )
+
+
+def _nothing_fitted(verb_name: str) -> int:
+    """Exit 1 when no group could be fitted: the output says why, a script must not read it as a result."""
+    import sys
+
+    print(f"harness {verb_name}: nothing could be fitted (see the notes above)", file=sys.stderr)
+    return 1
 
 
 def _csv_list(text: str) -> list[str]:

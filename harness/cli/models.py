@@ -17,7 +17,7 @@ def _options(m: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a JSON list of {name, family, size, image_size, params, fwd_gmacs} (+ frames for video models)",
     )
-    m.add_argument("--family", default=None)
+    m.add_argument("--family", default=None, metavar="F[,G]", help="only these families (comma list, as in plan)")
     m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")
     m.add_argument("--in-chans", type=int, default=3)
     m.add_argument("--num-classes", type=int, default=1000)
@@ -33,9 +33,9 @@ def _options(m: argparse.ArgumentParser) -> None:
 def _models(args: argparse.Namespace) -> int:
     from harness.models import model_rows
 
-    rows = model_rows(
-        args.family, image_size=args.image_size, in_chans=args.in_chans, num_classes=args.num_classes, frames=args.frames
-    )
+    families = [f.strip() for f in args.family.split(",") if f.strip()] if args.family else [None]
+    dims = {"image_size": args.image_size, "in_chans": args.in_chans, "num_classes": args.num_classes, "frames": args.frames}
+    rows = [r for family in families for r in model_rows(family, **dims)]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

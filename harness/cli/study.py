@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from harness.cli.verbs import verb
 from harness.console import out_console
@@ -41,6 +42,11 @@ def _run_options(r: argparse.ArgumentParser) -> None:
         "--smoke", action="store_true", help="same grid shape, tiny budget: any study in seconds (results go to NAME-smoke)"
     )
     r.add_argument("--dry-run", action="store_true", help="print the trials with params, GMACs and training compute; run nothing")
+    r.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved study (the file with the overrides applied), validated; run nothing",
+    )
     r.add_argument("--no-report", action="store_true", help="do not write RESULTS/NAME/report when the study finishes")
     r.add_argument(
         "--no-branch", action="store_true", help="wsd budgets run independently, not as branches of one trunk (the check)"
@@ -61,8 +67,11 @@ def _run_options(r: argparse.ArgumentParser) -> None:
 
 @verb("run", "run a study (skips finished trials)", _run_options)
 def _run(args: argparse.Namespace) -> int:
-    from harness.runner import run_study
+    from harness.runner import resolved_config, run_study
 
+    if args.print_config:
+        print(resolved_config(args.study, args.overrides), end="")
+        return 0
     return run_study(
         args.study,
         backend=args.backend,
@@ -83,12 +92,18 @@ def _status_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="with a study file: the overrides it was run with")
     s.add_argument("--results", default="results")
     s.add_argument("--all", action="store_true", dest="include_all", help="count rows from earlier versions of the study too")
+    s.add_argument("--json", action="store_true", help="print the counts (and each failure) as JSON; the exit code is the same")
 
 
 @verb("status", "ok / failed / pending trials of a study file or results directory", _status_options)
 def _status(args: argparse.Namespace) -> int:
-    from harness.runner import status
+    from harness.runner import status, status_counts
 
-    table, code = status(args.target, results=args.results, include_all=args.include_all, overrides=args.overrides)
+    kw = {"results": args.results, "include_all": args.include_all, "overrides": args.overrides}
+    if args.json:
+        counts = status_counts(args.target, **kw)
+        print(json.dumps(counts, indent=2))
+        return counts["exit_code"]
+    table, code = status(args.target, **kw)
     out_console().print(table)
     return code

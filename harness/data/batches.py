@@ -32,6 +32,9 @@ class Batcher:
         self.std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
         self.native = ds.info.native_size
         self.frames, self.frame_stride = frames, frame_stride
+        # (rank, world) of a data-parallel trial: augmentation draws for the whole global batch and
+        # keeps this rank's rows, so N ranks augment exactly as one worker does (harness.distributed)
+        self.share = (0, 1)
 
     def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         if images.dim() == 5:
@@ -78,7 +81,8 @@ class Batcher:
         The draws come from `g` on its own device: a CUDA generator keeps the whole batch path on the
         GPU (a CPU-made theta would be a blocking host-to-device copy, i.e. a sync, every step).
         `repeat`: x holds clips of that many consecutive frames; each clip draws once for all its frames."""
-        n = x.shape[0] // repeat
+        rank, world = self.share
+        n = x.shape[0] // repeat * world  # draws for the global batch (one worker: this batch)
         gd = g.device if g is not None else torch.device("cpu")
         theta = torch.zeros(n, 2, 3, device=gd)
         flip = torch.where(torch.rand(n, generator=g, device=gd) < 0.5, -1.0, 1.0)
@@ -87,6 +91,8 @@ class Batcher:
             # grid units: 2 / native per pixel; integer shifts keep the pixels sharp
             shift = torch.randint(-2, 3, (n, 2), generator=g, device=gd).float() * 2 / self.native
             theta[:, :, 2] = shift
+        if world > 1:
+            theta = theta[rank * n // world : (rank + 1) * n // world]
         theta = theta.repeat_interleave(repeat, dim=0) if repeat > 1 else theta
         grid = F.affine_grid(theta.to(x.device), [x.shape[0], x.shape[1], self.image_size, self.image_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

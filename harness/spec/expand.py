@@ -105,6 +105,7 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
     """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
     for t in expand(study):
         require_probes(t.train.get("objective", "supervised"), study.eval, where)
+        check_batch_divides(t, study, where)
         val = t.train.get("val_size", 0)
         if val and t.data_size + val > info.train_size:
             raise StudyError(
@@ -114,6 +115,18 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
                 key="grid.data_size",
                 fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
             )
+
+
+def check_batch_divides(t: Trial, study: Study, where: Where) -> None:
+    """A data-parallel trial splits every global batch evenly over its workers (harness.distributed)."""
+    workers = study.resources.get("workers", 1)
+    if t.batch_size % workers:
+        raise StudyError(
+            f"batch size {t.batch_size} of {t.label} does not divide over resources.workers {workers}",
+            where=where.path,
+            key="train.batch_size",
+            fix=f"use a batch size that is a multiple of {workers} (each worker takes batch_size / workers samples)",
+        )
 
 
 def varying_train_keys(trials: list[Trial]) -> list[str]:

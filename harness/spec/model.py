@@ -9,7 +9,7 @@ from harness import zoo
 from harness.spec import identity
 
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
-RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
+RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0, "workers": 1, "nodes": 1}  # cpus/gpus: per worker (rank)
 
 
 @dataclass(frozen=True)

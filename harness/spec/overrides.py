@@ -76,6 +76,13 @@ def parse(text: str) -> Override:
             where=where,
             fix="quote it for the shell, e.g. 'grid.model=[vit@xs, resnet@xs]', or fix its brackets",
         ) from None
+    if path[:1] == ("train",) and len(path) == 2 and isinstance(value, str) and "," in value:
+        items = raw.strip().strip("[]")  # `train.lr=1e-3,3e-3`: several values for one training key is a sweep
+        raise StudyError(
+            f"several values for {key}: one training key takes one value",
+            where=where,
+            fix=f"sweep it on the grid: 'grid.{path[1]}=[{items}]'",
+        )
     return Override(text=text, path=path, value=value, append=append)
 
 

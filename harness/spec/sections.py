@@ -91,6 +91,29 @@ def check_resources(res: dict, where: Where) -> None:
             key="resources.cpus",
             fix="each trial runs one torch thread per CPU; use 1, 2, ...",
         )
+    for key in ("workers", "nodes"):  # data-parallel ranks of one trial, and the SLURM nodes they span
+        v = res[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise StudyError(
+                f"resources.{key} must be a whole number >= 1, got {v!r}",
+                where=where.path,
+                key=f"resources.{key}",
+                fix="e.g. resources: {workers: 8, gpus: 1, nodes: 1} (cpus and gpus are per worker)",
+            )
+    if res["workers"] % res["nodes"]:
+        raise StudyError(
+            f"resources.workers {res['workers']} does not divide over {res['nodes']} nodes",
+            where=where.path,
+            key="resources.nodes",
+            fix="use a number of nodes that divides workers (each node runs workers / nodes ranks)",
+        )
+    if res["workers"] > 1 and 0 < res["gpus"] < 1:
+        raise StudyError(
+            "a multi-worker trial takes whole GPUs (one per rank)",
+            where=where.path,
+            key="resources.gpus",
+            fix="use gpus: 1 with workers > 1, or workers: 1 to pack fractional GPUs",
+        )
     if res["gpus"] > 1 and int(res["gpus"]) != res["gpus"]:
         raise StudyError(
             "fractional GPUs above 1 are not schedulable",
