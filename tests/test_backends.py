@@ -77,7 +77,8 @@ def test_dry_run_compute_equals_the_stored_train_flops(tmp_path: Path, capsys: p
     stored = dict(zip(df["trial_id"], df["train_flops"]))
     assert [c["train_flops"] for c in planned] == pytest.approx([stored[t.trial_id] for t in spec.expand(study)], rel=1e-12)
     total = sum(stored.values())
-    assert f"total training compute {total:.3g} FLOPs" in table.replace("\n", " ")
+    # issue 26: one convention, 1 MAC = 2 FLOPs; the stored train_flops column counts MACs
+    assert f"total training compute {total:.3g} MACs = {2 * total:.3g} FLOPs" in table.replace("\n", " ")
 
 
 def _fake_squeue(tmp_path: Path, lines: str) -> tuple[str, Path]:
