@@ -272,6 +272,11 @@ def _sql_options(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json", action="store_const", const="json", dest="fmt", help="a JSON list of records on stdout")
     fmt.add_argument("--parquet", default=None, metavar="OUT", help="write the result to OUT as Parquet")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    p.add_argument(
+        "--allow-files",
+        action="store_true",
+        help="let the query read other files (read_csv, read_parquet, ...); it still writes nothing",
+    )
     p.set_defaults(fmt="table")
 
 
@@ -286,7 +291,7 @@ def _sql(args: argparse.Namespace) -> int:
     from harness.analysis.sql import run
 
     fmt = "parquet" if args.parquet else args.fmt
-    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all)
+    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all, allow_files=args.allow_files)
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
