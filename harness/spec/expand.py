@@ -25,10 +25,17 @@ def expand(study: Study) -> list[Trial]:
     (steps, epochs or early_stop) replaces the other two below it. Invalid cells raise StudyError."""
     trials, seen = [], set()
     g = study.grid
+    study_hash = study.study_hash  # once per study: per trial it made a 20k-seed dry run quadratic (issue 27)
+    resolved: dict[tuple, list[dict]] = {}  # a cell's train configs depend on its model and training-key axes only
     for cell in _cells(study):
         model = g["model"][cell["model"][0]]
-        base = {k: g[k][i] for k, (i, _) in cell.items() if k not in AXIS_ORDER}
-        for train in _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()}):
+        train_axes = tuple((k, i) for k, (i, _) in cell.items() if k not in AXIS_ORDER)
+        key = (cell["model"][0], train_axes)
+        if key not in resolved:  # 20k seeds resolve (deepcopy, check) once, not 20k times
+            base = {k: g[k][i] for k, i in train_axes}
+            resolved[key] = _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()})
+        for shared in resolved[key]:
+            train = dict(shared)
             t = Trial(
                 study=study.name,
                 model=model,
@@ -39,7 +46,7 @@ def expand(study: Study) -> list[Trial]:
                 train=train,
                 profile=study.profile,
                 resources=study.resources,
-                study_hash=study.study_hash,
+                study_hash=study_hash,
                 data_source=study.data_source,
                 eval=study.eval,
                 eval_source=study.eval_source,
@@ -119,4 +126,11 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
 def varying_train_keys(trials: list[Trial]) -> list[str]:
     """Train keys whose resolved value differs between trials (the dry-run and analysis columns)."""
     keys = list(dict.fromkeys(k for t in trials for k in t.train))
-    return [k for k in keys if len({json.dumps(t.train.get(k), sort_keys=True) for t in trials}) > 1]
+    return [k for k in keys if len({_canonical(t.train.get(k)) for t in trials}) > 1]
+
+
+def _canonical(v: object) -> object:
+    """A value as a set member: scalars as themselves (typed: 1 and 1.0 differ), the rest as JSON."""
+    if v is None or isinstance(v, (str, int)) or (isinstance(v, float) and v == v):  # NaN != NaN: as JSON
+        return (type(v).__name__, v)
+    return json.dumps(v, sort_keys=True)
