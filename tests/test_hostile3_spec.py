@@ -50,3 +50,53 @@ def test_expansion_hashes_the_study_once_and_each_trial_once(study_file: Path, m
     assert len(trials) == n and len(set(ids)) == n
     assert calls["study"] == 1 and calls["trial"] <= n + 1
     assert spec.varying_train_keys(trials) == []
+
+
+def refused(study_file: Path, *overrides: str) -> str:
+    with pytest.raises(spec.StudyError) as e:
+        spec.load_study(study_file, list(overrides))
+    return e.value.line()
+
+
+VIDEO = ["dataset.frames=100000", "grid.frames=[100000]", "grid.model=[r3d@xs]"]
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (VIDEO, "100000 frames per clip is above the 1024 limit"),
+        (["dataset.frames=512", "grid.frames=[512]", "grid.model=[r3d@xs]", "dataset.train_size=200000"], "needs about"),
+        (["dataset.train_size=1000000000"], "needs about"),
+        (["grid.model=[{family: mlp, depth: 10000}]"], "depth 10000 is above the 512 limit"),
+        (["grid.model=[{family: mlp, width: 10000000}]"], "width 10000000 is above"),
+        (
+            ["eval={few_shot: [1], few_shot_draws: 100000000}"],
+            "eval.few_shot_draws: 100000000 few-shot draws per shot count is above the 1000 limit",
+        ),
+        (["resources.memory_mb=1"], "resources.memory_mb"),
+        (["resources.memory_mb=-3"], "must be a positive number of MiB"),
+    ],
+)
+def test_oversized_studies_are_refused_at_load_without_allocating(study_file: Path, overrides: list[str], says: str) -> None:
+    """Each used to run until the kernel's OOM killer ended the driver (or ran unbounded)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    line = refused(study_file, *overrides)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert says in line, line
+    assert peak < 200 * 2**20  # nothing near the estimate was allocated
+
+
+def test_memory_estimate_names_its_parts(study_file: Path) -> None:
+    line = refused(study_file, "dataset.train_size=1000000000")
+    assert "data " in line and "params" in line and "MiB" in line and "resources.memory_mb" in line
+
+
+def test_cpus_above_the_machine_refused_on_the_local_backend(study_file: Path) -> None:
+    from harness.backends.local import BACKEND
+
+    study = spec.load_study(study_file, ["resources.cpus=1000000000"])
+    with pytest.raises(spec.StudyError, match="resources.cpus is 1e\\+09 but this machine has"):
+        BACKEND.preflight(study)

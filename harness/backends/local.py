@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from harness.backends import Backend, require_gpu_if_asked
+from harness.spec.limits import check_cpus
 
 if TYPE_CHECKING:
     from harness.spec import Study, Trial
@@ -20,6 +21,7 @@ class Local(Backend):
 
     def preflight(self, study: Study, flags: dict | None = None, *, address: str | None = None) -> None:
         require_gpu_if_asked(study)
+        check_cpus(study.resources["cpus"], str(study.path))  # 1e9 threads: libgomp died asking for 216 GB
 
     def execute(self, trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:
         from harness.trial import run_trial  # torch: imported when trials run, not when `status` lists backends

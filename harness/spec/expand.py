@@ -108,9 +108,11 @@ def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) 
     return out
 
 
-def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
-    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
-    for t in expand(study):
+def check_cells(study: Study, info: data.DataInfo, where: Where) -> list[Trial]:
+    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split.
+    Returns the trials."""
+    trials = expand(study)
+    for t in trials:
         require_probes(t.train.get("objective", "supervised"), study.eval, where)
         val = t.train.get("val_size", 0)
         if val and t.data_size + val > info.train_size:
@@ -121,6 +123,7 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
                 key="grid.data_size",
                 fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
             )
+    return trials
 
 
 def varying_train_keys(trials: list[Trial]) -> list[str]:

@@ -10,7 +10,8 @@ from harness import zoo
 from harness.spec import identity
 
 PROFILE_DEFAULTS: dict[str, Any] = {"enabled": True, "batch_size": 64, "warmup": 3, "iters": 10}
-RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0}
+# memory_mb: the memory a trial may use (None: this machine's), checked against each trial's estimate at load
+RESOURCE_DEFAULTS: dict[str, Any] = {"cpus": 1, "gpus": 0, "memory_mb": None}
 
 
 @dataclass(frozen=True)
