@@ -100,3 +100,39 @@ def test_cpus_above_the_machine_refused_on_the_local_backend(study_file: Path) -
     study = spec.load_study(study_file, ["resources.cpus=1000000000"])
     with pytest.raises(spec.StudyError, match="resources.cpus is 1e\\+09 but this machine has"):
         BACKEND.preflight(study)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "description=a\nb",
+        "description='x\ntracking: {mlflow: file:///tmp/evil}'",  # a quoted scalar may span lines
+        "description=\r\nname: other",
+    ],
+)
+def test_the_stored_study_header_is_data_not_text(study_file: Path, tmp_path: Path, override: str) -> None:
+    """results/NAME/study.yaml re-runs as the same study, whatever the override text."""
+    from harness.spec import overrides as ov
+    from harness.spec.reading import read_yaml
+
+    raw = spec.read_study_mapping(study_file)
+    parsed = ov.parse_all([override])
+    text = ov.resolved_yaml(raw, parsed, str(study_file) + "\ntracking: {mlflow: x}")
+    stored = tmp_path / "study.yaml"
+    stored.write_text(text)
+    assert read_yaml(stored, str(stored)) == ov.apply(raw, parsed)
+    head = text.split("# (the file's own comments are not kept)")[0]
+    assert all(line.startswith("#") for line in head.splitlines())
+
+
+BOMB = "slurm.sbatch={a: &a [x,x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]}"  # noqa: E501
+
+
+def test_a_yaml_alias_bomb_is_refused(study_file: Path, tmp_path: Path) -> None:
+    line = refused(study_file, BOMB)
+    assert "expands to more than 100,000 values" in line and "slurm.sbatch" in line
+    bomb = tmp_path / "bomb.yaml"
+    body = BOMB.split("=", 1)[1]
+    bomb.write_text(SYNTH + f"slurm: {{sbatch: {body}}}\n")
+    line = refused(bomb)
+    assert "expands to more than" in line and str(bomb) in line
