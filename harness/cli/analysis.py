@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from harness.cli import verbs
 from harness.cli.verbs import verb
@@ -313,7 +314,12 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from harness.analysis.export import export_path
 
-    for line in export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all):
+    try:
+        lines = export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all)
+    except KeyboardInterrupt:  # the run being written was deleted (export_mlflow): the tracker holds whole runs only
+        print("interrupted: trials exported so far are kept whole; run the same command again to finish", file=sys.stderr)
+        return 130
+    for line in lines:
         print(line)
     return 0
 
