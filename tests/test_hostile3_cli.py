@@ -1,0 +1,47 @@
+"""Issue 27, the remaining cases: each one clear line, exit 2, the exact command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["plan", "--isoflop", "1e12", "--family", "vit", "--study", "../x"], "starts with '.'"),
+        (["plan", "--isoflop", "1e12", "--family", "vit", "--study", "a b: c"], "invalid study name"),
+        (["plan", "--isoflop", "0,nan", "--family", "vit"], "budget 0 is not a positive number"),
+        (["plan", "--isoflop", "1e12,nan", "--family", "vit"], "budget nan is not a positive number"),
+    ],
+)
+def test_bad_plan_input_is_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture) -> None:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fit_budgets_zero_or_nan_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.test_sql import write_study
+
+    rd = write_study(tmp_path, "f")
+    code = main(["fit", str(rd.path), "--isoflop", "--y", "test_acc", "--x", "params", "--budgets", "0,nan"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a positive number" in err and "Warning" not in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_models_json_to_a_full_disk_is_one_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "harness", "models", "--json"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=300, env=env)  # fmt: skip
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "No space left on device" in p.stderr, p.stderr
