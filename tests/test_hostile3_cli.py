@@ -18,6 +18,11 @@ from harness.cli import main
         (["plan", "--isoflop", "1e12", "--family", "vit", "--study", "a b: c"], "invalid study name"),
         (["plan", "--isoflop", "0,nan", "--family", "vit"], "budget 0 is not a positive number"),
         (["plan", "--isoflop", "1e12,nan", "--family", "vit"], "budget nan is not a positive number"),
+        (
+            ["plan", "--isoflop", "1e9", "--family", "vit", "--image-size", "16", "--sizes", "100000"],
+            "--sizes 100000 is above 64",
+        ),
+        (["plan", "--isoflop", "1e40", "--family", "vit"], "--isoflop: budget 1e+40 MACs: target"),
     ],
 )
 def test_bad_plan_input_is_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture) -> None:
