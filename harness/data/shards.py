@@ -159,8 +159,11 @@ def _index_shards(paths: tuple[str, ...], image_keys: tuple[str, ...], label_key
 def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...], label_key: str) -> ShardIndex:
     cached = cache_dir() / "webdataset" / f"{key}.npz"
     if cached.is_file():
-        with np.load(cached, allow_pickle=False) as z:
-            return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+        except Exception:  # noqa: BLE001 - truncated or garbage (BadZipFile, KeyError, ...): a cache, so rescan and rewrite it
+            pass
     index = _scan_shards(paths, image_keys, label_key)
     try:  # a cache that cannot be written costs a rescan next time, nothing else
         cached.parent.mkdir(parents=True, exist_ok=True)
