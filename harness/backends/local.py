@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from harness.backends import Backend, require_gpu_if_asked
-from harness.spec.limits import check_cpus
 
 if TYPE_CHECKING:
     from harness.spec import Study, Trial
@@ -21,6 +20,8 @@ class Local(Backend):
 
     def preflight(self, study: Study, flags: dict | None = None, *, address: str | None = None) -> None:
         require_gpu_if_asked(study)
+        from harness.spec.limits import check_cpus  # late: `status` lists backends without torch
+
         check_cpus(study.resources["cpus"], str(study.path))  # 1e9 threads: libgomp died asking for 216 GB
 
     def execute(self, trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:

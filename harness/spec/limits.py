@@ -14,7 +14,7 @@ own, in the style of the 4,096 px image cap (harness/spec/grid.py).
 
 from __future__ import annotations
 
-from harness import data, flops, zoo
+from harness import data, zoo
 from harness.errors import StudyError
 from harness.spec.checks import Where
 
@@ -59,6 +59,8 @@ def data_mb(info: data.DataInfo) -> float:
 
 def trial_mb(trial: object, info: data.DataInfo) -> tuple[float, str]:
     """(estimate in MiB, what it is made of) for one trial: a spec.model.Trial."""
+    from harness import flops  # torch: only when a study is loaded, never for `status` or `--help`
+
     t = trial
     frames = t.frames or 0  # type: ignore[attr-defined]
     params = flops.param_count(
