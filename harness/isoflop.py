@@ -89,6 +89,10 @@ def ladder_targets(budget: float, *, sizes: int, ratio: float, min_steps: int, b
     return [top / ratio**i for i in range(sizes)]
 
 
+MAX_SIZES = 64  # shapes per budget
+MAX_SPAN_DECADES = 12  # smallest to largest shape of one budget: 1e12x compute per sample
+
+
 def check_design(budgets: list[float], sizes: int, ratio: float, min_steps: int, batch_size: int) -> None:
     """Refuse budgets and ladder settings no IsoFLOP grid can be planned from (StudyError naming the flag)."""
     if not budgets or not all(b > 0 and math.isfinite(b) for b in budgets):
@@ -102,6 +106,14 @@ def check_design(budgets: list[float], sizes: int, ratio: float, min_steps: int,
             )
     if not ratio > 1:
         raise StudyError(f"--ratio must be > 1, got {ratio:g}", key="--ratio", fix="e.g. --ratio 2")
+    if sizes > MAX_SIZES:  # --sizes 100000 overflowed ratio**i (issue 27)
+        raise StudyError(f"--sizes {sizes} is above {MAX_SIZES}", key="--sizes", fix="a parabola needs 3 sizes (4-6 are usual)")
+    if (sizes - 1) * math.log10(ratio) > MAX_SPAN_DECADES:
+        raise StudyError(
+            f"--sizes {sizes} shapes {ratio:g}x apart span more than 1e{MAX_SPAN_DECADES} in compute per sample",
+            key="--ratio" if ratio > 2 else "--sizes",
+            fix="fewer sizes or a smaller --ratio",
+        )
 
 
 def plan_isoflop(
@@ -126,9 +138,15 @@ def plan_isoflop(
     for budget in sorted(budgets):
         targets = ladder_targets(budget, sizes=sizes, ratio=ratio, min_steps=min_steps, batch_size=batch_size)
         fwd = [t / 3 / 1e9 for t in reversed(targets)]  # training ~ 3x forward (2.97-3.00x counted); matched exactly below
-        for p in plan.plan(
-            family, match="gmacs", targets=fwd, image_size=image_size, in_chans=in_chans, num_classes=num_classes, patch=patch
-        ):
+        try:
+            found = plan.plan(
+                family, match="gmacs", targets=fwd, image_size=image_size, in_chans=in_chans, num_classes=num_classes, patch=patch
+            )
+        except StudyError as e:  # plan's --targets are derived here: name the budget the user gave (1e40 blamed --targets)
+            raise StudyError(
+                f"budget {budget:g} MACs: {e.what}", key="--isoflop", fix="use budgets this family can reach at this --image-size"
+            ) from None
+        for p in found:
             key = p.yaml()
             if key not in cache:
                 ms = zoo.resolve({"family": family, **p.shape})

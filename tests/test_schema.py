@@ -14,7 +14,8 @@ from harness import spec
 from harness.cli import main
 from harness.spec.jsonschema import study_schema
 
-STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = sorted([*(ROOT / "studies").glob("*.yaml"), *(ROOT / "docs" / "studies").glob("*.yaml")])
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,14 @@ def test_the_schema_has_every_key_of_the_loader() -> None:
     assert set(train) == set(spec.TRAIN_DEFAULTS)
     assert train["optimizer"] == {"enum": list(spec.CHOICES["optimizer"]), "default": "adamw"}
     assert set(s["properties"]["grid"]["properties"]) == spec.GRID_KEYS | set(spec.TRAIN_DEFAULTS) | {"zip"}
+    assert set(s["properties"]["resources"]["properties"]) == set(spec.RESOURCE_DEFAULTS)  # workers, nodes, memory_mb too
+    assert set(s["properties"]["profile"]["properties"]) == set(spec.PROFILE_DEFAULTS)
+
+
+def test_resources_of_a_data_parallel_trial_validate(validator: jsonschema.Draft202012Validator) -> None:
+    study = {"name": "x", "grid": {"model": ["vit@xs"]}, "resources": {"cpus": 8, "gpus": 1, "workers": 8, "nodes": 2}}
+    assert validator.is_valid(study)
+    assert validator.is_valid({**study, "resources": {"memory_mb": 64000}})
 
 
 def test_the_verb_prints_it_and_writes_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

@@ -432,6 +432,9 @@ def parse_budgets(text: str | list[str]) -> list[float]:
                 ) from None
     if not out:
         raise StudyError("no budgets given", key="--budget", fix="e.g. --budget 1e12,1e13")
+    bad = [v for v in out if not math.isfinite(v) or v <= 0]  # 0 or nan ran on with raw numpy warnings (issue 27)
+    if bad:
+        raise StudyError(f"budget {bad[0]:g} is not a positive number", key="--budget", fix="positive budgets, e.g. 1e12,1e13")
     return out
 
 

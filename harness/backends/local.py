@@ -22,6 +22,9 @@ class Local(Backend):
 
     def preflight(self, study: Study, flags: dict | None = None, *, address: str | None = None) -> None:
         require_gpu_if_asked(study)
+        from harness.spec.limits import check_cpus  # late: `status` lists backends without torch
+
+        check_cpus(study.resources["cpus"], str(study.path))  # 1e9 threads: libgomp died asking for 216 GB
 
     def execute(self, trials: Sequence[Trial], **_: object) -> Iterator[TrialOutput]:
         from harness.backends.launch import run_data_parallel

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from harness.cli import verbs
 from harness.cli.verbs import verb
@@ -298,6 +299,11 @@ def _sql_options(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--json", action="store_const", const="json", dest="fmt", help="a JSON list of records on stdout")
     fmt.add_argument("--parquet", default=None, metavar="OUT", help="write the result to OUT as Parquet")
     p.add_argument("--all", action="store_true", dest="include_all", help=_ALL_HELP)
+    p.add_argument(
+        "--allow-files",
+        action="store_true",
+        help="let the query read other files (read_csv, read_parquet, ...); it still writes nothing",
+    )
     p.set_defaults(fmt="table")
 
 
@@ -312,7 +318,7 @@ def _sql(args: argparse.Namespace) -> int:
     from harness.analysis.sql import run
 
     fmt = "parquet" if args.parquet else args.fmt
-    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all)
+    return run(args.results, args.query, fmt=fmt, out=args.parquet, include_all=args.include_all, allow_files=args.allow_files)
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
@@ -334,7 +340,12 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from harness.analysis.export import export_path
 
-    for line in export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all):
+    try:
+        lines = export_path(args.results, mlflow=args.mlflow, tensorboard=args.tensorboard, include_all=args.include_all)
+    except KeyboardInterrupt:  # the run being written was deleted (export_mlflow): the tracker holds whole runs only
+        print("interrupted: trials exported so far are kept whole; run the same command again to finish", file=sys.stderr)
+        return 130
+    for line in lines:
         print(line)
     return 0
 

@@ -134,6 +134,10 @@ def _isoflop(args: argparse.Namespace) -> int:
     ratio = args.ratio if args.ratio is not None else (isoflop.geometric_ratio(budgets) or isoflop.DEFAULT_RATIO)
     design = {"sizes": args.sizes, "ratio": ratio, "min_steps": args.min_steps, "batch_size": args.batch_size}
     if args.study:  # before planning: a data size the training split cannot hold fails fast
+        from harness.spec.checks import Where
+        from harness.spec.sections import check_name
+
+        check_name(args.study, Where("--study"))  # '../x' or 'a b: c' printed a study that cannot run (issue 27)
         isoflop.check_design(budgets, args.sizes, ratio, args.min_steps, args.batch_size)
         isoflop.study_data_sizes(**design)
     points = [

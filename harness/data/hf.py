@@ -40,6 +40,12 @@ def describe_hf(cfg: dict) -> DataInfo:
     path, builder, cache = _hf_location(cfg, full)
     splits = _hf_splits(builder, str(path), cache)
     test_split = cfg.get("test_split") or next((s for s in ("test", "validation") if s in splits), None)
+    if test_split is not None and test_split == full["split"]:  # test accuracy on training images (issue 27)
+        raise StudyError(
+            f"test_split '{test_split}' is the split the trials train on",
+            key="dataset.test_split",
+            fix="name a held-out split (e.g. test or validation), or leave test_split out to hold out test_fraction",
+        )
     features = _hf_check(path, splits, full["split"], test_split, full["image_key"], full["label_key"])
     where = f"dataset.path {path}"
     read = functools.partial(_hf_labels, builder, str(path), cache, label_key=full["label_key"])

@@ -85,6 +85,18 @@ def expand_urls(urls: Any, key: str) -> list[str]:
     return paths
 
 
+def _refuse_shared_shards(train: list[str], test: list[str]) -> None:
+    """Test shards that are training shards measure test accuracy on training images (issue 27)."""
+    seen = {os.path.realpath(u): u for u in train}
+    shared = [u for u in test if os.path.realpath(u) in seen]
+    if shared:
+        raise StudyError(
+            f"{len(shared)} of the {len(test)} test shards are training shards too (first: {shared[0]})",
+            key="dataset.test_urls",
+            fix="give test_urls shards the trials never train on, or leave test_urls out to hold out test_fraction",
+        )
+
+
 def describe_webdataset(cfg: dict) -> DataInfo:
     only_keys(cfg, WDS_KEYS)
     if not cfg.get("urls"):
@@ -96,7 +108,10 @@ def describe_webdataset(cfg: dict) -> DataInfo:
     full = check_common(cfg, WDS_DEFAULTS, 'dataset: {name: webdataset, urls: "shards/train-{000..009}.tar", image_size: 64}')
     image_keys = _image_keys(full["image_key"])
     label_key = full["label_key"].lower()
-    train_idx = _index_shards(tuple(expand_urls(cfg["urls"], "urls")), image_keys, label_key)
+    train_urls = expand_urls(cfg["urls"], "urls")
+    if "test_urls" in cfg:
+        _refuse_shared_shards(train_urls, expand_urls(cfg["test_urls"], "test_urls"))
+    train_idx = _index_shards(tuple(train_urls), image_keys, label_key)
     test_idx = (
         _index_shards(tuple(expand_urls(cfg["test_urls"], "test_urls")), image_keys, label_key) if "test_urls" in cfg else None
     )
@@ -144,8 +159,11 @@ def _index_shards(paths: tuple[str, ...], image_keys: tuple[str, ...], label_key
 def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...], label_key: str) -> ShardIndex:
     cached = cache_dir() / "webdataset" / f"{key}.npz"
     if cached.is_file():
-        with np.load(cached, allow_pickle=False) as z:
-            return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+        except Exception:  # noqa: BLE001 - truncated or garbage (BadZipFile, KeyError, ...): a cache, so rescan and rewrite it
+            pass
     index = _scan_shards(paths, image_keys, label_key)
     try:  # a cache that cannot be written costs a rescan next time, nothing else
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,17 @@ def expand(study: Study) -> list[Trial]:
     (steps, epochs or early_stop) replaces the other two below it. Invalid cells raise StudyError."""
     trials, seen = [], set()
     g = study.grid
+    study_hash = study.study_hash  # once per study: per trial it made a 20k-seed dry run quadratic (issue 27)
+    resolved: dict[tuple, list[dict]] = {}  # a cell's train configs depend on its model and training-key axes only
     for cell in _cells(study):
         model = g["model"][cell["model"][0]]
-        base = {k: g[k][i] for k, (i, _) in cell.items() if k not in AXIS_ORDER}
-        for train in _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()}):
+        train_axes = tuple((k, i) for k, (i, _) in cell.items() if k not in AXIS_ORDER)
+        key = (cell["model"][0], train_axes)
+        if key not in resolved:  # 20k seeds resolve (deepcopy, check) once, not 20k times
+            base = {k: g[k][i] for k, i in train_axes}
+            resolved[key] = _resolve_train(study, model, base, {k: p for k, (_, p) in cell.items()})
+        for shared in resolved[key]:
+            train = dict(shared)
             t = Trial(
                 study=study.name,
                 model=model,
@@ -39,7 +46,7 @@ def expand(study: Study) -> list[Trial]:
                 train=train,
                 profile=study.profile,
                 resources=study.resources,
-                study_hash=study.study_hash,
+                study_hash=study_hash,
                 data_source=study.data_source,
                 eval=study.eval,
                 eval_source=study.eval_source,
@@ -101,9 +108,11 @@ def _resolve_train(study: Study, model: zoo.ModelSpec, axes: dict, paths: dict) 
     return out
 
 
-def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
-    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split."""
-    for t in expand(study):
+def check_cells(study: Study, info: data.DataInfo, where: Where) -> list[Trial]:
+    """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split.
+    Returns the trials."""
+    trials = expand(study)
+    for t in trials:
         require_probes(t.train.get("objective", "supervised"), study.eval, where)
         check_batch_divides(t, study, where)
         val = t.train.get("val_size", 0)
@@ -115,6 +124,7 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> None:
                 key="grid.data_size",
                 fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
             )
+    return trials
 
 
 def check_batch_divides(t: Trial, study: Study, where: Where) -> None:
@@ -132,4 +142,11 @@ def check_batch_divides(t: Trial, study: Study, where: Where) -> None:
 def varying_train_keys(trials: list[Trial]) -> list[str]:
     """Train keys whose resolved value differs between trials (the dry-run and analysis columns)."""
     keys = list(dict.fromkeys(k for t in trials for k in t.train))
-    return [k for k in keys if len({json.dumps(t.train.get(k), sort_keys=True) for t in trials}) > 1]
+    return [k for k in keys if len({_canonical(t.train.get(k)) for t in trials}) > 1]
+
+
+def _canonical(v: object) -> object:
+    """A value as a set member: scalars as themselves (typed: 1 and 1.0 differ), the rest as JSON."""
+    if v is None or isinstance(v, (str, int)) or (isinstance(v, float) and v == v):  # NaN != NaN: as JSON
+        return (type(v).__name__, v)
+    return json.dumps(v, sort_keys=True)

@@ -32,6 +32,7 @@ TRAIN_TYPES: dict[str, dict] = {
     "early_stop": _EARLY_STOP,
     "temperature": _NUM,
     "proj_dim": _INT,
+    "memory_mb": _NUM,  # resources: None means this machine's memory
 }
 TOP_DESCRIPTIONS = {
     "name": "names the results directory (results/NAME)",
@@ -41,7 +42,7 @@ TOP_DESCRIPTIONS = {
     "overrides": "train keys per family or model: {vit: {lr: 1.0e-3}}",
     "train": "the training budget and optimizer of every trial",
     "profile": "throughput / latency / memory measurement",
-    "resources": "per trial: cpus and gpus (fractional gpus pack trials onto one GPU)",
+    "resources": "per trial: cpus and gpus per worker (fractional gpus pack trials onto one GPU), workers (data-parallel ranks), nodes, memory_mb",
     "slurm": "the SLURM backend's settings (harness run --help, SLURM group)",
     "smoke": "grid axes replaced under --smoke",
     "eval": "linear probe, few-shot and transfer evaluation",
@@ -113,7 +114,7 @@ def study_schema() -> dict:
         "overrides": {"type": "object", "additionalProperties": _sweepable(train)},  # a list sweeps that family's key
         "train": train,
         "profile": _keyed(PROFILE_DEFAULTS),
-        "resources": {**_keyed(RESOURCE_DEFAULTS), "properties": {"cpus": _NUM, "gpus": _NUM}},
+        "resources": _keyed(RESOURCE_DEFAULTS, {"cpus": _NUM, "gpus": _NUM}),
         "slurm": {"type": "object"},
         "smoke": {
             "type": "object",

@@ -9,6 +9,7 @@ file's own checks and did-you-mean messages apply; an error they cause names the
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from harness.errors import StudyError
+from harness.spec.reading import check_size
 from harness.spec.train_keys import BUDGET_KEYS  # a layer that sets one of them replaces the others below it
 
 __all__ = ["BUDGET_KEYS", "Override", "apply", "blame", "parse", "parse_all", "resolved_yaml"]
@@ -76,6 +78,10 @@ def parse(text: str) -> Override:
             where=where,
             fix="quote it for the shell, e.g. 'grid.model=[vit@xs, resnet@xs]', or fix its brackets",
         ) from None
+    try:
+        check_size(value)
+    except StudyError as e:
+        raise e.at(where) from None
     if path[:1] == ("train",) and len(path) == 2 and isinstance(value, str) and "," in value:
         items = raw.strip().strip("[]")  # `train.lr=1e-3,3e-3`: several values for one training key is a sweep
         raise StudyError(
@@ -175,12 +181,19 @@ class _Dumper(yaml.SafeDumper):
         return True  # a resolved study reads plainly: no &id001 anchors for values that repeat
 
 
+def _comment(text: str) -> str:
+    """Text safe inside a `#` comment: as typed when printable, else a JSON string. A line break (YAML
+    also breaks at \x85, U+2028, U+2029: none printable) would end the comment, so `description='x
+    tracking: ...'` broke the stored study or added a live key that its re-run obeyed (issue 27)."""
+    return text if text.isprintable() else json.dumps(text, ensure_ascii=True)
+
+
 def resolved_yaml(raw: dict, overrides: Sequence[Override], source: str) -> str:
     """The study as run: the file's mapping with the overrides applied, and a header naming both.
     `harness run` on it expands to the same trials (its comments are not kept: YAML drops them)."""
     head = [
-        f"# resolved from {source} with command-line overrides:",
-        *(f"#   {o.text}" for o in overrides),
+        f"# resolved from {_comment(source)} with command-line overrides:",
+        *(f"#   {_comment(o.text)}" for o in overrides),
         "# (the file's own comments are not kept)",
     ]
     body = yaml.dump(apply(raw, overrides), Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)

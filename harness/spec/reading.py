@@ -41,6 +41,27 @@ class StudyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_NODES = 100_000  # values in a study once YAML aliases are expanded (the largest shipped study has < 1,000)
+
+
+def check_size(value: Any, limit: int = MAX_NODES) -> None:
+    """Refuse a value whose aliases expand past `limit` nodes (a YAML alias bomb: a few lines that
+    expand to billions when the study is copied, hashed or written out). Stops at the limit."""
+    count, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        count += 1
+        if count > limit:
+            raise StudyError(
+                f"the YAML expands to more than {limit:,} values (aliases '*x' repeat what they point at)",
+                fix="write the values out, without nested aliases",
+            )
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
 def read_yaml(path: Path, where: str) -> Any:
     """The parsed file, or one StudyError line: unreadable, not UTF-8, binary, bad syntax, duplicate keys."""
     try:
@@ -61,7 +82,11 @@ def read_yaml(path: Path, where: str) -> Any:
             fix="save the file as UTF-8",
         ) from None
     try:
-        return yaml.load(text, Loader=StudyLoader)  # noqa: S506 (a SafeLoader subclass)
+        value = yaml.load(text, Loader=StudyLoader)  # noqa: S506 (a SafeLoader subclass)
+        check_size(value)
+        return value
+    except StudyError as e:
+        raise e.at(where) from None
     except DuplicateKey as e:
         raise StudyError(str(e.problem), where=where, fix="keep one of them (YAML would silently keep the last)") from None
     except yaml.reader.ReaderError as e:

@@ -114,6 +114,14 @@ def check_resources(res: dict, where: Where) -> None:
             key="resources.gpus",
             fix="use gpus: 1 with workers > 1, or workers: 1 to pack fractional GPUs",
         )
+    mem = res.get("memory_mb")
+    if mem is not None and (not is_number(mem) or not 0 < mem < 2**40):
+        raise StudyError(
+            f"resources.memory_mb must be a positive number of MiB, got {mem!r}",
+            where=where.path,
+            key="resources.memory_mb",
+            fix="e.g. memory_mb: 64000 (the memory of the machine that runs a trial), or leave it out for this machine's",
+        )
     if res["gpus"] > 1 and int(res["gpus"]) != res["gpus"]:
         raise StudyError(
             "fractional GPUs above 1 are not schedulable",

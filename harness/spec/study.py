@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness import data
 from harness.errors import StudyError
+from harness.spec import limits
 from harness.spec import overrides as cli_overrides
 from harness.spec.checks import Where
 from harness.spec.eval_section import check_section
@@ -98,5 +99,6 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         tracking=tracking,
         search=search,
     )
-    check_cells(study, info, at)
+    limits.check_study(study, info, at)  # before anything is built or expanded
+    limits.check_memory(study, check_cells(study, info, at), info, at)
     return study
