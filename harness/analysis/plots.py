@@ -21,9 +21,10 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from harness.analysis.fit_records import FitReport, GroupFit
 from harness.analysis.fits import ScalingView, fit_view
 from harness.analysis.fmt import fmt_x
+from harness.analysis.forms import predict
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.lawfit import DEFAULT_BOOTSTRAP
-from harness.analysis.laws import MIN_DISTINCT_X, on_bound, predict
+from harness.analysis.laws import MIN_DISTINCT_X, on_bound
 from harness.analysis.pareto_plots import PARETO_X, plot_pareto
 from harness.analysis.plot_style import (
     PlotOutcome,
