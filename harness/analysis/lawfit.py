@@ -30,6 +30,7 @@ predict = forms.predict
 # resample whose optimum lies in another basin is found from there (issue 23: warm starts alone
 # under-covered). Two-x fits keep the warm start only (Chinchilla: same SEs, half the time).
 N_BOOT_STARTS = 2
+MIN_POINTS_DRAWN = 6  # fewer distinct x: the hierarchical bootstrap keeps every point, resamples seeds only
 DEFAULT_BOOTSTRAP = 200  # resamples; ~2-3 s per one-x group on one core
 
 
@@ -133,7 +134,8 @@ def _resample(logx: np.ndarray, logy: np.ndarray, rng: np.random.Generator, hier
     Hierarchical (issue 23): draw points (distinct x) with replacement, then each drawn point's seeds
     with replacement, their deviations from the point's mean widened by sqrt(k/(k−1)) — a k-seed
     resample otherwise has (k−1)/k of the seed variance (half with 2 seeds), which is what made
-    within-point intervals under-cover (benchmarks/fit_coverage.py). Without repeats: rows.
+    within-point intervals under-cover (benchmarks/fit_coverage.py). Under MIN_POINTS_DRAWN points every
+    point is kept (seeds only). Without repeats: rows.
     """
     n = len(logy)
     inv = np.unique(logx, axis=0, return_inverse=True)[1].ravel() if n else np.zeros(0, int)
@@ -142,7 +144,9 @@ def _resample(logx: np.ndarray, logy: np.ndarray, rng: np.random.Generator, hier
         idx = rng.integers(0, n, n)
         return idx, logy[idx]
     idx_parts, y_parts = [], []
-    for i in rng.integers(0, len(points), len(points)):
+    # points are drawn only where enough remain distinct: with 3 points, 7 of 9 draws lose one
+    drawn = rng.integers(0, len(points), len(points)) if len(points) >= MIN_POINTS_DRAWN else range(len(points))
+    for i in drawn:
         p = points[i]
         take = p[rng.integers(0, len(p), len(p))]
         mean = logy[p].mean()
