@@ -102,7 +102,7 @@ def _grid(form: str, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
     floors = [float(ly.min()) + math.log(f) for f in (0.02, 0.5, 0.9)]
     exps = (0.25, 0.5, 1.0, 2.0)
     axes = {
-        "saturating": [coefs, exps, [lo_x - 4.0, lo_x, lo_x + 1.5], floors],
+        "saturating": [coefs, exps, [lo_x - 4.0, lo_x, lo_x + 1.5, lo_x + 3.0], floors],
         "m4": [coefs, exps, [0.0, 0.5, 2.0], floors, [float(ly.max()) + math.log(f) for f in (1.05, 2.0)]],
         "broken": [coefs, (0.25, 1.0), (-0.5, 0.0, 0.5), list(np.quantile(lx, [0.3, 0.6])), [math.log(0.3)], floors],
     }[form]
