@@ -165,8 +165,11 @@ def plot_scaling(
             how = r"lines: fit $E + A\,x^{-\alpha}$ (no band: too few trials to bootstrap)"
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
+        warned = sorted({f"{f.group}: {w['code']}" for f in fit.fits for w in f.warnings})
+        warn = ("\nwarnings (see harness fit): " + ", ".join(warned)) if warned else ""
         fig.suptitle(
-            f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)",
+            f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)"
+            + warn,
             fontsize=10.5,
         )
         out.paths = save_figure(fig, out_dir, f"scaling_{y}_vs_{x}")
