@@ -109,3 +109,10 @@ def test_gpu_rows_resnet_is_budget_confounded_and_pre_asymptotic() -> None:
     assert {"budget_confounded", "pre_asymptotic", "few_seeds"} <= codes
     assert f.asymptotic["alpha"] == pytest.approx(0.24, abs=0.03)  # the large-n slope, not the fitted 0.94
     assert f.law.params["alpha"] > 0.6
+
+
+def test_unknown_form_names_the_valid_ones() -> None:
+    from harness.errors import StudyError
+
+    with pytest.raises(StudyError, match="auto, power, saturating, m4, broken"):
+        fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], form="zhai")
