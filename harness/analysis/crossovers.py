@@ -9,8 +9,8 @@ import numpy as np
 from scipy.optimize import brentq
 
 from harness.analysis.fit_records import Crossover, GroupFit, PairFilter
+from harness.analysis.forms import predict
 from harness.analysis.lawfit import LawFit
-from harness.analysis.laws import predict
 
 _CROSS_GRID = 512  # log-spaced evaluation points to bracket sign changes
 

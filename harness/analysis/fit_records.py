@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.analysis.fmt import clean, fmt_x
+from harness.analysis.forms import TEXT
 from harness.analysis.lawfit import LawFit, describe_params
 from harness.analysis.laws import derived, form_text
+
+
+def law_text(form: str, n_x: int) -> str:
+    return form_text(n_x) if form == "power" else TEXT[form]
 
 
 @dataclass
@@ -26,13 +31,24 @@ class GroupFit:
     holdout: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)  # family, image_size, params if constant
+    forms: list[dict[str, Any]] = field(default_factory=list)  # --form auto: each form's extrapolation error
+    warnings: list[dict[str, str]] = field(default_factory=list)  # fitwarnings.py: {code, message}
+    asymptotic: dict[str, Any] | None = None  # exponent over the largest x (fitwarnings.asymptotic)
+
+    @property
+    def form(self) -> str:
+        return self.law.form if self.law else "power"
 
     def to_json(self) -> dict[str, Any]:
         law = self.law
         return clean(
             {
                 "group": self.group,
-                "form": form_text(len(self.x)),
+                "form": self.form,
+                "form_text": law_text(self.form, len(self.x)),
+                "forms": self.forms or None,
+                "warnings": self.warnings,
+                "asymptotic": self.asymptotic,
                 "y": self.y,
                 "target": self.target,
                 "x": self.x,
@@ -116,6 +132,7 @@ class FitReport:
     dropped: dict[str, int]  # reason -> rows
     n_rows: int
     notes: list[str] = field(default_factory=list)
+    form: str = "power"  # as requested: a form of forms.py or "auto"
 
     def to_json(self) -> dict[str, Any]:
         return clean(
@@ -125,6 +142,7 @@ class FitReport:
                 "x": self.x,
                 "by": self.by,
                 "bootstrap": self.bootstrap,
+                "form": self.form,
                 "n_rows": self.n_rows,
                 "dropped": self.dropped,
                 "notes": self.notes,
@@ -153,15 +171,16 @@ PairFilter = Callable[[GroupFit, GroupFit], bool]
 def summary_lines(rep: FitReport) -> list[str]:
     xs = " and ".join(rep.x)
     per = "curve" if rep.by == "_group" else rep.by  # internal grouping column of fit_view
-    lines = [f"fit: {rep.target} = {form_text(len(rep.x))}  (x = {xs}" + (f", per {per}" if per else "") + ")"]
+    law = "the form each group extrapolates best (--form auto)" if rep.form == "auto" else law_text(rep.form, len(rep.x))
+    lines = [f"fit: {rep.target} = {law}  (x = {xs}" + (f", per {per}" if per else "") + ")"]
     lines += [f"note: {n}" for n in rep.notes]
     used = rep.n_rows - sum(rep.dropped.values())
     drop = ", ".join(f"{v} {k}" for k, v in rep.dropped.items()) or "none"
     lines.append(f"rows: {used} of {rep.n_rows} used; dropped: {drop}")
     if rep.bootstrap:
         lines.append(
-            f"intervals: 95% percentile, bootstrap ({rep.bootstrap} resamples) over the seeds within each x "
-            "where an x has several, else over trials"
+            f"intervals: 95% percentile, bootstrap ({rep.bootstrap} resamples, multi-start refits): points, then "
+            "the seeds within each drawn point where an x has several, else trials"
         )
     for f in rep.fits:
         lines.append("")
@@ -177,7 +196,15 @@ def group_lines(f: GroupFit) -> list[str]:
     if f.x_range:
         head += f", {f.x[0]} {fmt_x(f.x_range[0])}–{fmt_x(f.x_range[1])}"
     out = [head]
+    if f.forms:
+        out.append("  forms (fitted without the largest x, error on them):")
+        for r in f.forms:
+            err = "not identified" if r["extrapolation_error"] is None else f"{r['extrapolation_error']:.1%}"
+            mark = " <- chosen" if r["form"] == f.form else ""
+            out.append(f"    {r['form']:<11} {err}{mark}")
     if f.law:
+        if f.form != "power":
+            out.append(f"  form: {f.form}: {law_text(f.form, len(f.x))}")
         out.append(f"  {describe_params(f.law)}")
         out.append(f"  rmse(log) = {f.law.rmse_log:.4f}")
     if f.holdout:
@@ -187,5 +214,6 @@ def group_lines(f: GroupFit) -> list[str]:
             f"  holdout ({f.x[0]} = {held}; fitted on {h['n_train']} rows): "
             f"log-RMSE {h['log_rmse']:.3f}, worst relative error {h['max_rel_error']:.1%}"
         )
+    out += [f"  warning [{w['code']}]: {w['message']}" for w in f.warnings]
     out += [f"  note: {n}" for n in f.notes]
     return out

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.analysis import fitwarnings
 from harness.analysis.crossovers import crossovers
 from harness.analysis.fit_records import FitReport, GroupFit, PairFilter
 from harness.analysis.fmt import fmt_x
+from harness.analysis.forms import FORMS
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
-from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, LawFit, fit_arrays, holdout_check
+from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, LawFit, best_form, compare_forms, fit_arrays, holdout_check
 from harness.analysis.laws import EXP_BOUNDS, MIN_DISTINCT_X, on_bound
 from harness.analysis.tables import FAMILY_ORDER
 from harness.errors import StudyError
@@ -44,12 +46,15 @@ def fit_results(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     pairs: PairFilter | None = None,
+    form: str = "power",
 ) -> FitReport:
     """Fit `y` against one or two `x` columns, per `by` group; see the module docstring and `laws.py`.
 
-    `pairs` limits which groups are compared for crossovers (default: every pair).
+    `pairs` limits which groups are compared for crossovers (default: every pair); `form` is a law
+    shape of forms.py, or `auto` (chosen per group by extrapolation to the largest x, one x only).
     """
     _check_request(df, y, x, by, holdout, bootstrap)
+    _check_form(form, x)
     if "variant" in df:  # different configurations are fitted apart, never pooled as seeds (analysis/io.py)
         by = by or "variant"
         df = df.assign(**{by: df[by].astype(str) + " [" + df["variant"].astype(str) + "]"}) if by != "variant" else df
@@ -60,7 +65,9 @@ def fit_results(
         else sorted(((str(k), g) for k, g in data.groupby(by, sort=False)), key=lambda kg: _group_rank(*kg))
     )
     dropped_by_group = _dropped_per_group(df, data, by)
-    fits = [_fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0)) for name, g in groups]
+    fits = [
+        _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0), form) for name, g in groups
+    ]
     if by is not None:  # groups whose rows were all dropped still get a line saying so
         fitted_names = {name for name, _ in groups}
         for name in sorted(set(dropped_by_group) - fitted_names, key=lambda n: _group_rank(n, None)):
@@ -82,7 +89,7 @@ def fit_results(
     cross = crossovers(fits, x[0], pairs) if len(x) == 1 else []
     if len(x) == 2 and by is not None:
         notes.append("crossovers are computed for one-x fits only")
-    return FitReport(y, target, list(x), by, bootstrap, fits, cross, dropped, len(df), notes)
+    return FitReport(y, target, list(x), by, bootstrap, fits, cross, dropped, len(df), notes, form)
 
 
 def _group_rank(name: str, rows: pd.DataFrame | None) -> tuple[int, float, float, str]:
@@ -180,6 +187,7 @@ def _fit_group(
     bootstrap: int,
     seed: int,
     n_dropped: int,
+    form: str = "power",
 ) -> GroupFit:
     X = g[[f"_x{i}" for i in range(len(x))]].to_numpy(dtype=float)
     Y = g["_y"].to_numpy(dtype=float)
@@ -194,15 +202,40 @@ def _fit_group(
     if bootstrap and len(Y) <= n_params:
         fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit (add seeds or x values)")
         bootstrap = 0
-    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True)  # seeds within each x (issue 11)
+    if form == "auto":
+        fit.forms = compare_forms(X, Y)
+        form = best_form(fit.forms)
+    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True, form=form)  # points, then seeds
     fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
     if bootstrap:
         _check_bootstrap(fit.law, bootstrap, fit.notes)
+    if len(x) == 1:
+        _warn(fit, g, X, Y)
     if holdout:
-        fit.holdout, note = holdout_check(X, Y, holdout)
+        fit.holdout, note = holdout_check(X, Y, holdout, form)
         if note:
             fit.notes.append(note)
     return fit
+
+
+def _warn(fit: GroupFit, g: pd.DataFrame, X: np.ndarray, Y: np.ndarray) -> None:
+    """The coded warnings of fitwarnings.py that apply to this group."""
+    assert fit.law is not None
+    pre, fit.asymptotic = fitwarnings.pre_asymptotic(fit.law, X, Y, fit.x[0])
+    found = [
+        pre,
+        fitwarnings.budget_confounded(g, fit.x[0]),
+        fitwarnings.edge_winner(g),
+        fitwarnings.few_seeds(X, Y, bool(fit.law.ci95)),
+    ]
+    fit.warnings += [w for w in found if w is not None]
+
+
+def _check_form(form: str, x: list[str]) -> None:
+    if form not in ("auto", *FORMS):
+        raise StudyError(f"unknown law form {form!r}", key="--form", fix=f"use one of auto, {', '.join(FORMS)}")
+    if form not in ("auto", "power") and len(x) != 1:
+        raise StudyError(f"form {form!r} takes one --x", key="--form", fix="use --form power with two --x")
 
 
 def _bound_notes(params: dict[str, float], x: list[str], y_min: float) -> list[str]:
@@ -312,12 +345,20 @@ def scaling_view(df: pd.DataFrame, x: str) -> ScalingView:
 
 
 def fit_view(
-    df: pd.DataFrame, y: str, x: str, *, holdout: int = 0, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0
+    df: pd.DataFrame,
+    y: str,
+    x: str,
+    *,
+    holdout: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    form: str = "power",
 ) -> tuple[FitReport, ScalingView]:
     """`fit_results` over the curves `scaling_view` picks (used by plots and the report)."""
     view = scaling_view(df, x)
     pairs = comparable_models if view.per_model else None
-    return fit_results(view.frame, y, [x], by="_group", holdout=holdout, bootstrap=bootstrap, seed=seed, pairs=pairs), view
+    rep = fit_results(view.frame, y, [x], by="_group", holdout=holdout, bootstrap=bootstrap, seed=seed, pairs=pairs, form=form)
+    return rep, view
 
 
 def fit_path(
@@ -331,6 +372,7 @@ def fit_path(
     seed: int = 0,
     include_all: bool = False,
     tune: list[str] | None = None,
+    form: str = "power",
 ) -> FitReport:
     """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all)
@@ -355,7 +397,7 @@ def tuned_fit(
 
         env = envelope(df, tune)
         df = env.rows
-    report = fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed)
+    report = fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, form=form)
     if env is not None:
         report.notes = env.lines() + report.notes
     return report

@@ -6,27 +6,31 @@ The law and its optimiser are `laws.py`; grouping of results frames is `fits.py`
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.analysis import forms
 from harness.analysis.laws import (
     HUBER_DELTA,
     MIN_DISTINCT_X,
     N_LOCAL_STARTS,
     best_starts,
     derived,
-    log_predict,
     minimise,
-    predict,
     theta_to_params,
 )
 
-# Bootstrap resamples start from the full-data optimum only (a warm start): on the Chinchilla
-# data adding the best grid start changed no SE in the 4th digit and doubled the run time.
-N_BOOT_STARTS = 0
+predict = forms.predict
+
+# Bootstrap refits start from the full-data optimum and the best grid starts of the full data: a
+# resample whose optimum lies in another basin is found from there (issue 23: warm starts alone
+# under-covered). Two-x fits keep the warm start only (Chinchilla: same SEs, half the time).
+N_BOOT_STARTS = 2
+MIN_POINTS_DRAWN = 6  # fewer distinct x: the hierarchical bootstrap keeps every point, resamples seeds only
 DEFAULT_BOOTSTRAP = 200  # resamples; ~2-3 s per one-x group on one core
 
 
@@ -41,6 +45,7 @@ class LawFit:
     rmse_log: float
     n_boot: int  # resamples that could be fitted (degenerate ones are skipped)
     boot: list[dict[str, float]] = field(default_factory=list, repr=False)
+    form: str = "power"
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
@@ -66,60 +71,89 @@ def fit_arrays(
     seed: int = 0,
     delta: float = HUBER_DELTA,
     within_points: bool = False,
+    form: str = "power",
 ) -> LawFit:
-    """Fit the law to positive finite x (n,) or (n, 2) and y (n,); bootstrap over rows, or with
-    `within_points` over the repeats (seeds) of each x where there are any (see `_bootstrap`)."""
+    """Fit a law `form` (forms.py; not power: one x only) to positive finite x (n,) or (n, 2) and y (n,).
+
+    The bootstrap resamples rows, or with `within_points` and repeated x (seeds) hierarchically:
+    points, then the seeds within each drawn point (see `_resample`)."""
     with _one_blas_thread():
-        return _fit_arrays(x, y, bootstrap, seed, delta, within_points)
+        return _fit_arrays(x, y, bootstrap, seed, delta, within_points, form)
 
 
-def _fit_arrays(x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float, within_points: bool = False) -> LawFit:
+def _fit_arrays(
+    x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float, within_points: bool = False, form: str = "power"
+) -> LawFit:
     logx = np.log(np.asarray(x, dtype=float).reshape(len(y), -1))
     logy = np.log(np.asarray(y, dtype=float))
-    starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
-    theta, _ = minimise(logx, logy, starts, delta)
-    params = theta_to_params(theta)
-    rmse = float(np.sqrt(np.mean((log_predict(theta, logx) - logy) ** 2)))
-    boot_starts = np.vstack([theta, starts[:N_BOOT_STARTS]])
-    boot = _bootstrap(logx, logy, boot_starts, bootstrap, seed, delta, within_points)
-    ci, se = _intervals(boot)
-    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot)
-
-
-def _bootstrap(
-    logx: np.ndarray,
-    logy: np.ndarray,
-    starts: np.ndarray,
-    b: int,
-    seed: int,
-    delta: float,
-    within_points: bool = False,
-) -> list[dict[str, float]]:
-    """Refit on `b` resamples. `within_points` and repeated x (seeds): each point's seeds are
-    resampled within the point, so every x stays and the interval measures seed noise, not which
-    points were kept (`harness fit`); else rows are resampled (resamples with < MIN_DISTINCT_X
-    distinct x are skipped)."""
+    refit = _refitter(form, logx, logy, delta)
+    theta = refit(logx, logy, None)
+    params = refit.params(theta)
+    rmse = float(np.sqrt(np.mean((np.log(predict(params, np.exp(logx))) - logy) ** 2)))
     rng = np.random.default_rng(seed)
-    out: list[dict[str, float]] = []
-    n = len(logy)
-    points = (
-        [
-            np.flatnonzero(inv == i)
-            for inv in [np.unique(logx, axis=0, return_inverse=True)[1].ravel()]
-            for i in range(inv.max() + 1)
-        ]
-        if n
-        else []
-    )
-    within = within_points and any(len(p) > 1 for p in points)
-    for _ in range(b):
-        idx = np.concatenate([p[rng.integers(0, len(p), len(p))] for p in points]) if within else rng.integers(0, n, n)
+    boot = []
+    for _ in range(bootstrap):
+        idx, ys = _resample(logx, logy, rng, within_points)
         if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
             continue
-        theta, _ = minimise(logx[idx], logy[idx], starts, delta)
-        p = theta_to_params(theta)
-        out.append(p | derived(p))
-    return out
+        p = refit.params(refit(logx[idx], ys, theta))
+        boot.append(p | derived(p))
+    ci, se = _intervals(boot)
+    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form)
+
+
+class _refitter:
+    """Fits one form to (log x, log y), from the data's own best starts plus a warm start."""
+
+    def __init__(self, form: str, logx: np.ndarray, logy: np.ndarray, delta: float) -> None:
+        self.form, self.delta = form, delta
+        self.shift = float(logx[:, 0].mean())
+        if form == "power":
+            self.starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
+        elif logx.shape[1] != 1:
+            raise ValueError(f"form {form!r} takes one x")
+        else:
+            self.starts = forms.grid_starts(form, logx[:, 0] - self.shift, logy)
+
+    def __call__(self, logx: np.ndarray, logy: np.ndarray, warm: np.ndarray | None) -> np.ndarray:
+        if self.form == "power":
+            extra = self.starts[: N_BOOT_STARTS if logx.shape[1] == 1 else 0]
+            starts = self.starts if warm is None else np.vstack([warm, extra])
+            return minimise(logx, logy, starts, self.delta)[0]
+        # one grid start besides the warm one: finite-difference refits cost ~10x an analytic one
+        starts = self.starts if warm is None else np.vstack([warm, self.starts[:1]])
+        return forms.fit_form(self.form, logx[:, 0] - self.shift, logy, starts)
+
+    def params(self, theta: np.ndarray) -> dict[str, float]:
+        return theta_to_params(theta) if self.form == "power" else forms.to_params(self.form, theta, self.shift)
+
+
+def _resample(logx: np.ndarray, logy: np.ndarray, rng: np.random.Generator, hierarchical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices and log y of one resample.
+
+    Hierarchical (issue 23): draw points (distinct x) with replacement, then each drawn point's seeds
+    with replacement, their deviations from the point's mean widened by sqrt(k/(k−1)) — a k-seed
+    resample otherwise has (k−1)/k of the seed variance (half with 2 seeds), which is what made
+    within-point intervals under-cover (benchmarks/fit_coverage.py). Under MIN_POINTS_DRAWN points every
+    point is kept (seeds only). Without repeats: rows.
+    """
+    n = len(logy)
+    inv = np.unique(logx, axis=0, return_inverse=True)[1].ravel() if n else np.zeros(0, int)
+    points = [np.flatnonzero(inv == i) for i in range(inv.max() + 1)] if n else []
+    if not (hierarchical and any(len(p) > 1 for p in points)):
+        idx = rng.integers(0, n, n)
+        return idx, logy[idx]
+    idx_parts, y_parts = [], []
+    # points are drawn only where enough remain distinct: with 3 points, 7 of 9 draws lose one
+    drawn = rng.integers(0, len(points), len(points)) if len(points) >= MIN_POINTS_DRAWN else range(len(points))
+    for i in drawn:
+        p = points[i]
+        take = p[rng.integers(0, len(p), len(p))]
+        mean = logy[p].mean()
+        widen = math.sqrt(len(p) / (len(p) - 1)) if len(p) > 1 else 1.0
+        idx_parts.append(take)
+        y_parts.append(mean + widen * (logy[take] - mean))
+    return np.concatenate(idx_parts), np.concatenate(y_parts)
 
 
 def _intervals(boot: list[dict[str, float]]) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
@@ -146,7 +180,7 @@ def describe_params(fit: LawFit) -> str:
     return ", ".join(parts)
 
 
-def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, Any] | None, str]:
+def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int, form: str = "power") -> tuple[dict[str, Any] | None, str]:
     """Refit without the `n_hold` largest distinct first-x values; errors on those rows."""
     values = np.unique(X[:, 0])
     if len(values) - n_hold < MIN_DISTINCT_X:
@@ -155,7 +189,7 @@ def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, 
     train = X[:, 0] < cut
     if any(len(np.unique(X[train, j])) < MIN_DISTINCT_X for j in range(X.shape[1])):
         return None, f"holdout of {n_hold} skipped: the remaining rows have < {MIN_DISTINCT_X} distinct x2"
-    law = fit_arrays(X[train], Y[train])
+    law = fit_arrays(X[train], Y[train], form=form)
     pred, obs = predict(law.params, X[~train]), Y[~train]
     per_x = [
         {
@@ -174,3 +208,28 @@ def holdout_check(X: np.ndarray, Y: np.ndarray, n_hold: int) -> tuple[dict[str, 
         "max_rel_error": float(np.max(np.abs(pred - obs) / obs)),
         "per_x": per_x,
     }, ""
+
+
+def compare_forms(X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...] = forms.FORMS) -> list[dict[str, Any]]:
+    """Each form fitted without the largest x values (2 of >= 6 distinct, else 1) and scored by its
+    mean relative error on the held-out seed means (`extrapolation_error`), then refitted on all rows
+    (`params`). A form with more parameters than training x values is not scored (None)."""
+    x = X[:, 0]
+    values = np.unique(x)
+    n_hold = 2 if len(values) >= 6 else 1
+    train = x < values[-n_hold]
+    out = []
+    for form in candidates:
+        row: dict[str, Any] = {"form": form, "params": fit_arrays(X, Y, form=form).params, "extrapolation_error": None}
+        if len(values) - n_hold >= max(MIN_DISTINCT_X, forms.n_params(form)):
+            law = fit_arrays(X[train], Y[train], form=form)
+            errs = [abs(float(predict(law.params, np.array([v]))[0]) / float(Y[x == v].mean()) - 1) for v in values[-n_hold:]]
+            row["extrapolation_error"] = float(np.mean(errs))
+        out.append(row)
+    return out
+
+
+def best_form(table: list[dict[str, Any]]) -> str:
+    """The form with the lowest extrapolation error (ties to the simpler, listed first); power if none scored."""
+    scored = [r for r in table if r["extrapolation_error"] is not None]
+    return min(scored, key=lambda r: r["extrapolation_error"])["form"] if scored else "power"

@@ -21,9 +21,10 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from harness.analysis.fit_records import FitReport, GroupFit
 from harness.analysis.fits import ScalingView, fit_view
 from harness.analysis.fmt import fmt_x
+from harness.analysis.forms import predict
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
 from harness.analysis.lawfit import DEFAULT_BOOTSTRAP
-from harness.analysis.laws import MIN_DISTINCT_X, on_bound, predict
+from harness.analysis.laws import MIN_DISTINCT_X, on_bound
 from harness.analysis.pareto_plots import PARETO_X, plot_pareto
 from harness.analysis.plot_style import (
     PlotOutcome,
@@ -179,8 +180,11 @@ def plot_scaling(
             how = r"lines: fit $E + A\,x^{-\alpha}$ (no band: too few trials to bootstrap)"
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
+        warned = sorted({f"{f.group}: {w['code']}" for f in fit.fits for w in f.warnings})
+        warn = ("\nwarnings (see harness fit): " + ", ".join(warned)) if warned else ""
         fig.suptitle(
-            f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)",
+            f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)"
+            + warn,
             fontsize=10.5,
         )
         out.paths = save_figure(fig, out_dir, f"scaling_{y}_vs_{x}")

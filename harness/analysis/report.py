@@ -409,6 +409,7 @@ def _fit_tables(doc: Doc, report: FitReport) -> None:
             if has_holdout:
                 row += _holdout_cells(f)
             rows.append(row)
+        notes += [f"{f.group}: warning [{w['code']}]: {w['message']}" for w in f.warnings]
         notes += [f"{f.group}: {n}" for n in f.notes]
     align = ["l"] + ["r"] * (len(cols) - 1)
     doc.table(Table("fits", cols, rows, align, pd.DataFrame()))

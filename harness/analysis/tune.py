@@ -80,7 +80,7 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
         **{f"_tune_{k}": t[k] for k in keys},
         _metric=pd.to_numeric(ok[metric], errors="coerce"),
     )
-    chosen, winners, warnings = [], [], []
+    chosen, winners, warnings, edges = [], [], [], []
     for pkey, g in work.groupby(point, sort=True, dropna=False):
         best = g.loc[g["_metric"].idxmax()]
         chosen.append(best.name)
@@ -88,11 +88,13 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
         won = ", ".join(f"{k}={_fmt(best[f'_tune_{k}'])}" for k in keys)
         winners.append(f"{label}: {won} ({metric} {best['_metric']:.4g} of {len(g)} tried)")
         where = _point_label({k: v for k, v in zip(point, pkey if isinstance(pkey, tuple) else (pkey,)) if k != "seed"})
-        for k in keys:
-            warnings += [w for w in _edge(k, best[f"_tune_{k}"], g[f"_tune_{k}"], where) if w not in warnings]
+        at_edge = [w for k in keys for w in _edge(k, best[f"_tune_{k}"], g[f"_tune_{k}"], where)]
+        edges.append(bool(at_edge))
+        warnings += [w for w in at_edge if w not in warnings]
     rows = df.loc[chosen].copy()
     for k in keys:
         rows[k] = train.loc[chosen, k].to_numpy()
+    rows["_tune_edge"] = edges  # the winner sits at the edge of its sweep (fits: `edge_winner`)
     rows["tuned"] = [", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, vals)) for vals in zip(*(rows[k] for k in keys))]
     if "variant" in rows:  # the tuned keys no longer tell configurations apart (harness/analysis/io.py)
         rows["variant"] = [

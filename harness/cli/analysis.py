@@ -109,6 +109,13 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
         "--bootstrap", type=int, default=None, metavar="B", help="bootstrap resamples over trials (default 200; 0 = none)"
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    p.add_argument(
+        "--form",
+        default="auto",
+        metavar="FORM",
+        help="law shape (one --x): auto (default: each group's best extrapolation to its largest x), power "
+        "E + A·x^-alpha, saturating E + A·(x + d)^-alpha, m4, broken; two --x: power",
+    )
     p.add_argument("--json", action="store_true", help="print the fits as JSON")
     p.add_argument(
         "--isoflop",
@@ -150,6 +157,7 @@ def _fit(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         seed=args.seed,
         include_all=args.include_all,
+        form=args.form if len(args.x) == 1 or args.form != "auto" else "power",
         **_given(bootstrap=args.bootstrap, tune=args.tune),
     )
     if args.json:

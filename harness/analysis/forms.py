@@ -1,0 +1,191 @@
+"""One-x law shapes besides `power` (laws.py), fitted with the same Huber-on-log objective.
+
+- `power`: E + A·x^-alpha (laws.py; analytic gradient).
+- `saturating`: E + A·(x + d)^-alpha, Zhai et al. 2022 ("Scaling vision transformers", eq. 1:
+  err = c + a·(n + d)^-b): a plateau below x ~ d, as chance-level points make.
+- `m4`: (y − E)/(E0 − y)^gamma = A·x^-alpha, Alabdulmohsin et al. 2022 ("Revisiting neural scaling
+  laws", M4): y falls from the chance level E0 to the floor E; gamma = 0 is `power`. y is the root
+  of a monotone equation, found by bisection.
+- `broken`: E + A·x^-alpha·(1 + (x/x_break)^(1/f))^(-alpha2·f), Caballero et al. 2022 (broken
+  neural scaling laws, one break): exponent alpha below x_break, alpha + alpha2 above it.
+
+Every form is fitted on x scaled by the data's geometric-mean x (so coefficients stay O(1)), then its
+parameters are scaled back (`_unscale`). The non-power forms use L-BFGS-B with finite-difference
+gradients from the best few points of a start grid; `predict` tells the form from the parameter names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from harness.analysis import laws
+
+FORMS = ("power", "saturating", "m4", "broken")
+TEXT = {
+    "power": "E + A*x^-alpha",
+    "saturating": "E + A*(x + d)^-alpha",
+    "m4": "(y - E)/(E0 - y)^gamma = A*x^-alpha",
+    "broken": "E + A*x^-alpha*(1 + (x/x_break)^(1/f))^(-alpha2*f)",
+}
+N_STARTS = 4  # grid points polished per fit (finite-difference L-BFGS-B costs ~5x an analytic one)
+# Looser than laws.py's: finite-difference gradients are noisy at ~1e-8, and tighter tolerances only
+# spent iterations (measured: m4 refits ~10 s each at gtol 1e-8, maxiter 3000)
+_OPTIONS = {"ftol": 1e-10, "gtol": 1e-6, "maxiter": 400}
+_BISECT_STEPS = 32  # u in (0, 1) to 2e-10
+
+
+@dataclass(frozen=True)
+class _Form:
+    names: tuple[str, ...]  # theta order; names starting with "log" are exponentiated
+    log_predict: Callable[[np.ndarray, np.ndarray], np.ndarray]  # theta, log x' -> log y
+
+
+def _lse(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
+    return np.logaddexp(a, b)
+
+
+def _sat(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+    log_a, alpha, log_d, log_e = t
+    return _lse(log_a - alpha * np.logaddexp(lx, log_d), log_e)
+
+
+def _broken(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+    log_a, alpha, alpha2, log_xb, log_f, log_e = t
+    f = math.exp(log_f)
+    # (1 + (x/xb)^(1/f))^(-alpha2·f) in logs: softplus((log x − log xb)/f)
+    return _lse(log_a - alpha * lx - alpha2 * f * np.logaddexp(0.0, (lx - log_xb) / f), log_e)
+
+
+def _m4(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+    log_a, alpha, gamma, log_e, log_e0 = t
+    e, e0 = math.exp(log_e), math.exp(log_e0)
+    if e0 <= e:
+        return np.full_like(lx, np.nan)
+    span = e0 - e
+    rhs = log_a - alpha * lx  # log of A·x^-alpha
+    lo, hi = np.zeros_like(lx), np.ones_like(lx)
+    for _ in range(_BISECT_STEPS):  # g(u) = log(u·span) − gamma·log((1−u)·span) − rhs is increasing in u
+        u = 0.5 * (lo + hi)
+        g = np.log(u * span) - gamma * np.log((1 - u) * span) - rhs
+        hi = np.where(g > 0, u, hi)
+        lo = np.where(g > 0, lo, u)
+    return np.log(e + 0.5 * (lo + hi) * span)
+
+
+_FORMS = {
+    "saturating": _Form(("logA", "alpha", "logd", "logE"), _sat),
+    "m4": _Form(("logA", "alpha", "gamma", "logE", "logE0"), _m4),
+    "broken": _Form(("logA", "alpha", "alpha2", "logx_break", "logf", "logE"), _broken),
+}
+
+
+def _bounds(form: str, lx: np.ndarray, ly: np.ndarray) -> list[tuple[float, float]]:
+    lo_x, hi_x = float(lx.min()), float(lx.max())
+    top = float(ly.max())
+    coef, exp, floor = (-30.0, 30.0), laws.EXP_BOUNDS, (-25.0, float(ly.min()))
+    return {
+        "saturating": [coef, exp, (lo_x - 8.0, hi_x + 1.0), floor],
+        "m4": [coef, exp, (0.0, 5.0), floor, (top + 1e-4, top + 3.0)],
+        "broken": [coef, (-1.0, 5.0), (-5.0, 5.0), (lo_x, hi_x), (math.log(0.05), math.log(3.0)), floor],
+    }[form]
+
+
+def _grid(form: str, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
+    med, lo_x = float(np.median(ly)), float(lx.min())
+    coefs = [med + math.log(f) for f in (0.05, 0.3, 1.0)]
+    floors = [float(ly.min()) + math.log(f) for f in (0.02, 0.5, 0.9)]
+    exps = (0.25, 0.5, 1.0, 2.0)
+    axes = {
+        "saturating": [coefs, exps, [lo_x - 4.0, lo_x, lo_x + 1.5, lo_x + 3.0], floors],
+        "m4": [coefs, exps, [0.0, 0.5, 2.0], floors, [float(ly.max()) + math.log(f) for f in (1.05, 2.0)]],
+        "broken": [coefs, (0.25, 1.0), (-0.5, 0.0, 0.5), list(np.quantile(lx, [0.3, 0.6])), [math.log(0.3)], floors],
+    }[form]
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+def _loss(theta: np.ndarray, form: str, lx: np.ndarray, ly: np.ndarray, delta: float) -> float:
+    r = _FORMS[form].log_predict(theta, lx) - ly
+    if not np.all(np.isfinite(r)):
+        return 1e12
+    a = np.abs(r)
+    return float(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta).sum())
+
+
+def grid_starts(form: str, logx: np.ndarray, logy: np.ndarray, n: int = N_STARTS) -> np.ndarray:
+    """The `n` best points of the form's start grid on (centred) log x."""
+    grid = _grid(form, logx, logy)
+    scores = np.array([_loss(t, form, logx, logy, laws.HUBER_DELTA) for t in grid])
+    return grid[np.argsort(scores)[:n]]
+
+
+def fit_form(form: str, logx: np.ndarray, logy: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The best theta of a non-power form on (centred) log x: L-BFGS-B from each start."""
+    bounds = _bounds(form, logx, logy)
+    lo, hi = [b[0] for b in bounds], [b[1] for b in bounds]
+    best, best_loss = starts[0], math.inf
+    for s in starts:
+        res = minimize(
+            _loss,
+            np.clip(s, lo, hi),
+            args=(form, logx, logy, laws.HUBER_DELTA),
+            method="L-BFGS-B",
+            bounds=bounds,
+            options=_OPTIONS,
+        )
+        if np.isfinite(res.fun) and res.fun < best_loss:
+            best, best_loss = res.x, float(res.fun)
+    return np.asarray(best, dtype=float)
+
+
+def to_params(form: str, theta: np.ndarray, shift: float) -> dict[str, float]:
+    """Optimiser vector on x' = x/exp(shift) -> named parameters on x."""
+    raw = {n.removeprefix("log"): (math.exp(v) if n.startswith("log") else float(v)) for n, v in zip(_FORMS[form].names, theta)}
+    s = math.exp(shift)
+    raw["A"] *= s ** raw["alpha"]  # A'·x'^-alpha = A'·s^alpha·x^-alpha
+    for scale in ("d", "x_break"):
+        if scale in raw:
+            raw[scale] *= s
+    return raw
+
+
+def to_theta(form: str, params: dict[str, float], shift: float) -> np.ndarray:
+    """Inverse of `to_params` (a start for bootstrap refits)."""
+    s = math.exp(shift)
+    p = dict(params, A=params["A"] * s ** -params["alpha"])
+    for scale in ("d", "x_break"):
+        if scale in p:
+            p[scale] /= s
+    return np.array([math.log(p[n[3:]]) if n.startswith("log") else p[n] for n in _FORMS[form].names], dtype=float)
+
+
+def form_of(params: dict[str, float]) -> str:
+    """Which form a parameter dict belongs to (bootstrap draws carry no label)."""
+    if "E0" in params:
+        return "m4"
+    if "x_break" in params:
+        return "broken"
+    return "saturating" if "d" in params else "power"
+
+
+def predict(params: dict[str, float], x: np.ndarray) -> np.ndarray:
+    """y at x for any form (two-x power laws included)."""
+    form = form_of(params)
+    if form == "power":
+        return laws.predict(params, x)
+    lx = np.log(np.asarray(x, dtype=float).ravel())
+    return np.exp(_FORMS[form].log_predict(to_theta(form, params, 0.0), lx))
+
+
+def asymptotic_exponent(params: dict[str, float]) -> float:
+    """The exponent of y − E at the largest x: alpha, or alpha + alpha2 past a break."""
+    return params["alpha"] + params.get("alpha2", 0.0)
+
+
+def n_params(form: str) -> int:
+    return 3 if form == "power" else len(_FORMS[form].names)

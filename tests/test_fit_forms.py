@@ -1,0 +1,118 @@
+"""Law forms, --form auto, coded warnings (issue 23)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import fitwarnings
+from harness.analysis.fits import fit_results
+from harness.analysis.forms import asymptotic_exponent, predict
+from harness.analysis.io import load_results
+from harness.analysis.lawfit import best_form, compare_forms, fit_arrays
+
+GPU_ROWS = Path(__file__).resolve().parents[1] / "docs" / "gpu_run" / "gpu_data_scaling_trials.csv"
+TRUTH = {
+    "power": {"E": 0.05, "A": 12.0, "alpha": 0.55},
+    "saturating": {"E": 0.01, "A": 30.0, "alpha": 0.6, "d": 2000.0},
+    "m4": {"E": 0.05, "E0": 0.9, "A": 30.0, "alpha": 0.6, "gamma": 1.0},
+    "broken": {"E": 0.02, "A": 20.0, "alpha": 0.8, "alpha2": -0.5, "x_break": 5000.0, "f": 0.3},
+}
+
+
+def _rows(truth: dict[str, float], noise: float, seeds: int = 3, n: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.repeat(np.geomspace(100, 1e6, n), seeds)
+    rng = np.random.default_rng(seed)
+    return x, predict(truth, x) * np.exp(noise * rng.standard_normal(len(x)))
+
+
+@pytest.mark.parametrize("form", list(TRUTH))
+def test_each_form_recovers_its_own_law(form: str) -> None:
+    truth = TRUTH[form]
+    x, y = _rows(truth, 0.005)
+    p = fit_arrays(x, y, form=form).params
+    assert set(p) == set(truth)
+    assert asymptotic_exponent(p) == pytest.approx(asymptotic_exponent(truth), abs=0.08)
+    assert p["E"] == pytest.approx(truth["E"], abs=0.01)
+    xs = np.geomspace(100, 1e6, 20)
+    assert np.max(np.abs(predict(p, xs) / predict(truth, xs) - 1)) < 0.03
+
+
+def test_saturating_truth_lies_in_its_intervals() -> None:
+    truth = TRUTH["saturating"]
+    x, y = _rows(truth, 0.02)
+    f = fit_arrays(x, y, form="saturating", bootstrap=40, seed=0, within_points=True)
+    for name in ("alpha", "E", "d"):
+        lo, hi = f.ci95[name]
+        assert lo <= truth[name] <= hi, (name, lo, hi)
+
+
+@pytest.mark.slow  # ~12 s: every form fitted twice
+def test_auto_extrapolates_saturating_data_where_power_misses() -> None:
+    x, y = _rows(TRUTH["saturating"], 0.01)
+    table = compare_forms(x[:, None], y)
+    err = {r["form"]: r["extrapolation_error"] for r in table}
+    assert err["power"] > 0.10  # E + A·x^-alpha bends through the plateau: ~27% off
+    assert err[best_form(table)] < 0.05
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+def _frame(truth: dict[str, float], *, seeds: int = 3, steps: str = "fixed", noise: float = 0.01) -> pd.DataFrame:
+    x, y = _rows(truth, noise, seeds=seeds, n=7)
+    n_steps = 1000 if steps == "fixed" else np.ceil(10 * x / 256)  # an epoch budget grows with n
+    return pd.DataFrame({"status": "ok", "family": "vit", "data_size": x, "test_acc": 1 - y, "steps": n_steps, "batch_size": 256})
+
+
+def _codes(df: pd.DataFrame, form: str = "power") -> dict[str, dict]:
+    rep = fit_results(df, "test_acc", ["data_size"], by="family", bootstrap=30, form=form)
+    return {w["code"]: w for w in rep.fits[0].warnings} | {"_fit": rep.fits[0]}
+
+
+def test_clean_data_gives_no_warning() -> None:
+    codes = _codes(_frame(TRUTH["power"]))
+    assert set(codes) == {"_fit"}
+    assert codes["_fit"].to_json()["warnings"] == []
+
+
+def test_epoch_budget_and_two_seeds_are_flagged() -> None:
+    codes = _codes(_frame(TRUTH["power"], seeds=2, steps="epochs"))
+    assert {"budget_confounded", "few_seeds"} <= set(codes)
+    assert "steps 4 at n=100 vs 3.906e+04 at n=1M" in codes["budget_confounded"]["message"]
+
+
+def test_slope_change_is_pre_asymptotic() -> None:
+    """Steep at small n, shallow (0.3) at large n: one power law fits neither end."""
+    truth = {"E": 0.0001, "A": 20.0, "alpha": 0.9, "alpha2": -0.6, "x_break": 3000.0, "f": 0.1}
+    codes = _codes(_frame(truth))
+    assert "pre_asymptotic" in codes
+    asym = codes["_fit"].asymptotic
+    assert asym["alpha"] == pytest.approx(0.3, abs=0.05)
+    assert asym["ci95"][0] <= asym["alpha"] <= asym["ci95"][1]
+
+
+def test_tune_winner_on_the_edge() -> None:
+    df = _frame(TRUTH["power"]).assign(_tune_edge=True)
+    assert fitwarnings.edge_winner(df)["code"] == "edge_winner"
+    assert fitwarnings.edge_winner(df.assign(_tune_edge=False)) is None
+
+
+def test_gpu_rows_resnet_is_budget_confounded_and_pre_asymptotic() -> None:
+    df, _ = load_results(str(GPU_ROWS))
+    rep = fit_results(df[df["family"] == "resnet"], "test_acc", ["data_size"], by="family", bootstrap=40)
+    f = rep.fits[0]
+    codes = {w["code"] for w in f.warnings}
+    assert {"budget_confounded", "pre_asymptotic", "few_seeds"} <= codes
+    assert f.asymptotic["alpha"] == pytest.approx(0.24, abs=0.03)  # the large-n slope, not the fitted 0.94
+    assert f.law.params["alpha"] > 0.6
+
+
+def test_unknown_form_names_the_valid_ones() -> None:
+    from harness.errors import StudyError
+
+    with pytest.raises(StudyError, match="auto, power, saturating, m4, broken"):
+        fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], form="zhai")
