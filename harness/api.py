@@ -89,13 +89,14 @@ class Results:
         bootstrap: int | None = None,
         seed: int = 0,
         tune: Sequence[str] | None = None,
+        form: str = "auto",
     ) -> FitReport:
-        """`harness fit`: str() is its summary, `.to_dict()` what `--json` prints."""
+        """`harness fit`: str() is its summary, `.to_dict()` what `--json` prints; `form` as `--form`."""
         from harness.analysis.fits import tuned_fit
 
         xs = [x] if isinstance(x, str) else list(x)
         kw = {"bootstrap": bootstrap} if bootstrap is not None else {}
-        return tuned_fit(self.trials, y, xs, by=by, holdout=holdout, seed=seed, tune=_opt_list(tune), **kw)
+        return tuned_fit(self.trials, y, xs, by=by, holdout=holdout, seed=seed, tune=_opt_list(tune), form=form, **kw)
 
     def plot(
         self,
@@ -143,7 +144,7 @@ def fit(
     by: str | None = None,
     **options: Any,
 ) -> FitReport:
-    """`harness fit RESULTS --y Y --x X [--by BY]`; `options`: holdout, bootstrap, seed, tune."""
+    """`harness fit RESULTS --y Y --x X [--by BY]`; `options`: holdout, bootstrap, seed, tune, form."""
     res = results if isinstance(results, Results) else load(results)
     return res.fit(y, x, by=by, **options)
 

@@ -372,11 +372,11 @@ def fit_path(
     seed: int = 0,
     include_all: bool = False,
     tune: list[str] | None = None,
-    form: str = "power",
+    form: str = "auto",
 ) -> FitReport:
     """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all)
-    return tuned_fit(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, tune=tune)
+    return tuned_fit(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, tune=tune, form=form)
 
 
 def tuned_fit(
@@ -389,8 +389,12 @@ def tuned_fit(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     tune: list[str] | None = None,
+    form: str = "auto",
 ) -> FitReport:
-    """`fit_results`, of the best-val envelope over `tune` first (`harness fit` and `harness.fit` both come here)."""
+    """`fit_results`, of the best-val envelope over `tune` first (`harness fit` and `harness.fit` both come here).
+    `form` "auto" chooses each group's law by extrapolation when there is one x; two x are fitted as `power`."""
+    if form == "auto" and len(x) > 1:
+        form = "power"
     env = None
     if tune:
         from harness.analysis.tune import envelope

@@ -157,7 +157,7 @@ def _fit(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         seed=args.seed,
         include_all=args.include_all,
-        form=args.form if len(args.x) == 1 or args.form != "auto" else "power",
+        form=args.form,
         **_given(bootstrap=args.bootstrap, tune=args.tune),
     )
     if args.json:
