@@ -65,7 +65,8 @@ def test_auto_extrapolates_saturating_data_where_power_misses() -> None:
 def _frame(truth: dict[str, float], *, seeds: int = 3, steps: str = "fixed", noise: float = 0.01) -> pd.DataFrame:
     x, y = _rows(truth, noise, seeds=seeds, n=7)
     n_steps = 1000 if steps == "fixed" else np.ceil(10 * x / 256)  # an epoch budget grows with n
-    return pd.DataFrame({"status": "ok", "family": "vit", "data_size": x, "test_acc": 1 - y, "steps": n_steps, "batch_size": 256})
+    df = pd.DataFrame({"status": "ok", "family": "vit", "data_size": x, "test_acc": 1 - y, "steps": n_steps, "batch_size": 256})
+    return df.assign(samples_seen=df["steps"] * 256)  # as real rows: passes per example fall as 1/n at fixed steps
 
 
 def _codes(df: pd.DataFrame, form: str = "power") -> dict[str, dict]:
@@ -77,6 +78,14 @@ def test_clean_data_gives_no_warning() -> None:
     codes = _codes(_frame(TRUTH["power"]))
     assert set(codes) == {"_fit"}
     assert codes["_fit"].to_json()["warnings"] == []
+
+
+def test_early_stopping_under_one_ceiling_is_not_a_confounded_budget() -> None:
+    """Each size trained to convergence: the steps run differ, the budget (max_steps) does not."""
+    df = _frame(TRUTH["power"])
+    df = df.assign(max_steps=5000, steps=np.round(200 * np.sqrt(df["data_size"] / 100)).clip(upper=5000))
+    assert fitwarnings.budget_confounded(df, "data_size") is None
+    assert fitwarnings.budget_confounded(df.assign(batch_size=np.where(df["data_size"] > 5000, 512, 256)), "data_size")
 
 
 def test_epoch_budget_and_two_seeds_are_flagged() -> None:

@@ -2,7 +2,7 @@
 
 - `pre_asymptotic`: the exponent over the largest sizes (`asymptotic`) disagrees with the fitted one
   beyond both intervals, or the fitted floor E lies above an observed mean y.
-- `budget_confounded`: steps, passes over each example, or batch size vary with data_size.
+- `budget_confounded`: the step budget (or early stopping's ceiling) or the batch size varies with data_size.
 - `edge_winner`: the `--tune` winner sits at the edge of its sweep at most points.
 - `few_seeds`: fewer than 3 seeds per point: the seed noise is barely measured (benchmarks/fit_coverage.py).
 """
@@ -96,17 +96,22 @@ def pre_asymptotic(law: LawFit, X: np.ndarray, Y: np.ndarray, x_name: str) -> tu
 
 
 def budget_confounded(g: pd.DataFrame, x_name: str) -> dict[str, str] | None:
-    """Steps, passes per example or batch size that change with data_size inside one data-scaling fit."""
+    """A training budget (steps, or early stopping's ceiling `max_steps`) or a batch size that changes with
+    data_size inside one data-scaling fit: an epoch budget, a batch switch.
+
+    Passes over each example are not a budget: at a fixed step budget they fall as 1/n by design (equal
+    compute at every n), and under early stopping the steps actually run differ by convergence, which is
+    the protocol of "train each size to convergence" — flagging either would flag every data-scaling study."""
     if x_name != "data_size" or "data_size" not in g:
         return None
     n = pd.to_numeric(g["data_size"], errors="coerce")
     cols = {}
-    if "steps" in g:
-        cols["steps"] = pd.to_numeric(g["steps"], errors="coerce")
-    if "samples_seen" in g:
-        cols["passes over each example"] = pd.to_numeric(g["samples_seen"], errors="coerce") / n
-    elif "epochs" in g:
-        cols["passes over each example"] = pd.to_numeric(g["epochs"], errors="coerce")
+    budget = pd.to_numeric(g["steps"], errors="coerce") if "steps" in g else None
+    if "max_steps" in g:  # early stopping: the ceiling is the budget, the steps run are the outcome
+        ceiling = pd.to_numeric(g["max_steps"], errors="coerce")
+        budget = ceiling if budget is None else ceiling.fillna(budget)
+    if budget is not None:
+        cols["steps"] = budget
     if "batch_size" in g:
         cols["batch size"] = pd.to_numeric(g["batch_size"], errors="coerce")
     parts = []
