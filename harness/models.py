@@ -6,6 +6,19 @@ from __future__ import annotations
 from harness import flops, zoo
 from harness.errors import StudyError, did_you_mean
 
+# One input for counting across `models`, `profile` and `plan` (issue 26): Fashion-MNIST's 1 channel and
+# 10 classes, the quickstart's and most shipped studies' data, so a count equals the `params` column a
+# default study writes and `plan` matches the models such a study trains. ImageNet counts (timm's and
+# the papers': vit@b16 86.6M) are one flag pair away: --in-chans 3 --num-classes 1000.
+COUNT_CHANNELS, COUNT_CLASSES = 1, 10
+
+
+def dims_help(what: str) -> str:
+    """The help text of --in-chans / --num-classes (the same in every counting verb)."""
+    value = COUNT_CHANNELS if what == "channels" else COUNT_CLASSES
+    return f"input {what} to count with (default {value}: Fashion-MNIST's, as a default study counts; ImageNet / timm: --in-chans 3 --num-classes 1000)"
+
+
 EXAMPLE = {"image_size": 28, "in_chans": 3, "num_classes": 10, "frames": 16}  # the fix each flag's error suggests
 
 
@@ -31,8 +44,8 @@ def model_rows(
     family: str | None = None,
     *,
     image_size: int | None = None,
-    in_chans: int = 3,
-    num_classes: int = 1000,
+    in_chans: int = COUNT_CHANNELS,
+    num_classes: int = COUNT_CLASSES,
     frames: int | None = None,
 ) -> list[dict]:
     """{name, family, size, image_size, params, fwd_gmacs} (+ frames for video models) per model of

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness import flops, zoo
+from harness import flops, models, zoo
 from harness.errors import StudyError, did_you_mean
 
 ASPECT_COST = 0.01  # relative error traded for proportions: 1% per e-fold of depth / width off the reference
@@ -241,8 +241,8 @@ def plan(
     match: str,
     targets: list[float],
     image_size: int,
-    in_chans: int = 1,
-    num_classes: int = 10,
+    in_chans: int = models.COUNT_CHANNELS,
+    num_classes: int = models.COUNT_CLASSES,
     patch: int | None = None,
 ) -> list[Planned]:
     """One shape per target; `targets` are parameter counts or GMACs (per image)."""

@@ -151,7 +151,7 @@ def run_study(
     rd.preflight()  # a full disk, read-only root, a file in the way, a name too long: one line, exit 2
     term = _SigtermSeen()
     try:
-        with _sigterm_interrupts(term):
+        with _sigterm_interrupts(term), _live(tracker, study):
             return _run(
                 be,
                 path,
@@ -205,6 +205,16 @@ def _tracker(study: Study, rd: store.ResultsDir, console: Console) -> object:
     from harness.analysis.export import Tracker
 
     return Tracker(study.tracking, lambda msg: console.print(f"[yellow]{escape(msg)}[/]"), rd)
+
+
+def _live(tracker: object, study: Study) -> contextlib.AbstractContextManager:
+    """Curve points of trials as they train (harness.live) to the tracker: in this process directly,
+    in worker processes through the inherited tracking section."""
+    if tracker is None:
+        return contextlib.nullcontext()
+    from harness import live
+
+    return live.listening(tracker.live, study.tracking)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

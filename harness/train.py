@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from harness import data, distributed
+from harness import data, distributed, live
 from harness.checkpoint import Checkpoint
 from harness.data import Batcher, BatchFetcher, Dataset, EpochSampler, Split, eval_batches, subset
 from harness.features import autocast
@@ -215,14 +215,14 @@ def train(
     branches: Sequence[BranchPoint] = (),
     start_from: Path | None = None,
     stop_at: int = 0,
+    on_point: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """`sync_every_step`: read the loss back after every step, as the trainer did before issue 10
-    (benchmarks/train_speed.py compares the two); never changes a result. `frames`/`frame_stride`:
-    the clips of a video dataset (data.Batcher; 0 = images, or all of a clip's frames). `objective`:
-    what the steps minimise; None is supervised cross-entropy, and a cfg with another objective
-    must pass its own (`harness.ssl.objective(cfg, ...)` builds either). `branches`: a wsd trunk's
-    shorter budgets; `start_from`: a branch's trunk checkpoint; `stop_at`: a halving rung (saved to
-    `checkpoint_path`, which without `checkpoint_every` is written at branch points and rungs only)."""
+    """`sync_every_step`: read the loss back after every step (as before issue 10; never changes a
+    result). `frames`/`frame_stride`: a video dataset's clips (data.Batcher; 0 = images). `objective`:
+    what the steps minimise; None is supervised cross-entropy (`harness.ssl.objective` builds either).
+    `branches`: a wsd trunk's shorter budgets; `start_from`: a branch's trunk checkpoint; `stop_at`: a
+    halving rung (saved to `checkpoint_path`, which without `checkpoint_every` is written at branch
+    points and rungs only); `on_point`: told each curve point as it is evaluated (harness.live)."""
     if objective is None:
         if cfg.get("objective", "supervised") != "supervised":
             raise ValueError(f"objective {cfg['objective']!r}: pass objective= (harness.ssl.objective builds it)")
@@ -242,6 +242,8 @@ def train(
         branches=branches,
     )
     trainer.resume(start_from)
+    if on_point is not None:
+        trainer.progress.curve = live.Curve(trainer.progress.curve, on_point)
     return trainer.run(sync_every_step=sync_every_step, stop_at=stop_at)
 
 
@@ -277,9 +279,7 @@ class Progress:
     train_time: float = 0.0  # seconds of training steps (the clock is stopped for evaluations)
     since: int = 0  # steps since the last curve point (their losses are its train_loss)
     resumes: int = 0
-    best: _Best = field(
-        default_factory=lambda: _Best()
-    )  # with a validation split: the best val accuracy so far, its step and weights
+    best: _Best = field(default_factory=lambda: _Best())  # with a val split: best val accuracy, its step, weights
 
     def state(self, step: int, total: int) -> dict:
         """The checkpoint's progress entries after `step` steps (the keys of every checkpoint so far)."""

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness import data, distributed, flops, flops_train, hardware, ssl, zoo
+from harness import data, distributed, flops, flops_train, hardware, live, ssl, zoo
 from harness.profile import profile_model
 from harness.spec import Trial, total_steps, views_per_sample
 from harness.store import SCHEMA_VERSION, TrialOutput
@@ -93,19 +94,64 @@ def run_trial(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_e
     # run, and "did this run start after event X" can be answered from the row
     row["started_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
     curve: list[dict] = []
+    tracker = _live_tracker()
     try:
-        row.update(_measure_and_train(trial, curve, checkpoint_path, checkpoint_every))
+        on_point = _on_point(row, tracker)
+        row.update(_measure_and_train(trial, curve, checkpoint_path, checkpoint_every, on_point))
         row["status"] = "ok"
     except Exception as e:  # NonFiniteLoss, torch.OutOfMemoryError, bugs: all become failed rows
         row["error"] = describe_error(e, trial)
         row["traceback"] = traceback.format_exc(limit=-8)
         if pick_device(trial).type == "cuda":
             torch.cuda.empty_cache()
+    finally:
+        if tracker is not None:
+            tracker.finish(trial.trial_id)
     row["duration_s"] = time.time() - started
     return TrialOutput(row=row, curve=curve)
 
 
-def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> dict:
+def _live_tracker() -> object:
+    """In a worker process of a study with `tracking:` (harness.live.ENV): its own tracker for live
+    points (None in the driver's process, which listens itself, on ranks > 0, or without tracking)."""
+    tracking = live.inherited()
+    if live.listeners() or not tracking or not distributed.current().is_main:
+        return None
+    from harness.analysis.export import Tracker
+
+    try:
+        return Tracker(tracking, lambda msg: print(f"harness: {msg}", file=sys.stderr, flush=True))
+    except Exception as e:  # noqa: BLE001 - a tracker that cannot start never fails the trial
+        print(f"harness: live tracking off in this worker ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+        return None
+
+
+def _on_point(row: dict, tracker: object) -> Callable[[dict], None] | None:
+    """Each curve point as it is evaluated, with the row so far (status "running"), to this process's
+    listeners (harness.live): the driver's tracker, or this worker's own; None when nobody listens."""
+    targets = live.listeners() if distributed.current().is_main else []
+    if tracker is not None:
+        targets = [tracker.live]  # type: ignore[attr-defined]
+    if not targets:
+        return None
+    points: list[dict] = []
+
+    def on_point(point: dict) -> None:
+        points.append(dict(point))
+        snapshot = dict(row, status="running")
+        for listener in targets:
+            listener(snapshot, list(points))
+
+    return on_point
+
+
+def _measure_and_train(
+    trial: Trial,
+    curve: list[dict],
+    checkpoint_path: Path | None = None,
+    checkpoint_every: int = 0,
+    on_point: Callable[[dict], None] | None = None,
+) -> dict:
     device = pick_device(trial)
     ds = data.load(trial.data_config())
     dims = {
@@ -137,6 +183,7 @@ def _measure_and_train(trial: Trial, curve: list[dict], checkpoint_path: Path | 
         device=device,
         checkpoint_every=checkpoint_every,
         objective=ssl.objective(trial.train, ds.info.in_chans, trial.image_size),
+        on_point=on_point,
         **{"checkpoint_path": checkpoint_path, **_branch_args(trial, checkpoint_path)},
     )
     curve.extend(res.curve)

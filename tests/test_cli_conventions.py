@@ -174,3 +174,16 @@ def test_a_run_that_is_all_warm_up_says_so(tmp_path: Path) -> None:
         console = Console(width=300, record=True, file=open(tmp_path / "out", "w"))  # noqa: SIM115
         assert run_study(study, backend="local", results=tmp_path, dry_run=True, console=console, overrides=overrides) == 0
         assert ("1 of 1 trials are all warm-up (train.warmup_steps 10 >= their 4 steps" in console.export_text()) is said
+
+
+def test_one_channels_and_classes_default_for_counting(capsys: pytest.CaptureFixture) -> None:
+    """models, profile and plan count with the same input (issue 26): Fashion-MNIST's 1 channel, 10 classes."""
+    from harness import flops, zoo
+    from harness.cli import build_parser
+
+    for argv in (["models"], ["profile", "vit@xs"], ["plan", "--family", "vit"]):
+        args = build_parser(argv).parse_args(argv)
+        assert (args.in_chans, args.num_classes) == (1, 10), argv
+    assert main(["models", "--family", "vit", "--json"]) == 0
+    xs = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "vit@xs")
+    assert xs["params"] == flops.param_count(zoo.resolve("vit@xs"), image_size=xs["image_size"], in_chans=1, num_classes=10)

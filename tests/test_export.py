@@ -342,3 +342,123 @@ def test_tracker_reads_the_stored_curve_when_workers_stored_the_row(tmp_path: Pa
     acc = EventAccumulator(str(d))
     acc.Reload()
     assert not warnings and len(acc.Scalars("curve/test_acc")) == len(rd.read_curves())
+
+
+# ----------------------------------------------------------------------------- live tracking
+
+
+@pytest.mark.slow  # ~25 s: MLflow's database set-up and a trial
+def test_curve_points_reach_tensorboard_and_mlflow_while_the_trial_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tracking:` streams each curve point as it is evaluated (harness.live): before the trial
+    ends the TensorBoard run directory holds the points so far (no marker yet) and MLflow has a
+    `live` run; the stored row's run replaces both, nothing logged twice, and export adds nothing."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.analysis import export_mlflow, export_tensorboard
+
+    tb, uri = tmp_path / "tb", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen: list[tuple] = []
+    tb_live, mlflow_live = export_tensorboard.TensorboardSink.live, export_mlflow.MlflowSink.live
+
+    def tb_spy(self: export_tensorboard.TensorboardSink, rec: object) -> None:
+        tb_live(self, rec)
+        d = self.run_dir(rec)
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        seen.append(("tb", len(acc.Scalars("curve/train_loss")), (d / export_tensorboard.MARKER).exists()))
+
+    def mlflow_spy(self: export_mlflow.MlflowSink, rec: object) -> None:
+        mlflow_live(self, rec)
+        (run,) = self.client.search_runs([self.experiment(rec.study)])
+        history = self.client.get_metric_history(run.info.run_id, "train_loss")
+        seen.append(("mlflow", len(history), run.data.tags["harness.stamp"], run.data.tags["status"]))
+
+    monkeypatch.setattr(export_tensorboard.TensorboardSink, "live", tb_spy)
+    monkeypatch.setattr(export_mlflow.MlflowSink, "live", mlflow_spy)
+    study = write_study_file(
+        tmp_path,
+        name="live",
+        models="[resnet@xs]",
+        data_sizes="[32]",
+        extra=f"tracking: {{mlflow: '{uri}', tensorboard: '{tb}'}}\n",
+    )
+    res = tmp_path / "results"
+    assert main(["run", str(study), "--backend", "local", "--results", str(res), "--no-report"]) == 0
+    # eval_every 2 of 4 steps: points at steps 2 and 4, each seen while the trial still trained
+    assert [s for s in seen if s[0] == "tb"] == [("tb", 1, False), ("tb", 2, False)]
+    assert [s for s in seen if s[0] == "mlflow"] == [("mlflow", 1, "live", "running"), ("mlflow", 2, "live", "running")]
+    rd = ResultsDir(res / "live")
+    row = rd.read().iloc[0]
+    (run,) = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name("live").experiment_id]
+    )
+    assert run.info.status == "FINISHED" and run.data.tags["harness.stamp"] != "live"
+    steps = [m.step for m in MlflowClient(tracking_uri=uri).get_metric_history(run.info.run_id, "train_loss")]
+    assert steps == [2, 4]  # the final step once: the row's value, not the live point's as well
+    (d,) = [p for p in (tb / "live").iterdir() if not p.name.startswith(".")]
+    acc = EventAccumulator(str(d))
+    acc.Reload()
+    assert (d / export_tensorboard.MARKER).exists() and [e.step for e in acc.Scalars("curve/train_loss")] == [2, 4]
+    assert row["status"] == "ok"
+    lines = export_path_lines(rd.path, uri, tb)
+    assert all("1 trials (0 created, 0 updated, 1 unchanged)" in line for line in lines)
+
+
+def export_path_lines(results: Path, uri: str, tb: Path) -> list[str]:
+    from harness.analysis.export import export_path
+
+    return export_path(results, mlflow=uri, tensorboard=tb)
+
+
+def test_a_live_tracker_that_fails_warns_once_and_the_trial_goes_on(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from harness.analysis.export import Tracker
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the log directory should be")
+    warnings: list[str] = []
+    tracker = Tracker({"tensorboard": str(blocker / "tb")}, warnings.append, ResultsDir(tmp_path / "res"))
+    row = {"study": "s", "trial_id": "abc", "status": "running", "model": "vit@xs"}
+    tracker.live(row, [{"step": 1, "train_loss": 2.0}])
+    tracker.live(row, [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}])
+    tracker.log(dict(row, status="ok"), [{"step": 2, "train_loss": 1.5}])
+    assert len(warnings) == 1 and "tracking off for this run" in warnings[0] and tracker.sinks == []
+
+
+def test_a_live_curve_pickles_as_a_plain_list() -> None:
+    """A checkpoint carries the curve, never the callback (harness.live.Curve)."""
+    import pickle
+
+    from harness import live
+
+    got: list[dict] = []
+    curve = live.Curve([{"step": 1}], got.append)
+    curve.append({"step": 2})
+    back = pickle.loads(pickle.dumps(curve))
+    assert got == [{"step": 2}] and type(back) is list and back == [{"step": 1}, {"step": 2}]
+
+
+def test_a_worker_process_logs_its_own_live_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial in a worker process (SLURM job, Ray worker, data-parallel rank) has no listener of the
+    driver's: it inherits the tracking section (harness.live.ENV) and writes its points itself."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness import live
+    from harness.runner import prepare
+    from harness.trial import run_trial
+
+    tb = tmp_path / "tb"
+    _, (trial,) = prepare(write_study_file(tmp_path, name="w", models="[resnet@xs]", data_sizes="[32]"))
+    monkeypatch.setenv(live.ENV, json.dumps({"tensorboard": str(tb)}))
+    out = run_trial(trial)
+    (d,) = (tb / "w").iterdir()
+    acc = EventAccumulator(str(d))
+    acc.Reload()
+    assert out.row["status"] == "ok" and [e.step for e in acc.Scalars("curve/train_loss")] == [2, 4]
+    assert not (d / "harness.json").exists()  # the driver's log of the stored row writes the run whole

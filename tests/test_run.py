@@ -91,7 +91,8 @@ def test_dry_run_prints_trials_and_runs_nothing(tmp_path: Path, tiny_study: Path
 
 
 def test_models_json(capsys: pytest.CaptureFixture) -> None:
-    assert main(["models", "--json", "--family", "vit"]) == 0
+    # ImageNet's input (the counting default is Fashion-MNIST's, issue 26): the paper's ViT-B/16, 86.6M
+    assert main(["models", "--json", "--family", "vit", "--in-chans", "3", "--num-classes", "1000"]) == 0
     rows = json.loads(capsys.readouterr().out)
     b16 = next(r for r in rows if r["name"] == "vit@b16")
     assert b16 == {

@@ -9,7 +9,9 @@ the learning curve as step metrics, tags = provenance), and the sinks in `export
 stored row is left alone; a trial re-run since (a failed one retried) replaces its run.
 
 `Tracker` is the study's `tracking:` section at run time: the runner hands it each trial as it
-is stored; a tracking failure warns once and turns that sink off, never failing or losing the trial.
+is stored, and each curve point as the trial trains (`Tracker.live`, fed through harness.live); the
+stored trial replaces its live run. A tracking failure warns once and turns that sink off, never
+failing or losing the trial.
 """
 
 from __future__ import annotations
@@ -220,16 +222,37 @@ class Tracker:
         rec = record(row, curve)
         for sink in list(self.sinks):
             try:
+                sink.finish(rec.trial_id)  # its live run (if any) is replaced by the stored row's
                 sink.log(rec)
             except Exception as e:  # noqa: BLE001 - a tracker problem must not fail or lose the trial
-                self.sinks.remove(sink)
-                flag = "--mlflow" if sink.label.startswith("mlflow") else "--tensorboard"
-                why = (str(e).strip().splitlines() or [""])[0]
-                why = why if len(why) <= 160 else why[:160] + "..."
-                self.warn(
-                    f"{sink.label}: tracking off for this run ({type(e).__name__}: {why}); "
-                    f"trials are still stored, `harness export {self.results} {flag} ...` logs them later"
-                )
+                self._off(sink, e)
+
+    def live(self, row: dict, curve: list[dict]) -> None:
+        """A trial still training (harness.live): its curve so far; each sink logs the new points."""
+        rec = record(row, curve)
+        for sink in list(self.sinks):
+            try:
+                sink.live(rec)
+            except Exception as e:  # noqa: BLE001 - a tracker problem must not fail the trial
+                self._off(sink, e)
+
+    def finish(self, trial_id: str) -> None:
+        """A worker's trial ended: close its live runs (the driver logs the stored row)."""
+        for sink in list(self.sinks):
+            try:
+                sink.finish(trial_id)
+            except Exception as e:  # noqa: BLE001
+                self._off(sink, e)
+
+    def _off(self, sink: Sink, e: Exception) -> None:
+        self.sinks.remove(sink)
+        flag = "--mlflow" if sink.label.startswith("mlflow") else "--tensorboard"
+        why = (str(e).strip().splitlines() or [""])[0]
+        why = why if len(why) <= 160 else why[:160] + "..."
+        self.warn(
+            f"{sink.label}: tracking off for this run ({type(e).__name__}: {why}); "
+            f"trials are still stored, `harness export {self.results} {flag} ...` logs them later"
+        )
 
     def close(self) -> None:
         for sink in self.sinks:

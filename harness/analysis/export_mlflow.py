@@ -5,7 +5,8 @@ step with its end time, and the learning curve as step metrics (test_acc, train_
 at `step`, timed start + elapsed_s), so a metric's latest value is the row's final one; tags:
 provenance (device, dtype, versions, git_sha, host, study_hash, status, trial_id, error ...).
 A run already there with the same stored row (tag `harness.stamp`) is left alone; a trial re-run
-since replaces it (the old run is deleted, not duplicated).
+since replaces it (the old run is deleted, not duplicated). A trial that trains with `tracking:`
+set logs its curve points live into a run stamped `live`, which its stored row's run replaces.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from harness.errors import StudyError
 from harness.extras import require
 
 STAMP_TAG = "harness.stamp"
+LIVE_STAMP = "live"  # a trial still training (harness.live): replaced by the stored row's run
 _BATCH_TAGS = 100  # MLflow's per-request limits: 100 params or tags, 1000 entries in all
 _BATCH_METRICS = 1000
 _PARAM_CHARS = 6000  # MLflow's param value limit
@@ -47,6 +49,7 @@ class MlflowSink(Sink):
             ) from None
         self._experiments: dict[str, str] = {}
         self._index: dict[str, dict[str, list]] = {}  # experiment id -> trial_id -> active runs
+        self._live: dict[str, tuple[str, int]] = {}  # trial_id -> (its live run, curve points logged)
 
     def experiment(self, study: str) -> str:
         if study not in self._experiments:
@@ -99,6 +102,37 @@ class MlflowSink(Sink):
         self._create(exp, rec)
         self._index.get(exp, {}).pop(rec.trial_id, None)
         return "updated" if found else "created"
+
+    def live(self, rec: Record) -> None:
+        """A run tagged `harness.stamp=live` (status running) gets each new curve point; the stored
+        row's run replaces it (`log` deletes runs of other stamps), so nothing is logged twice."""
+        from mlflow.entities import Metric, Param
+
+        rid, sent = self._live.get(rec.trial_id, ("", 0))
+        if not rid:
+            exp = self.experiment(rec.study or "harness")
+            for r in self.runs_of(exp, rec.trial_id):  # an older result of this trial, which runs again
+                self.client.delete_run(r.info.run_id)
+            self._index.get(exp, {}).pop(rec.trial_id, None)
+            tags = {**rec.tags, "trial_id": rec.trial_id, "study": rec.study, "status": "running", STAMP_TAG: LIVE_STAMP}
+            tags = {_key(k): str(v)[:_TAG_CHARS] for k, v in tags.items()}
+            rid = self.client.create_run(exp, start_time=rec.started_ms, run_name=rec.name, tags=tags).info.run_id
+            params = [Param(_key(k), str(v)[:_PARAM_CHARS]) for k, v in rec.params.items()]
+            for i in range(0, len(params), _BATCH_TAGS):
+                self.client.log_batch(rid, params=params[i : i + _BATCH_TAGS])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(_key(k), v, rec.point_ms(p) or now, int(p["step"]))
+            for p in rec.curve[sent:]
+            for k, v in p.items()
+            if k != "step"
+        ]
+        for i in range(0, len(metrics), _BATCH_METRICS):
+            self.client.log_batch(rid, metrics=metrics[i : i + _BATCH_METRICS])
+        self._live[rec.trial_id] = (rid, len(rec.curve))
+
+    def finish(self, trial_id: str) -> None:
+        self._live.pop(trial_id, None)
 
     def _create(self, exp: str, rec: Record) -> None:
         from mlflow.entities import Metric, Param

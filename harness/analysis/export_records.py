@@ -189,6 +189,12 @@ class Sink:
     def log(self, rec: Record) -> str:
         raise NotImplementedError
 
+    def live(self, rec: Record) -> None:
+        """A trial still training: log the points of `rec.curve` not logged yet (its final `log` replaces them)."""
+
+    def finish(self, trial_id: str) -> None:
+        """The trial's live logging is over (close what `live` opened)."""
+
     def prepare(self, study: str) -> None:
         """Before many records of one study (a sink may fetch what is there at once)."""
 

@@ -8,7 +8,8 @@ only the first run's keys when families differ in their shape keys).
 
 A run directory is written whole in a temporary directory and renamed into place; `harness.json`
 in it records the stored row it came from, so exporting again skips unchanged trials and replaces
-re-run ones.
+re-run ones. A trial that trains with `tracking:` set writes its curve points live into its run
+directory (without that file), and its stored row's run replaces them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TensorboardSink(Sink):
         require("tensorboard", "tensorboard", key=key)
         self.root = Path(root)
         self.label = f"tensorboard {self.root}"
+        self._live: dict[str, tuple[object, int]] = {}  # trial_id -> (its live SummaryWriter, points written)
 
     def run_dir(self, rec: Record) -> Path:
         return self.root / _safe(rec.study or "harness") / run_dir_name(rec)
@@ -65,6 +67,34 @@ class TensorboardSink(Sink):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return "updated" if existed else "created"
+
+    def live(self, rec: Record) -> None:
+        """`curve/<column>` scalars written into the trial's run directory as it trains (no marker:
+        the stored row's `log` writes the run whole and swaps it in)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        w, sent = self._live.get(rec.trial_id, (None, 0))
+        if w is None:
+            dest = self.run_dir(rec)
+            if dest.exists():  # an older result of this trial, which runs again
+                shutil.rmtree(dest)
+            w = SummaryWriter(log_dir=str(dest))
+        for p in rec.curve[sent:]:
+            wall = rec.point_ms(p)
+            for k, v in p.items():
+                if k != "step":
+                    w.add_scalar(f"curve/{k}", v, int(p["step"]), walltime=wall / 1000 if wall else None)
+        w.flush()
+        self._live[rec.trial_id] = (w, len(rec.curve))
+
+    def finish(self, trial_id: str) -> None:
+        w, _ = self._live.pop(trial_id, (None, 0))
+        if w is not None:
+            w.close()
+
+    def close(self) -> None:
+        for trial_id in list(self._live):
+            self.finish(trial_id)
 
 
 def _swap(new: Path, dest: Path) -> None:

@@ -12,6 +12,9 @@ ORDER = 1  # after run and status
 
 
 def _options(m: argparse.ArgumentParser) -> None:
+    """Added only when `models` is named (harness/models.py imports torch)."""
+    from harness import models
+
     m.add_argument(
         "--json",
         action="store_true",
@@ -19,8 +22,8 @@ def _options(m: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--family", default=None, metavar="F[,G]", help="only these families (comma list, as in plan)")
     m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")
-    m.add_argument("--in-chans", type=int, default=3)
-    m.add_argument("--num-classes", type=int, default=1000)
+    m.add_argument("--in-chans", type=int, default=models.COUNT_CHANNELS, help=models.dims_help("channels"))
+    m.add_argument("--num-classes", type=int, default=models.COUNT_CLASSES, help=models.dims_help("classes"))
     m.add_argument(
         "--frames",
         type=int,

@@ -15,7 +15,7 @@ ORDER = 4  # after profile
 def _options(p: argparse.ArgumentParser) -> None:
     """harness/plan.py imports torch (its docstring is the description, zoo gives the default size):
     added only when `plan` is named."""
-    from harness import plan, zoo
+    from harness import models, plan, zoo
 
     p.description = plan.__doc__.split("\n\n")[0]
     p.add_argument("--family", required=True, help="a family, a comma-separated list, or 'all'")
@@ -26,8 +26,8 @@ def _options(p: argparse.ArgumentParser) -> None:
         help="comma-separated; params: 0.1M,500k,2e6; gmacs: GMACs per image (0.01,0.05) or MACs with a suffix (20M)",
     )
     p.add_argument("--image-size", type=int, default=zoo.SMALL_IMAGE, help="default 28 (Fashion-MNIST)")
-    p.add_argument("--in-chans", type=int, default=1, help="default 1 (Fashion-MNIST)")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-chans", type=int, default=models.COUNT_CHANNELS, help=models.dims_help("channels"))
+    p.add_argument("--num-classes", type=int, default=models.COUNT_CLASSES, help=models.dims_help("classes"))
     p.add_argument("--patch", type=int, default=None, help="patch size for families that have one (default: the reference row's)")
     p.add_argument(
         "--json", action="store_true", help="a JSON list of {family, target, shape, name, params, fwd_gmacs, error_pct}"

@@ -29,6 +29,7 @@ MAX_BATCH_LIMIT = {"cuda": 4096, "cpu": 512}  # --max-batch without a value: whe
 
 def _options(p: argparse.ArgumentParser) -> None:
     """The profiler's defaults come from harness/profile.py, which imports torch: added only when `profile` is named."""
+    from harness import models
     from harness.profile import BLOCKS, CV_THRESHOLD, MAX_ROUNDS, MODES, PRECISIONS
 
     p.add_argument("model", help="family@size, e.g. vit@xs, resnet@50, convnext@tiny (see `harness models`)")
@@ -49,8 +50,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frames", type=int, default=None, help="video models: frames per clip (default 16); img/s then counts clips/s"
     )
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--in-chans", type=int, default=models.COUNT_CHANNELS, help=models.dims_help("channels"))
+    p.add_argument("--num-classes", type=int, default=models.COUNT_CLASSES, help=models.dims_help("classes"))
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default 3)")
     p.add_argument("--iters", type=int, default=10, help="timed steps per round (default 10)")

@@ -46,7 +46,7 @@ TOP_DESCRIPTIONS = {
     "slurm": "the SLURM backend's settings (harness run --help, SLURM group)",
     "smoke": "grid axes replaced under --smoke",
     "eval": "linear probe, few-shot and transfer evaluation",
-    "tracking": "also log finished trials to MLflow / TensorBoard",
+    "tracking": "also log trials to MLflow / TensorBoard: curve points as they train, each stored row",
     "search": "successive halving over the swept train keys: {halving: {metric, eta, min_steps}}",
 }
 
