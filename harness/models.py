@@ -6,17 +6,30 @@ from __future__ import annotations
 from harness import flops, zoo
 from harness.errors import StudyError, did_you_mean
 
-# One input for counting across `models`, `profile` and `plan` (issue 26): Fashion-MNIST's 1 channel and
-# 10 classes, the quickstart's and most shipped studies' data, so a count equals the `params` column a
-# default study writes and `plan` matches the models such a study trains. ImageNet counts (timm's and
-# the papers': vit@b16 86.6M) are one flag pair away: --in-chans 3 --num-classes 1000.
-COUNT_CHANNELS, COUNT_CLASSES = 1, 10
+# One rule for the input a count assumes, in `models`, `profile` and `plan` (issue 26), the same rule as
+# the default image size: a model counts with the input its size was made for. A published ImageNet
+# config (vit@b16, resnet@50, ...: 224 px) counts 3 channels and 1000 classes, so `harness models` shows
+# timm's and the papers' numbers to the unit (vit@b16 86,567,656); a small size (28 px) counts
+# Fashion-MNIST's 1 channel and 10 classes, the quickstart's and most shipped studies' data, so its count
+# equals the `params` column such a study writes (at 0.1M parameters a 1000-class head would be most of
+# the model, and `plan` would size its ladders wrong). --in-chans / --num-classes override both.
+IMAGENET_DIMS = (3, 1000)
+SMALL_DIMS = COUNT_CHANNELS, COUNT_CLASSES = (1, 10)
+
+
+def count_dims(ms: zoo.ModelSpec, in_chans: int | None = None, num_classes: int | None = None) -> tuple[int, int]:
+    """(channels, classes) to count `ms` with: the given ones, else those its size was made for."""
+    chans, classes = IMAGENET_DIMS if ms.canonical else SMALL_DIMS
+    return (in_chans or chans, num_classes or classes)
 
 
 def dims_help(what: str) -> str:
     """The help text of --in-chans / --num-classes (the same in every counting verb)."""
-    value = COUNT_CHANNELS if what == "channels" else COUNT_CLASSES
-    return f"input {what} to count with (default {value}: Fashion-MNIST's, as a default study counts; ImageNet / timm: --in-chans 3 --num-classes 1000)"
+    i = 0 if what == "channels" else 1
+    return (
+        f"input {what} to count with (default: {IMAGENET_DIMS[i]} for published ImageNet configs, as timm and the papers "
+        f"count; {SMALL_DIMS[i]} (Fashion-MNIST) for small sizes, as a default study counts)"
+    )
 
 
 EXAMPLE = {"image_size": 28, "in_chans": 3, "num_classes": 10, "frames": 16}  # the fix each flag's error suggests
@@ -44,8 +57,8 @@ def model_rows(
     family: str | None = None,
     *,
     image_size: int | None = None,
-    in_chans: int = COUNT_CHANNELS,
-    num_classes: int = COUNT_CLASSES,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
     frames: int | None = None,
 ) -> list[dict]:
     """{name, family, size, image_size, params, fwd_gmacs} (+ frames for video models) per model of
@@ -56,9 +69,10 @@ def model_rows(
     for ms in (m for m in zoo.list_models(family) if zoo.is_video(m) or not frames):
         size = image_size or zoo.default_image_size(ms)
         clip = (frames or zoo.DEFAULT_FRAMES) if zoo.is_video(ms) else 0
-        dims = {"image_size": size, "in_chans": in_chans, "num_classes": num_classes, "frames": clip}
+        chans, classes = count_dims(ms, in_chans, num_classes)
+        dims = {"image_size": size, "in_chans": chans, "num_classes": classes, "frames": clip}
         try:
-            zoo.check(ms, size, in_chans, clip)
+            zoo.check(ms, size, chans, clip)
         except StudyError as e:
             misfits.append(e)
             continue  # this model cannot take that resolution (or clip length): not listed
@@ -68,6 +82,8 @@ def model_rows(
                 "family": ms.family,
                 "size": ms.size,
                 "image_size": size,
+                "in_chans": chans,
+                "num_classes": classes,
                 **({"frames": clip} if clip else {}),  # video models only: image rows keep their keys
                 "params": flops.param_count(ms, **dims),
                 "fwd_gmacs": round(flops.forward_gmacs(ms, **dims), 6),

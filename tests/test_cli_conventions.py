@@ -176,14 +176,26 @@ def test_a_run_that_is_all_warm_up_says_so(tmp_path: Path) -> None:
         assert ("1 of 1 trials are all warm-up (train.warmup_steps 10 >= their 4 steps" in console.export_text()) is said
 
 
-def test_one_channels_and_classes_default_for_counting(capsys: pytest.CaptureFixture) -> None:
-    """models, profile and plan count with the same input (issue 26): Fashion-MNIST's 1 channel, 10 classes."""
-    from harness import flops, zoo
+def test_one_channels_and_classes_rule_for_counting(capsys: pytest.CaptureFixture) -> None:
+    """models, profile and plan count with the same rule (issue 26): the input a size was made for —
+    a published ImageNet config 3 channels / 1000 classes (timm's and the papers' counts), a small size
+    Fashion-MNIST's 1 / 10 (what a default study writes); the flags override both."""
+    from harness import flops, models, zoo
     from harness.cli import build_parser
 
-    for argv in (["models"], ["profile", "vit@xs"], ["plan", "--family", "vit"]):
+    for argv in (["models"], ["profile", "vit@xs"]):
         args = build_parser(argv).parse_args(argv)
-        assert (args.in_chans, args.num_classes) == (1, 10), argv
+        assert (args.in_chans, args.num_classes) == (None, None), argv  # the rule decides per model
+    args = build_parser(["plan", "--family", "vit"]).parse_args(["plan", "--family", "vit"])
+    assert (args.in_chans, args.num_classes) == models.SMALL_DIMS == (1, 10)  # plan makes small shapes
+    assert models.count_dims(zoo.resolve("vit@xs")) == (1, 10)
+    assert models.count_dims(zoo.resolve("vit@b16")) == (3, 1000)
+    assert models.count_dims(zoo.resolve("vit@b16"), 1, None) == (1, 1000)
     assert main(["models", "--family", "vit", "--json"]) == 0
-    xs = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "vit@xs")
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    xs, b16 = rows["vit@xs"], rows["vit@b16"]
     assert xs["params"] == flops.param_count(zoo.resolve("vit@xs"), image_size=xs["image_size"], in_chans=1, num_classes=10)
+    assert (b16["in_chans"], b16["num_classes"], b16["params"]) == (3, 1000, 86_567_656)  # timm's ViT-B/16 to the unit
+    assert main(["models", "--family", "vit", "--json", "--in-chans", "3", "--num-classes", "1000"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["vit@xs"]["in_chans"], rows["vit@xs"]["num_classes"]) == (3, 1000)

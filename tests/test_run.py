@@ -91,8 +91,8 @@ def test_dry_run_prints_trials_and_runs_nothing(tmp_path: Path, tiny_study: Path
 
 
 def test_models_json(capsys: pytest.CaptureFixture) -> None:
-    # ImageNet's input (the counting default is Fashion-MNIST's, issue 26): the paper's ViT-B/16, 86.6M
-    assert main(["models", "--json", "--family", "vit", "--in-chans", "3", "--num-classes", "1000"]) == 0
+    # a published ImageNet config counts with ImageNet's input by default (issue 26's rule): the paper's ViT-B/16
+    assert main(["models", "--json", "--family", "vit"]) == 0
     rows = json.loads(capsys.readouterr().out)
     b16 = next(r for r in rows if r["name"] == "vit@b16")
     assert b16 == {
@@ -100,6 +100,8 @@ def test_models_json(capsys: pytest.CaptureFixture) -> None:
         "family": "vit",
         "size": "b16",
         "image_size": 224,
+        "in_chans": 3,
+        "num_classes": 1000,
         "params": 86567656,
         "fwd_gmacs": pytest.approx(17.58, rel=0.01),
     }

@@ -18,12 +18,12 @@ def _options(m: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--json",
         action="store_true",
-        help="a JSON list of {name, family, size, image_size, params, fwd_gmacs} (+ frames for video models)",
+        help="a JSON list of {name, family, size, image_size, in_chans, num_classes, params, fwd_gmacs} (+ frames for video models)",
     )
     m.add_argument("--family", default=None, metavar="F[,G]", help="only these families (comma list, as in plan)")
     m.add_argument("--image-size", type=int, default=None, help="default: 224 for ImageNet configs, 28 for small sizes")
-    m.add_argument("--in-chans", type=int, default=models.COUNT_CHANNELS, help=models.dims_help("channels"))
-    m.add_argument("--num-classes", type=int, default=models.COUNT_CLASSES, help=models.dims_help("classes"))
+    m.add_argument("--in-chans", type=int, default=None, help=models.dims_help("channels"))
+    m.add_argument("--num-classes", type=int, default=None, help=models.dims_help("classes"))
     m.add_argument(
         "--frames",
         type=int,
@@ -44,11 +44,14 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    t = Table(title=f"models ({args.in_chans} channels, {args.num_classes} classes)")
-    for c in ("name", "family", "size", "px", "frames", "params", "GMACs"):
+    t = Table(title="models (counted with the input each size was made for: --in-chans/--num-classes to change it)")
+    for c in ("name", "family", "size", "px", "in/classes", "frames", "params", "GMACs"):
         t.add_column(c, justify="right" if c in ("px", "frames", "params", "GMACs") else "left")
     for r in rows:  # GMACs per image, per clip for video models
         frames = str(r.get("frames", ""))
-        t.add_row(r["name"], r["family"], r["size"], str(r["image_size"]), frames, f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}")
+        io = f"{r['in_chans']}/{r['num_classes']}"
+        t.add_row(
+            r["name"], r["family"], r["size"], str(r["image_size"]), io, frames, f"{r['params']:,}", f"{r['fwd_gmacs']:.4g}"
+        )
     out_console().print(t)
     return 0

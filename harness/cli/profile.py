@@ -50,8 +50,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--frames", type=int, default=None, help="video models: frames per clip (default 16); img/s then counts clips/s"
     )
-    p.add_argument("--in-chans", type=int, default=models.COUNT_CHANNELS, help=models.dims_help("channels"))
-    p.add_argument("--num-classes", type=int, default=models.COUNT_CLASSES, help=models.dims_help("classes"))
+    p.add_argument("--in-chans", type=int, default=None, help=models.dims_help("channels"))
+    p.add_argument("--num-classes", type=int, default=None, help=models.dims_help("classes"))
     p.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda | cuda:N")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default 3)")
     p.add_argument("--iters", type=int, default=10, help="timed steps per round (default 10)")
@@ -103,7 +103,7 @@ def pick_device(name: str) -> torch.device:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from harness import flops, flops_train, zoo
+    from harness import flops, flops_train, models, zoo
     from harness.profile import Settings, max_batch, profile
 
     ms = zoo.resolve(args.model)
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     frames = (args.frames or zoo.DEFAULT_FRAMES) if zoo.is_video(ms) else 0
     if frames and args.channels_last:  # torch's channels_last is 4-D; video models hold 5-D convs (and 4-D embeddings)
         raise StudyError(f"--channels-last is an image layout; {ms.name} is a video model", key="--channels-last", fix="drop it")
+    args.in_chans, args.num_classes = models.count_dims(ms, args.in_chans, args.num_classes)
     dims = {"image_size": size, "in_chans": args.in_chans, "num_classes": args.num_classes, "frames": frames}
     try:
         zoo.check(ms, size, args.in_chans, frames)
