@@ -142,7 +142,7 @@ def check_halving_budgets(trials: list[Trial], search: dict, where: Where) -> No
         other = seen.setdefault(json.dumps(cfg, sort_keys=True, default=str), t)
         if other is not t:
             raise StudyError(
-                f"search.halving and wsd budget branches do not compose: cells {other.trial_id} and {t.trial_id} "
+                f"successive halving and wsd budget branches do not compose: cells {other.trial_id} and {t.trial_id} "
                 f"({t.label}) differ only in their budget (steps/epochs), and halving would train each budget on its own",
                 where=where.path,
                 key="search.halving",
