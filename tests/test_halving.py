@@ -83,3 +83,18 @@ def test_pruned_rows_stay_out_of_fits(tmp_path: Path) -> None:
     got = fit_results(pd.concat([ok, planted]), "test_acc", ["data_size"], by="family", bootstrap=0)
     assert got.dropped == {"pruned": 3}
     assert [f.law.params for f in got.fits] == [f.law.params for f in ref.fits]
+
+
+def test_halving_with_wsd_budget_branches_is_refused_at_load(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Halving's rungs would train each wsd budget on its own (losing the trunk's saving unseen): one line,
+    exit 2, nothing written. Without a budget axis, or on a cosine schedule, the same search loads."""
+    study = _sweep(tmp_path)
+    text = study.read_text().replace("val_size: 32}", "val_size: 32, schedule: wsd}")
+    study.write_text(text.replace("seed: [0]", "seed: [0]\n  steps: [8, 16]"))
+    assert _run(study, tmp_path / "a") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "search.halving" in err and "do not compose" in err and "drop search.halving" in err
+    assert not (tmp_path / "a").exists()
+    assert spec.load_study(study, ["grid.steps=[16]"]).search["halving"]["eta"] == 2  # one budget: halving only
+    assert spec.load_study(study, ["train.schedule=cosine"]).search  # cosine budgets never branch
+    assert not spec.load_study(study, ["search={}"]).search  # branches only

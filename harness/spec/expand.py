@@ -112,6 +112,7 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> list[Trial]:
     """Every cell resolves (raises on the first bad one), and its subset fits beside its validation split.
     Returns the trials."""
     trials = expand(study)
+    check_halving_budgets(trials, study.search, where)
     for t in trials:
         require_probes(t.train.get("objective", "supervised"), study.eval, where)
         check_batch_divides(t, study, where)
@@ -125,6 +126,28 @@ def check_cells(study: Study, info: data.DataInfo, where: Where) -> list[Trial]:
                 fix=f"use data_size at most {info.train_size - val}, or a smaller train.val_size",
             )
     return trials
+
+
+def check_halving_budgets(trials: list[Trial], search: dict, where: Where) -> None:
+    """search.halving with wsd budgets that would branch (cells differing only in steps/epochs, issue 24)
+    is refused: halving's rungs would train every budget on its own and drop the trunk's saving unseen."""
+    if not search.get("halving"):
+        return
+    seen: dict[str, Trial] = {}
+    for t in trials:
+        if t.train.get("schedule") != "wsd" or t.train.get("early_stop"):
+            continue
+        cfg = t.config()
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in BUDGET_KEYS}
+        other = seen.setdefault(json.dumps(cfg, sort_keys=True, default=str), t)
+        if other is not t:
+            raise StudyError(
+                f"successive halving and wsd budget branches do not compose: cells {other.trial_id} and {t.trial_id} "
+                f"({t.label}) differ only in their budget (steps/epochs), and halving would train each budget on its own",
+                where=where.path,
+                key="search.halving",
+                fix="drop search.halving (the budgets branch from one trunk), or run one study per budget with halving",
+            )
 
 
 def check_batch_divides(t: Trial, study: Study, where: Where) -> None:
