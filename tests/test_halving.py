@@ -3,6 +3,7 @@ survivors continued from their checkpoints, and pruned rows kept out of --tune, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -98,3 +99,18 @@ def test_halving_with_wsd_budget_branches_is_refused_at_load(tmp_path: Path, cap
     assert spec.load_study(study, ["grid.steps=[16]"]).search["halving"]["eta"] == 2  # one budget: halving only
     assert spec.load_study(study, ["train.schedule=cosine"]).search  # cosine budgets never branch
     assert not spec.load_study(study, ["search={}"]).search  # branches only
+
+
+def test_pruned_cells_count_for_the_sweep_range_but_never_win() -> None:
+    """A halving winner at the largest lr is on the edge of the sweep that was tried, pruned cells included
+    (RESULTS section 12: every winner was the largest lr, and --tune said nothing)."""
+    rows = [
+        {"status": s, "val_acc": v, "model": "resnet@xs", "family": "resnet", "data_size": 500, "seed": 0, "lr": lr}
+        for s, v, lr in (("pruned", 0.9, 1e-3), ("pruned", 0.5, 3e-3), ("ok", 0.8, 1e-2))
+    ]
+    df = pd.DataFrame(rows).assign(config_json=lambda d: [json.dumps({"train": {"lr": lr}}) for lr in d["lr"]])
+    env = envelope(df.drop(columns="lr"), ["lr"])
+    assert env.rows["status"].tolist() == ["ok"]  # the pruned cell's higher val_acc does not win
+    assert "lr=0.01 (val_acc 0.8 of 3 tried, 2 pruned)" in env.winners[0], env.winners
+    assert any("largest tried" in w for w in env.warnings), env.warnings
+    assert env.rows["_tune_edge"].tolist() == [True]

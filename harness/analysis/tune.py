@@ -69,7 +69,11 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
     for k in keys:
         if k not in train:
             raise StudyError(f"no trial records the training key {k!r}", key="--tune", fix=did_you_mean(k, list(train.columns)))
-    ok = df[(df["status"] == "ok") & pd.to_numeric(df[metric], errors="coerce").notna()] if "status" in df else df
+    # pruned cells (successive halving) were tried too: they count for the sweep's range (a winner on its edge)
+    # and for "of N tried", but only finished trials can win
+    done = df["status"].isin(["ok", "pruned"]) if "status" in df else pd.Series(True, index=df.index)
+    ok = df[done]
+    can_win = (ok["status"] == "ok" if "status" in ok else True) & pd.to_numeric(ok[metric], errors="coerce").notna()
     t = train.loc[ok.index]
     # varied within a model but not tuned: part of the point (a per-family setting is already told apart by the model)
     by = ok["model"].astype(str) if "model" in ok else pd.Series("", index=ok.index)
@@ -78,15 +82,19 @@ def envelope(df: pd.DataFrame, keys: list[str]) -> Envelope:
     work = ok.assign(
         **{f"train.{k}": t[k].astype(str) for k in others},
         **{f"_tune_{k}": t[k] for k in keys},
-        _metric=pd.to_numeric(ok[metric], errors="coerce"),
+        _metric=pd.to_numeric(ok[metric], errors="coerce").where(can_win),
     )
     chosen, winners, warnings, edges = [], [], [], []
     for pkey, g in work.groupby(point, sort=True, dropna=False):
+        if g["_metric"].isna().all():  # nothing at this point finished (failed or all pruned): no winner
+            continue
         best = g.loc[g["_metric"].idxmax()]
         chosen.append(best.name)
         label = _point_label(dict(zip(point, pkey if isinstance(pkey, tuple) else (pkey,))))
         won = ", ".join(f"{k}={_fmt(best[f'_tune_{k}'])}" for k in keys)
-        winners.append(f"{label}: {won} ({metric} {best['_metric']:.4g} of {len(g)} tried)")
+        pruned = int(g["_metric"].isna().sum())
+        tried = f"{len(g)} tried, {pruned} pruned" if pruned else f"{len(g)} tried"
+        winners.append(f"{label}: {won} ({metric} {best['_metric']:.4g} of {tried})")
         where = _point_label({k: v for k, v in zip(point, pkey if isinstance(pkey, tuple) else (pkey,)) if k != "seed"})
         at_edge = [w for k in keys for w in _edge(k, best[f"_tune_{k}"], g[f"_tune_{k}"], where)]
         edges.append(bool(at_edge))
