@@ -1,0 +1,81 @@
+"""Issue 27, round 2: the remaining hostile cases, each one clear line (exit 2 or a failed row)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import data
+from harness.data import shards as wds_data
+from harness.errors import StudyError
+
+pytest.importorskip("webdataset")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    wds_data._index_cached.cache_clear()
+
+
+def png(i: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> list[tarfile.TarInfo]:
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    with tarfile.open(path) as tar:
+        return tar.getmembers()
+
+
+def samples(n: int = 6, image: bytes | None = None) -> list[tuple[str, bytes]]:
+    """Image first, then label: a cut inside the label leaves the last sample without one."""
+    return [m for i in range(n) for m in ((f"k{i}.png", image or png(i)), (f"k{i}.cls", str(i % 2).encode()))]
+
+
+def cfg(path: Path, **extra: object) -> dict:
+    return {"name": "webdataset", "urls": str(path), "image_size": 8, "channels": 1, "test_fraction": 0.5, **extra}
+
+
+def cut(path: Path, at: int) -> None:
+    path.write_bytes(path.read_bytes()[:at])
+
+
+@pytest.mark.parametrize("where", ["image data", "label data", "label header", "middle image"])
+def test_a_truncated_shard_names_the_shard_and_the_fix(tmp_path: Path, where: str) -> None:
+    """A cut shard raised tarfile.ReadError, or (cut inside the last label) blamed label_key and suggested `png`."""
+    shard = tmp_path / "s.tar"
+    members = write_tar(shard, samples())
+    last_png, last_cls = members[-2], members[-1]
+    at = {
+        "image data": last_png.offset_data + 10,
+        "label data": last_cls.offset_data,
+        "label header": last_cls.offset + 100,
+        "middle image": members[4].offset_data + 10,
+    }[where]
+    cut(shard, at)
+    with pytest.raises(StudyError, match=r"shard .*s\.tar is truncated or corrupt") as e:
+        data.describe(cfg(shard))
+    assert e.value.key == "dataset.urls" and "label_key" not in str(e.value) and "whole" in e.value.fix
+
+
+def test_a_non_image_member_names_the_shard_and_the_member(tmp_path: Path) -> None:
+    """It failed at train time as "cannot identify image file <_io.BytesIO ...>", no shard or key named."""
+    shard = tmp_path / "s.tar"
+    write_tar(shard, samples(image=b"this is text, not a png"))
+    says = r"webdataset member k\d\.png in .*s\.tar is not a readable image"
+    for streamed in ({"max_memory_mb": 0, "workers": 0}, {}):  # decoded per batch (statistics first), or into memory
+        with pytest.raises(ValueError, match=says) as e:
+            data.load(cfg(shard, **streamed))
+        assert "BytesIO" not in str(e.value) and "image_key" in str(e.value)
