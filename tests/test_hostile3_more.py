@@ -79,3 +79,41 @@ def test_a_non_image_member_names_the_shard_and_the_member(tmp_path: Path) -> No
         with pytest.raises(ValueError, match=says) as e:
             data.load(cfg(shard, **streamed))
         assert "BytesIO" not in str(e.value) and "image_key" in str(e.value)
+
+
+def test_a_changed_shard_is_an_error_not_new_trial_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The docs say changed shards are an error; a re-run silently trained new trial ids beside the old rows."""
+    import json
+
+    import yaml
+
+    from harness import spec
+    from harness.cli import main
+    from harness.store import ResultsDir, TrialOutput
+
+    shard = tmp_path / "s.tar"
+    write_tar(shard, samples(8))
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "wds",
+                "dataset": cfg(shard),
+                "grid": {"model": ["mlp@xs"], "data_size": [4], "image_size": [8]},
+                "train": {"steps": 1, "batch_size": 2, "warmup_steps": 0},
+                "profile": {"enabled": False},
+            }
+        )
+    )
+    (trial,) = spec.expand(spec.load_study(study_file))
+    row = {"trial_id": trial.trial_id, "study": "wds", "status": "ok", "config_json": json.dumps(trial.config(), sort_keys=True)}
+    ResultsDir(tmp_path / "results" / "wds").write(TrialOutput(row=row, curve=[]))
+    run = ["run", str(study_file), "--backend", "local", "--results", str(tmp_path / "results"), "--dry-run"]
+    assert main(run) == 0  # the same data: the stored row is this trial
+    capsys.readouterr()
+    write_tar(shard, samples(8, image=png(9)))  # the same keys and labels, other images
+    wds_data._index_cached.cache_clear()
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert "dataset.urls" in err and "data changed since the rows" in err and "new study name" in err, err
+    assert len(err.strip().splitlines()) == 1, err
