@@ -117,3 +117,32 @@ def test_a_changed_shard_is_an_error_not_new_trial_ids(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert "dataset.urls" in err and "data changed since the rows" in err and "new study name" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("layout", ["parquet", "disk"])
+@pytest.mark.parametrize("keep", ["4 bytes", "half", "all but the last byte"])
+def test_a_truncated_hf_file_is_named(tmp_path: Path, layout: str, keep: str, capfd: pytest.CaptureFixture) -> None:
+    """An HF folder with a truncated .parquet (or save_to_disk .arrow): a message naming neither file nor cause."""
+    datasets = pytest.importorskip("datasets")
+    from harness.data import hf
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    rows = {"image": [Image.fromarray(np.full((8, 8), 9 * i, np.uint8)) for i in range(16)], "label": [i % 2 for i in range(16)]}
+    ds = datasets.Dataset.from_dict(rows, features=features)
+    datasets.disable_progress_bars()
+    root = tmp_path / "hf"
+    if layout == "parquet":
+        (root / "data").mkdir(parents=True)
+        ds.to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    else:
+        ds.save_to_disk(str(root))
+    (bad,) = root.rglob(f"*.{layout if layout == 'parquet' else 'arrow'}")
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: {"4 bytes": 4, "half": len(raw) // 2, "all but the last byte": -1}[keep]])
+    for f in (hf._hf_splits, hf._hf_labels, hf._hf_images):
+        f.cache_clear()
+    capfd.readouterr()
+    with pytest.raises(StudyError, match=rf"{bad.name} is truncated or not an? (Parquet|Arrow) file") as e:
+        data.describe({"name": "hf", "path": str(root), "image_size": 8, "channels": 1, "cache_dir": str(tmp_path / "c")})
+    assert e.value.key == "dataset.path" and "again whole" in e.value.fix
+    assert "Failed to read schema" not in capfd.readouterr().err  # datasets' own log line comes no more
