@@ -146,3 +146,33 @@ def test_a_truncated_hf_file_is_named(tmp_path: Path, layout: str, keep: str, ca
         data.describe({"name": "hf", "path": str(root), "image_size": 8, "channels": 1, "cache_dir": str(tmp_path / "c")})
     assert e.value.key == "dataset.path" and "again whole" in e.value.fix
     assert "Failed to read schema" not in capfd.readouterr().err  # datasets' own log line comes no more
+
+
+@pytest.mark.parametrize(
+    "uri, says",
+    [
+        ("htp://localhost:5000", "has the scheme 'htp://', which MLflow does not know"),
+        ("sqlite:///{d}/half.db", "is half-created: 2 tables but no schema version"),
+        ("sqlite:///{d}/garbage.db", "is not a readable sqlite database"),
+    ],
+)
+def test_a_bad_mlflow_target_is_one_line(tmp_path: Path, uri: str, says: str, capsys: pytest.CaptureFixture) -> None:
+    """`htp://` said "Model registry functionality is unavailable"; a sqlite store whose tables an
+    interrupted export left half-created broke every later export with a hint that did not help."""
+    pytest.importorskip("mlflow")
+    import sqlite3
+
+    from harness.cli import main
+    from tests.test_sql import write_study
+
+    rd = write_study(tmp_path, "ml")
+    half = sqlite3.connect(tmp_path / "half.db")  # MLflow's first tables, not yet its alembic_version
+    half.executescript("CREATE TABLE experiments (experiment_id INTEGER); CREATE TABLE runs (run_uuid TEXT);")
+    half.close()
+    (tmp_path / "garbage.db").write_bytes(b"not a database, but not empty either" * 100)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.db")}
+    code = main(["export", str(rd.path), "--mlflow", uri.format(d=tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert "--mlflow" in err and ("mv " in err or "http://" in err or "move this one away" in err)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.db")} == before  # nothing written
