@@ -176,3 +176,16 @@ def test_a_bad_mlflow_target_is_one_line(tmp_path: Path, uri: str, says: str, ca
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert "--mlflow" in err and ("mv " in err or "http://" in err or "move this one away" in err)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.db")} == before  # nothing written
+
+
+@pytest.mark.parametrize("value", ["1000000000", "1e9"])
+def test_a_huge_profile_batch_blames_the_profile_batch(value: str, capsys: pytest.CaptureFixture) -> None:
+    """`profile.batch_size=1e9` blamed the training batch (the OOM message named train.batch_size first)."""
+    from harness.cli import main
+
+    code = main(["run", "studies/quickstart.yaml", f"profile.batch_size={value}", "--dry-run", "--backend", "local"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "profile.batch_size:" in err and "train.batch_size" not in err, err
+    if value == "1000000000":
+        assert "a profile batch (1,000,000,000)" in err and "profile.enabled: false" in err, err
