@@ -189,3 +189,25 @@ def test_a_huge_profile_batch_blames_the_profile_batch(value: str, capsys: pytes
     assert "profile.batch_size:" in err and "train.batch_size" not in err, err
     if value == "1000000000":
         assert "a profile batch (1,000,000,000)" in err and "profile.enabled: false" in err, err
+
+
+def test_sql_over_a_root_with_a_copied_study_keeps_both_copies(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cp -r results/tiny results/tiny_copy`: `harness sql results ...` silently kept one copy of each row."""
+    import shutil
+
+    from harness.cli import main
+    from tests.test_sql import write_study
+
+    root = tmp_path / "results"
+    rd = write_study(root, "tiny")
+    shutil.copytree(rd.path, root / "tiny_copy")
+    q = "SELECT study, count(*) AS n, count(DISTINCT trial_id) AS ids FROM trials GROUP BY study ORDER BY study"
+    assert main(["sql", str(root), q, "--csv"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["tiny", "tiny_copy"], out
+    assert lines[1].split(",")[1:] == lines[2].split(",")[1:]  # every row of both copies
+    assert "tiny_copy holds rows of study 'tiny'" in err and "both kept" in err, err
+    assert main(["sql", str(root), "SELECT count(*) FROM curves GROUP BY study", "--csv"]) == 0
+    counts = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(counts) == 2 and counts[0] == counts[1] != "0", counts
