@@ -211,3 +211,32 @@ def test_sql_over_a_root_with_a_copied_study_keeps_both_copies(tmp_path: Path, c
     assert main(["sql", str(root), "SELECT count(*) FROM curves GROUP BY study", "--csv"]) == 0
     counts = capsys.readouterr().out.strip().splitlines()[1:]
     assert len(counts) == 2 and counts[0] == counts[1] != "0", counts
+
+
+@pytest.mark.parametrize(
+    "override, says, key",
+    [
+        ("slurm.sbatch={mail-type: [a, b]}", "must be a string, a number or true", "slurm.sbatch.mail-type"),
+        ("slurm.sbatch={comment: {x: 1}}", "must be a string, a number or true", "slurm.sbatch.comment"),
+        ('slurm.sbatch={comment: "a\\nrm -rf ~"}', "holds a control character", "slurm.sbatch.comment"),
+        ("slurm.sbatch={comment: " + "x" * 2000 + "}", "longer than 1024 characters", "slurm.sbatch.comment"),
+        ("slurm.sbatch={exclusive: false}", "must be a string, a number or true", "slurm.sbatch.exclusive"),
+        ('slurm.sbatch={"a b": 1}', "is not an sbatch option name", "slurm.sbatch"),
+        ("slurm.sbatch={array: 0-99}", "--array is set by harness", "slurm.sbatch.array"),
+        ("slurm.sbatch={time: 10}", "set slurm.time instead", "slurm.sbatch.time"),
+        ("slurm.sbatch={" + ", ".join(f"o{i}: 1" for i in range(65)) + "}", "65 options is above the 64 limit", "slurm.sbatch"),
+    ],
+)
+def test_slurm_sbatch_override_values_are_validated(override: str, says: str, key: str, capsys: pytest.CaptureFixture) -> None:
+    """`slurm.sbatch=` values were not validated (sizes, types): a list, a mapping or a line break reached #SBATCH lines."""
+    from harness.cli import main
+
+    code = main(["run", "studies/quickstart.yaml", override, "--backend", "slurm", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 2 and says in err and f"{key}:" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_good_sbatch_options_pass() -> None:
+    from harness.backends import slurm
+
+    slurm.check_sbatch({"constraint": "a100", "hold": True, "nice": 10, "mail_type": "END"}, "s.yaml", "slurm.sbatch")
