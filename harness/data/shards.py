@@ -161,7 +161,10 @@ def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...],
     if cached.is_file():
         try:
             with np.load(cached, allow_pickle=False) as z:
-                return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+                index = ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+            n = len(index.shard)
+            if n and {len(index.offset), len(index.size), len(index.labels)} == {n} and 0 <= index.shard.min() <= index.shard.max() < len(paths):
+                return index  # else a well-formed file of another index (copied in, cut arrays): rescan
         except Exception:  # noqa: BLE001 - truncated or garbage (BadZipFile, KeyError, ...): a cache, so rescan and rewrite it
             pass
     index = _scan_shards(paths, image_keys, label_key)
