@@ -146,6 +146,14 @@ def plan_isoflop(
             raise StudyError(
                 f"budget {budget:g} MACs: {e.what}", key="--isoflop", fix="use budgets this family can reach at this --image-size"
             ) from None
+        distinct = {p.yaml() for p in found}
+        if len(distinct) < min(3, sizes):  # linear has one shape: its grid printed it 4 times per budget (issue 27)
+            raise StudyError(
+                f"budget {budget:g} MACs: {family} has {len(distinct)} distinct shape(s) for the {sizes} sizes"
+                + (" (linear has no width or depth: one shape)" if family == "linear" else ""),
+                key="--family",
+                fix="an IsoFLOP grid needs a family with sizes (mlp, resnet, vit, ...); train linear@xs as a baseline with plain harness run",
+            )
         for p in found:
             key = p.yaml()
             if key not in cache:

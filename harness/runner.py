@@ -139,6 +139,7 @@ def run_study(
         be.validate_options(study, flags, wait)  # every backend's study section (typos surface early), this one's flags
     rd = store.ResultsDir.of(results, study.name)
     out_dir = rd.path
+    refuse_changed_data(study, rd)
     if dry_run:
         done = rd.done_ids()
         if rd.unreadable.paths:
@@ -177,6 +178,28 @@ def run_study(
     finally:
         if tracker is not None:
             tracker.close()
+
+
+def refuse_changed_data(study: Study, rd: store.ResultsDir) -> None:
+    """Rows of this study read the same data under another fingerprint: the shards, files or clips
+    changed since, and a re-run would silently train new trial ids beside the old rows (issue 27)."""
+    import json
+
+    found = study.dataset.get("fingerprint")
+    if not found or not rd.path.is_dir():
+        return
+    same = {k: v for k, v in study.dataset.items() if k != "fingerprint"}
+    for text in set(rd.config_jsons()):
+        stored = json.loads(text or "{}").get("dataset") or {}
+        was = stored.get("fingerprint")
+        if was and was != found and {k: v for k, v in stored.items() if k != "fingerprint"} == same:
+            key = {"hf": "dataset.path", "webdataset": "dataset.urls"}.get(study.dataset["name"], "dataset.root")
+            raise StudyError(
+                f"the {study.dataset['name']} data changed since the rows in {rd.path} were trained "
+                f"(fingerprint {found}, the rows have {was}); a re-run would train new trial ids beside them",
+                key=key,
+                fix="restore the data, or run the changed data under a new study name (name=...) or --results DIR",
+            )
 
 
 def warmup_note(trials: list[Trial]) -> str:

@@ -424,6 +424,12 @@ class ResultsDir:
             return {}
         return dict(zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist()))
 
+    def config_jsons(self) -> list[str]:
+        """Every stored row's config_json (one column read: the compacted file + new files)."""
+        cols = ["trial_id", "status", "config_json"]  # the first two: what makes a file a row file
+        table = Reader(self.unreadable.paths, self.trials, self.compacted_trials, cols, is_row_table).table()
+        return [] if table is None else table.column("config_json").to_pylist()
+
     def done_ids(self) -> set[str]:
         """Trials with an ok (or pruned: halving stopped them) row: a re-run skips these and retries failed ones."""
         return {tid for tid, st in self.statuses().items() if st in ("ok", "pruned")}

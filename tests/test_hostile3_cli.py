@@ -23,6 +23,8 @@ from harness.cli import main
             "--sizes 100000 is above 64",
         ),
         (["plan", "--isoflop", "1e40", "--family", "vit"], "--isoflop: budget 1e+40 MACs: target"),
+        (["plan", "--isoflop", "1e9,1e10", "--family", "linear"], "--family: budget 1e+09 MACs: linear has 1 distinct shape"),
+        (["plan", "--isoflop", "1e9", "--family", "mlp,linear", "--study", "s"], "linear has no width or depth"),
     ],
 )
 def test_bad_plan_input_is_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture) -> None:

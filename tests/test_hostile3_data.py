@@ -28,7 +28,24 @@ def test_hf_test_split_equal_to_the_training_split_is_refused(hf_dirs: dict, tmp
     assert e.value.key == "dataset.test_split"
 
 
-@pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 truncated", b"not a zip at all"])
+def _other_index() -> bytes:
+    import io
+
+    import numpy as np
+
+    out = io.BytesIO()  # a whole .npz, but of arrays that do not agree (another index copied in, cut arrays)
+    np.savez(
+        out,
+        shard=np.zeros(5, np.int32) + 7,
+        offset=np.zeros(3, np.int64),
+        size=np.zeros(3, np.int64),
+        labels=np.array(["0"]),
+        digest="x",
+    )
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 truncated", b"not a zip at all", _other_index()])
 def test_a_broken_webdataset_index_cache_is_rebuilt(
     shards: Path,  # noqa: F811
     tmp_path: Path,

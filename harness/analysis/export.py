@@ -56,8 +56,10 @@ def load(path: str | Path, *, include_all: bool = False) -> Results:
         trials = [trials.assign(study=trials["study"] if "study" in trials else p.stem)]
     else:
         trials, curves = [], []
+        seen: dict[str, Path] = {}  # study name -> the directory that first held it
         for rd in io.study_dirs(p):
             t, c = _read_study(rd, include_all, notes)
+            t, c = _own_name(rd, t, c, seen, notes)
             trials.append(t)
             curves.append(c)
     trials = [t for t in trials if not t.empty]
@@ -90,6 +92,29 @@ def _read_study(rd: ResultsDir, include_all: bool, notes: list[str]) -> tuple[pd
     curves = curves.drop(columns=["study"], errors="ignore")
     curves.insert(0, "study", name)
     return kept, curves.reset_index(drop=True)
+
+
+def _own_name(
+    rd: ResultsDir, trials: pd.DataFrame, curves: pd.DataFrame, seen: dict[str, Path], notes: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A copied study directory (cp -r results/a results/a_copy) holds rows of a study another
+    directory holds too: both are kept, the copy's as the study named by its directory, with a
+    note (issue 27: a root read kept one row per trial id, silently dropping the other copy)."""
+    names = [n for n in (trials["study"].dropna().unique() if "study" in trials else []) if isinstance(n, str)]
+    twice = [n for n in names if n in seen and seen[n] != rd.path]
+    for n in names:
+        seen.setdefault(n, rd.path)
+    if not twice:
+        return trials, curves
+    label = rd.path.name
+    notes.append(
+        f"{rd.path} holds rows of study '{twice[0]}' as {seen[twice[0]]} does (a copy?): both kept, "
+        f"these as study '{label}' (its directory's name)"
+    )
+    seen.setdefault(label, rd.path)
+    trials = trials.assign(study=trials["study"].where(~trials["study"].isin(twice), label))
+    curves = curves.assign(study=curves["study"].where(~curves["study"].isin(twice), label)) if "study" in curves else curves
+    return trials, curves
 
 
 def _study_name(rd: ResultsDir, rows: pd.DataFrame) -> str:

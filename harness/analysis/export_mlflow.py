@@ -16,7 +16,7 @@ import re
 import time
 
 from harness.analysis.export_records import Record, Sink
-from harness.errors import StudyError
+from harness.errors import StudyError, did_you_mean
 from harness.extras import require
 
 STAMP_TAG = "harness.stamp"
@@ -25,6 +25,8 @@ _BATCH_TAGS = 100  # MLflow's per-request limits: 100 params or tags, 1000 entri
 _BATCH_METRICS = 1000
 _PARAM_CHARS = 6000  # MLflow's param value limit
 _TAG_CHARS = 8000
+# the tracking URI schemes MLflow takes (a database scheme may name its driver: postgresql+psycopg2)
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc", "file")
 
 
 class MlflowSink(Sink):
@@ -38,6 +40,7 @@ class MlflowSink(Sink):
 
         self.uri, self.key = uri, key
         self.label = f"mlflow {uri}"
+        check_uri(uri, key)
         try:
             self.client = MlflowClient(tracking_uri=uri)
         except Exception as e:  # noqa: BLE001 - an unusable URI (the file store refuses since MLflow 3.x, a bad scheme)
@@ -161,6 +164,53 @@ class MlflowSink(Sink):
         except BaseException:
             self.client.delete_run(rid)  # half a run would read as a result; the next export writes it whole
             raise
+
+
+def check_uri(uri: str, key: str) -> None:
+    """A scheme MLflow does not know ('htp://...': it said "Model registry functionality is
+    unavailable"), and a sqlite store left half-created by an interrupted export (issue 27)."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if scheme and scheme.split("+")[0] not in SCHEMES and not re.fullmatch(r"[a-z]", scheme):  # C:\ is a path
+        raise StudyError(
+            f"the tracking URI {uri!r} has the scheme '{scheme}://', which MLflow does not know",
+            key=key,
+            fix=f"{did_you_mean(scheme, SCHEMES)} (e.g. http://HOST:5000 or sqlite:///mlflow.db)",
+        )
+    if scheme == "sqlite":
+        _check_sqlite(uri, key)
+
+
+def _check_sqlite(uri: str, key: str) -> None:
+    """MLflow creates its tables first and records the schema version (alembic_version) last: tables
+    without a version are an export interrupted in between, and every later export fails on them."""
+    import sqlite3
+
+    path = uri.split("://", 1)[1].split("?")[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db -> rel.db, sqlite:////abs -> /abs
+    if not path or path == ":memory:" or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = con.execute("SELECT version_num FROM alembic_version").fetchall() if "alembic_version" in tables else []
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise StudyError(
+            f"{path} is not a readable sqlite database ({e})",
+            key=key,
+            fix="give another file (sqlite:///mlflow.db), or move this one away and export again",
+        ) from None
+    if tables and not version:
+        raise StudyError(
+            f"the MLflow database {path} is half-created: {len(tables)} tables but no schema version "
+            "(an export was interrupted while MLflow created its tables)",
+            key=key,
+            fix=f"move it away (mv {path} {path}.broken) and run the same export again: every run is written again from the results",
+        )
 
 
 def _quote(text: str) -> str:

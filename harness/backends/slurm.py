@@ -125,12 +125,61 @@ def validate(section: dict, where: str = "", prefix: str = "slurm") -> dict:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise StudyError("must be a list of shell lines", where=where, key=path, fix='e.g. setup: ["module load cuda"]')
         elif key == "sbatch":
-            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                raise StudyError(
-                    "must be a mapping of sbatch options", where=where, key=path, fix="e.g. sbatch: {constraint: a100}"
-                )
+            check_sbatch(value, where, path)
         out[key] = value
     return out
+
+
+MAX_SBATCH_OPTIONS, MAX_SBATCH_CHARS = 64, 1024
+# sbatch lines harness writes itself (the job array and its logs) and those with a slurm.* key of their own
+SBATCH_OWN = {"array": None, "output": None, "error": None, "job-name": None, "signal": "signal_delay_s", "open-mode": None}
+SBATCH_OWN |= {"time": "time", "partition": "partition", "account": "account", "qos": "qos", "mem": "mem_gb"}
+SBATCH_OWN |= {"cpus-per-task": "cpus_per_task", "gpus-per-node": "gpus_per_task"}
+
+
+def check_sbatch(value: Any, where: str, path: str) -> None:
+    """`slurm.sbatch` options become `#SBATCH --key=value` lines: names, types and sizes are checked
+    (issue 27: an override's values were not; a newline in one starts a shell line of its own)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise StudyError("must be a mapping of sbatch options", where=where, key=path, fix="e.g. sbatch: {constraint: a100}")
+    if len(value) > MAX_SBATCH_OPTIONS:
+        raise StudyError(
+            f"{len(value)} options is above the {MAX_SBATCH_OPTIONS} limit",
+            where=where,
+            key=path,
+            fix="give the options you need",
+        )
+    for k, v in value.items():
+        at = f"{path}.{k}" if re.fullmatch(r"[\w-]{1,64}", k) else path
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", k):
+            raise StudyError(
+                f"{k[:80]!r} is not an sbatch option name", where=where, key=at, fix="e.g. constraint, mail-type, exclusive"
+            )
+        own = k.replace("_", "-").lower()
+        if own in SBATCH_OWN:
+            mine = SBATCH_OWN[own]
+            raise StudyError(
+                f"--{own} is set by harness" + (f" from slurm.{mine}" if mine else " (the job array and its logs)"),
+                where=where,
+                key=at,
+                fix=f"set slurm.{mine} instead" if mine else "leave it out",
+            )
+        ok = v is True or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)) or isinstance(v, str)
+        if not ok:
+            raise StudyError(
+                f"must be a string, a number or true (a flag), got {type(v).__name__} {str(v)[:80]!r}",
+                where=where,
+                key=at,
+                fix=f"e.g. sbatch: {{{k}: VALUE}}; true writes --{own} alone",
+            )
+        if isinstance(v, str) and (not v.strip() or len(v) > MAX_SBATCH_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in v)):
+            raise StudyError(
+                f"value {v[:80]!r} is empty, longer than {MAX_SBATCH_CHARS} characters or holds a control character "
+                "(a line break would end the #SBATCH line)",
+                where=where,
+                key=at,
+                fix="one line of printable text",
+            )
 
 
 def _int(value: Any, low: int, where: str, key: str) -> None:

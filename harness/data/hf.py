@@ -152,12 +152,16 @@ def _hf_splits(builder: str, path: str, cache: str | None) -> dict:
     """split name -> datasets.Dataset (memory-mapped Arrow), loaded from local files only."""
     datasets = require("datasets", "hf")
     datasets.disable_progress_bars()  # one line per trial in the logs, not a bar per split
+    if builder == "parquet":
+        _check_whole(path, "*.parquet")  # before datasets logs its own line for a cut file
     try:
         if builder == "disk":
             loaded = datasets.load_from_disk(path)
         else:  # the packaged builders read local files; no network (the Arrow copy goes to cache_dir)
             loaded = datasets.load_dataset(builder, data_dir=path, cache_dir=cache)
     except (FileNotFoundError, ValueError, OSError) as e:
+        if builder == "disk":
+            _check_whole(path, "*.arrow")  # a cut Arrow file: name it
         raise StudyError(
             f"Hugging Face datasets could not load {path} as {builder} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
             key="dataset.path",
@@ -165,6 +169,31 @@ def _hf_splits(builder: str, path: str, cache: str | None) -> dict:
             "or set dataset.builder",
         ) from None
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _check_whole(path: str, pattern: str) -> None:
+    """A truncated or garbage Parquet / Arrow file under path is named, with the fix (issue 27: an
+    interrupted copy or download left a cut .parquet, and the message named neither file nor cause)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for f in sorted(Path(path).rglob(pattern)):
+        if any(part.startswith(".") for part in f.relative_to(path).parts):
+            continue
+        try:
+            if pattern == "*.parquet":
+                pq.read_metadata(f)  # the footer only
+            else:
+                with pa.memory_map(str(f)) as source:
+                    for _ in pa.ipc.open_stream(source):  # batch bounds against the file's length, no copy
+                        pass
+        except (pa.ArrowException, OSError) as e:
+            raise StudyError(
+                f"{f} is truncated or not {'a Parquet' if pattern == '*.parquet' else 'an Arrow'} file "
+                f"({str(e).splitlines()[0][:160]})",
+                key="dataset.path",
+                fix="copy or download that file again whole (an interrupted copy leaves a cut file), or remove it",
+            ) from None
 
 
 @functools.lru_cache(maxsize=16)

@@ -161,7 +161,10 @@ def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...],
     if cached.is_file():
         try:
             with np.load(cached, allow_pickle=False) as z:
-                return ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+                index = ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
+            n = len(index.shard)
+            if n and {len(index.offset), len(index.size), len(index.labels)} == {n} and 0 <= index.shard.min() <= index.shard.max() < len(paths):
+                return index  # else a well-formed file of another index (copied in, cut arrays): rescan
         except Exception:  # noqa: BLE001 - truncated or garbage (BadZipFile, KeyError, ...): a cache, so rescan and rewrite it
             pass
     index = _scan_shards(paths, image_keys, label_key)
@@ -262,16 +265,34 @@ def _members(path: str, label_key: str) -> Iterator[dict]:
             key="dataset.urls",
             fix="unpack compressed shards (e.g. gunzip *.tar.gz) and point urls at the .tar files",
         ) from None
+    last = None
     with tar:
-        for m in tar:
-            name = m.name
-            if not m.isreg() or re.match(SKIP_META, name):
-                continue
-            suffix = wds.tariterators.base_plus_ext(name)[1]
-            is_label = suffix is not None and suffix.lower() == label_key
-            value = tar.extractfile(m).read() if is_label else (m.offset_data, m.size)
-            yield {"fname": name, "data": value, "__url__": path}
+        try:
+            for m in tar:
+                name = m.name
+                if not m.isreg() or re.match(SKIP_META, name):
+                    continue
+                suffix = wds.tariterators.base_plus_ext(name)[1]
+                is_label = suffix is not None and suffix.lower() == label_key
+                value = tar.extractfile(m).read() if is_label else (m.offset_data, m.size)
+                last = m
+                yield {"fname": name, "data": value, "__url__": path}
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise _truncated(path, last, str(e) or type(e).__name__) from None
+    size = os.path.getsize(path)
+    if size % tarfile.BLOCKSIZE or (last is not None and last.offset_data + last.size > size):
+        # a cut inside a header block ends tarfile's iteration quietly; one inside a member's data is past the end
+        raise _truncated(path, last, f"{size:,} bytes, not whole {tarfile.BLOCKSIZE}-byte tar blocks")
     yield {}  # end of shard: samples never span shards (webdataset's eof marker)
+
+
+def _truncated(path: str, last: tarfile.TarInfo | None, why: str) -> StudyError:
+    after = f"in or after member {last.name}" if last is not None else "at its first member"
+    return StudyError(
+        f"shard {path} is truncated or corrupt {after} ({why})",
+        key="dataset.urls",
+        fix="copy or write the shard again whole (an interrupted copy or download leaves a cut tar file)",
+    )
 
 
 _FDS: dict[str, int] = {}  # shard path -> file descriptor, per process (os.pread: no shared file offset)
@@ -294,10 +315,25 @@ class TarMembers(torch.utils.data.Dataset):
         if fd is None:
             fd = _FDS[path] = os.open(path, os.O_RDONLY)
         raw = os.pread(fd, int(self.index.size[r]), int(self.index.offset[r]))
-        return decode_image(io.BytesIO(raw), self.image_size, self.channels)
+        try:
+            return decode_image(io.BytesIO(raw), self.image_size, self.channels)
+        except Exception as e:  # noqa: BLE001 - PIL's "cannot identify image file <_io.BytesIO ...>" names neither shard nor key
+            member = _member_name(fd, int(self.index.offset[r]))
+            raise ValueError(
+                f"webdataset member {member} in {path} is not a readable image ({type(e).__name__}: "
+                f"{str(e).split(' <')[0]}); fix the shard, or set dataset.image_key to the member that holds the image"
+            ) from None
 
     def take(self, idx: torch.Tensor) -> TarMembers:
         return TarMembers(self.index, self.rows[idx.numpy()], self.image_size, self.channels, self.workers)
+
+
+def _member_name(fd: int, offset_data: int) -> str:
+    """The name in the tar header just before a member's data (for messages; '?' if unreadable)."""
+    try:
+        return tarfile.TarInfo.frombuf(os.pread(fd, tarfile.BLOCKSIZE, offset_data - tarfile.BLOCKSIZE), "utf-8", "replace").name
+    except (tarfile.TarError, OSError, ValueError):
+        return f"at byte {offset_data}"
 
 
 def load_webdataset(info: DataInfo) -> Dataset:

@@ -8,6 +8,9 @@ spec already has (no tensor is made) and compared with the machine's memory or `
     model          params * 4 B * 4 (fp32 weights, gradients and AdamW's two moments)
     one batch      batch * C * T * image_size^2 * 4 B (fp32 input; activations are not counted)
 
+The profiler's batch (profile.batch_size, when profile.enabled) is checked the same way in place of
+the training batch, and a refusal names profile.batch_size (it blamed the training batch).
+
 The counts that nothing else bounds (few_shot_draws, frames, model depth and width) have caps of their
 own, in the style of the 4,096 px image cap (harness/spec/grid.py).
 """
@@ -57,8 +60,9 @@ def data_mb(info: data.DataInfo) -> float:
     return min(mb, float(cap)) if isinstance(cap, (int, float)) else mb
 
 
-def trial_mb(trial: object, info: data.DataInfo) -> tuple[float, str]:
-    """(estimate in MiB, what it is made of) for one trial: a spec.model.Trial."""
+def trial_mb(trial: object, info: data.DataInfo, batch_size: int | None = None) -> tuple[float, str]:
+    """(estimate in MiB, what it is made of) for one trial (a spec.model.Trial); `batch_size`: the
+    profiler's batch in place of the training batch."""
     from harness import flops  # torch: only when a study is loaded, never for `status` or `--help`
 
     t = trial
@@ -71,9 +75,11 @@ def trial_mb(trial: object, info: data.DataInfo) -> tuple[float, str]:
         frames=frames,
     )
     model = params * 4 * 4 / MB
-    batch = t.batch_size * info.in_chans * max(frames, 1) * t.image_size**2 * 4 / MB  # type: ignore[attr-defined]
+    n = t.batch_size if batch_size is None else batch_size  # type: ignore[attr-defined]
+    batch = n * info.in_chans * max(frames, 1) * t.image_size**2 * 4 / MB  # type: ignore[attr-defined]
     d = data_mb(info)
-    parts = f"data {d:,.0f} MiB + model and optimizer {model:,.0f} MiB ({params / 1e6:,.1f}M params) + a batch {batch:,.0f} MiB"
+    which = "a batch" if batch_size is None else f"a profile batch ({n:,})"
+    parts = f"data {d:,.0f} MiB + model and optimizer {model:,.0f} MiB ({params / 1e6:,.1f}M params) + {which} {batch:,.0f} MiB"
     return d + model + batch, parts
 
 
@@ -90,23 +96,33 @@ def check_study(study: object, info: data.DataInfo, where: Where) -> None:
 
 
 def check_memory(study: object, trials: list, info: data.DataInfo, where: Where) -> None:
-    """Refuse a study whose largest trial cannot fit in memory (`resources.memory_mb`, else this machine's)."""
+    """Refuse a study whose largest trial cannot fit in memory (`resources.memory_mb`, else this
+    machine's): trained with its batch, or profiled with profile.batch_size."""
     res = study.resources  # type: ignore[attr-defined]
+    profile = study.profile  # type: ignore[attr-defined]
     budget = float(res.get("memory_mb") or machine_mb())
+    source = "resources.memory_mb" if res.get("memory_mb") else "this machine's memory"
     seen: set = set()
     for t in trials:
         key = (t.model, t.image_size, t.frames, t.batch_size)
         if key in seen:
             continue
         seen.add(key)
-        mb, parts = trial_mb(t, info)
-        if mb > budget:
-            source = "resources.memory_mb" if res.get("memory_mb") else "this machine's memory"
+        for batch in (None, profile["batch_size"]) if profile.get("enabled") else (None,):
+            mb, parts = trial_mb(t, info, batch)
+            if mb <= budget:
+                continue
+            if batch is None:
+                blame = "resources.memory_mb" if res.get("memory_mb") else "dataset"
+                fix = "use a smaller dataset, clip or model, or set resources.memory_mb to the memory of the machine that runs it"
+            else:  # the profiler's batch, not the training batch (issue 27: the message blamed training)
+                blame = "profile.batch_size"
+                fix = "use a profile.batch_size that fits (the training batch is a good start), or profile.enabled: false"
             raise StudyError(
                 f"{t.label} needs about {mb:,.0f} MiB ({parts}), more than {source} ({budget:,.0f} MiB)",
                 where=where.path,
-                key="resources.memory_mb" if res.get("memory_mb") else "dataset",
-                fix="use a smaller dataset, clip or model, or set resources.memory_mb to the memory of the machine that runs it",
+                key=blame,
+                fix=fix,
             )
 
 
