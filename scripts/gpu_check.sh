@@ -13,9 +13,12 @@
 #   pytest    the gpu-marked tests                                               -> pytest.txt
 #   profile   harness profile --json: resnet@50 vit@b16 convnext@tiny mixer@b16 swin@tiny, 224 px,
 #             amp-bf16, train + infer, batch 128                                  -> profile.jsonl
-#   study     harness run studies/gpu_data_scaling.yaml --backend local, seed 0 first, then all (its
-#             time limit is what is left of GPU_CHECK_BUDGET_S after the later steps' reserve;
-#             finished trials are kept, and the summary says how many there are)
+#   study     harness run studies/gpu_data_scaling.yaml --backend local as one process per (model,
+#             seed), GPU_CHECK_PACK of them at once (default 4: the study's gpus: 0.25, done by
+#             processes because the local backend is sequential), seed 0 first; then one pass over
+#             the whole grid (records the study's membership, runs anything left). Its time limit is
+#             what is left of GPU_CHECK_BUDGET_S after the later steps' reserve; finished trials are
+#             kept, and the summary says how many there are
 #   analysis  harness report / fit / table on it                                 -> report/, fit*.txt, table*.md
 #   packing   benchmarks/packing.py --quick: 1, 2, 4, 8 trials on the GPU         -> packing.txt, packing.json
 #   profile_compile  vit@b16 training step with --compile (skipped if under 45 s of budget is left)
@@ -24,10 +27,12 @@
 #   bundle    everything above in one gpu_check.tar.gz (results/ as results.tar.gz inside)
 #
 # --cpu-tiny: the same steps shrunk to a <= 2-minute CPU run (xs models, profiles at 28 px, a 16-trial
-# study at 16 px of 4-25 steps each, no --compile, no bootstrap, packing N = 1, 2); CI runs it
+# study at 16 px of 6-20 steps each with early stopping, 2 processes at once, no --compile, no
+# bootstrap, packing N = 1, 2); CI runs it
 # (tests/test_gpu_check.py) so the script never rots.
 #
 # Environment: PYTHON (default python3); GPU_CHECK_BUDGET_S (default 480, the whole run's target);
+# GPU_CHECK_PACK (study processes at once: default 4, 2 with --cpu-tiny);
 # GPU_CHECK_EXPORT=DIR also copies the bundle and the key small files (at most 6) to DIR, for
 # tools that bring back only a few files; GPU_CHECK_SKIP="packing profile" skips named steps.
 set -u
@@ -173,7 +178,7 @@ step profile $([ $TINY = 1 ] && echo 150 || echo 300) profiles
 # --------------------------------------------------------------------------- (c) data-scaling study
 if [ $TINY = 1 ]; then
   cat > "$STUDY" <<'EOF'
-# gpu_check.sh --cpu-tiny: gpu_data_scaling.yaml shrunk for a CPU (4 models x 4 sizes x 1 seed, 1 epoch, 16 px)
+# gpu_check.sh --cpu-tiny: gpu_data_scaling.yaml shrunk for a CPU (4 models x 4 sizes x 1 seed, 6-20 steps, 16 px)
 name: gpu_data_scaling_tiny
 dataset: {name: fashion_mnist}
 grid:
@@ -181,27 +186,33 @@ grid:
   data_size: [100, 200, 400, 800]
   image_size: [16]
   seed: [0]
-train: {epochs: 1, batch_size: 32, lr: 2.0e-3, warmup_steps: 2, eval_size: 500, curve_eval_size: 200}
+train: {batch_size: 32, lr: 2.0e-3, warmup_steps: 2, eval_size: 500, val_size: 200, eval_every: 3,
+        early_stop: {patience: 2, min_steps: 6, max_steps: 20}}
 profile: {batch_size: 8, warmup: 1, iters: 2}
 resources: {cpus: 1, gpus: 0}
 EOF
 fi
 cp "$STUDY" "$OUT/$(basename "$STUDY")"
-# Two passes on the GPU: seed 0 alone first (trial ids do not depend on the rest of the grid), then
-# the whole grid, which skips the finished trials. If the time limit cuts the second pass, every
-# family and data size still has a row.
+# Packed: one `harness run` per (model, seed) with grid overrides, PACK at once, seed 0 first (trial
+# ids do not depend on the rest of the grid, and each trial writes its own row file, so concurrent
+# drivers are safe); if the time limit cuts the run, every family and size has its seed-0 row first.
+# Then the whole grid once: it records the study's membership (the analysis reads --all anyway, the
+# results directory holding only this run) and runs whatever a failed process left.
+study_one() {
+  echo "== $1 seed $2"
+  $PY -m harness run "$STUDY" --backend local --results "$RES" --no-report "grid.model=[$1]" "grid.seed=[$2]"
+}
 study() {
-  local rc=0
-  if [ $TINY = 0 ]; then
-    sed 's/^  seed: \[0, 1\]$/  seed: [0]/' "$STUDY" > "$WORK/$STUDY_NAME.yaml"
-    grep -q '^  seed: \[0\]$' "$WORK/$STUDY_NAME.yaml" || { echo "seed line not found in $STUDY"; return 2; }
-    echo "== pass 1: seed 0"
-    $PY -m harness run "$WORK/$STUDY_NAME.yaml" --backend local --results "$RES" --no-report || rc=$?
-    echo "== pass 2: all seeds"
-  fi
+  local rc=0 pack=${GPU_CHECK_PACK:-$([ $TINY = 1 ] && echo 2 || echo 4)} models seeds
+  models=$($PY -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["grid"]["model"]))' "$STUDY") || return 2
+  seeds=$($PY -c 'import sys, yaml; print(" ".join(map(str, yaml.safe_load(open(sys.argv[1]))["grid"]["seed"])))' "$STUDY") || return 2
+  for s in $seeds; do for m in $models; do echo "$m $s"; done; done \
+    | xargs -P "$pack" -L 1 bash -c 'study_one "$0" "$1" > "$OUT/logs/study_${0/@/_}_$1.log" 2>&1' || rc=$?
+  echo "== whole grid"
   $PY -m harness run "$STUDY" --backend local --results "$RES" --no-report || rc=$?
   return $rc
 }
+export -f study_one
 export -f study
 RESERVE=$([ $TINY = 1 ] && echo 40 || echo 200)  # analysis 45 + packing 60 + compiled profile 90 + summary 5
 ELAPSED=$(( $(date +%s) - T_START ))
@@ -212,13 +223,14 @@ step study $STUDY_LIMIT study
 # --------------------------------------------------------------------------- (d) report, fit, table
 analysis() {
   local rc=0 d="$RES/$STUDY_NAME" boot=$([ $TINY = 1 ] && echo 0 || echo 200)  # --cpu-tiny: no bootstrap
-  $PY -m harness report "$d" --bootstrap "$boot" || rc=1
-  $PY -m harness fit "$d" --y test_acc --x data_size --by family --holdout 1 --bootstrap "$boot" > "$OUT/fit.txt" 2>&1 || rc=1
-  $PY -m harness table "$d" > "$OUT/table.md" 2>&1 || rc=1
+  local y=test_acc_at_best_val  # early stopping: the test split at the best validation step
+  $PY -m harness report "$d" --all --bootstrap "$boot" || rc=1
+  $PY -m harness fit "$d" --all --y "$y" --x data_size --by family --holdout 1 --bootstrap "$boot" > "$OUT/fit.txt" 2>&1 || rc=1
+  $PY -m harness table "$d" --all --value "$y" > "$OUT/table.md" 2>&1 || rc=1
   if [ $TINY = 0 ]; then
-    $PY -m harness fit "$d" --y test_acc --x data_size --by family --holdout 1 --bootstrap "$boot" --json > "$OUT/fit.json" 2>>"$OUT/logs/analysis.log" || rc=1
-    $PY -m harness fit "$d" --y test_loss --x data_size --by family --holdout 1 --bootstrap "$boot" > "$OUT/fit_test_loss.txt" 2>&1 || rc=1
-    $PY -m harness table "$d" --value train_img_s > "$OUT/table_train_img_s.md" 2>&1 || rc=1
+    $PY -m harness fit "$d" --all --y "$y" --x data_size --by family --holdout 1 --bootstrap "$boot" --json > "$OUT/fit.json" 2>>"$OUT/logs/analysis.log" || rc=1
+    $PY -m harness fit "$d" --all --y test_loss --x data_size --by family --holdout 1 --bootstrap "$boot" > "$OUT/fit_test_loss.txt" 2>&1 || rc=1
+    $PY -m harness table "$d" --all --value train_img_s > "$OUT/table_train_img_s.md" 2>&1 || rc=1
   fi
   $PY - "$d" "$OUT" <<'EOF' || rc=1
 import sys

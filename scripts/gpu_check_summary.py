@@ -87,12 +87,17 @@ def study_lines(study_dir: Path) -> list[str]:
         f"({1000 * ok['train_time_s'].sum() / ok['steps'].sum():.2f} ms per step on average); "
         f"trial wall time {ok['duration_s'].sum():.1f} s"
     )
+    # early stopping: the test split at the best validation step is the number the study reads
+    best = "test_acc_at_best_val"
+    y = best if best in ok and ok[best].notna().any() else "test_acc"
+    steps = ok.groupby("data_size")["steps"].median()
+    lines.append("steps by data_size (median over trials): " + " ".join(f"{int(n)}:{int(v)}" for n, v in steps.items()))
     lines.append(
-        f"{'family':<10} {'ms/step':>8} {'trained img/s':>14} {'profiled train img/s':>21} {'MFU':>6}  test_acc by data_size (mean over seeds)"
+        f"{'family':<10} {'ms/step':>8} {'trained img/s':>14} {'profiled train img/s':>21} {'MFU':>6}  {y} by data_size (mean over seeds)"
     )
     sizes = sorted(ok["data_size"].unique())
     for fam, g in ok.groupby("family"):
-        accs = g.groupby("data_size")["test_acc"].mean()
+        accs = g.groupby("data_size")[y].mean()
         acc = " ".join(f"{int(n)}:{100 * accs[n]:.1f}" if n in accs else f"{int(n)}:-" for n in sizes)
         ms = 1000 * g["train_time_s"].sum() / g["steps"].sum()
         mfu = g["mfu"].median() if "mfu" in g else math.nan
