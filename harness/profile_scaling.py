@@ -98,7 +98,11 @@ def scaling(run_ranks: object, model: str, dims: dict, settings: Settings, devic
     check(workers, settings.batch_size, device)
     threads = threads_per_rank(device, workers, settings.threads)
     job = Job(model, dims, replace(settings, compile=False, threads=None), threads, device.type)
-    per_step = {n: run_ranks(rank_measure, n, device.type, job) for n in (1, workers)}  # type: ignore[operator]
+    try:
+        per_step = {n: run_ranks(rank_measure, n, device.type, job) for n in (1, workers)}  # type: ignore[operator]
+    except RuntimeError as e:  # a rank died or raised (out of memory, NCCL): a result, as the profiler's OOM is
+        rec = record({1: [math.nan], workers: [math.nan]}, settings.batch_size, workers, threads, device, settings.cv_threshold)
+        return {**rec, "scaling_error": str(e)[:500]}  # every number NaN
     return record(per_step, settings.batch_size, workers, threads, device, settings.cv_threshold)
 
 
@@ -117,4 +121,5 @@ def record(per_step: dict[int, list[float]], batch: int, workers: int, threads: 
         "scaling_step_ms_n": spread(per_step[workers])[0] * 1e3,
         "scaling_efficiency": img_s[workers] / (workers * img_s[1]) if img_s[1] > 0 else math.nan,
         "scaling_unstable": any(cv > cv_max for cv in cvs),
+        "scaling_error": "",
     }

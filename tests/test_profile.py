@@ -352,3 +352,30 @@ def test_profile_workers_2_reports_scaling_efficiency_from_two_gloo_ranks(capsys
     assert rec["scaling_threads_per_rank"] == 1 and rec["scaling_img_s_1"] > 0 and rec["scaling_img_s_n"] > 0
     assert rec["scaling_efficiency"] == pytest.approx(rec["scaling_img_s_n"] / (2 * rec["scaling_img_s_1"]))
     assert rec["scaling_step_ms_n"] > 0 and isinstance(rec["scaling_unstable"], bool)
+
+
+def fail_on_rank_1(ctx: object) -> str:
+    if ctx.rank == 1:  # type: ignore[attr-defined]
+        raise ValueError("rank 1 cannot")
+    return "rank 0 done"
+
+
+def test_a_failed_rank_is_a_scaling_error_not_a_crash() -> None:
+    from harness.profile_scaling import scaling
+
+    def dies(fn: object, world: int, device_type: str, *args: object) -> object:
+        if world == 1:
+            return [0.01, 0.01]  # the 1-rank baseline ran
+        raise RuntimeError(f"rank 1 of {world} failed (exit code -9)")
+
+    rec = scaling(dies, "resnet@xs", {}, Settings(batch_size=4, threads=1), CPU, 2)
+    assert rec["scaling_error"] == "rank 1 of 2 failed (exit code -9)" and math.isnan(rec["scaling_efficiency"])
+
+
+@pytest.mark.slow
+def test_run_ranks_names_the_rank_that_failed_and_returns_rank_0s_value() -> None:
+    from harness.backends.launch import run_ranks
+
+    with pytest.raises(RuntimeError, match=r"rank 1 of 2 failed \(exit code 3\): ValueError: rank 1 cannot"):
+        run_ranks(fail_on_rank_1, 2, "cpu")
+    assert run_ranks(fail_on_rank_1, 1, "cpu") == "rank 0 done"

@@ -6,7 +6,8 @@
     harness profile r3d@xs --frames 8                # video: 8-frame clips; rates are clips/s
     harness profile resnet@xs --workers 2            # also: scaling efficiency of 2 data-parallel ranks
 
-Exit codes: 0 measured, 1 a mode ran out of memory (recorded in the output, batch named),
+Exit codes: 0 measured, 1 a mode ran out of memory (recorded in the output, batch named) or a rank
+of --workers failed (scaling_error names it),
 2 bad input (unknown model, impossible size, fp16 on CPU, no CUDA).
 """
 
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         from harness.console import out_console
 
         out_console().print(render(rec))
-    return 0 if rec["status"] == "ok" else 1
+    return 0 if rec["status"] == "ok" and not rec.get("scaling_error") else 1
 
 
 def jsonable(rec: dict) -> dict:
@@ -247,13 +248,7 @@ def render(rec: dict):
                 + (f"; {rec[f'max_batch_{m}_note']}" if rec[f"max_batch_{m}_note"] else "")
             )
     if "scaling_workers" in rec:
-        lines.append(
-            f"scaling ({rec['scaling_backend']}, global batch {rec['batch_size']} = {rec['scaling_workers']} x "
-            f"{rec['scaling_batch_per_rank']}, {rec['scaling_threads_per_rank']} threads per rank): training "
-            f"{_num(rec['scaling_img_s_1'], '.1f')} {unit}/s at 1 rank, {_num(rec['scaling_img_s_n'], '.1f')} at "
-            f"{rec['scaling_workers']}; efficiency {_num(rec['scaling_efficiency'], '.2f')}"
-            + (" UNSTABLE" if rec["scaling_unstable"] else "")
-        )
+        lines.append(_scaling_line(rec, unit))
     lines.append(
         f"{rec['cpu_model']} ({rec['cpu_count']} CPUs, {rec['cpu_capability']}), {rec['device_count']} GPUs"
         f"{', driver ' + rec['driver'] if rec['driver'] else ''}; torch {rec['torch_version']}"
@@ -261,3 +256,14 @@ def render(rec: dict):
     )
     t.caption = "\n".join(lines)
     return t
+
+
+def _scaling_line(rec: dict, unit: str) -> str:
+    return (
+        f"scaling ({rec['scaling_backend']}, global batch {rec['batch_size']} = {rec['scaling_workers']} x "
+        f"{rec['scaling_batch_per_rank']}, {rec['scaling_threads_per_rank']} threads per rank): training "
+        f"{_num(rec['scaling_img_s_1'], '.1f')} {unit}/s at 1 rank, {_num(rec['scaling_img_s_n'], '.1f')} at "
+        f"{rec['scaling_workers']}; efficiency {_num(rec['scaling_efficiency'], '.2f')}"
+        + (" UNSTABLE" if rec["scaling_unstable"] else "")
+        + (f" [red]{rec['scaling_error']}[/]" if rec["scaling_error"] else "")
+    )
