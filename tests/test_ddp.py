@@ -165,6 +165,57 @@ def test_two_workers_through_ray_train_match_one_worker(tmp_path: Path) -> None:
     assert not list((res / "tiny" / "ray_train" / "checkpoints").glob("*.pt"))  # the trial's checkpoint is gone when done
 
 
+def _ray_train_workers() -> list[psutil.Process]:
+    """Ray Train's rank actors among this driver's descendants (Ray titles them ray::RayTrainWorker...)."""
+    out = []
+    for c in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(c.cmdline()):
+                out.append(c)
+        except psutil.Error:  # ended while we looked
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_ray_train_worker_is_retried_from_the_checkpoint_into_one_row(tmp_path: Path) -> None:
+    """kill -9 of one rank mid-trial: FailureConfig restarts the worker group, which resumes from the
+    trial's checkpoint (rank 0 writes one every tenth of the budget) and ends as exactly one ok row."""
+    pytest.importorskip("ray.train.torch")
+    path = _study(tmp_path, 2, steps=300, models="[vit@xs]")
+    path.write_text(path.read_text().replace("eval_every: 2,", "eval_every: 100,"))
+    res = tmp_path / "res"
+    ckpt = res / "tiny" / "ray_train" / "checkpoints"
+    killed: list = []
+    done = threading.Event()
+
+    def kill_one_rank() -> None:  # ray.init wants the main thread: the driver runs there, the killer here
+        waiting = threading.Event()
+        for _ in range(60_000):  # polls every 10 ms, at most ~10 min
+            if done.is_set():
+                return
+            workers = _ray_train_workers() if any(ckpt.glob("*.pt")) else []  # rank 0 checkpointed once
+            if len(workers) == 2:
+                killed.append(workers[-1].pid)
+                os.kill(workers[-1].pid, signal.SIGKILL)
+                return
+            waiting.wait(0.01)
+
+    killer = threading.Thread(target=kill_one_rank)
+    killer.start()
+    try:
+        rc = main(["run", str(path), "--backend", "ray", "--results", str(res), "--no-report"])
+    finally:
+        done.set()
+        killer.join()
+    assert rc == 0 and len(killed) == 1  # a rank was killed mid-trial, and the run still succeeded
+    df = store.read(res / "tiny")
+    assert len(df) == 1  # one row: the retry is the same trial, stored once
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["world_size"] == 2 and row["steps"] == 300
+    assert row["resumes"] >= 1 and row["resumed_from_step"] >= 30  # the restarted ranks continued from the checkpoint
+
+
 ON_SLURM = bool(os.environ.get("HARNESS_TEST_SLURM")) and shutil.which("sbatch") is not None
 
 

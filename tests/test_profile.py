@@ -319,3 +319,63 @@ def test_cpu_peak_memory_is_right_for_a_second_profile_in_the_same_process() -> 
     assert first["peak_mem_kind"] == second["peak_mem_kind"] == "cpu_peak_rss_growth"
     assert first["peak_mem_mb"] >= 290
     assert 95 <= second["peak_mem_mb"] < 200
+
+
+# ----------------------------------------------------------------------------- scaling efficiency (--workers)
+
+
+def test_scaling_record_is_img_s_at_n_over_n_times_img_s_at_1() -> None:
+    from harness.profile_scaling import record
+
+    rec = record({1: [0.010, 0.010, 0.012], 2: [0.008, 0.008, 0.008]}, 16, 2, 1, CPU, 0.05)
+    assert rec["scaling_img_s_1"] == pytest.approx(1600) and rec["scaling_img_s_n"] == pytest.approx(2000)
+    assert rec["scaling_efficiency"] == pytest.approx(2000 / (2 * 1600))
+    assert rec["scaling_unstable"] and rec["scaling_batch_per_rank"] == 8 and rec["scaling_backend"] == "gloo"
+
+
+@pytest.mark.parametrize(
+    ("flags", "key"),
+    [(["--workers", "1"], "--workers"), (["--workers", "3", "--batch-size", "8"], "--batch-size")],
+)
+def test_scaling_refuses_what_it_cannot_measure(flags: list[str], key: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["profile", "resnet@xs", *flags]) == 2
+    assert key in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_profile_workers_2_reports_scaling_efficiency_from_two_gloo_ranks(capsys: pytest.CaptureFixture) -> None:
+    """Two spawned ranks through the trials' launcher (gloo); fields exist and are consistent, never a speed."""
+    args = ["profile", "resnet@xs", "--workers", "2", "--batch-size", "4", "--mode", "train", "--no-latency"]
+    assert main([*args, "--warmup", "1", "--iters", "2", "--blocks", "2", "--threads", "1", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert (rec["scaling_workers"], rec["scaling_backend"], rec["scaling_batch_per_rank"]) == (2, "gloo", 2)
+    assert rec["scaling_threads_per_rank"] == 1 and rec["scaling_img_s_1"] > 0 and rec["scaling_img_s_n"] > 0
+    assert rec["scaling_efficiency"] == pytest.approx(rec["scaling_img_s_n"] / (2 * rec["scaling_img_s_1"]))
+    assert rec["scaling_step_ms_n"] > 0 and isinstance(rec["scaling_unstable"], bool)
+
+
+def fail_on_rank_1(ctx: object) -> str:
+    if ctx.rank == 1:  # type: ignore[attr-defined]
+        raise ValueError("rank 1 cannot")
+    return "rank 0 done"
+
+
+def test_a_failed_rank_is_a_scaling_error_not_a_crash() -> None:
+    from harness.profile_scaling import scaling
+
+    def dies(fn: object, world: int, device_type: str, *args: object) -> object:
+        if world == 1:
+            return [0.01, 0.01]  # the 1-rank baseline ran
+        raise RuntimeError(f"rank 1 of {world} failed (exit code -9)")
+
+    rec = scaling(dies, "resnet@xs", {}, Settings(batch_size=4, threads=1), CPU, 2)
+    assert rec["scaling_error"] == "rank 1 of 2 failed (exit code -9)" and math.isnan(rec["scaling_efficiency"])
+
+
+@pytest.mark.slow
+def test_run_ranks_names_the_rank_that_failed_and_returns_rank_0s_value() -> None:
+    from harness.backends.launch import run_ranks
+
+    with pytest.raises(RuntimeError, match=r"rank 1 of 2 failed \(exit code 3\): ValueError: rank 1 cannot"):
+        run_ranks(fail_on_rank_1, 2, "cpu")
+    assert run_ranks(fail_on_rank_1, 1, "cpu") == "rank 0 done"

@@ -1,7 +1,8 @@
 """The local launcher of a data-parallel trial: `resources.workers` ranks as processes on this
 machine (multiprocessing spawn), each joining one gloo/NCCL process group and calling the same
 `run_trial`. What the local backend and the tests use; Ray and SLURM start their ranks with their
-own machinery (Ray Train's TorchTrainer, SLURM tasks through submitit).
+own machinery (Ray Train's TorchTrainer, SLURM tasks through submitit). `run_ranks` starts any
+function the same way: the profiler's scaling measurement (harness/profile_scaling.py) uses it.
 
 Faults: every rank's exit is watched. A rank that dies (kill -9, OOM killer) or fails ends the
 trial: the ranks still alive get GRACE_S to notice (a collective with a dead peer fails at once
@@ -18,6 +19,7 @@ import pickle
 import signal
 import socket
 import tempfile
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,3 +142,49 @@ def rank_main(
         part.rename(Path(tmp) / f"rank{rank}.pkl")
     if out.row["status"] != "ok":
         raise SystemExit(FAILED_EXIT)
+
+
+def run_ranks(fn: Callable[..., object], world: int, device_type: str, *args: object) -> object:
+    """`fn(ctx, *args)` on `world` local ranks joined in one process group, started and watched as a
+    trial's ranks are (spawn, the collective timeout, GRACE_S after a rank ends badly); rank 0's
+    return value. Rank r uses cuda:r on CUDA. A rank that dies or raises raises RuntimeError naming it."""
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="harness-ranks-") as tmp:
+        port = free_port()
+        procs = [
+            ctx.Process(target=_generic_rank, args=(r, world, port, device_type, tmp, fn, args), name=f"rank{r}")
+            for r in range(world)
+        ]
+        try:
+            for p in procs:
+                p.start()
+            codes = _watch(procs)
+        finally:
+            _stop(procs)
+        bad = sorted(r for r in range(world) if codes.get(r) != 0)
+        if bad:
+            r = next((r for r in bad if (codes.get(r) or 0) < 0), bad[0])  # a killed rank is the root cause
+            why = (Path(tmp) / f"rank{r}.err").read_text() if (Path(tmp) / f"rank{r}.err").exists() else ""
+            how = f"exit code {codes[r]}" if r in codes else "did not finish"
+            raise RuntimeError(f"rank {r} of {world} failed ({how}){': ' + why if why else ''}")
+        return pickle.loads((Path(tmp) / "rank0.pkl").read_bytes())
+
+
+def _generic_rank(rank: int, world: int, port: int, device_type: str, tmp: str, fn: Callable[..., object], args: tuple) -> None:
+    import torch
+
+    from harness import distributed
+
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    ctx = distributed.init(rank, world, "127.0.0.1", port, device)
+    try:
+        out = fn(ctx, *args)
+    except Exception as e:
+        (Path(tmp) / f"rank{rank}.err").write_text(f"{type(e).__name__}: {e}"[:500])
+        raise SystemExit(FAILED_EXIT) from None
+    finally:
+        distributed.shutdown()
+    if rank == 0:
+        part = Path(tmp) / ".rank0.part"
+        part.write_bytes(pickle.dumps(out))
+        part.rename(Path(tmp) / "rank0.pkl")

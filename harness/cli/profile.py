@@ -4,8 +4,10 @@
     harness profile convnext@tiny --precision amp-bf16 --channels-last --json
     harness profile resnet@50 --max-batch            # also: the largest batch that fits, per mode
     harness profile r3d@xs --frames 8                # video: 8-frame clips; rates are clips/s
+    harness profile resnet@xs --workers 2            # also: scaling efficiency of 2 data-parallel ranks
 
-Exit codes: 0 measured, 1 a mode ran out of memory (recorded in the output, batch named),
+Exit codes: 0 measured, 1 a mode ran out of memory (recorded in the output, batch named) or a rank
+of --workers failed (scaling_error names it),
 2 bad input (unknown model, impossible size, fp16 on CPU, no CUDA).
 """
 
@@ -74,6 +76,14 @@ def _options(p: argparse.ArgumentParser) -> None:
         help="also search the largest batch that fits per mode, up to LIMIT "
         f"(default {MAX_BATCH_LIMIT['cuda']} on CUDA, {MAX_BATCH_LIMIT['cpu']} on CPU)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also measure data-parallel training at 1 and N ranks (the trials' launcher; gloo on CPU, NCCL on CUDA): "
+        "scaling efficiency = img/s at N / (N x img/s at 1); --batch-size is the global batch",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object (NaN written as null)")
 
 
@@ -122,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     except StudyError as e:
         raise e.at(key="--frames" if "frames" in e.what else "") from None
     device = pick_device(args.device)
+    if args.workers is not None:
+        from harness.profile_scaling import check
+
+        check(args.workers, args.batch_size, device)  # before minutes of profiling
     settings = Settings(
         batch_size=args.batch_size,
         mode=args.mode,
@@ -147,13 +161,18 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch is not None:
         limit = args.max_batch or MAX_BATCH_LIMIT[device.type]
         rec.update(max_batch(build, settings, device, limit=limit, **dims))
+    if args.workers is not None:
+        from harness.backends.launch import run_ranks
+        from harness.profile_scaling import scaling
+
+        rec.update(scaling(run_ranks, ms.name, dims, settings, device, args.workers))
     if args.json:
         print(json.dumps(jsonable(rec), indent=1))
     else:
         from harness.console import out_console
 
         out_console().print(render(rec))
-    return 0 if rec["status"] == "ok" else 1
+    return 0 if rec["status"] == "ok" and not rec.get("scaling_error") else 1
 
 
 def jsonable(rec: dict) -> dict:
@@ -230,6 +249,8 @@ def render(rec: dict):
                 + (f", {fails} does not fit" if fails else f" (no failure up to the limit {rec['max_batch_limit']})")
                 + (f"; {rec[f'max_batch_{m}_note']}" if rec[f"max_batch_{m}_note"] else "")
             )
+    if "scaling_workers" in rec:
+        lines.append(_scaling_line(rec, unit))
     lines.append(
         f"{rec['cpu_model']} ({rec['cpu_count']} CPUs, {rec['cpu_capability']}), {rec['device_count']} GPUs"
         f"{', driver ' + rec['driver'] if rec['driver'] else ''}; torch {rec['torch_version']}"
@@ -237,3 +258,14 @@ def render(rec: dict):
     )
     t.caption = "\n".join(lines)
     return t
+
+
+def _scaling_line(rec: dict, unit: str) -> str:
+    return (
+        f"scaling ({rec['scaling_backend']}, global batch {rec['batch_size']} = {rec['scaling_workers']} x "
+        f"{rec['scaling_batch_per_rank']}, {rec['scaling_threads_per_rank']} threads per rank): training "
+        f"{_num(rec['scaling_img_s_1'], '.1f')} {unit}/s at 1 rank, {_num(rec['scaling_img_s_n'], '.1f')} at "
+        f"{rec['scaling_workers']}; efficiency {_num(rec['scaling_efficiency'], '.2f')}"
+        + (" UNSTABLE" if rec["scaling_unstable"] else "")
+        + (f" [red]{rec['scaling_error']}[/]" if rec["scaling_error"] else "")
+    )
