@@ -142,3 +142,14 @@ def test_cli_unknown_form_is_one_line_exit_2(capsys: pytest.CaptureFixture[str])
     assert main(["fit", str(GPU_ROWS), "--x", "data_size", "--form", "zhai"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--form" in err[0] and "'zhai'" in err[0] and "auto, power, saturating, m4, broken" in err[0]
+
+
+def test_broken_intervals_carry_their_measured_undercoverage() -> None:
+    from harness.analysis.fits import BROKEN_CI_NOTE
+
+    rep = fit_results(_frame(TRUTH["broken"]), "test_acc", ["data_size"], by="family", bootstrap=8, form="broken")
+    assert BROKEN_CI_NOTE in rep.fits[0].notes
+    assert (
+        BROKEN_CI_NOTE
+        not in fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], bootstrap=8, form="power").fits[0].notes
+    )
