@@ -50,6 +50,14 @@ def test_full_report_has_every_section(full: Path) -> None:
     assert "cost: needs >= 2 image sizes" in md  # one resolution: skipped, with the reason
 
 
+def test_report_fits_loss_beside_error(full: Path) -> None:
+    """Both test_acc and test_loss exist: each scaling section fits the error and then the loss (issue 23)."""
+    md = (full / "report" / "index.md").read_text(encoding="utf-8")
+    data, model = md.index("## Scaling with data size"), md.index("## Scaling with model size")
+    assert data < md.index("### test_loss vs data_size") < model < md.index("### test_loss vs params")
+    assert "`test_loss = E + A·data_size^-alpha`" in md and "`test_loss = E + A·params^-alpha`" in md
+
+
 def test_report_images_exist_and_links_are_relative(full: Path) -> None:
     md = (full / "report" / "index.md").read_text(encoding="utf-8")
     links = _links(md)

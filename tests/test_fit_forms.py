@@ -125,3 +125,40 @@ def test_unknown_form_names_the_valid_ones() -> None:
 
     with pytest.raises(StudyError, match="auto, power, saturating, m4, broken"):
         fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], form="zhai")
+
+
+# ----------------------------------------------------------------------------- loss beside error
+
+
+def test_loss_is_fitted_as_it_is_with_forms_and_warnings(tmp_path: Path) -> None:
+    """--y test_loss: no 1 - y, the same forms and warnings as the error, and a plot (issue 23 item 4)."""
+    from harness.analysis.plots import plot_scaling
+
+    truth = {"E": 0.3, "A": 40.0, "alpha": 0.5}
+    df = _frame(truth, seeds=2, steps="epochs").drop(columns="test_acc")
+    df["test_loss"] = _rows(truth, 0.01, seeds=2, n=7)[1]
+    rep = fit_results(df, "test_loss", ["data_size"], by="family", bootstrap=10, form="auto")
+    f = rep.fits[0]
+    assert rep.target == "test_loss" and f.forms and f.law.params["E"] == pytest.approx(0.3, abs=0.05)
+    assert {"budget_confounded", "few_seeds"} <= {w["code"] for w in f.warnings}
+    out = plot_scaling(df, tmp_path, x="data_size", y="test_loss", bootstrap=5)
+    assert [p.name for p in out.paths if p.suffix == ".png"] == ["scaling_test_loss_vs_data_size.png"]
+
+
+def test_cli_unknown_form_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["fit", str(GPU_ROWS), "--x", "data_size", "--form", "zhai"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--form" in err[0] and "'zhai'" in err[0] and "auto, power, saturating, m4, broken" in err[0]
+
+
+def test_broken_intervals_carry_their_measured_undercoverage() -> None:
+    from harness.analysis.fits import BROKEN_CI_NOTE
+
+    rep = fit_results(_frame(TRUTH["broken"]), "test_acc", ["data_size"], by="family", bootstrap=8, form="broken")
+    assert BROKEN_CI_NOTE in rep.fits[0].notes
+    assert (
+        BROKEN_CI_NOTE
+        not in fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], bootstrap=8, form="power").fits[0].notes
+    )

@@ -10,8 +10,10 @@
   neural scaling laws, one break): exponent alpha below x_break, alpha + alpha2 above it.
 
 Every form is fitted on x scaled by the data's geometric-mean x (so coefficients stay O(1)), then its
-parameters are scaled back (`_unscale`). The non-power forms use L-BFGS-B with finite-difference
-gradients from the best few points of a start grid; `predict` tells the form from the parameter names.
+parameters are scaled back (`to_params`). Each form returns log y and its Jacobian by theta (m4's by
+implicit differentiation of its equation), so L-BFGS-B gets the objective's analytic gradient, as
+laws.py's `power` does; starts are the best few points of a start grid. `predict` tells the form
+from the parameter names.
 """
 
 from __future__ import annotations
@@ -33,40 +35,52 @@ TEXT = {
     "m4": "(y - E)/(E0 - y)^gamma = A*x^-alpha",
     "broken": "E + A*x^-alpha*(1 + (x/x_break)^(1/f))^(-alpha2*f)",
 }
-N_STARTS = 4  # grid points polished per fit (finite-difference L-BFGS-B costs ~5x an analytic one)
-# Looser than laws.py's: finite-difference gradients are noisy at ~1e-8, and tighter tolerances only
-# spent iterations (measured: m4 refits ~10 s each at gtol 1e-8, maxiter 3000)
-_OPTIONS = {"ftol": 1e-10, "gtol": 1e-6, "maxiter": 400}
+N_STARTS = 4  # grid points polished per fit
+_OPTIONS = {"ftol": 1e-10, "gtol": 1e-6, "maxiter": 400}  # on the summed / delta objective (laws.py): O(n)
 _BISECT_STEPS = 32  # u in (0, 1) to 2e-10
 
 
 @dataclass(frozen=True)
 class _Form:
     names: tuple[str, ...]  # theta order; names starting with "log" are exponentiated
-    log_predict: Callable[[np.ndarray, np.ndarray], np.ndarray]  # theta, log x' -> log y
+    log_predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # theta, log x' -> log y, d log y/d theta
 
 
-def _lse(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
-    return np.logaddexp(a, b)
+def _lse_w(a: np.ndarray, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log(e^a + e^b) and the weights e^a/(e^a + e^b), e^b/(...): the derivatives of it by a and b."""
+    m = np.logaddexp(a, b)
+    return m, np.exp(a - m), np.exp(b - m)
 
 
-def _sat(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _sat(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_a, alpha, log_d, log_e = t
-    return _lse(log_a - alpha * np.logaddexp(lx, log_d), log_e)
+    s = np.logaddexp(lx, log_d)  # log(x + d)
+    out, w, we = _lse_w(log_a - alpha * s, log_e)
+    jac = np.stack([w, -w * s, -alpha * w * _sigmoid(log_d - lx), we], axis=1)
+    return out, jac
 
 
-def _broken(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+def _broken(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_a, alpha, alpha2, log_xb, log_f, log_e = t
     f = math.exp(log_f)
-    # (1 + (x/xb)^(1/f))^(-alpha2·f) in logs: softplus((log x − log xb)/f)
-    return _lse(log_a - alpha * lx - alpha2 * f * np.logaddexp(0.0, (lx - log_xb) / f), log_e)
+    z = (lx - log_xb) / f
+    sp, sg = np.logaddexp(0.0, z), _sigmoid(z)  # (1 + (x/xb)^(1/f))^(-alpha2·f) in logs: −alpha2·f·softplus(z)
+    out, w, we = _lse_w(log_a - alpha * lx - alpha2 * f * sp, log_e)
+    # d(f·softplus(z))/d log f = f·(softplus(z) − z·sigmoid(z)), since dz/d log f = −z
+    jac = np.stack([w, -w * lx, -w * f * sp, w * alpha2 * sg, -w * alpha2 * f * (sp - z * sg), we], axis=1)
+    return out, jac
 
 
-def _m4(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
+def _m4(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_a, alpha, gamma, log_e, log_e0 = t
     e, e0 = math.exp(log_e), math.exp(log_e0)
     if e0 <= e:
-        return np.full_like(lx, np.nan)
+        nan = np.full_like(lx, np.nan)
+        return nan, np.full((len(lx), len(t)), np.nan)
     span = e0 - e
     rhs = log_a - alpha * lx  # log of A·x^-alpha
     lo, hi = np.zeros_like(lx), np.ones_like(lx)
@@ -75,7 +89,15 @@ def _m4(t: np.ndarray, lx: np.ndarray) -> np.ndarray:
         g = np.log(u * span) - gamma * np.log((1 - u) * span) - rhs
         hi = np.where(g > 0, u, hi)
         lo = np.where(g > 0, lo, u)
-    return np.log(e + 0.5 * (lo + hi) * span)
+    u = 0.5 * (lo + hi)
+    g = np.log(u * span) - gamma * np.log((1 - u) * span) - rhs
+    u = np.clip(u - g / (1 / u + gamma / (1 - u)), lo, hi)  # one Newton step: bisection's 2e-10 to rounding
+    below, above = u * span, (1 - u) * span  # y − E, E0 − y
+    y = e + below
+    # implicit derivative of G = log(y − E) − gamma·log(E0 − y) − log A + alpha·log x = 0: dy = −G_theta/G_y
+    g_y = 1 / below + gamma / above
+    g_theta = np.stack([-np.ones_like(lx), lx, -np.log(above), -e / below, -gamma * e0 / above], axis=1)
+    return np.log(y), -g_theta / (g_y * y)[:, None]
 
 
 _FORMS = {
@@ -109,18 +131,21 @@ def _grid(form: str, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
     return np.array(list(itertools.product(*axes)), dtype=float)
 
 
-def _loss(theta: np.ndarray, form: str, lx: np.ndarray, ly: np.ndarray, delta: float) -> float:
-    r = _FORMS[form].log_predict(theta, lx) - ly
-    if not np.all(np.isfinite(r)):
-        return 1e12
+def _loss(theta: np.ndarray, form: str, lx: np.ndarray, ly: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
+    """Summed Huber/delta of the log residuals (as laws.py) and its analytic gradient."""
+    with np.errstate(all="ignore"):  # a trial step off the law's domain: non-finite, refused below
+        pred, jac = _FORMS[form].log_predict(theta, lx)
+    r = pred - ly
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
+        return 1e12, np.zeros_like(theta)
     a = np.abs(r)
-    return float(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta).sum())
+    return float(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta).sum()), jac.T @ np.clip(r / delta, -1.0, 1.0)
 
 
 def grid_starts(form: str, logx: np.ndarray, logy: np.ndarray, n: int = N_STARTS) -> np.ndarray:
     """The `n` best points of the form's start grid on (centred) log x."""
     grid = _grid(form, logx, logy)
-    scores = np.array([_loss(t, form, logx, logy, laws.HUBER_DELTA) for t in grid])
+    scores = np.array([_loss(t, form, logx, logy, laws.HUBER_DELTA)[0] for t in grid])
     return grid[np.argsort(scores)[:n]]
 
 
@@ -134,6 +159,7 @@ def fit_form(form: str, logx: np.ndarray, logy: np.ndarray, starts: np.ndarray) 
             _loss,
             np.clip(s, lo, hi),
             args=(form, logx, logy, laws.HUBER_DELTA),
+            jac=True,
             method="L-BFGS-B",
             bounds=bounds,
             options=_OPTIONS,
@@ -179,7 +205,7 @@ def predict(params: dict[str, float], x: np.ndarray) -> np.ndarray:
     if form == "power":
         return laws.predict(params, x)
     lx = np.log(np.asarray(x, dtype=float).ravel())
-    return np.exp(_FORMS[form].log_predict(to_theta(form, params, 0.0), lx))
+    return np.exp(_FORMS[form].log_predict(to_theta(form, params, 0.0), lx)[0])
 
 
 def asymptotic_exponent(params: dict[str, float]) -> float:

@@ -29,6 +29,7 @@ from harness.errors import StudyError
 from harness.store import ResultsDir
 from harness.version import __version__
 
+LOSS = "test_loss"  # fitted beside the error wherever both exist
 REPORT_BOOTSTRAP = 200  # resamples per curve, as fit and plot (lawfit.DEFAULT_BOOTSTRAP): one default across the verbs
 PROVENANCE_COLUMNS = (
     "study",
@@ -242,6 +243,7 @@ def _data_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstra
         doc, report, "comparable models (other family, same resolution, params within 2x)" if view.per_model else "families"
     )
     _figure(doc, plot_scaling(df, out, x="data_size", y=y, fitted=(report, view)), f"{_target(y)} vs data size")
+    _loss_fit(doc, df, y, "data_size", bootstrap)
 
 
 def _model_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstrap: int) -> None:
@@ -261,7 +263,20 @@ def _model_section(doc: Doc, df: pd.DataFrame, y: str | None, out: Path, bootstr
     _fit_tables(doc, report)
     _crossovers(doc, report, "families")
     _figure(doc, plot_scaling(df, out, x="params", y=y, fitted=(report, view)), f"{_target(y)} vs parameters")
+    _loss_fit(doc, df, y, "params", bootstrap)
     _joint_fit(doc, df, y, bootstrap)
+
+
+def _loss_fit(doc: Doc, df: pd.DataFrame, y: str, x: str, bootstrap: int) -> None:
+    """The same curves fitted on test_loss when the error was fitted and the rows also have a loss
+    (issue 23: Chinchilla-style laws are on loss; an error saturates at chance)."""
+    ok = df[df["status"] == "ok"]
+    if y == LOSS or LOSS not in ok or not pd.to_numeric(ok[LOSS], errors="coerce").notna().any() or _cannot_fit(df, LOSS, x):
+        return
+    doc.h(3, f"{LOSS} vs {x}")
+    report, view = fit_view(df, LOSS, x, bootstrap=bootstrap)
+    doc.p(_fit_intro(report, x, view.note))
+    _fit_tables(doc, report)
 
 
 def _joint_fit(doc: Doc, df: pd.DataFrame, y: str, bootstrap: int) -> None:
