@@ -174,14 +174,20 @@ def plot_scaling(
                 ax.set_ylabel(error_label(y))
         what = error_label(y).split(",")[0].capitalize()
         extra = f", {view.note}" if view.note else ""
+        forms = sorted({f.form for f in fit.fits if f.law is not None})
+        law = r"fit $E + A\,x^{-\alpha}$" if forms == ["power"] else "fitted law (" + ", ".join(forms) + ": see harness fit)"
         if any(f.law is not None and len(f.law.boot) >= _MIN_BAND for f in fit.fits):
-            how = r"lines: fit $E + A\,x^{-\alpha}$ with 95% bootstrap band"
+            how = f"lines: {law} with 95% bootstrap band"
         elif any(f.law is not None for f in fit.fits):
-            how = r"lines: fit $E + A\,x^{-\alpha}$ (no band: too few trials to bootstrap)"
+            how = f"lines: {law} (no band: too few trials to bootstrap)"
         else:
             how = f"no fit: a curve needs >= {MIN_DISTINCT_X} distinct {x} values"
-        warned = sorted({f"{f.group}: {w['code']}" for f in fit.fits for w in f.warnings})
-        warn = ("\nwarnings (see harness fit): " + ", ".join(warned)) if warned else ""
+        by_code: dict[str, set[str]] = {}  # one entry per code, its groups after it: the line stays figure-wide
+        for f in fit.fits:
+            for w in f.warnings:
+                by_code.setdefault(w["code"], set()).add(str(f.group))
+        warned = [f"{code} ({', '.join(sorted(groups))})" for code, groups in sorted(by_code.items())]
+        warn = ("\nwarnings (see harness fit): " + "; ".join(warned)) if warned else ""
         fig.suptitle(
             f"{what} vs {axis_label(x).split(' (')[0]}{extra}\n{how}; dots: trials; markers: seed means (bars: ± std over seeds)"
             + warn,
