@@ -150,7 +150,7 @@ class Spy:
     """The connection harness sql opens, with a hook before the query and every interrupt counted."""
 
     def __init__(self, con: object, before_sql: object = None) -> None:
-        self.con, self.before_sql, self.interrupts = con, before_sql, threading.Event()
+        self.con, self.before_sql, self.interrupts, self.querying = con, before_sql, threading.Event(), threading.Event()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.con, name)
@@ -158,6 +158,7 @@ class Spy:
     def sql(self, query: str) -> object:
         if self.before_sql is not None:
             self.before_sql(self)
+        self.querying.set()  # (registering the views reports progress too)
         return self.con.sql(query)
 
     def interrupt(self) -> None:
@@ -189,7 +190,7 @@ def test_ctrl_c_stops_a_long_query(results: Path, capsys: pytest.CaptureFixture,
     made = spy_on_connect(monkeypatch)
 
     def interrupt_once_executing() -> None:
-        while not (made and made[0].query_progress() >= 0):  # -1 until the query executes
+        while not (made and made[0].querying.is_set() and made[0].query_progress() >= 0):  # -1 until it executes
             threading.Event().wait(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 

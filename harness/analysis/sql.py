@@ -48,8 +48,13 @@ def query(path: str | Path, sql: str, *, include_all: bool = False, allow_files:
     res = load(path, include_all=include_all)
     con = _connect(duckdb)
     try:
-        for name, df in (("trials", res.trials), ("curves", res.curves)):
-            con.register(name, pa.Table.from_pandas(df, preserve_index=False))
+        try:
+            for name, df in (("trials", res.trials), ("curves", res.curves)):
+                con.register(name, pa.Table.from_pandas(df, preserve_index=False))
+        except RuntimeError as e:  # DuckDB turns a Ctrl-C while it scans the frames into this
+            if "interrupted" in str(e).lower():
+                raise Interrupted from None
+            raise
         _close_off(con, allow_files)
         try:
             _check_reads_only(con, sql)
