@@ -70,8 +70,8 @@ def test_a_live_holder_is_left_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_local_run_killed_mid_trial_is_a_failed_row_then_reruns(tmp_path: Path) -> None:
-    """`harness run --backend local` SIGKILLed while its trial trains: status shows the trial failed
-    (died without a row), the claim is gone, and the re-run runs it to ok."""
+    """`harness run --backend local` SIGKILLed while its trial trains: `harness status` of the study shows
+    the trial failed (died without a row, its model named) and the claim is gone."""
     from tests.conftest import write_study as crash_study
     from tests.test_crash import start_driver, stop_session, wait_for
 
@@ -86,7 +86,7 @@ def test_a_local_run_killed_mid_trial_is_a_failed_row_then_reruns(tmp_path: Path
         first.wait(30)
     finally:
         stop_session(first.pid)
-    counts = runner.status_counts(rd.path)
+    counts = runner.status_counts(study, results=tmp_path / "res")  # the study file: its trials are known
     assert counts["failed"] == 1 and "died without a row" in counts["failures"][0]["error"]
     assert "resnet" in counts["failures"][0]["model"]  # the runner's look knows the trial
     assert not list(rd.claims.glob("[!.]*"))
