@@ -253,6 +253,38 @@ def holders(out_dir: Results, lease_s: float = LEASE_S, kinds: Kinds = ()) -> di
     }
 
 
+def died_error(info: dict, kinds: Kinds = ()) -> str:
+    """The failed row's error of a trial whose holder died without storing a row."""
+    return (
+        f"died without a row: {describe(info, kinds)} is gone (killed: out of memory, SIGKILL; or aborted); a re-run retries it"
+    )
+
+
+def reap(out_dir: Results, identity: Mapping[str, dict] | None = None, lease_s: float = LEASE_S, kinds: Kinds = ()) -> list[str]:
+    """The next look after a hard death (OOM kill, abort): every stale claim whose trial got no row since
+    it was claimed becomes a failed row naming the dead holder, and the claim is removed; a stale claim
+    whose row did arrive is just removed. `identity`: trial_id -> the row's identifying columns (model,
+    data_size, ...) where the caller knows the trials. Returns the trials given a failed row."""
+    rd = ResultsDir.at(out_dir)
+    directory = rd.claims
+    if not directory.is_dir():
+        return []
+    reaped = []
+    with locked(directory):
+        infos = {p.name: _read(p) for p in sorted(directory.glob("[!.]*"))}
+        active = active_holders(infos.values(), kinds)
+        for tid, info in infos.items():
+            if info is None or external(info, kinds) or is_live(info, _age(directory / tid), lease_s, kinds, active):
+                continue  # live, unreadable (acquire's grace decides), or an external holder's (its backend reports it)
+            if rd.row_stamp(tid) == row_before(info, rd, tid) and rd.row_value(tid, "status") not in ("ok", "pruned"):
+                row = {"study": rd.path.name, **(identity or {}).get(tid, {}), "trial_id": tid}
+                rd.write(TrialOutput(dict(row, status="failed", error=died_error(info, kinds))))
+                reaped.append(tid)
+            (directory / tid).unlink(missing_ok=True)
+            rd.sweep_temporaries(tid)
+    return reaped
+
+
 # ----------------------------------------------------------------------------- the driver loop
 
 

@@ -292,6 +292,8 @@ def _run(
     branch: bool = True,
 ) -> int:
     out_dir = rd.path
+    kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
+    _reap(rd, trials, kinds, console)
     done = rd.done_ids()
     for moved in rd.quarantine_unreadable():  # its trial is not done: it runs again
         console.print(f"[yellow]moved unreadable file aside[/]: {escape(str(moved))} (its trial runs again)")
@@ -304,7 +306,6 @@ def _run(
     rd.record_study(path, study.name, study.study_hash, [t.trial_id for t in trials], **_resolved(path, overrides))
     failed = 0
     opts = {"address": address, "rd": rd, "study": study, "flags": flags, "wait": wait}
-    kinds = backends.holder_kinds()  # external claim holders (a scheduler's jobs) and how to ask if they live
     with _progress(console, visible=bool(pending)) as bar:  # nothing to run: no "0/0 eta -:--:--" bar
         task = bar.add_task(study.name, total=len(pending), visible=bool(pending))
 
@@ -352,6 +353,18 @@ def _run(
         return EXIT_FAILED
     rd.drop_schedule_checkpoints()  # every trial decided: no branch or survivor will start from them
     return EXIT_OK
+
+
+def _reap(rd: store.ResultsDir, trials: Sequence[Trial], kinds: claims.Kinds, console: Console | None) -> None:
+    """Trials whose driver died hard (OOM kill, abort) while it held them: a failed row each, claims released."""
+    ident = {
+        t.trial_id: {"family": t.model.family, "size": t.model.size, "model": t.model.name, "image_size": t.image_size}
+        | {"data_size": t.data_size, "seed": t.seed, "study": t.study}
+        for t in trials
+    }
+    for tid in claims.reap(rd, ident, kinds=kinds):
+        if console is not None:
+            console.print(f"[yellow]died without a row[/]: {tid} (its process is gone): stored as failed")
 
 
 def _events(
@@ -523,7 +536,7 @@ def status_counts(
         expected = {t.trial_id: t.label for t in trials}
         members = set(expected)
     else:
-        rd, expected = store.ResultsDir(target), {}
+        rd, expected, trials = store.ResultsDir(target), {}, []
         if not rd.is_results_dir():
             raise StudyError(
                 "not a study file or a results directory (no trials/ inside)",
@@ -532,6 +545,8 @@ def status_counts(
             )
         members = rd.membership()
         expected = dict.fromkeys(members or (), "")  # the study as last run: what is not on disk is pending
+    kinds = backends.holder_kinds()  # claims handed to external holders are counted through `jobs`
+    _reap(rd, trials, kinds, None)  # a dead holder's trial: a failed row, not running
     df = rd.read()
     notes = [rd.unreadable.note()] if rd.unreadable.paths else []
     if members is not None and not include_all:
@@ -543,7 +558,6 @@ def status_counts(
     ok = sum(1 for s in on_disk.values() if s == "ok")
     # in flight: work a backend tracks (SLURM jobs squeue lists: queued / running), and trials another live driver holds
     jobs = backends.in_flight(rd)
-    kinds = backends.holder_kinds()  # claims handed to external holders are counted through `jobs`
     held = {tid for tid, info in claims.holders(rd, kinds=kinds).items() if claims.external(info, kinds) is None}
     queued = {tid for tid, st in jobs.items() if st == "queued" and on_disk.get(tid) != "ok"}
     running = (

@@ -38,9 +38,10 @@ FIX_PATH = "pass a results directory (one `harness run` wrote) or a .parquet/.cs
 AXES = frozenset({"seed", "model", "family", "size", "image_size", "data_size", "frames", "frame_stride"})
 
 
-def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_results(path: str | Path, *, include_all: bool = False, curves: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, curves) for a results directory or file; StudyError when nothing is there.
-    Notes (rows left out, unreadable files skipped) go to stderr, one line each."""
+    Notes (rows left out, unreadable files skipped) go to stderr, one line each. curves=False: the
+    curves frame is left empty, unread (`fit` needs the rows only: 10 curve points per trial)."""
     p = Path(path)
     if not p.exists():
         raise StudyError("results path does not exist", where=str(p), fix=FIX_PATH)
@@ -48,7 +49,7 @@ def load_results(path: str | Path, *, include_all: bool = False) -> tuple[pd.Dat
     if p.is_file():
         trials, curves = read_table(p), pd.DataFrame(columns=list(CURVE_COLUMNS))
     else:
-        trials, curves = _read_dirs(p, include_all, notes)
+        trials, curves = _read_dirs(p, include_all, notes, with_curves=curves)
     if trials.empty:
         raise StudyError(
             "no trial rows found",
@@ -68,7 +69,7 @@ def study_dirs(p: Path) -> list[ResultsDir]:
     return [ResultsDir(c) for c in sorted(p.iterdir()) if c.is_dir() and ResultsDir(c).is_results_dir()]
 
 
-def _read_dirs(p: Path, include_all: bool, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_dirs(p: Path, include_all: bool, notes: list[str], with_curves: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     dirs = study_dirs(p)
     trials, curves = [], []
     for rd in dirs:
@@ -76,7 +77,7 @@ def _read_dirs(p: Path, include_all: bool, notes: list[str]) -> tuple[pd.DataFra
         kept, left_out = members(rd, df, include_all)
         if left_out:
             notes.append(left_out_note(rd, left_out))
-        c = rd.read_curves()
+        c = rd.read_curves() if with_curves else pd.DataFrame(columns=list(CURVE_COLUMNS))
         trials.append(kept)
         curves.append(c[c["trial_id"].isin(kept["trial_id"])] if len(kept) < len(df) else c)
         if rd.unreadable.paths:

@@ -48,8 +48,13 @@ def query(path: str | Path, sql: str, *, include_all: bool = False, allow_files:
     res = load(path, include_all=include_all)
     con = _connect(duckdb)
     try:
-        for name, df in (("trials", res.trials), ("curves", res.curves)):
-            con.register(name, pa.Table.from_pandas(df, preserve_index=False))
+        try:
+            for name, df in (("trials", res.trials), ("curves", res.curves)):
+                con.register(name, pa.Table.from_pandas(df, preserve_index=False))
+        except RuntimeError as e:  # DuckDB turns a Ctrl-C while it scans the frames into this
+            if "interrupted" in str(e).lower():
+                raise Interrupted from None
+            raise
         _close_off(con, allow_files)
         try:
             _check_reads_only(con, sql)
@@ -92,32 +97,55 @@ def _check_reads_only(con: object, sql: str) -> None:
 
 def _interruptible(con: object, sql: str) -> object:
     """Run the query in a thread so that Ctrl-C reaches Python (DuckDB's C++ loop never returns to the
-    interpreter); on Ctrl-C interrupt the connection, wait for it to stop, raise `Interrupted`."""
+    interpreter); on Ctrl-C interrupt the connection until the worker has finished, raise `Interrupted`.
+
+    Two races made this flaky (a `ResourceInUseException` from `con.close()` now and then):
+    - `Thread.join()` interrupted by Ctrl-C marks a thread that still runs as stopped (CPython 3.11's
+      fix of bpo-45274 releases the thread's own lock), so `is_alive()` lied and the connection was
+      closed under a running query. The worker sets its own `done` event instead; nothing joins.
+    - A Ctrl-C before DuckDB begins the query is lost (DuckDB clears the interrupt flag as a query
+      starts). The worker checks `stop` before it starts, and the main thread interrupts again and
+      again until the worker is done; another Ctrl-C during that wait changes nothing."""
     box: dict[str, object] = {}
+    stop, done = threading.Event(), threading.Event()
 
     def work() -> None:
         try:
+            if stop.is_set():
+                return
             rel = con.sql(sql)  # type: ignore[attr-defined]
             out = None if rel is None else rel.arrow()
             # duckdb >= 1.4 returns a lazy reader: the query runs as it is read, so read it here
             box["out"] = out.read_all() if hasattr(out, "read_all") else out
         except BaseException as e:  # handed to the main thread
-            box["err"] = e
+            box["err"] = e.with_traceback(None)  # its frames would keep the relation (the connection busy)
+        finally:
+            rel = out = None
+            done.set()
 
-    t = threading.Thread(target=work, name="harness-sql", daemon=True)
-    t.start()
     try:
-        while t.is_alive():
-            t.join(0.2)
+        threading.Thread(target=work, name="harness-sql", daemon=True).start()
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
-        con.interrupt()  # type: ignore[attr-defined]
-        t.join()
-        box.clear()  # the worker's error holds the relation, which keeps the connection busy
-        gc.collect()  # (through a reference cycle of its traceback)
+        stop.set()
+        _stop(con, done)
+        box.clear()
+        gc.collect()  # whatever else still holds a relation
         raise Interrupted from None
     if "err" in box:
         raise box["err"]  # type: ignore[misc]
     return box.get("out")
+
+
+def _stop(con: object, done: threading.Event) -> None:
+    """Interrupt the connection until the worker is done (Ctrl-C again meanwhile is ignored)."""
+    while not done.is_set():
+        try:
+            con.interrupt()  # type: ignore[attr-defined]
+            done.wait(0.05)
+        except KeyboardInterrupt:
+            continue
 
 
 def _sql_error(e: Exception) -> StudyError:
