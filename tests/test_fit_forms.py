@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import fitwarnings
+from harness.analysis import fitwarnings, lawfit
 from harness.analysis.fits import fit_results
 from harness.analysis.forms import asymptotic_exponent, predict
 from harness.analysis.io import load_results
@@ -162,3 +162,17 @@ def test_broken_intervals_carry_their_measured_undercoverage() -> None:
         BROKEN_CI_NOTE
         not in fit_results(_frame(TRUTH["power"]), "test_acc", ["data_size"], bootstrap=8, form="power").fits[0].notes
     )
+
+
+def test_auto_prefers_the_simpler_form_when_extrapolation_errors_tie() -> None:
+    """Errors within FORM_TIE of the best are noise: the simplest such form wins, not the lowest by a hair."""
+    table = [
+        {"form": "power", "params": {}, "extrapolation_error": 0.0066},
+        {"form": "saturating", "params": {}, "extrapolation_error": 0.0011},
+        {"form": "m4", "params": {}, "extrapolation_error": None},
+        {"form": "broken", "params": {}, "extrapolation_error": 0.0008},
+    ]
+    assert lawfit.best_form(table) == "power"
+    table[0]["extrapolation_error"] = 0.15  # power misses by 15%: saturating (0.1%) wins over broken's tie
+    assert lawfit.best_form(table) == "saturating"
+    assert lawfit.best_form([{"form": "power", "params": {}, "extrapolation_error": None}]) == "power"
