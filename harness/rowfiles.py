@@ -41,7 +41,11 @@ def read_file(path: Path, columns: list[str] | None = None, optional: bool = Fal
                 elif not set(columns) <= set(have):
                     return pa.table({})  # another schema: the caller's check rejects it
                 f.seek(0)
-            return pq.read_table(f, columns=columns)
+            # pre_buffer/use_threads off: read on this thread, from this Python file object. With them on, Arrow's
+            # I/O pool prefetched ranges of it and could drop the last reference on one of its own threads after
+            # we returned, which needs the GIL; at interpreter exit that aborted the driver (SIGABRT, rc -6, after
+            # "6/6 ok": CI, test_kill9_driver_then_rerun_ray). Files are read in parallel by the Reader instead.
+            return pq.read_table(f, columns=columns, pre_buffer=False, use_threads=False)
     except FileNotFoundError:
         return None
     except (OSError, pa.ArrowException, ValueError):
