@@ -84,6 +84,10 @@ def __getattr__(name: str) -> object:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *LAZY})
+
+
 __all__ = [
     "CIFAR_CLASSES",
     "CIFAR_DIR",
