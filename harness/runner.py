@@ -1,8 +1,9 @@
 """`harness run`: load + validate -> expand -> skip finished -> backend -> store -> report.
 
 The runner asks its backend through the protocol in harness/backends (validate, preflight,
-execute, who writes rows, what is in flight) and never names one. It imports spec (and so
-torch) only where a study file is read: `harness status results/NAME` stays light.
+execute, who writes rows, what is in flight) and never names one. It imports spec only where a
+study file is read, and torch only for trials that will run (their memory cap counts models, and
+the backend trains them): `harness status results/NAME` and a re-run of a finished study stay light.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def run_study(
     `wait=False` (a backend that detaches, SLURM): submit and return; `overrides`: command-line
     `key=value` changes to the study file (recorded with the study copy in the results directory);
     `branch=False` (`--no-branch`): wsd budgets run independently (harness/branches.py)."""
+    from harness.spec import check_run_memory
+
     console = console or Console(stderr=True)
     study, trials = prepare(path, smoke=smoke, overrides=overrides)
     note = warmup_note(trials)
@@ -140,8 +143,10 @@ def run_study(
     rd = store.ResultsDir.of(results, study.name)
     out_dir = rd.path
     refuse_changed_data(study, rd)
+    done = rd.done_ids()
+    with _blamed(overrides):  # the memory cap, models counted (torch): the trials that will run, or all listed
+        check_run_memory(study, trials if dry_run else [t for t in trials if t.trial_id not in done])
     if dry_run:
-        done = rd.done_ids()
         if rd.unreadable.paths:
             console.print(f"[yellow]{escape(rd.unreadable.note())}[/]")
         _print_table(trial_table(study, trials, done))
@@ -404,7 +409,8 @@ def resolved_config(path: str | Path, overrides: Sequence[str] = ()) -> str:
     from harness import spec
     from harness.spec import overrides as cli_overrides
 
-    prepare(path, overrides=overrides)
+    with _blamed(overrides):
+        spec.check_run_memory(*prepare(path, overrides=overrides))
     raw = spec.read_study_mapping(path)
     ovs = cli_overrides.parse_all(overrides)
     if ovs:

@@ -139,7 +139,7 @@ def test_a_truncated_hf_file_is_named(tmp_path: Path, layout: str, keep: str, ca
     (bad,) = root.rglob(f"*.{layout if layout == 'parquet' else 'arrow'}")
     raw = bad.read_bytes()
     bad.write_bytes(raw[: {"4 bytes": 4, "half": len(raw) // 2, "all but the last byte": -1}[keep]])
-    for f in (hf._hf_splits, hf._hf_labels, hf._hf_images):
+    for f in (hf._hf_splits, hf._hf_labels, hf.image_column):
         f.cache_clear()
     capfd.readouterr()
     with pytest.raises(StudyError, match=rf"{bad.name} is truncated or not an? (Parquet|Arrow) file") as e:

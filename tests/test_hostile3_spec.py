@@ -136,3 +136,20 @@ def test_a_yaml_alias_bomb_is_refused(study_file: Path, tmp_path: Path) -> None:
     bomb.write_text(SYNTH + f"slurm: {{sbatch: {body}}}\n")
     line = refused(bomb)
     assert "expands to more than" in line and str(bomb) in line
+
+
+def test_the_model_share_is_counted_for_the_trials_about_to_run(study_file: Path, tmp_path: Path) -> None:
+    """Load checks what needs no model (data and a batch: no torch); `harness run` counts the models of
+    the trials it is about to run (a finished study never builds one), `--dry-run` those of all trials."""
+    from harness.runner import run_study
+
+    small = ["resources.memory_mb=3"]  # 1.7 MiB of data and a batch fit; resnet@xs's weights and AdamW do not
+    study = spec.load_study(study_file, small)
+    spec.check_run_memory(study, [])  # nothing to run: nothing counted
+    with pytest.raises(spec.StudyError) as e:
+        spec.check_run_memory(study, spec.expand(study))
+    assert e.value.key == "resources.memory_mb" and "params" in e.value.line(), e.value.line()
+    for dry in (False, True):
+        with pytest.raises(spec.StudyError, match="needs about"):
+            run_study(study_file, backend="local", results=tmp_path / "r", overrides=small, dry_run=dry)
+    assert not (tmp_path / "r").exists()  # refused before anything was written

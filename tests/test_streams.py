@@ -16,8 +16,8 @@ from PIL import Image
 
 from harness import data, spec
 from harness.data import hf as hf_data
+from harness.data import readers, streams
 from harness.data import shards as wds_data
-from harness.data import streams
 from harness.errors import StudyError
 from harness.trial import run_trial
 
@@ -31,7 +31,7 @@ TRAIN, TEST = 240, 60  # Fashion-MNIST test-set images: the first 240 train here
 @pytest.fixture(autouse=True)
 def fresh_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    for f in (wds_data._index_cached, hf_data._hf_splits, hf_data._hf_labels, hf_data._hf_images, data.load_cached):
+    for f in (wds_data._index_cached, hf_data._hf_splits, hf_data._hf_labels, hf_data.image_column, data.load_cached):
         f.cache_clear()
     yield
 
@@ -119,7 +119,7 @@ def test_webdataset_index_reads_exact_pixels_and_labels(shards: Path, fashion: t
     assert (info.num_classes, info.in_chans, info.native_size, info.train_size, info.test_size) == (10, 1, 28, TRAIN, TEST)
     assert "urls" not in info.config and info.config["fingerprint"] and info.config["label_key"] == "cls"
     streamed = data.load(wds_cfg(shards, max_memory_mb=0, workers=0))
-    assert isinstance(streamed.train.images, wds_data.TarMembers)
+    assert isinstance(streamed.train.images, readers.TarMembers)
     for i in (0, 79, 80, 239):  # first/last sample of a shard, across shard boundaries
         assert torch.equal(streamed.train.images[i][0], torch.from_numpy(images[i]))
     assert streamed.train.labels.tolist() == labels[:TRAIN].tolist()
@@ -229,7 +229,7 @@ def test_hf_reads_exact_pixels_and_labels(kind: str, hf_dirs: dict, tmp_path: Pa
     assert (info.num_classes, info.train_size, info.test_size) == (10, TRAIN, TEST)
     assert info.config["test_split"] == "test" and "path" not in info.config and info.source["classes"] == data.FASHION_CLASSES
     ds = data.load(hf_cfg(hf_dirs[kind], tmp_path, max_memory_mb=0, workers=0))
-    assert isinstance(ds.train.images, hf_data.HFRows)
+    assert isinstance(ds.train.images, readers.HFRows)
     for i in (0, 123, 239):
         assert torch.equal(ds.train.images[i][0], torch.from_numpy(images[i]))
     assert ds.train.labels.tolist() == labels[:TRAIN].tolist() and ds.test.labels.tolist() == labels[TRAIN:].tolist()

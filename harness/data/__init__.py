@@ -21,27 +21,29 @@ On CUDA an in-memory split is moved to the GPU once per trial (`to_device`): the
 permutation is uploaded once per pass (`EpochSampler.next_on`) and the gather, resize and
 augmentation run on the device, so a training step copies nothing from the host.
 
-The package, bottom to top (each module imports only those above it in this list):
-  splits       DataInfo, Split, Dataset; subsets, the validation split, device-resident splits
-  batches      Batcher, EpochSampler, BatchFetcher, eval_batches, channel_stats, decode_all
-  checks       config checks every reader shares (only_keys, check_decoded, ...)
-  builtin      Fashion-MNIST (IDX), CIFAR-10, synthetic
-  imagefolder  class-per-folder images: the folder scan, ImageFiles, decode_image
+Describing a dataset (`describe`: the config checked, files found, sizes counted) needs no torch,
+so loading and expanding a study never imports it; loading one (`load`) does. The package, bottom
+to top (each module imports only those above it in this list):
+  info         DataInfo: what describe() found                                       -- no torch --
+  checks       config checks every describer shares (only_keys, check_decoded, held_out, ...)
+  builtin      Fashion-MNIST (IDX), CIFAR-10, synthetic: where their files are, their configs
+  imagefolder  class-per-folder images: the config, the folder scan
   streams      what WebDataset and Hugging Face datasets share; shards (WebDataset), hf
-  video        Moving-Fashion-MNIST, clip folders
-  registry     describe, load: dataset names -> the readers above
-This module re-exports the names callers use (`from harness import data; data.load(...)`).
+  video        Moving-Fashion-MNIST, clip folders: the configs, the clip folder scan
+  registry     describe: dataset names -> the describers above
+  splits       Split, Dataset; subsets, the validation split, device-resident splits  -- torch --
+  batches      Batcher, EpochSampler, BatchFetcher, eval_batches, channel_stats, decode_all
+  readers      the files as tensors: IDX, CIFAR, synthetic, ImageFiles, TarMembers, HFRows; held-out splits
+  clips        video clips rendered (Moving-Fashion-MNIST) and decoded (clip folders)
+  loading      load, load_cached: a config -> its Dataset, cached per process
+This module re-exports the names callers use (`from harness import data; data.load(...)`): the
+describe path's at import, the torch modules' on first use (PEP 562 `__getattr__`).
 """
 
-from harness.data.batches import (
-    STATS_SAMPLE,
-    Batcher,
-    BatchFetcher,
-    EpochSampler,
-    channel_stats,
-    decode_all,
-    eval_batches,
-)
+from __future__ import annotations
+
+import importlib
+
 from harness.data.builtin import (
     CIFAR_CLASSES,
     CIFAR_DIR,
@@ -52,32 +54,39 @@ from harness.data.builtin import (
     FASHION_FILES,
     SYNTHETIC_DEFAULTS,
     find_fashion,
-    read_idx,
 )
-from harness.data.checks import check_channels_and_test_fraction, check_decoded, only_keys
+from harness.data.checks import check_channels_and_test_fraction, check_decoded, held_out, only_keys
 from harness.data.imagefolder import (
     IMAGE_EXTENSIONS,
     IMAGEFOLDER_DEFAULTS,
     SPLIT_SEED,
     FolderScan,
-    ImageFiles,
     class_dirs,
-    decode_image,
     scan_imagefolder,
-    split_by_class,
 )
-from harness.data.registry import DESCRIBERS, VIDEO_DATASETS, describe, load, load_cached
-from harness.data.splits import (
-    RESIDENT_FRACTION,
-    VAL_SEED,
-    DataInfo,
-    Dataset,
-    Split,
-    is_resident,
-    split_validation,
-    subset,
-    to_device,
-)
+from harness.data.info import DataInfo
+from harness.data.registry import DESCRIBERS, VIDEO_DATASETS, describe
+
+TORCH_NAMES = {  # the torch modules' names, imported on first use
+    "splits": ("RESIDENT_FRACTION", "VAL_SEED", "Dataset", "Split", "is_resident", "split_validation", "subset", "to_device"),
+    "batches": ("STATS_SAMPLE", "Batcher", "BatchFetcher", "EpochSampler", "channel_stats", "decode_all", "eval_batches"),
+    "readers": ("ImageFiles", "decode_image", "read_idx", "split_by_class"),
+    "loading": ("load", "load_cached"),
+}
+LAZY = {name: module for module, names in TORCH_NAMES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    if name not in LAZY:
+        raise AttributeError(f"module 'harness.data' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"harness.data.{LAZY[name]}"), name)
+    globals()[name] = value  # once: later uses are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *LAZY})
+
 
 __all__ = [
     "CIFAR_CLASSES",
@@ -113,6 +122,7 @@ __all__ = [
     "describe",
     "eval_batches",
     "find_fashion",
+    "held_out",
     "is_resident",
     "load",
     "load_cached",

@@ -1,21 +1,16 @@
 """The datasets decoded whole into memory from their own files: Fashion-MNIST (IDX .gz files),
 CIFAR-10 (the python-pickle batches), and `synthetic` (tests and throughput-only studies; never a
-stand-in for a real result).
+stand-in for a real result): where their files are and their configs. Their readers (IDX, the
+pickled batches, the synthetic generator) are in harness/data/readers.py.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 from harness.data.checks import only_keys
-from harness.data.splits import DataInfo, Split
+from harness.data.info import DataInfo
 from harness.errors import StudyError
 
 FASHION_FILES = {
@@ -77,24 +72,6 @@ def _download_fashion(root: Path) -> Path:
     return root / "FashionMNIST" / "raw"
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    """IDX format (LeCun): magic 0x0000 0x08 ndim, then ndim big-endian int32 dims, then uint8 data."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    arr = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-    t = torch.from_numpy(arr.copy())
-    return t.unsqueeze(1) if ndim == 3 else t.long()  # images -> [N, 1, H, W]; labels -> int64
-
-
-def read_fashion(root: Path) -> tuple[Split, Split]:
-    """(train, test) from the four IDX files in `root`."""
-    train = Split(read_idx(root / FASHION_FILES["train_images"]), read_idx(root / FASHION_FILES["train_labels"]))
-    test = Split(read_idx(root / FASHION_FILES["test_images"]), read_idx(root / FASHION_FILES["test_labels"]))
-    return train, test
-
-
 def describe_synthetic(cfg: dict) -> DataInfo:
     only_keys(cfg, {"name", "frames", *SYNTHETIC_DEFAULTS})
     frames = cfg.get("frames", 0)
@@ -126,27 +103,6 @@ def describe_synthetic(cfg: dict) -> DataInfo:
         source={},
         frames=frames,
     )
-
-
-def make_synthetic(cfg: dict) -> tuple[Split, Split]:
-    """Learnable, deterministic: each class is a random smooth prototype plus per-image noise.
-    With `frames: F`, clips [N, F, C, H, W]: frame f is the class prototype rolled f px to the right
-    (plus fresh noise), for tests and throughput studies; not a motion benchmark."""
-    g = torch.Generator().manual_seed(cfg["seed"])
-    k, c, s = cfg["num_classes"], cfg["channels"], cfg["image_size"]
-    coarse = torch.rand(k, c, max(2, s // 4), max(2, s // 4), generator=g)
-    protos = F.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)
-    frames = cfg.get("frames", 0)
-    if frames:
-        protos = torch.stack([protos.roll(f, dims=-1) for f in range(frames)], dim=1)  # [k, F, C, H, W]
-
-    def split(n: int) -> Split:
-        labels = torch.arange(n) % k
-        labels = labels[torch.randperm(n, generator=g)]
-        x = protos[labels] + 0.35 * torch.randn(n, *protos.shape[1:], generator=g)
-        return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), labels)
-
-    return split(cfg["train_size"]), split(cfg["test_size"])
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -209,18 +165,3 @@ def _download_cifar(root: Path) -> Path:
             fix=f"put the unpacked {CIFAR_DIR} ({CIFAR_URL}) in dataset.root",
         ) from None
     return root / CIFAR_DIR
-
-
-def read_cifar(root: Path) -> tuple[Split, Split]:
-    """The python batches: pickled dicts, b"data" uint8 [N, 3072] (R, G, B planes of 32x32), b"labels"."""
-
-    def read(names: list[str]) -> Split:
-        images, labels = [], []
-        for name in names:
-            with open(root / name, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")  # the format is pickle; the files are the user's own
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(batch[b"labels"])
-        return Split(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long))
-
-    return read(CIFAR_FILES[:5]), read(CIFAR_FILES[5:])

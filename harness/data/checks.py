@@ -1,4 +1,5 @@
-"""Config checks every dataset reader shares: unknown keys, and the keys of datasets decoded from files."""
+"""Config checks every dataset describer shares: unknown keys, the keys of datasets decoded from files,
+and the size of a held-out test split."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ def check_channels_and_test_fraction(full: dict) -> None:
             key="dataset.test_fraction",
             fix="e.g. test_fraction: 0.2",
         )
+
+
+def held_out(n: int, test_fraction: float) -> int:
+    """How many of a class's n >= 2 items are test items when a dataset has no test split of its own:
+    round(test_fraction * n), at least 1 and fewer than n. `describe` counts the split sizes with it;
+    the readers pick which items (a fixed-seed shuffle per class, harness/data/readers.py)."""
+    return min(max(1, round(test_fraction * n)), n - 1)

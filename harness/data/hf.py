@@ -1,28 +1,25 @@
-"""Hugging Face `datasets` on local disk, read row by row; see harness/data/streams.py."""
+"""Hugging Face `datasets` on local disk, read row by row (`HFRows`, harness/data/readers.py); see
+harness/data/streams.py."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from harness.data.checks import only_keys
-from harness.data.imagefolder import decode_image
-from harness.data.splits import DataInfo, Dataset, Split
+from harness.data.info import DataInfo
 from harness.data.streams import (
     COMMON_DEFAULTS,
     check_common,
     check_fingerprint,
     class_ids,
     files_digest,
-    load_splits,
     require,
-    split_rows,
+    split_sizes,
 )
 from harness.errors import StudyError, did_you_mean
 
@@ -54,7 +51,7 @@ def describe_hf(cfg: dict) -> DataInfo:
     num_classes = labels.num_classes if "num_classes" in cfg else max(labels.num_classes, len(names))
     fingerprint = _hf_fingerprint(path, {full["split"]: labels.train, test_split: labels.test})
     check_fingerprint(cfg, fingerprint, where, "dataset.path")
-    train_rows, train_y, test_rows, test_y = split_rows(labels, test_split is not None, float(full["test_fraction"]))
+    sizes = split_sizes(labels, test_split is not None, float(full["test_fraction"]))
     config = {
         "name": "hf",
         "image_size": full["image_size"],
@@ -67,15 +64,18 @@ def describe_hf(cfg: dict) -> DataInfo:
         "fingerprint": fingerprint,
     }
     table = (builder, str(path), cache)
-    source = {
-        "train_rows": ((*table, full["split"]), train_rows, train_y),
-        "test_rows": ((*table, test_split or full["split"]), test_rows, test_y),
+    source = {  # the rows of each split are picked when read (readers.load_hf: split_rows)
+        "train_table": (*table, full["split"]),
+        "test_table": (*table, test_split or full["split"]),
+        "labels": labels,
+        "has_test": test_split is not None,
+        "test_fraction": float(full["test_fraction"]),
         "image_key": full["image_key"],
         "classes": list(names),
         "max_memory_mb": full["max_memory_mb"],
         "workers": full["workers"],
     }
-    return DataInfo("hf", num_classes, full["channels"], full["image_size"], len(train_rows), len(test_rows), config, source)
+    return DataInfo("hf", num_classes, full["channels"], full["image_size"], *sizes, config, source)
 
 
 def _hf_location(cfg: dict, full: dict) -> tuple[Path, str, str | None]:
@@ -204,39 +204,8 @@ def _hf_labels(builder: str, path: str, cache: str | None, split: str, label_key
 
 
 @functools.lru_cache(maxsize=8)
-def _hf_images(builder: str, path: str, cache: str | None, split: str, image_key: str) -> Any:
+def image_column(builder: str, path: str, cache: str | None, split: str, image_key: str) -> Any:
     """The image column alone, undecoded ({'bytes', 'path'}), so decoding and resizing are ours."""
     datasets = require("datasets", "hf")
     ds = _hf_splits(builder, path, cache)[split].select_columns([image_key])
     return ds.cast_column(image_key, datasets.Image(decode=False))
-
-
-class HFRows(torch.utils.data.Dataset):
-    """Rows of a Hugging Face split, their image decoded on demand to uint8 [C, S, S]. Pickles as
-    (table, rows): each DataLoader worker opens the memory-mapped Arrow files itself."""
-
-    def __init__(self, table: tuple, image_key: str, rows: np.ndarray, image_size: int, channels: int, workers: int) -> None:
-        self.table, self.image_key, self.rows = table, image_key, np.asarray(rows, dtype=np.int64)
-        self.image_size, self.channels, self.workers = image_size, channels, workers
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        value = _hf_images(*self.table, self.image_key)[int(self.rows[i])][self.image_key]
-        src = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-        return decode_image(src, self.image_size, self.channels)
-
-    def take(self, idx: torch.Tensor) -> HFRows:
-        return HFRows(self.table, self.image_key, self.rows[idx.numpy()], self.image_size, self.channels, self.workers)
-
-
-def load_hf(info: DataInfo) -> Dataset:
-    src = info.source
-
-    def split(key: str) -> Split:
-        table, rows, labels = src[key]
-        images = HFRows(tuple(table), src["image_key"], np.asarray(rows), info.native_size, info.in_chans, src["workers"])
-        return Split(images, torch.as_tensor(labels, dtype=torch.long))
-
-    return load_splits(info, split("train_rows"), split("test_rows"))

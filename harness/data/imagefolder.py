@@ -1,6 +1,7 @@
 """`imagefolder`: any class-per-folder directory of images, decoded once to a native size, or kept
-as files (`ImageFiles`) and decoded per batch when it does not fit `max_memory_mb`. The folder scan
-(`class_dirs`, `split_by_class`) is shared with clip folders (harness/data/video.py).
+as files (`ImageFiles`, harness/data/readers.py) and decoded per batch when it does not fit
+`max_memory_mb`. Here: the config and the folder scan (`class_dirs`, `held_out_size`), shared with
+clip folders (harness/data/video.py); no torch.
 """
 
 from __future__ import annotations
@@ -8,16 +9,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-import numpy as np
-import torch
-
-from harness.data.batches import STATS_SAMPLE, channel_stats, decode_all
-from harness.data.checks import check_decoded, only_keys
-from harness.data.splits import DataInfo, Dataset, Split, subset
+from harness.data.checks import check_decoded, held_out, only_keys
+from harness.data.info import DataInfo
 from harness.errors import StudyError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
@@ -28,10 +25,16 @@ SPLIT_SEED = 0  # the per-class shuffle that picks test_fraction of each class a
 @dataclass(frozen=True)
 class FolderScan:
     classes: tuple[str, ...]
-    train: tuple[tuple[str, int], ...]  # (path, label), sorted by class then path
-    test: tuple[tuple[str, int], ...]
+    train: tuple[tuple[str, int], ...]  # (path, label), sorted by class then path; a flat folder: every image
+    test: tuple[tuple[str, int], ...]  # the test/ or val/ folder's; a flat folder: () (held out when read)
     layout: str  # "train/test", "train/val" or "flat"
     fingerprint: str  # 12 hex of sha256 over (relative path, bytes) of every image
+    held_out: int = 0  # a flat folder: how many of `train` are test images (readers.folder_splits picks them)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(training, test) images once a flat folder's test images are held out."""
+        return len(self.train) - self.held_out, len(self.test) + self.held_out
 
 
 def describe_imagefolder(cfg: dict) -> DataInfo:
@@ -83,8 +86,7 @@ def describe_imagefolder(cfg: dict) -> DataInfo:
         len(scan.classes),
         full["channels"],
         full["image_size"],
-        len(scan.train),
-        len(scan.test),
+        *scan.sizes,
         config=config,
         source={
             "root": str(root),
@@ -116,13 +118,13 @@ def scan_imagefolder(root_str: str, test_fraction: float) -> FolderScan:
         layout = f"train/{held_out}"
     else:
         classes = class_dirs(root)
-        everything = _images_by_class(root, classes)
-        train, test = split_by_class(everything, classes, test_fraction)
+        train, test = _images_by_class(root, classes), []
         layout = "flat"
     digest = hashlib.sha256()
     for path, _ in sorted(train + test):
         digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\n".encode())
-    return FolderScan(tuple(classes), tuple(train), tuple(test), layout, digest.hexdigest()[:12])
+    held = held_out_size(train, classes, test_fraction) if layout == "flat" else 0
+    return FolderScan(tuple(classes), tuple(train), tuple(test), layout, digest.hexdigest()[:12], held)
 
 
 def class_dirs(folder: Path) -> list[str]:
@@ -156,73 +158,15 @@ def _images_by_class(folder: Path, classes: list[str], labels: dict[str, int] | 
     return out
 
 
-def split_by_class(items: list[tuple[str, int]], classes: list[str], test_fraction: float) -> tuple[list, list]:
-    """Per class, a fixed-seed shuffle; its first round(test_fraction * n) images (>= 1, < n) are test."""
-    by_class: list[list[tuple[str, int]]] = [[] for _ in classes]
-    for item in items:
-        by_class[item[1]].append(item)
-    train, test = [], []
-    for c, members in enumerate(by_class):
-        if len(members) < 2:
+def held_out_size(items: list[tuple[str, int]], classes: list[str], test_fraction: float) -> int:
+    """How many of a flat folder's (path, label) items are test items: `checks.held_out` of each
+    class (the readers' `split_by_class` picks which). A class needs at least 2 items."""
+    counts = Counter(label for _, label in items)
+    for c, name in enumerate(classes):
+        if counts[c] < 2:
             raise StudyError(
-                f"class {classes[c]} has {len(members)} image; test_fraction needs at least 2 per class",
+                f"class {name} has {counts[c]} image; test_fraction needs at least 2 per class",
                 key="dataset.root",
                 fix="add images, or give train/ and test/ folders",
             )
-        g = torch.Generator().manual_seed(SPLIT_SEED * 1_000_003 + c)
-        order = torch.randperm(len(members), generator=g).tolist()
-        k = min(max(1, round(test_fraction * len(members))), len(members) - 1)
-        held = set(order[:k])
-        test.extend(m for j, m in enumerate(members) if j in held)
-        train.extend(m for j, m in enumerate(members) if j not in held)
-    return train, test
-
-
-# ----------------------------------------------------------------------------- ImageFolder loading
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """Image files decoded on demand to uint8 [C, S, S]: shorter side resized to S, centre crop."""
-
-    def __init__(self, paths: list[str], image_size: int, channels: int, workers: int) -> None:
-        self.paths, self.image_size, self.channels, self.workers = paths, image_size, channels, workers
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return decode_image(self.paths[i], self.image_size, self.channels)
-
-    def take(self, idx: torch.Tensor) -> ImageFiles:
-        return ImageFiles([self.paths[i] for i in idx.tolist()], self.image_size, self.channels, self.workers)
-
-
-def decode_image(path: str | IO[bytes], size: int, channels: int) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        scale = size / min(im.size)
-        w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-        im = im.resize((w, h), Image.Resampling.BILINEAR)  # PIL filters over the source when shrinking
-        left, top = (w - size) // 2, (h - size) // 2
-        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return torch.from_numpy(arr.reshape(size, size, channels).transpose(2, 0, 1).copy())
-
-
-def load_imagefolder(info: DataInfo) -> Dataset:
-    cfg, src = info.config, info.source
-    scan = scan_imagefolder(src["root"], float(cfg.get("test_fraction", IMAGEFOLDER_DEFAULTS["test_fraction"])))
-
-    def files(items: tuple[tuple[str, int], ...]) -> Split:
-        return Split(
-            ImageFiles([p for p, _ in items], info.native_size, info.in_chans, src["workers"]),
-            torch.tensor([c for _, c in items], dtype=torch.long),
-        )
-
-    train, test = files(scan.train), files(scan.test)
-    need_mb = (len(train) + len(test)) * info.in_chans * info.native_size**2 / 2**20
-    if need_mb <= src["max_memory_mb"]:
-        train, test = decode_all(train), decode_all(test)
-    mean, std = channel_stats(subset(train, STATS_SAMPLE, seed=0))
-    return Dataset(info, train, test, mean, std)
+    return sum(held_out(counts[c], test_fraction) for c in range(len(classes)))

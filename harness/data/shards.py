@@ -1,11 +1,11 @@
-"""WebDataset tar shards, indexed once (tar headers only) and read by offset; see harness/data/streams.py."""
+"""WebDataset tar shards, indexed once (tar headers only) and read by offset (`TarMembers`,
+harness/data/readers.py); see harness/data/streams.py."""
 
 from __future__ import annotations
 
 import functools
 import glob
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -17,20 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from harness.data.checks import only_keys
-from harness.data.imagefolder import decode_image
-from harness.data.splits import DataInfo, Dataset, Split
+from harness.data.info import DataInfo
 from harness.data.streams import (
     COMMON_DEFAULTS,
     cache_dir,
     check_common,
     check_fingerprint,
     class_ids,
-    load_splits,
     require,
-    split_rows,
+    split_sizes,
 )
 from harness.errors import StudyError
 
@@ -119,7 +116,7 @@ def describe_webdataset(cfg: dict) -> DataInfo:
     labels = class_ids(train_idx.labels, test_idx.labels if test_idx else [], full.get("num_classes"), where)
     digest = hashlib.sha256(f"{train_idx.digest}\t{test_idx.digest if test_idx else ''}".encode()).hexdigest()[:12]
     check_fingerprint(cfg, digest, where, "dataset.urls")
-    train_rows, train_y, test_rows, test_y = split_rows(labels, test_idx is not None, float(full["test_fraction"]))
+    sizes = split_sizes(labels, test_idx is not None, float(full["test_fraction"]))
     config = {
         "name": "webdataset",
         "image_size": full["image_size"],
@@ -130,16 +127,16 @@ def describe_webdataset(cfg: dict) -> DataInfo:
         **({"test_fraction": float(full["test_fraction"])} if test_idx is None else {}),
         "fingerprint": digest,
     }
-    source = {
-        "train_index": (train_idx, train_rows, train_y),
-        "test_index": (test_idx or train_idx, test_rows, test_y),
+    source = {  # the rows of each split are picked when read (readers.load_webdataset: split_rows)
+        "train_index": train_idx,
+        "test_index": test_idx,  # None: test_fraction of the training shards is held out
+        "labels": labels,
+        "test_fraction": float(full["test_fraction"]),
         "classes": list(labels.names),
         "max_memory_mb": full["max_memory_mb"],
         "workers": full["workers"],
     }
-    return DataInfo(
-        "webdataset", labels.num_classes, full["channels"], full["image_size"], len(train_rows), len(test_rows), config, source
-    )
+    return DataInfo("webdataset", labels.num_classes, full["channels"], full["image_size"], *sizes, config, source)
 
 
 def _image_keys(spec: str) -> tuple[str, ...]:
@@ -163,7 +160,11 @@ def _index_cached(key: str, paths: tuple[str, ...], image_keys: tuple[str, ...],
             with np.load(cached, allow_pickle=False) as z:
                 index = ShardIndex(paths, z["shard"], z["offset"], z["size"], z["labels"], str(z["digest"]))
             n = len(index.shard)
-            if n and {len(index.offset), len(index.size), len(index.labels)} == {n} and 0 <= index.shard.min() <= index.shard.max() < len(paths):
+            if (
+                n
+                and {len(index.offset), len(index.size), len(index.labels)} == {n}
+                and 0 <= index.shard.min() <= index.shard.max() < len(paths)
+            ):
                 return index  # else a well-formed file of another index (copied in, cut arrays): rescan
         except Exception:  # noqa: BLE001 - truncated or garbage (BadZipFile, KeyError, ...): a cache, so rescan and rewrite it
             pass
@@ -293,55 +294,3 @@ def _truncated(path: str, last: tarfile.TarInfo | None, why: str) -> StudyError:
         key="dataset.urls",
         fix="copy or write the shard again whole (an interrupted copy or download leaves a cut tar file)",
     )
-
-
-_FDS: dict[str, int] = {}  # shard path -> file descriptor, per process (os.pread: no shared file offset)
-
-
-class TarMembers(torch.utils.data.Dataset):
-    """Image members of tar shards, read by offset and decoded on demand to uint8 [C, S, S]."""
-
-    def __init__(self, index: ShardIndex, rows: np.ndarray, image_size: int, channels: int, workers: int) -> None:
-        self.index, self.rows = index, np.asarray(rows, dtype=np.int64)
-        self.image_size, self.channels, self.workers = image_size, channels, workers
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        r = self.rows[i]
-        path = self.index.shards[self.index.shard[r]]
-        fd = _FDS.get(path)
-        if fd is None:
-            fd = _FDS[path] = os.open(path, os.O_RDONLY)
-        raw = os.pread(fd, int(self.index.size[r]), int(self.index.offset[r]))
-        try:
-            return decode_image(io.BytesIO(raw), self.image_size, self.channels)
-        except Exception as e:  # noqa: BLE001 - PIL's "cannot identify image file <_io.BytesIO ...>" names neither shard nor key
-            member = _member_name(fd, int(self.index.offset[r]))
-            raise ValueError(
-                f"webdataset member {member} in {path} is not a readable image ({type(e).__name__}: "
-                f"{str(e).split(' <')[0]}); fix the shard, or set dataset.image_key to the member that holds the image"
-            ) from None
-
-    def take(self, idx: torch.Tensor) -> TarMembers:
-        return TarMembers(self.index, self.rows[idx.numpy()], self.image_size, self.channels, self.workers)
-
-
-def _member_name(fd: int, offset_data: int) -> str:
-    """The name in the tar header just before a member's data (for messages; '?' if unreadable)."""
-    try:
-        return tarfile.TarInfo.frombuf(os.pread(fd, tarfile.BLOCKSIZE, offset_data - tarfile.BLOCKSIZE), "utf-8", "replace").name
-    except (tarfile.TarError, OSError, ValueError):
-        return f"at byte {offset_data}"
-
-
-def load_webdataset(info: DataInfo) -> Dataset:
-    src = info.source
-
-    def split(key: str) -> Split:
-        index, rows, labels = src[key]
-        members = TarMembers(index, np.asarray(rows, dtype=np.int64), info.native_size, info.in_chans, src["workers"])
-        return Split(members, torch.as_tensor(labels, dtype=torch.long))
-
-    return load_splits(info, split("train_index"), split("test_index"))

@@ -1,4 +1,4 @@
-"""A dataset in memory: `DataInfo` (what describe() found), `Split` (images + labels), `Dataset`;
+"""A dataset in memory: `Split` (images + labels), `Dataset` (a `DataInfo` with its two splits);
 the index-based views of a split: deterministic stratified subsets, the fixed validation split, and
 the device-resident copy of an in-memory split (see harness/data/__init__.py).
 """
@@ -9,18 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class DataInfo:
-    name: str
-    num_classes: int
-    in_chans: int
-    native_size: int
-    train_size: int
-    test_size: int
-    config: dict  # canonical dataset config: what the trial hashes (name + content keys, not paths)
-    source: dict  # where to load from (paths), not hashed
-    frames: int = 0  # a video dataset's native clip length (Split.images is [N, F, C, H, W]); 0: images
+from harness.data.info import DataInfo
 
 
 @dataclass

@@ -21,6 +21,10 @@ names, sizes and labels; decode size, channels, keys), never where it lives (`ur
 Shards must be local, uncompressed tar files (random access by offset); the WebDataset index is
 cached on disk per (shard paths, sizes, mtimes, keys) under $HARNESS_CACHE (default
 ~/.cache/harness), so a re-run does not rescan the shards.
+
+Here, shards.py and hf.py: the configs, the index, the labels and the split sizes (no torch); the
+torch Datasets (`TarMembers`, `HFRows`) and the held-out test rows (`split_rows`) are in
+harness/data/readers.py.
 """
 
 from __future__ import annotations
@@ -32,12 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from harness.data.batches import STATS_SAMPLE, channel_stats, decode_all
-from harness.data.checks import check_decoded
-from harness.data.imagefolder import SPLIT_SEED
-from harness.data.splits import DataInfo, Dataset, Split, subset
+from harness.data.checks import check_decoded, held_out
 from harness.errors import StudyError
 
 COMMON_DEFAULTS = {"channels": 3, "test_fraction": 0.2, "max_memory_mb": 4096, "workers": 2}
@@ -138,43 +138,21 @@ def class_ids(train: np.ndarray | list, test: np.ndarray | list, num_classes: in
     return Labels(ids[: len(train)], ids[len(train) :], n, names)
 
 
-def _held_out(labels: np.ndarray, test_fraction: float) -> np.ndarray:
-    """Boolean mask of the test samples when a dataset has no test split of its own: per class a
-    fixed-seed shuffle (data.SPLIT_SEED, as for a flat ImageFolder) and its first
-    round(test_fraction * n) samples (>= 1, < n)."""
-    mask = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        if len(members) < 2:
+def split_sizes(labels: Labels, has_test: bool, test_fraction: float) -> tuple[int, int]:
+    """(training, test) samples: a dataset's own test split, or `checks.held_out` of each class of the
+    training source (the readers' `split_rows` picks which). A class needs at least 2 samples then."""
+    if has_test:
+        return len(labels.train), len(labels.test)
+    classes, counts = np.unique(labels.train, return_counts=True)
+    for c, n in zip(classes, counts):
+        if n < 2:
             raise StudyError(
-                f"class {c} has {len(members)} sample; test_fraction needs at least 2 per class",
+                f"class {c} has {n} sample; test_fraction needs at least 2 per class",
                 key="dataset.test_fraction",
                 fix="give a test split (test_urls / test_split) or more samples",
             )
-        g = torch.Generator().manual_seed(SPLIT_SEED * 1_000_003 + int(c))
-        order = torch.randperm(len(members), generator=g).numpy()
-        k = min(max(1, round(test_fraction * len(members))), len(members) - 1)
-        mask[members[order[:k]]] = True
-    return mask
-
-
-def split_rows(labels: Labels, has_test: bool, test_fraction: float) -> tuple[np.ndarray, ...]:
-    """(train rows, their labels, test rows, their labels): rows index the training source unless
-    the dataset has its own test split, whose rows are then all its samples."""
-    if has_test:
-        return np.arange(len(labels.train)), labels.train, np.arange(len(labels.test)), labels.test
-    held = _held_out(labels.train, test_fraction)
-    train_rows, test_rows = np.flatnonzero(~held), np.flatnonzero(held)
-    return train_rows, labels.train[train_rows], test_rows, labels.train[test_rows]
-
-
-def load_splits(info: DataInfo, train: Split, test: Split) -> Dataset:
-    """In memory if both splits fit max_memory_mb, else streamed; mean/std from a fixed subset."""
-    need_mb = (len(train) + len(test)) * info.in_chans * info.native_size**2 / 2**20
-    if need_mb <= info.source["max_memory_mb"]:
-        train, test = decode_all(train), decode_all(test)
-    mean, std = channel_stats(subset(train, STATS_SAMPLE, seed=0))
-    return Dataset(info, train, test, mean, std)
+    test = sum(held_out(int(n), test_fraction) for n in counts)
+    return len(labels.train) - test, test
 
 
 def files_digest(paths: list[str], root: str) -> hashlib._Hash:

@@ -20,6 +20,9 @@ No bounce: a bounce changes the direction, i.e. the label, mid-clip.
 video functions of torchvision.io were removed in torchvision 0.24) or a folder of frame images,
 F frames sampled at the centres of F equal segments, each frame resized (shorter side) and centre
 cropped to `image_size`, decoded once into memory.
+
+Here: the configs and the clip folder scan (no torch); the clips themselves are rendered and decoded
+by harness/data/clips.py.
 """
 
 from __future__ import annotations
@@ -30,13 +33,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from harness.data.builtin import FASHION_FILES, find_fashion, read_idx
+from harness.data.builtin import find_fashion
 from harness.data.checks import check_channels_and_test_fraction, only_keys
-from harness.data.imagefolder import IMAGE_EXTENSIONS, class_dirs, split_by_class
-from harness.data.splits import DataInfo, Dataset, Split
+from harness.data.imagefolder import IMAGE_EXTENSIONS, class_dirs, held_out_size
+from harness.data.info import DataInfo
 from harness.errors import StudyError
 
 ITEM = 28  # Fashion-MNIST image side
@@ -59,35 +59,10 @@ STEPS = {
     4: ((0, 1), (-1, 0), (0, -1), (1, 0)),
 }
 DIRECTION_NAMES = {8: ("E", "NE", "N", "NW", "W", "SW", "S", "SE"), 4: ("E", "N", "W", "S")}
-STATS_CLIPS = 500  # training clips the per-channel mean/std come from
 
 
 def describe(cfg: dict) -> DataInfo:
     return DESCRIBERS[cfg["name"]](cfg)
-
-
-def load(info: DataInfo) -> Dataset:
-    if info.name == "moving_fashion_mnist":
-        train, test = make_moving(info.config, Path(info.source["root"]))
-    else:
-        train, test = _load_clipfolder(info)
-    mean, std = clip_stats(train.images[:STATS_CLIPS])
-    return Dataset(info, train, test, mean, std)
-
-
-def clip_stats(clips: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units of uint8 [N, F, C, H, W], summed in float64 chunks
-    (a float copy of 500 clips of 16 x 64 x 64 would be 131 MB)."""
-    c = clips.shape[2]
-    total, total_sq, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for i in range(0, len(clips), 64):
-        x = clips[i : i + 64].double().div_(255).transpose(0, 2).reshape(c, -1)  # [C, pixels]
-        total += x.sum(1)
-        total_sq += (x * x).sum(1)
-        n += x.shape[1]
-    mean = total / n
-    std = ((total_sq - n * mean * mean) / max(1, n - 1)).clamp_min(0).sqrt().clamp_min(1e-3)
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 # ----------------------------------------------------------------------------- Moving-Fashion-MNIST
@@ -151,64 +126,6 @@ def _describe_moving(cfg: dict) -> DataInfo:
     )
 
 
-def make_moving(cfg: dict, root: Path) -> tuple[Split, Split]:
-    """(train, test): training clips from the Fashion-MNIST training images, test clips from its test images."""
-    items = {}
-    for part in ("train", "test"):
-        images = read_idx(root / FASHION_FILES[f"{part}_images"])[:, 0]  # [M, 28, 28]
-        labels = read_idx(root / FASHION_FILES[f"{part}_labels"])
-        items[part] = (images, labels)
-    return (
-        moving_split(*items["train"], cfg["train_size"], cfg, stream=0),
-        moving_split(*items["test"], cfg["test_size"], cfg, stream=1),
-    )
-
-
-def moving_split(images: torch.Tensor, classes: torch.Tensor, n: int, cfg: dict, stream: int) -> Split:
-    """n clips. Each attribute has its own generator (seed, stream, attribute) and is drawn in clip
-    order, so the first k clips do not depend on n (train_size 4000 is a prefix of 10000)."""
-    d, frames = cfg["directions"], cfg["frames"]
-    torus = cfg["canvas"] + cfg["gutter"]
-
-    def gen(attribute: int) -> torch.Generator:
-        return torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + stream * 101 + attribute)
-
-    # balanced directions: each block of d clips holds every direction once, in a random order
-    blocks = -(-n // d)
-    direction = torch.rand(blocks, d, generator=gen(0)).argsort(dim=1).flatten()[:n]
-    # items: a permutation of the source images, repeated when n exceeds them
-    perm = torch.randperm(len(images), generator=gen(1))
-    item = perm[torch.arange(n) % len(images)]
-    start = torch.randint(0, torus, (n, 2), generator=gen(2))  # uniform on the torus: see the module docstring
-    step = torch.tensor(STEPS[d]) * cfg["speed"]
-    clips = render(images, item, start, step[direction], frames, cfg["canvas"], torus)
-    label = direction * 10 + classes[item] if cfg["label"] == "direction_class" else direction
-    return Split(clips, label.long())
-
-
-def render(
-    images: torch.Tensor, item: torch.Tensor, start: torch.Tensor, step: torch.Tensor, frames: int, canvas: int, torus: int
-) -> torch.Tensor:
-    """uint8 [N, F, 1, canvas, canvas]: frame t shows images[item] with its top-left corner at
-    (start + t * step) mod torus, wrapped, seen through the canvas window [0, canvas)^2.
-    One gather per chunk: canvas pixel (i, j) reads the item padded to torus x torus at
-    ((i - y) mod torus, (j - x) mod torus)."""
-    n = len(item)
-    out = torch.empty(n, frames, 1, canvas, canvas, dtype=torch.uint8)
-    t = torch.arange(frames)
-    pix = torch.arange(canvas)
-    for lo in range(0, n, 256):  # 256 clips x 16 frames x 64 x 64 = 17 MB per chunk
-        sl = slice(lo, min(n, lo + 256))
-        padded = torch.zeros(sl.stop - sl.start, torus, torus, dtype=torch.uint8)
-        padded[:, :ITEM, :ITEM] = images[item[sl]]
-        pos = start[sl, None, :] + t[None, :, None] * step[sl, None, :]  # [n, F, 2] (y, x)
-        rows = (pix[None, None, :] - pos[:, :, 0:1]) % torus  # [n, F, canvas]
-        cols = (pix[None, None, :] - pos[:, :, 1:2]) % torus
-        src = torch.arange(len(padded))[:, None, None, None]
-        out[sl, :, 0] = padded[src, rows[:, :, :, None], cols[:, :, None, :]]
-    return out
-
-
 # ----------------------------------------------------------------------------- clip folders
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -218,10 +135,16 @@ CLIPFOLDER_DEFAULTS = {"channels": 3, "test_fraction": 0.2, "max_memory_mb": 409
 @dataclass(frozen=True)
 class ClipScan:
     classes: tuple[str, ...]
-    train: tuple[tuple[str, int], ...]  # (video file or frame folder, label)
-    test: tuple[tuple[str, int], ...]
+    train: tuple[tuple[str, int], ...]  # (video file or frame folder, label); a flat folder: every clip
+    test: tuple[tuple[str, int], ...]  # the test/ or val/ folder's; a flat folder: () (held out when read)
     layout: str  # "train/test", "train/val" or "flat"
     fingerprint: str  # 12 hex of sha256 over (relative path, size) of every file a clip is made of
+    held_out: int = 0  # a flat folder: how many of `train` are test clips (readers.folder_splits picks them)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(training, test) clips once a flat folder's test clips are held out."""
+        return len(self.train) - self.held_out, len(self.test) + self.held_out
 
 
 def _describe_clipfolder(cfg: dict) -> DataInfo:
@@ -250,7 +173,7 @@ def _describe_clipfolder(cfg: dict) -> DataInfo:
             )
     check_channels_and_test_fraction(full)
     tf = full["test_fraction"]
-    scan = _scan_clipfolder(str(root), float(tf))
+    scan = scan_clipfolder(str(root), float(tf))
     if scan.layout != "flat" and "test_fraction" in cfg:
         raise StudyError(
             f"{root} has its own {scan.layout} split, so test_fraction does not apply",
@@ -287,8 +210,7 @@ def _describe_clipfolder(cfg: dict) -> DataInfo:
         len(scan.classes),
         full["channels"],
         full["image_size"],
-        len(scan.train),
-        len(scan.test),
+        *scan.sizes,
         config=config,
         source={"root": str(root), "layout": scan.layout, "classes": list(scan.classes)},
         frames=full["frames"],
@@ -296,7 +218,7 @@ def _describe_clipfolder(cfg: dict) -> DataInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def _scan_clipfolder(root_str: str, test_fraction: float) -> ClipScan:
+def scan_clipfolder(root_str: str, test_fraction: float) -> ClipScan:
     """Classes: sorted sub-folder names. A clip: a video file, or a folder holding frame images."""
     root = Path(root_str)
     held_out = next((d for d in ("test", "val") if (root / d).is_dir()), None)
@@ -315,16 +237,17 @@ def _scan_clipfolder(root_str: str, test_fraction: float) -> ClipScan:
         layout = f"train/{held_out}"
     else:
         classes = class_dirs(root)
-        train, test = split_by_class(_clips_by_class(root, classes), classes, test_fraction)
+        train, test = _clips_by_class(root, classes), []
         layout = "flat"
     digest = hashlib.sha256()
     for clip, _ in sorted(train + test):
-        for f in _clip_files(clip):
+        for f in clip_files(clip):
             digest.update(f"{os.path.relpath(f, root)}\t{os.path.getsize(f)}\n".encode())
+    held = held_out_size(train, classes, test_fraction) if layout == "flat" else 0
     for clip, _ in train + test:
         if os.path.isfile(clip):
             _probe_video(clip)
-    return ClipScan(tuple(classes), tuple(train), tuple(test), layout, digest.hexdigest()[:12])
+    return ClipScan(tuple(classes), tuple(train), tuple(test), layout, digest.hexdigest()[:12], held)
 
 
 def _clips_by_class(folder: Path, classes: list[str], labels: dict[str, int] | None = None) -> list[tuple[str, int]]:
@@ -347,13 +270,13 @@ def _clips_by_class(folder: Path, classes: list[str], labels: dict[str, int] | N
     return out
 
 
-def _clip_files(clip: str) -> list[str]:
+def clip_files(clip: str) -> list[str]:
     if os.path.isfile(clip):
         return [clip]
     return sorted(os.path.join(clip, f) for f in os.listdir(clip) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _unreadable(path: str, why: str) -> StudyError:
+def unreadable(path: str, why: str) -> StudyError:
     return StudyError(
         f"cannot read clip {path}: {why}",
         key="dataset.root",
@@ -367,69 +290,14 @@ def _probe_video(path: str) -> None:
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise _unreadable(path, "it has no video stream")
+                raise unreadable(path, "it has no video stream")
     except av.FFmpegError as e:
-        raise _unreadable(path, f"{type(e).__name__}: {e}") from None
-
-
-def _load_clipfolder(info: DataInfo) -> tuple[Split, Split]:
-    scan = _scan_clipfolder(info.source["root"], float(info.config.get("test_fraction", CLIPFOLDER_DEFAULTS["test_fraction"])))
-
-    def split(items: tuple[tuple[str, int], ...]) -> Split:
-        clips = torch.empty(len(items), info.frames, info.in_chans, info.native_size, info.native_size, dtype=torch.uint8)
-        for i, (clip, _) in enumerate(items):
-            clips[i] = decode_clip(clip, info.frames, info.native_size, info.in_chans)
-        return Split(clips, torch.tensor([c for _, c in items], dtype=torch.long))
-
-    return split(scan.train), split(scan.test)
+        raise unreadable(path, f"{type(e).__name__}: {e}") from None
 
 
 def sample_indices(n: int, frames: int) -> list[int]:
     """`frames` indices into n frames, at the centres of `frames` equal segments (repeats when n < frames)."""
     return [(2 * k + 1) * n // (2 * frames) for k in range(frames)]
-
-
-def decode_clip(clip: str, frames: int, size: int, channels: int) -> torch.Tensor:
-    """uint8 [frames, channels, size, size] from a video file or a folder of frame images."""
-    from PIL import Image
-
-    if not os.path.isdir(clip):
-        return torch.stack([_fit(Image.fromarray(a), size, channels) for a in _video_frames(clip, frames)])
-    files = _clip_files(clip)
-    out = []
-    for i in sample_indices(len(files), frames):
-        try:
-            with Image.open(files[i]) as im:
-                out.append(_fit(im, size, channels))
-        except OSError as e:  # PIL's UnidentifiedImageError is one
-            raise _unreadable(files[i], f"{type(e).__name__}: {e}") from None
-    return torch.stack(out)
-
-
-def _video_frames(path: str, frames: int) -> list[np.ndarray]:
-    import av
-
-    try:
-        with av.open(path) as container:
-            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except av.FFmpegError as e:
-        raise _unreadable(path, f"{type(e).__name__}: {e}") from None
-    if not decoded:
-        raise _unreadable(path, "no frames decoded")
-    return [decoded[i] for i in sample_indices(len(decoded), frames)]
-
-
-def _fit(im, size: int, channels: int) -> torch.Tensor:
-    """Shorter side resized to `size`, centre crop (data.decode_image's rule), as uint8 [C, size, size]."""
-    from PIL import Image
-
-    im = im.convert("RGB" if channels == 3 else "L")
-    scale = size / min(im.size)
-    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
-    im = im.resize((w, h), Image.Resampling.BILINEAR)
-    left, top = (w - size) // 2, (h - size) // 2
-    arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return torch.from_numpy(arr.reshape(size, size, channels).transpose(2, 0, 1).copy())
 
 
 DESCRIBERS = {"moving_fashion_mnist": _describe_moving, "clipfolder": _describe_clipfolder}

@@ -9,7 +9,12 @@ study or moving files never changes an id, while changing anything that changes 
 One module per job: model (Study, Trial), identity (what a trial id hashes), reading (the YAML
 file), sections (name, profile, resources, tracking, smoke), train_keys (the train section, early
 stopping, step arithmetic), simclr (its keys), eval_section, grid (axes, zip, overrides),
-overrides (the command line's), expand, smoke, study (load_study), checks (`Where`).
+overrides (the command line's), expand, smoke, study (load_study, check_run_memory), limits (caps on
+what a study may ask of the machine), jsonschema, checks (`Where`).
+
+Loading and expanding a study imports no torch (the dataset registry's describe path and the zoo's
+tables are torch-free); only the memory cap of trials about to run counts models with it
+(`check_run_memory`, called by the runner).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from harness.spec.reading import read_study_mapping, read_yaml
 from harness.spec.sections import NAME_MAX, SMOKE_KEYS, TOP_KEYS, TRACKING_KEYS
 from harness.spec.simclr import OBJECTIVES, SIMCLR_DEFAULTS, require_probes, views_per_sample
 from harness.spec.smoke import SMOKE_DATA_DIVISOR, SMOKE_STEPS, SMOKE_VAL_SIZE, smoke, smoke_sizes
-from harness.spec.study import load_study, parse_study
+from harness.spec.study import check_run_memory, load_study, parse_study
 from harness.spec.train_keys import BUDGET_KEYS, CHOICES, EARLY_STOP_KEYS, TRAIN_DEFAULTS, decay_start, min_steps, total_steps
 
 __all__ = [
@@ -54,6 +59,7 @@ __all__ = [
     "StudyError",
     "Study",
     "Trial",
+    "check_run_memory",
     "check_section",
     "check_shots",
     "config_hash",

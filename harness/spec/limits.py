@@ -11,6 +11,11 @@ spec already has (no tensor is made) and compared with the machine's memory or `
 The profiler's batch (profile.batch_size, when profile.enabled) is checked the same way in place of
 the training batch, and a refusal names profile.batch_size (it blamed the training batch).
 
+Counting a model's parameters builds it (harness/flops: torch), so loading a study checks only what
+needs no model (data and a batch; the model counted only when they alone are over the budget, for the
+message), and the runner checks in full the trials it is about to run (`harness run`: those not done,
+so a finished study never imports torch; `--dry-run`: all of them).
+
 The counts that nothing else bounds (few_shot_draws, frames, model depth and width) have caps of their
 own, in the style of the 4,096 px image cap (harness/spec/grid.py).
 """
@@ -60,10 +65,17 @@ def data_mb(info: data.DataInfo) -> float:
     return min(mb, float(cap)) if isinstance(cap, (int, float)) else mb
 
 
+def batch_mb(trial: object, info: data.DataInfo, batch_size: int | None = None) -> float:
+    """One fp32 input batch of a trial in MiB: its training batch, or `batch_size` (the profiler's)."""
+    t = trial
+    n = t.batch_size if batch_size is None else batch_size  # type: ignore[attr-defined]
+    return n * info.in_chans * max(t.frames or 0, 1) * t.image_size**2 * 4 / MB  # type: ignore[attr-defined]
+
+
 def trial_mb(trial: object, info: data.DataInfo, batch_size: int | None = None) -> tuple[float, str]:
     """(estimate in MiB, what it is made of) for one trial (a spec.model.Trial); `batch_size`: the
     profiler's batch in place of the training batch."""
-    from harness import flops  # torch: only when a study is loaded, never for `status` or `--help`
+    from harness import flops  # torch: only for trials about to run, or a study refused at load
 
     t = trial
     frames = t.frames or 0  # type: ignore[attr-defined]
@@ -76,7 +88,7 @@ def trial_mb(trial: object, info: data.DataInfo, batch_size: int | None = None) 
     )
     model = params * 4 * 4 / MB
     n = t.batch_size if batch_size is None else batch_size  # type: ignore[attr-defined]
-    batch = n * info.in_chans * max(frames, 1) * t.image_size**2 * 4 / MB  # type: ignore[attr-defined]
+    batch = batch_mb(t, info, batch_size)
     d = data_mb(info)
     which = "a batch" if batch_size is None else f"a profile batch ({n:,})"
     parts = f"data {d:,.0f} MiB + model and optimizer {model:,.0f} MiB ({params / 1e6:,.1f}M params) + {which} {batch:,.0f} MiB"
@@ -95,23 +107,26 @@ def check_study(study: object, info: data.DataInfo, where: Where) -> None:
     check_count(draws, MAX_FEW_SHOT_DRAWS, "eval.few_shot_draws", where, "few-shot draws per shot count")
 
 
-def check_memory(study: object, trials: list, info: data.DataInfo, where: Where) -> None:
+def check_memory(study: object, trials: list, info: data.DataInfo, where: Where, *, count_params: bool = True) -> None:
     """Refuse a study whose largest trial cannot fit in memory (`resources.memory_mb`, else this
-    machine's): trained with its batch, or profiled with profile.batch_size."""
+    machine's): trained with its batch, or profiled with profile.batch_size. `count_params` False
+    (at load): models are counted (torch) only when data and a batch alone are over the budget."""
     res = study.resources  # type: ignore[attr-defined]
     profile = study.profile  # type: ignore[attr-defined]
     budget = float(res.get("memory_mb") or machine_mb())
     source = "resources.memory_mb" if res.get("memory_mb") else "this machine's memory"
     seen: set = set()
+    cases = []  # (trial, profile batch or None), once per distinct model, image size, clip and batch
     for t in trials:
         key = (t.model, t.image_size, t.frames, t.batch_size)
-        if key in seen:
-            continue
-        seen.add(key)
-        for batch in (None, profile["batch_size"]) if profile.get("enabled") else (None,):
-            mb, parts = trial_mb(t, info, batch)
-            if mb <= budget:
-                continue
+        if key not in seen:
+            seen.add(key)
+            cases += [(t, batch) for batch in ((None, profile["batch_size"]) if profile.get("enabled") else (None,))]
+    if not count_params and all(data_mb(info) + batch_mb(t, info, batch) <= budget for t, batch in cases):
+        return  # the model's share is counted for the trials about to run (the runner)
+    for t, batch in cases:
+        mb, parts = trial_mb(t, info, batch)
+        if mb > budget:
             if batch is None:
                 blame = "resources.memory_mb" if res.get("memory_mb") else "dataset"
                 fix = "use a smaller dataset, clip or model, or set resources.memory_mb to the memory of the machine that runs it"

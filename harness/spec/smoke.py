@@ -26,11 +26,11 @@ def smoke_resources(resources: dict) -> dict:
     """A GPU study's smoke run proves on a CPU-only machine (CI) that it loads and runs: its trials run on
     the CPU there instead of being refused (a real run still refuses gpus > 0 without CUDA). Resources are
     not part of a trial's id, so this changes no id."""
-    import torch
+    if resources.get("gpus", 0) <= 0:
+        return resources
+    import torch  # a GPU study only: asking CUDA needs torch
 
-    if resources.get("gpus", 0) > 0 and not torch.cuda.is_available():
-        return dict(resources, gpus=0)
-    return resources
+    return dict(resources, gpus=0) if not torch.cuda.is_available() else resources
 
 
 def smoke(study: Study) -> Study:

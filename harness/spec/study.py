@@ -14,7 +14,7 @@ from harness.spec.checks import Where
 from harness.spec.eval_section import check_section
 from harness.spec.expand import check_cells
 from harness.spec.grid import parse_grid, parse_overrides
-from harness.spec.model import PROFILE_DEFAULTS, RESOURCE_DEFAULTS, Study
+from harness.spec.model import PROFILE_DEFAULTS, RESOURCE_DEFAULTS, Study, Trial
 from harness.spec.reading import read_study_mapping
 from harness.spec.sections import (
     TOP_KEYS,
@@ -100,5 +100,12 @@ def parse_study(raw: dict, *, where: str = "<study>") -> Study:
         search=search,
     )
     limits.check_study(study, info, at)  # before anything is built or expanded
-    limits.check_memory(study, check_cells(study, info, at), info, at)
+    limits.check_memory(study, check_cells(study, info, at), info, at, count_params=False)  # the rest: check_run_memory
     return study
+
+
+def check_run_memory(study: Study, trials: Sequence[Trial]) -> None:
+    """The memory cap over the trials about to run, their models counted (torch): `harness run` checks
+    the trials not done yet, `--dry-run` all of them (load checked what needs no model)."""
+    info = data.describe({**study.data_source, **study.dataset})
+    limits.check_memory(study, list(trials), info, Where(study.path))

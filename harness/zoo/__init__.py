@@ -13,6 +13,10 @@ Video families (`VIDEO = True`: r3d, r2plus1d, vivit, vivit_fact) take [B, C, T,
 `CANONICAL_IMAGE`), listed in IMAGENET like the image families' ImageNet sizes.
 
 Adding a family: one module with the `Family` attributes below, and one line in FAMILIES.
+
+Everything but `build` is torch-free (tables, names, shape checks, strides): a family module imports
+timm, torchvision or torch inside its `build`, and the nn.Module classes written here live in
+harness/zoo/nets.py, which only `build` imports. So loading and expanding a study imports no torch.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Protocol
 
 from harness.errors import StudyError, did_you_mean
 from harness.zoo import convnext, linear, mixer, mlp, r2plus1d, r3d, resnet, swin, vit, vivit, vivit_fact
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 SMALL_IMAGE = 28  # Fashion-MNIST; the default input of every non-ImageNet size
 IMAGENET_IMAGE = 224

@@ -13,10 +13,12 @@ T/S/B/L: `s` and `l` are rungs of the small-image ladder xs/s/m/l shared by ever
 
 from __future__ import annotations
 
-import torch.nn as nn
-from timm.models.convnext import ConvNeXt
+from typing import TYPE_CHECKING
 
 from harness.errors import StudyError
+
+if TYPE_CHECKING:
+    from timm.models.convnext import ConvNeXt
 
 # One table. ImageNet rows: Liu et al. 2022, "A ConvNet for the 2020s", section 2.6 (T/S/B/L).
 # Small rows (28-64 px): stride-2 stem, ConvNeXt-T's 1:1:3:1 stage ratio, dims 16/24/32 x
@@ -50,6 +52,9 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> ConvNeXt:
+    import torch.nn as nn  # torch and timm when a model is built, never for the table and checks above
+    from timm.models.convnext import ConvNeXt
+
     model = ConvNeXt(
         in_chans=in_chans,
         num_classes=num_classes,

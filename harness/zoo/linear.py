@@ -5,22 +5,20 @@ of classes, so the family has one size, `linear@xs`, and no ladder (a bigger lin
 the same pixels does not exist). Parameters grow with the image: (C * H * W + 1) * classes.
 
 Why not timm: timm has no classifier on raw pixels (its `Mlp` is a block inside models, not a
-model taking images), so the module is written here: flatten, one `nn.Linear`.
+model taking images), so the module is written here (harness/zoo/nets.py): flatten, one `nn.Linear`.
 """
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.zoo.nets import LinearClassifier
 
 SIZES: dict[str, dict] = {"xs": {}}  # 7,850 params at 28 px, 1 channel, 10 classes
 IMAGENET: tuple[str, ...] = ()
 DEFAULT = "xs"
 PATCH_GRID = False  # any image size
-
-
-class LinearClassifier(nn.Sequential):
-    def __init__(self, image_size: int, in_chans: int, num_classes: int) -> None:
-        super().__init__(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, num_classes))
 
 
 def validate(shape: dict) -> None:
@@ -32,4 +30,6 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> LinearClassifier:
+    from harness.zoo.nets import LinearClassifier  # torch when a model is built, not for the table
+
     return LinearClassifier(image_size, in_chans, num_classes)

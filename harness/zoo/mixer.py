@@ -11,7 +11,10 @@ The token MLP acts across patches, so parameters grow with the number of tokens 
 
 from __future__ import annotations
 
-from timm.models.mlp_mixer import MlpMixer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from timm.models.mlp_mixer import MlpMixer
 
 # One table. ImageNet rows: Tolstikhin et al. 2021, "MLP-Mixer", Table 1 (S/16, B/16, L/16).
 # Small rows (28-64 px): patch 4, the paper's ratios D_S = C/2 and D_C = 4C, widths as the ViT
@@ -44,6 +47,8 @@ def _ratio(hidden: int, width: int) -> float:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> MlpMixer:
+    from timm.models.mlp_mixer import MlpMixer  # timm when a model is built, never for the table and checks above
+
     width = shape["width"]
     return MlpMixer(
         num_classes=num_classes,

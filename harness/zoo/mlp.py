@@ -6,12 +6,15 @@ Shape keys:
 The first layer sees every pixel, so parameters grow with the image: C * H * W * width of them.
 
 Why not timm: timm has no classifier on raw pixels (its `Mlp` is a two-layer block inside
-models, not a model taking images), so the module is written here.
+models, not a model taking images), so the module is written here (harness/zoo/nets.py).
 """
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.zoo.nets import PixelMLP
 
 # One table. Widths and depths of the classic fully connected MNIST baselines (LeCun et al. 1998,
 # "Gradient-based learning applied to document recognition", Fig. 9: 300-1000 hidden units, one
@@ -27,16 +30,6 @@ DEFAULT = "xs"
 PATCH_GRID = False  # any image size
 
 
-class PixelMLP(nn.Sequential):
-    def __init__(self, image_size: int, in_chans: int, num_classes: int, width: int, depth: int) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        fan_in = in_chans * image_size * image_size
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), nn.ReLU()]
-            fan_in = width
-        super().__init__(*layers, nn.Linear(fan_in, num_classes))
-
-
 def validate(shape: dict) -> None:
     """Every positive width and depth is buildable (the registry has checked the types)."""
 
@@ -46,4 +39,6 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> PixelMLP:
+    from harness.zoo.nets import PixelMLP  # torch when a model is built, not for the table
+
     return PixelMLP(image_size, in_chans, num_classes, shape["width"], shape["depth"])

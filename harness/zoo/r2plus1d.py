@@ -1,5 +1,6 @@
 """R(2+1)D: ResNet whose 3x3x3 convs are split into a spatial 1x3x3 and a temporal 3x1x1 conv,
-built from torchvision's video ResNet parts (harness/zoo/video_resnet.py).
+built from torchvision's video ResNet parts (harness/zoo/video_resnet.py; the network: `VideoResNetW`,
+harness/zoo/nets.py).
 
 Source: Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
 Section 3.5 and Table 1 (R(2+1)D: the middle width M_i = floor(t d^2 N_{i-1} N_i / (d^2 N_{i-1} + t N_i))
@@ -16,9 +17,12 @@ Input [B, C, T, H, W]; any T >= 1; H, W >= 16.
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from harness.zoo import video_resnet
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 # One table. 18: torchvision r2plus1d_18 (Tran et al. 2018, R(2+1)D-18); 34: R(2+1)D-34 of the
 # same paper (torchvision has no r2plus1d_34; not checked against a library count).

@@ -1,4 +1,5 @@
-"""R3D: 3D-convolution ResNet for video, built from torchvision's video ResNet parts (harness/zoo/video_resnet.py).
+"""R3D: 3D-convolution ResNet for video, built from torchvision's video ResNet parts (harness/zoo/video_resnet.py;
+the network: `VideoResNetW`, harness/zoo/nets.py).
 
 Source: Tran et al. 2018, "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
 Table 1 (R3D: every 3x3 conv a 3x3x3 conv); torchvision's `r3d_18` (33,371,472 parameters with
@@ -13,9 +14,12 @@ Input [B, C, T, H, W]; any T >= 1; H, W >= 16.
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from harness.zoo import video_resnet
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 # One table. 18: torchvision r3d_18 (Tran et al. 2018, Table 1, R3D-18); 34: R3D-34 of the same
 # table (torchvision has no r3d_34; not checked against a library count).

@@ -10,10 +10,12 @@ Shape keys:
 
 from __future__ import annotations
 
-import torch.nn as nn
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from typing import TYPE_CHECKING
 
 from harness.errors import StudyError
+
+if TYPE_CHECKING:
+    from timm.models.resnet import ResNet
 
 # One table. ImageNet rows: He et al. 2016, "Deep Residual Learning", Table 1.
 # Small rows (28-64 px): ResNet-18's (2, 2, 2, 2) layout at widths 16/24/32 (xs: one block per
@@ -33,8 +35,6 @@ DEFAULT = "xs"
 CHOICES = {"block": ("basic", "bottleneck"), "stem": ("small", "imagenet")}
 PATCH_GRID = False  # convolutions take any size >= the total stride
 
-_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-
 
 def validate(shape: dict) -> None:
     if len(shape["layers"]) != 4:
@@ -48,11 +48,14 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> ResNet:
+    import torch.nn as nn  # torch and timm when a model is built, never for the table and checks above
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
     width = shape["width"]
     # timm's plain stem is fixed at 64 channels; its 'deep' stem outputs 2 * stem_width, so
     # stem_width = width / 2 sizes layer1 for `width` inputs. The stem itself is replaced below.
     model = ResNet(
-        block=_BLOCKS[shape["block"]],
+        block={"basic": BasicBlock, "bottleneck": Bottleneck}[shape["block"]],
         layers=tuple(shape["layers"]),
         channels=tuple(width * 2**i for i in range(4)),
         num_classes=num_classes,

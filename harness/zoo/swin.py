@@ -38,9 +38,12 @@ the other families' timm classes default to 0).
 
 from __future__ import annotations
 
-from timm.models.swin_transformer import SwinTransformer
+from typing import TYPE_CHECKING
 
 from harness.errors import StudyError
+
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import SwinTransformer
 
 # One table. ImageNet rows: Liu et al. 2021, "Swin Transformer", section 3.3 (Swin-T/S/B/L:
 # C = 96/96/128/192, layers {2,2,6,2} / {2,2,18,2}, head dim 32, window 7 at 224 px).
@@ -122,6 +125,8 @@ def check_image(shape: dict, image_size: int) -> str | None:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> SwinTransformer:
+    from timm.models.swin_transformer import SwinTransformer  # timm when a model is built, not for check_image
+
     # a window larger than a stage's grid is clamped to it by timm (global attention, no shift)
     return SwinTransformer(
         img_size=image_size,

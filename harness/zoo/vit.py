@@ -11,9 +11,12 @@ Class token, token pooling and qkv bias as in the original ViT (timm's defaults)
 
 from __future__ import annotations
 
-from timm.models.vision_transformer import VisionTransformer
+from typing import TYPE_CHECKING
 
 from harness.errors import StudyError
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 # One table, big_vision style. ImageNet rows: Dosovitskiy et al. 2021, "An Image is Worth 16x16
 # Words", Table 1 (B, L, H); Ti and S from Touvron et al. 2021 (DeiT), Table 1.
@@ -56,6 +59,8 @@ def stride(shape: dict) -> int:
 
 
 def build(shape: dict, image_size: int, in_chans: int, num_classes: int) -> VisionTransformer:
+    from timm.models.vision_transformer import VisionTransformer  # timm when a model is built, not for the table
+
     return VisionTransformer(
         img_size=image_size,
         patch_size=shape["patch"],
