@@ -203,10 +203,11 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "status" not in df:
         df["status"] = "ok"
-    df["status"] = df["status"].fillna("ok").astype(str)
+    # astype(object) first: an all-empty column read back as float64 NaN cannot take a str fill (pandas 3 warns, 4 raises)
+    df["status"] = df["status"].astype(object).fillna("ok").astype(str)
     if "error" not in df:
         df["error"] = ""
-    df["error"] = df["error"].fillna("").astype(str)
+    df["error"] = df["error"].astype(object).fillna("").astype(str)
     if "model" not in df and "family" in df:
         size = df["size"].fillna("").astype(str) if "size" in df else ""
         df["model"] = df["family"].astype(str) + np.where(size != "", "@" + size, "")
