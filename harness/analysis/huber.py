@@ -43,6 +43,9 @@ class Points:
         self.key = d + self.offset[group]
         self.s1 = np.concatenate([[0.0], np.cumsum(d)])
         self.s2 = np.concatenate([[0.0], np.cumsum(d * d)])
+        # constant per point: the search offsets and the prefix sums at each point's ends (per call they cost time)
+        self.lo_offset, self.hi_offset = self.offset - delta, self.offset + delta
+        self.s1_start, self.s1_end = self.s1[self.start], self.s1[self.end]
 
     @classmethod
     def of(cls, logx: np.ndarray, logy: np.ndarray, delta: float) -> Points:
@@ -70,17 +73,18 @@ class Points:
         q = p - self.centre
         s, e = self.start, self.end
         # first row with r <= delta, first with r < -delta; a prediction beyond a point's rows would land
-        # among its neighbour's, hence the clip to the point's own range
-        lo = np.clip(np.searchsorted(self.key, q - delta + self.offset, side="left"), s, e)
-        hi = np.clip(np.searchsorted(self.key, q + delta + self.offset, side="right"), s, e)
+        # among its neighbour's, hence the clamp to the point's own range
+        lo = np.minimum(np.maximum(self.key.searchsorted(q + self.lo_offset, side="left"), s), e)
+        hi = np.minimum(np.maximum(self.key.searchsorted(q + self.hi_offset, side="right"), s), e)
         n_below, n_in, n_above = lo - s, hi - lo, e - hi
-        sum_below = self.s1[lo] - self.s1[s]
-        sum_in, sq_in = self.s1[hi] - self.s1[lo], self.s2[hi] - self.s2[lo]
-        sum_above = self.s1[e] - self.s1[hi]
+        s1_lo, s1_hi = self.s1[lo], self.s1[hi]
+        sum_in = s1_hi - s1_lo
         loss = (
-            (n_below * q - sum_below - 0.5 * delta * n_below)
-            + (n_in * q * q - 2.0 * q * sum_in + sq_in) / (2.0 * delta)
-            + (sum_above - n_above * q - 0.5 * delta * n_above)
+            n_below * (q - 0.5 * delta)
+            - (s1_lo - self.s1_start)
+            + (n_in * q * q - 2.0 * q * sum_in + (self.s2[hi] - self.s2[lo])) * (0.5 / delta)
+            + (self.s1_end - s1_hi)
+            - n_above * (q + 0.5 * delta)
         )
-        grad = n_below + (n_in * q - sum_in) / delta - n_above
+        grad = (n_below - n_above) + (n_in * q - sum_in) * (1.0 / delta)
         return loss, grad

@@ -73,17 +73,18 @@ def _objective(theta: np.ndarray, logx: np.ndarray, points: Points) -> tuple[flo
     logsumexp/softmax are written out: scipy's versions cost ~4x more per call here and
     this function runs ~10^5 times per bootstrap.
     """
-    terms = _terms(theta, logx)
-    top = terms.max(axis=1, keepdims=True)
-    ex = np.exp(terms - top)
-    total = ex.sum(axis=1)
-    loss, dp = points.huber(top[:, 0] + np.log(total))
-    w = ex * (dp / total)[:, None]  # d loss / d term = softmax · d loss / d p
     k = logx.shape[1]
+    power = theta[0 : 2 * k : 2] - theta[1 : 2 * k : 2] * logx  # (G, k); the floor term is theta[-1]
+    top = np.maximum(power.max(axis=1), theta[-1])
+    ex, ex_floor = np.exp(power - top[:, None]), np.exp(theta[-1] - top)
+    total = ex.sum(axis=1) + ex_floor
+    loss, dp = points.huber(top + np.log(total))
+    scale = dp / total  # d loss / d term = softmax · d loss / d p
+    w = ex * scale[:, None]
     grad = np.empty_like(theta)
-    grad[0 : 2 * k : 2] = w[:, :k].sum(axis=0)
-    grad[1 : 2 * k : 2] = -(w[:, :k] * logx).sum(axis=0)
-    grad[-1] = w[:, k].sum()
+    grad[0 : 2 * k : 2] = w.sum(axis=0)
+    grad[1 : 2 * k : 2] = -(w * logx).sum(axis=0)
+    grad[-1] = (ex_floor * scale).sum()
     return float(loss), grad
 
 
