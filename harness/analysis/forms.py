@@ -27,6 +27,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from harness.analysis import laws
+from harness.analysis.huber import Points
 
 FORMS = ("power", "saturating", "m4", "broken")
 TEXT = {
@@ -131,21 +132,21 @@ def _grid(form: str, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
     return np.array(list(itertools.product(*axes)), dtype=float)
 
 
-def _loss(theta: np.ndarray, form: str, lx: np.ndarray, ly: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
-    """Summed Huber/delta of the log residuals (as laws.py) and its analytic gradient."""
+def _loss(theta: np.ndarray, form: str, points: Points) -> tuple[float, np.ndarray]:
+    """Summed Huber/delta of the log residuals (as laws.py, per distinct x: huber.py) and its analytic gradient."""
     with np.errstate(all="ignore"):  # a trial step off the law's domain: non-finite, refused below
-        pred, jac = _FORMS[form].log_predict(theta, lx)
-    r = pred - ly
-    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
+        pred, jac = _FORMS[form].log_predict(theta, points.x[:, 0])
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
         return 1e12, np.zeros_like(theta)
-    a = np.abs(r)
-    return float(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta).sum()), jac.T @ np.clip(r / delta, -1.0, 1.0)
+    loss, dp = points.huber(pred)
+    return float(loss), jac.T @ dp
 
 
 def grid_starts(form: str, logx: np.ndarray, logy: np.ndarray, n: int = N_STARTS) -> np.ndarray:
     """The `n` best points of the form's start grid on (centred) log x."""
     grid = _grid(form, logx, logy)
-    scores = np.array([_loss(t, form, logx, logy, laws.HUBER_DELTA)[0] for t in grid])
+    points = Points.of(logx, logy, laws.HUBER_DELTA)
+    scores = np.array([_loss(t, form, points)[0] for t in grid])
     return grid[np.argsort(scores)[:n]]
 
 
@@ -153,12 +154,13 @@ def fit_form(form: str, logx: np.ndarray, logy: np.ndarray, starts: np.ndarray) 
     """The best theta of a non-power form on (centred) log x: L-BFGS-B from each start."""
     bounds = _bounds(form, logx, logy)
     lo, hi = [b[0] for b in bounds], [b[1] for b in bounds]
+    points = Points.of(logx, logy, laws.HUBER_DELTA)
     best, best_loss = starts[0], math.inf
     for s in starts:
         res = minimize(
             _loss,
             np.clip(s, lo, hi),
-            args=(form, logx, logy, laws.HUBER_DELTA),
+            args=(form, points),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,

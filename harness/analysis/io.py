@@ -138,8 +138,11 @@ def mark_variants(df: pd.DataFrame) -> pd.DataFrame:
     # a key varies when rows of one model differ in it: a per-family or per-model setting (`overrides:`)
     # that is constant within each model is part of that model's recipe and splits no seeds
     models = df["model"].astype(str).tolist() if "model" in df else [""] * len(df)
+    # one (model, config) per distinct pair: 10,000 rows are ~10 recipes (the seeds and axes differ, not the config)
+    distinct = {(m, json.dumps(f, sort_keys=True, default=str)): f for m, f in zip(models, flat)}
+    u_models, u_flat = [m for m, _ in distinct], list(distinct.values())
     varying = [
-        k for k in keys if any(len(vals - _UNSET.get(k, set())) > 1 for vals in _values_by_model(models, flat, k).values())
+        k for k in keys if any(len(vals - _UNSET.get(k, set())) > 1 for vals in _values_by_model(u_models, u_flat, k).values())
     ]
     several = "study" in df and df["study"].nunique(dropna=False) > 1
     if not varying and not several:
@@ -200,10 +203,11 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "status" not in df:
         df["status"] = "ok"
-    df["status"] = df["status"].fillna("ok").astype(str)
+    # astype(object) first: an all-empty column read back as float64 NaN cannot take a str fill (pandas 3 warns, 4 raises)
+    df["status"] = df["status"].astype(object).fillna("ok").astype(str)
     if "error" not in df:
         df["error"] = ""
-    df["error"] = df["error"].fillna("").astype(str)
+    df["error"] = df["error"].astype(object).fillna("").astype(str)
     if "model" not in df and "family" in df:
         size = df["size"].fillna("").astype(str) if "size" in df else ""
         df["model"] = df["family"].astype(str) + np.where(size != "", "@" + size, "")

@@ -91,9 +91,10 @@ def _fit_arrays(
     params = refit.params(theta)
     rmse = float(np.sqrt(np.mean((np.log(predict(params, np.exp(logx))) - logy) ** 2)))
     rng = np.random.default_rng(seed)
+    points = _points(logx)
     boot = []
     for _ in range(bootstrap):
-        idx, ys = _resample(logx, logy, rng, within_points)
+        idx, ys = _resample(points, logy, rng, within_points)
         if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
             continue
         p = refit.params(refit(logx[idx], ys, theta))
@@ -128,8 +129,19 @@ class _refitter:
         return theta_to_params(theta) if self.form == "power" else forms.to_params(self.form, theta, self.shift)
 
 
-def _resample(logx: np.ndarray, logy: np.ndarray, rng: np.random.Generator, hierarchical: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices and log y of one resample.
+def _points(logx: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each distinct x (a point), in order of x."""
+    if not len(logx):
+        return []
+    inv = np.unique(logx, axis=0, return_inverse=True)[1].ravel()
+    order = np.argsort(inv, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(inv))[:-1])
+
+
+def _resample(
+    points: list[np.ndarray], logy: np.ndarray, rng: np.random.Generator, hierarchical: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices and log y of one resample; `points` are the row indices of each distinct x (`_points`).
 
     Hierarchical (issue 23): draw points (distinct x) with replacement, then each drawn point's seeds
     with replacement, their deviations from the point's mean widened by sqrt(k/(k−1)) — a k-seed
@@ -138,8 +150,6 @@ def _resample(logx: np.ndarray, logy: np.ndarray, rng: np.random.Generator, hier
     point is kept (seeds only). Without repeats: rows.
     """
     n = len(logy)
-    inv = np.unique(logx, axis=0, return_inverse=True)[1].ravel() if n else np.zeros(0, int)
-    points = [np.flatnonzero(inv == i) for i in range(inv.max() + 1)] if n else []
     if not (hierarchical and any(len(p) > 1 for p in points)):
         idx = rng.integers(0, n, n)
         return idx, logy[idx]

@@ -24,6 +24,8 @@ import math
 import numpy as np
 from scipy.optimize import minimize
 
+from harness.analysis.huber import Points
+
 HUBER_DELTA = 1e-3  # Hoffmann et al. 2022; larger deltas turn the fit into least squares
 # ftol is relative: the summed/delta objective is O(n) so 1e-12 means ~1e-10 absolute,
 # far below one data point's contribution; gtol 1e-9 on gradients that are O(n) at a start.
@@ -64,31 +66,26 @@ def log_predict(theta: np.ndarray, logx: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(terms - top[:, None]).sum(axis=1))
 
 
-def _huber_over_delta(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber(r)/delta: r²/(2·delta) inside ±delta, |r| − delta/2 outside."""
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)
-
-
-def _objective(theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
-    """Summed Huber/delta loss of the log residuals and its analytic gradient.
+def _objective(theta: np.ndarray, logx: np.ndarray, points: Points) -> tuple[float, np.ndarray]:
+    """Summed Huber/delta loss of the log residuals and its analytic gradient; `logx` are the points'
+    (distinct, centred) log x, `points` their rows (huber.py: O(points), not O(rows), per call).
 
     logsumexp/softmax are written out: scipy's versions cost ~4x more per call here and
     this function runs ~10^5 times per bootstrap.
     """
-    terms = _terms(theta, logx)
-    top = terms.max(axis=1, keepdims=True)
-    ex = np.exp(terms - top)
-    total = ex.sum(axis=1)
-    r = top[:, 0] + np.log(total) - logy
-    dr = np.clip(r / delta, -1.0, 1.0)  # derivative of Huber(r)/delta
-    w = ex * (dr / total)[:, None]  # d loss / d term = softmax · dr
     k = logx.shape[1]
+    power = theta[0 : 2 * k : 2] - theta[1 : 2 * k : 2] * logx  # (G, k); the floor term is theta[-1]
+    top = np.maximum(power.max(axis=1), theta[-1])
+    ex, ex_floor = np.exp(power - top[:, None]), np.exp(theta[-1] - top)
+    total = ex.sum(axis=1) + ex_floor
+    loss, dp = points.huber(top + np.log(total))
+    scale = dp / total  # d loss / d term = softmax · d loss / d p
+    w = ex * scale[:, None]
     grad = np.empty_like(theta)
-    grad[0 : 2 * k : 2] = w[:, :k].sum(axis=0)
-    grad[1 : 2 * k : 2] = -(w[:, :k] * logx).sum(axis=0)
-    grad[-1] = w[:, k].sum()
-    return float(_huber_over_delta(r, delta).sum()), grad
+    grad[0 : 2 * k : 2] = w.sum(axis=0)
+    grad[1 : 2 * k : 2] = -(w * logx).sum(axis=0)
+    grad[-1] = (ex_floor * scale).sum()
+    return float(loss), grad
 
 
 def _bounds(k: int) -> list[tuple[float, float]]:
@@ -112,8 +109,9 @@ def start_grid(logx: np.ndarray, logy: np.ndarray) -> np.ndarray:
     return np.array([_centre(t, shift, -1.0) for t in centred])
 
 
-def _grid_losses(grid: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: float) -> np.ndarray:
+def _grid_losses(grid: np.ndarray, points: Points) -> np.ndarray:
     """Objective at every grid point at once, in chunks of ~8M terms (~64 MB) each."""
+    logx = points.x
     k, n = logx.shape[1], logx.shape[0]
     out = np.empty(len(grid))
     chunk = max(1, 8_000_000 // (n * (k + 1)))
@@ -122,14 +120,13 @@ def _grid_losses(grid: np.ndarray, logx: np.ndarray, logy: np.ndarray, delta: fl
         power = g[:, None, 0 : 2 * k : 2] - g[:, None, 1 : 2 * k : 2] * logx[None, :, :]
         terms = np.concatenate([power, np.broadcast_to(g[:, None, -1:], (len(g), n, 1))], axis=2)
         top = terms.max(axis=2)
-        r = top + np.log(np.exp(terms - top[:, :, None]).sum(axis=2)) - logy[None, :]
-        out[i : i + chunk] = _huber_over_delta(r, delta).sum(axis=1)
+        out[i : i + chunk] = points.huber(top + np.log(np.exp(terms - top[:, :, None]).sum(axis=2)))[0]
     return out
 
 
 def best_starts(logx: np.ndarray, logy: np.ndarray, n: int, delta: float) -> np.ndarray:
     grid = start_grid(logx, logy)
-    return grid[np.argsort(_grid_losses(grid, logx, logy, delta))[:n]]
+    return grid[np.argsort(_grid_losses(grid, Points.of(logx, logy, delta)))[:n]]
 
 
 def _centre(theta: np.ndarray, shift: np.ndarray, sign: float) -> np.ndarray:
@@ -147,14 +144,15 @@ def _centre(theta: np.ndarray, shift: np.ndarray, sign: float) -> np.ndarray:
 def minimise(logx: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = HUBER_DELTA) -> tuple[np.ndarray, float]:
     """L-BFGS-B from each start; the lowest final objective wins."""
     shift = logx.mean(axis=0)
-    centred = logx - shift
+    points = Points.of(logx, logy, delta)
+    centred = points.x - shift
     best_theta, best_loss = starts[0], math.inf
     bounds = _bounds(logx.shape[1])
     for s in starts:
         res = minimize(
             _objective,
             _centre(s, shift, 1.0),
-            args=(centred, logy, delta),
+            args=(centred, points),
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,

@@ -43,20 +43,25 @@ def free_port() -> int:
 def run_data_parallel(trial: Trial, *, checkpoint_path: Path | None = None, checkpoint_every: int = 0) -> TrialOutput:
     """Run `trial` as `resources.workers` local ranks; rank 0's output, or a failed row naming the rank."""
     world = int(trial.resources.get("workers", 1))
-    ctx = mp.get_context("spawn")  # a fresh interpreter per rank: no forked torch/OpenMP state
     with tempfile.TemporaryDirectory(prefix="harness-ddp-") as tmp:
-        port = free_port()
-        procs = [
-            ctx.Process(target=rank_main, args=(r, world, port, trial, tmp, checkpoint_path, checkpoint_every), name=f"rank{r}")
-            for r in range(world)
-        ]
-        try:
-            for p in procs:
-                p.start()
-            codes = _watch(procs)
-        finally:
-            _stop(procs)
+        codes = _start_and_watch(
+            world, lambda r, port: (rank_main, (r, world, port, trial, tmp, checkpoint_path, checkpoint_every))
+        )
         return _outcome(trial, codes, Path(tmp))
+
+
+def _start_and_watch(world: int, target: Callable[[int, int], tuple[Callable[..., None], tuple]]) -> dict[int, int]:
+    """Start `world` ranks (`target(rank, port)` -> the function and arguments of that rank's process),
+    watch them to the end (`_watch`), stop any left; their exit codes by rank."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter per rank: no forked torch/OpenMP state
+    port = free_port()
+    procs = [ctx.Process(target=fn, args=args, name=f"rank{r}") for r, (fn, args) in ((r, target(r, port)) for r in range(world))]
+    try:
+        for p in procs:
+            p.start()
+        return _watch(procs)
+    finally:
+        _stop(procs)
 
 
 def _watch(procs: list) -> dict[int, int]:
@@ -148,19 +153,8 @@ def run_ranks(fn: Callable[..., object], world: int, device_type: str, *args: ob
     """`fn(ctx, *args)` on `world` local ranks joined in one process group, started and watched as a
     trial's ranks are (spawn, the collective timeout, GRACE_S after a rank ends badly); rank 0's
     return value. Rank r uses cuda:r on CUDA. A rank that dies or raises raises RuntimeError naming it."""
-    ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="harness-ranks-") as tmp:
-        port = free_port()
-        procs = [
-            ctx.Process(target=_generic_rank, args=(r, world, port, device_type, tmp, fn, args), name=f"rank{r}")
-            for r in range(world)
-        ]
-        try:
-            for p in procs:
-                p.start()
-            codes = _watch(procs)
-        finally:
-            _stop(procs)
+        codes = _start_and_watch(world, lambda r, port: (_generic_rank, (r, world, port, device_type, tmp, fn, args)))
         bad = sorted(r for r in range(world) if codes.get(r) != 0)
         if bad:
             r = next((r for r in bad if (codes.get(r) or 0) < 0), bad[0])  # a killed rank is the root cause
