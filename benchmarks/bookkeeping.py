@@ -11,6 +11,7 @@ alone), once with the row files only and once with compact/.
 
     python benchmarks/bookkeeping.py                  # 1,000 trials
     python benchmarks/bookkeeping.py --sizes 1000 10000
+    python benchmarks/bookkeeping.py --growth 10000 100000   # fit and expansion at 10x the stored rows
 """
 
 from __future__ import annotations
@@ -278,10 +279,56 @@ def bench(n: int) -> list[tuple[str, float, float, float, float]]:
     return out
 
 
+def growth(n: int, big: int) -> None:
+    """What grows with N past the stored fixture (10x it without writing 10x the files): the fit on the rows
+    repeated in memory (seeds renumbered, 3% noise), and loading + expanding a study of `big` trials."""
+    import numpy as np
+    import pandas as pd
+
+    from harness import spec
+    from harness.analysis.fits import fit_results
+    from harness.analysis.io import load_results
+
+    _, results = make(n)
+    df, _ = load_results(results / f"book{n}", curves=False)
+    rng = np.random.default_rng(0)
+    reps = big // n
+    many = pd.concat(
+        [
+            df.assign(seed=df.seed + 1000 * i, test_acc=1 - (1 - df.test_acc) * np.exp(0.03 * rng.standard_normal(len(df))))
+            for i in range(reps)
+        ],
+        ignore_index=True,
+    )
+    for rows, frame in ((n, df), (len(many), many)):
+        t0 = time.perf_counter()
+        fit_results(frame, "test_acc", ["data_size"], by="family", form="auto")
+        print(f"| {rows:,} | fit_results --by family (auto, 200 resamples), in memory | {time.perf_counter() - t0:.2f} |")
+    for trials in (n, big):
+        seeds = trials // (len(MODELS) * len(DATA_SIZES))
+        path = CACHE / f"expand{trials}.yaml"
+        path.write_text(
+            STUDY.format(
+                n=trials, models=", ".join(MODELS), sizes=", ".join(map(str, DATA_SIZES)), seeds=", ".join(map(str, range(seeds)))
+            )
+        )
+        t0 = time.perf_counter()
+        study = spec.load_study(path)
+        t1 = time.perf_counter()
+        spec.expand(study)
+        print(f"| {trials:,} | spec.load_study / spec.expand | {t1 - t0:.2f} / {time.perf_counter() - t1:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000])
+    ap.add_argument(
+        "--growth", type=int, nargs=2, metavar=("N", "BIG"), help="fit and expansion at N and BIG rows (e.g. 10000 100000)"
+    )
     args = ap.parse_args()
+    if args.growth:
+        growth(*args.growth)
+        return
     results = {n: bench(n) for n in args.sizes}
     print("seconds; wall = a fresh process (imports included), work = the verb's call alone\n")
     print("| rows | what | row files: wall | row files: work | compacted: wall | compacted: work |")
