@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,18 @@ class Spy:
         self.interrupts.set()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in this process for the test, as at a terminal. A pytest started in
+    the background by a non-interactive shell inherits SIGINT ignored, and Python then installs no handler:
+    the signal these tests send would be dropped and the query run to its end."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def spy_on_connect(monkeypatch: pytest.MonkeyPatch, before_sql: object = None) -> list[Spy]:
     from harness.analysis import sql as sqlmod
 
@@ -183,7 +196,9 @@ def spy_on_connect(monkeypatch: pytest.MonkeyPatch, before_sql: object = None) -
     return made
 
 
-def test_ctrl_c_stops_a_long_query(results: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_stops_a_long_query(
+    results: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
+) -> None:
     """A query that would run for hours; SIGINT once DuckDB is executing it: exit 130, one line, no traceback.
     (It used to fail now and then with ResourceInUseException: an interrupted `Thread.join` on CPython 3.11
     marks a running thread stopped, and the connection was closed under the query; see `_interruptible`.)"""
@@ -200,7 +215,7 @@ def test_ctrl_c_stops_a_long_query(results: Path, capsys: pytest.CaptureFixture,
 
 
 def test_ctrl_c_before_duckdb_starts_still_stops_the_query(
-    results: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+    results: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
 ) -> None:
     """SIGINT handled (and the idle connection interrupted) just before DuckDB begins the query, whose start
     clears the interrupt flag: harness sql must interrupt again until the query stops. A watchdog stops a
