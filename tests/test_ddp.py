@@ -149,6 +149,7 @@ def test_rank_share_and_batcher_draws_cover_the_global_batch() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("embedded_ray")  # one Ray for the in-process ray tests (conftest)
 def test_two_workers_through_ray_train_match_one_worker(tmp_path: Path) -> None:
     """An embedded Ray: the 2-worker trial is a TorchTrainer (ScalingConfig of 2 workers, gloo)."""
     pytest.importorskip("ray.train.torch")
@@ -178,6 +179,7 @@ def _ray_train_workers() -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("embedded_ray")  # one Ray for the in-process ray tests (conftest)
 def test_a_killed_ray_train_worker_is_retried_from_the_checkpoint_into_one_row(tmp_path: Path) -> None:
     """kill -9 of one rank mid-trial: FailureConfig restarts the worker group, which resumes from the
     trial's checkpoint (rank 0 writes one every tenth of the budget) and ends as exactly one ok row."""
