@@ -22,10 +22,13 @@ arithmetic runs; ViT-L/16 at 1024 px counts in under a second. Two measured pitf
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.zoo import ModelSpec, build, check
@@ -88,8 +91,38 @@ def input_shape(batch: int, in_chans: int, image_size: int, frames: int = 0) -> 
     return (batch, in_chans, *((frames,) if frames else ()), image_size, image_size)
 
 
+# In-place writes of values: what weight initialisers (torch.nn.init, timm's trunc_normal_) do to a
+# parameter. A meta tensor holds no values, so on meta they change nothing.
+VALUE_WRITES = frozenset(
+    {"uniform_", "normal_", "erfinv_", "clamp_", "clamp_min_", "clamp_max_", "mul_", "add_", "sub_", "div_"}
+    | {"fill_", "zero_", "copy_", "exp_", "log_", "sqrt_", "neg_", "abs_", "random_", "bernoulli_"}
+    | {name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")}
+)
+
+
+class _SkipValueWrites(TorchFunctionMode):
+    """Skips VALUE_WRITES whose target is a meta tensor (they return the tensor, as an in-place op does);
+    everything else, shapes, dtypes and requires_grad included, runs as usual."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+        if getattr(func, "__name__", "") in VALUE_WRITES and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def meta_build() -> Iterator[None]:
+    """Build modules on the meta device to count them, skipping weight initialisation: on meta the
+    initialisers run as Python reference kernels (timm's trunc_normal_: erfinv_, clamp_, ...) for no
+    effect, 0.65 s of a 0.75 s vit@h14 build; with them skipped, counting every registered model
+    (`harness models`) takes 12 s instead of 20. Same modules, parameters and buffers (shapes, dtypes),
+    so the same counts."""
+    with torch.device("meta"), _SkipValueWrites():
+        yield
+
+
 def _meta_model(ms: ModelSpec, image_size: int, in_chans: int, num_classes: int, frames: int = 0) -> nn.Module:
-    with torch.device("meta"):
+    with meta_build():
         return build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes, frames=frames)
 
 

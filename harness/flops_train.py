@@ -112,7 +112,7 @@ def built_train_gmacs(
 
     The builder must create its modules on the default device (zoo builders do); under
     `torch.device("meta")` nothing is allocated and no arithmetic runs."""
-    with torch.device("meta"):
+    with flops.meta_build():  # weight initialisation skipped: nothing to initialise on meta
         model = build_fn()
     flops.unfuse_attention(model).train()
     x = torch.empty(flops.input_shape(COUNT_BATCH, in_chans, image_size, frames), device="meta")

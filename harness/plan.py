@@ -179,7 +179,8 @@ def measure(family: str, shape: dict, image_size: int, in_chans: int, num_classe
     """Exact (parameters, forward MACs per image) from one build. Small models count 3-5x faster
     on the CPU (timm's weight init dominates on the meta device); large ones need the meta device."""
     ms = zoo.resolve({"family": family, **shape})
-    with torch.random.fork_rng(devices=[]), torch.device(device):  # a CPU init must not move the caller's RNG
+    on = flops.meta_build() if device == "meta" else torch.device(device)  # meta: weight initialisation skipped
+    with torch.random.fork_rng(devices=[]), on:  # a CPU init must not move the caller's RNG
         model = zoo.build(ms, image_size=image_size, in_chans=in_chans, num_classes=num_classes)
         params = flops.count_params(model)
         macs = flops.count_macs(flops.unfuse_attention(model).eval(), torch.zeros(1, in_chans, image_size, image_size))

@@ -354,12 +354,6 @@ def test_profile_workers_2_reports_scaling_efficiency_from_two_gloo_ranks(capsys
     assert rec["scaling_step_ms_n"] > 0 and isinstance(rec["scaling_unstable"], bool)
 
 
-def fail_on_rank_1(ctx: object) -> str:
-    if ctx.rank == 1:  # type: ignore[attr-defined]
-        raise ValueError("rank 1 cannot")
-    return "rank 0 done"
-
-
 def test_a_failed_rank_is_a_scaling_error_not_a_crash() -> None:
     from harness.profile_scaling import scaling
 
@@ -375,6 +369,7 @@ def test_a_failed_rank_is_a_scaling_error_not_a_crash() -> None:
 @pytest.mark.slow
 def test_run_ranks_names_the_rank_that_failed_and_returns_rank_0s_value() -> None:
     from harness.backends.launch import run_ranks
+    from tests.rank_functions import fail_on_rank_1  # a module that imports nothing: each spawned rank loads it
 
     with pytest.raises(RuntimeError, match=r"rank 1 of 2 failed \(exit code 3\): ValueError: rank 1 cannot"):
         run_ranks(fail_on_rank_1, 2, "cpu")

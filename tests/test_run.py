@@ -109,6 +109,7 @@ def test_models_json(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("embedded_ray")  # one Ray for the in-process ray tests (conftest)
 def test_ray_backend_end_to_end(tmp_path: Path, tiny_study: Path) -> None:
     """Embedded local Ray: every trial a task, the driver writes each row as it arrives."""
     res = tmp_path / "res"

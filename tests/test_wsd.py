@@ -119,6 +119,7 @@ def test_killed_trunk_resumes_and_its_branches_complete(tmp_path: Path, monkeypa
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("embedded_ray")  # one Ray for the in-process ray tests (conftest)
 def test_branches_through_the_ray_backend(tmp_path: Path) -> None:
     """Embedded Ray: the trunk is a task, the branches are tasks handed over after it; the rows are
     those of the local backend's independent runs."""
