@@ -4,7 +4,7 @@ reading the same rows with pyarrow alone (the floor).
 A results directory of N realistic rows is made once and cached under /tmp/harness_bookkeeping/N:
 every schema column filled, a 10-point learning curve per trial, the study's study.json. The row
 and curve files are the ones the store's writer makes (one with `ResultsDir.write`, the rest
-written in bulk: `_write_bulk`, ~3.5 ms a trial on an idle core), and compact/ is built from the
+written in bulk: `_write_bulk`, 3.5 ms a trial here at load 3, 8 ms at load 5), and compact/ is built from the
 tables they were cut from, without reading them back (`_compact_bulk`: exactly what
 `ResultsDir.compact()` makes of them; tests/test_bookkeeping.py checks it). The row files stay:
 a compacted row counts only while its file is there with the stamp it was compacted with, so the
@@ -332,7 +332,8 @@ def bench(n: int, row_files: bool = True) -> list[tuple[str, float, float, float
         ):
             raise SystemExit(f"the skip check ran something or rewrote a row:\n{printed[-2000:]}")
         out.append((label, *before, wall, work))
-        print(f"  {n}: {label}: {before[0]:.2f} / {before[1]:.2f} s -> {wall:.2f} / {work:.2f} s (wall / work)", file=sys.stderr)
+        was = "" if math.isnan(before[0]) else f"{before[0]:.2f} / {before[1]:.2f} s -> "
+        print(f"  {n}: {label}: {was}{wall:.2f} / {work:.2f} s (wall / work)", file=sys.stderr)
     first = math.nan
     if row_files:
         shutil.rmtree(rd.compact_dir, ignore_errors=True)
