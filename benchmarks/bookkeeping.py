@@ -1,16 +1,24 @@
-"""Bookkeeping at 1,000 and 10,000 trials: the harness verbs before and after compaction, next to
+"""Bookkeeping at 1,000 to 100,000 trials: the harness verbs before and after compaction, next to
 reading the same rows with pyarrow alone (the floor).
 
-A results directory of N realistic rows is made once with the store's own writer (every schema
-column filled, a 10-point learning curve per trial, the study's study.json) and cached under
-/tmp/harness_bookkeeping/N (written in bulk: see `_write_bulk`). The study is a real grid
-(10 small models x 10 data sizes x N/100 seeds, synthetic data), so `harness run` finds every
-trial done and `--dry-run` lists the same N trials. Each verb runs in a fresh process (wall: what
-a user waits for, imports included) calling the function the CLI verb calls (work: that call
-alone), once with the row files only and once with compact/.
+A results directory of N realistic rows is made once and cached under /tmp/harness_bookkeeping/N:
+every schema column filled, a 10-point learning curve per trial, the study's study.json. The row
+and curve files are the ones the store's writer makes (one with `ResultsDir.write`, the rest
+written in bulk: `_write_bulk`, 3.5 ms a trial here at load 3, 8 ms at load 5), and compact/ is built from the
+tables they were cut from, without reading them back (`_compact_bulk`: exactly what
+`ResultsDir.compact()` makes of them; tests/test_bookkeeping.py checks it). The row files stay:
+a compacted row counts only while its file is there with the stamp it was compacted with, so the
+directory is what a user has after `harness compact`. The study is a real grid (10 small models x
+10 data sizes x N/100 seeds, synthetic data), so `harness run` finds every trial done (checked:
+it must say so and rewrite no row file) and `--dry-run` lists the same N trials. Each verb runs in
+a fresh process (wall: what a user waits for, imports included) calling the function the CLI
+verb calls (work: that call alone), once with the row files only and once with compact/, or with
+compact/ only (--compacted-only: at 100,000 trials the row-files column reads 200,000 files per
+verb and compacts them again after each).
 
     python benchmarks/bookkeeping.py                  # 1,000 trials
     python benchmarks/bookkeeping.py --sizes 1000 10000
+    python benchmarks/bookkeeping.py --sizes 10000 100000 --compacted-only
     python benchmarks/bookkeeping.py --growth 10000 100000   # fit and expansion at 10x the stored rows
 """
 
@@ -47,12 +55,12 @@ resources: {{cpus: 1, gpus: 0}}
 """
 
 
-def make(n: int) -> tuple[Path, Path]:
-    """(study file, results root) with n stored trials; cached."""
+def make(n: int, cache: Path = CACHE) -> tuple[Path, Path]:
+    """(study file, results root) with n stored trials, compacted; cached under cache/n."""
     from harness import flops, spec
     from harness.store import ResultsDir, TrialOutput
 
-    base = CACHE / str(n)
+    base = cache / str(n)
     study_path = base / f"book{n}.yaml"
     rd = ResultsDir(base / "results" / f"book{n}")
     if (base / "done").exists():
@@ -72,18 +80,21 @@ def make(n: int) -> tuple[Path, Path]:
     rows = [_row(tr, study.study_hash, rng, flops) for tr in trials]
     curves = [_curve(tr, rng) for tr in trials]
     rd.write(TrialOutput(rows[0], curves[0]))  # the store's own writer once: the schema and dtypes to match
-    _write_bulk(rd, rows[1:], curves[1:])
-    print(f"  wrote {len(trials)} trials ({time.time() - t0:.0f} s)", file=sys.stderr)
+    table, ctable = _write_bulk(rd, rows[1:], curves[1:])
+    t1 = time.time()
+    _compact_bulk(rd, table, ctable, [r["trial_id"] for r in rows[1:]], [len(c) for c in curves[1:]])
+    print(f"  wrote {len(trials)} trials ({t1 - t0:.0f} s) and compact/ ({time.time() - t1:.0f} s)", file=sys.stderr)
     rd.record_study(study_path, study.name, study.study_hash, [t.trial_id for t in trials])
     (base / "done").touch()
     return study_path, base / "results"
 
 
-def _write_bulk(rd: object, rows: list[dict], curves: list[dict]) -> None:
+def _write_bulk(rd: object, rows: list[dict], curves: list[dict]) -> tuple[object, object]:
     """The same one-row files `ResultsDir.write` makes, at a fraction of its cost: one frame with the
     schema's dtypes converted to Arrow once, then a slice per file. (`ResultsDir.write` builds a
     pandas frame and casts ~100 columns per row: ~0.1 s a row, 230 s per 1,000 on the loaded VM;
-    that cost is per trial in a real run, where a trial takes minutes, so the store keeps it.)"""
+    that cost is per trial in a real run, where a trial takes minutes, so the store keeps it.)
+    Returns the rows and the curve points as the two Arrow tables the files were cut from."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -103,6 +114,47 @@ def _write_bulk(rd: object, rows: list[dict], curves: list[dict]) -> None:
         atomic_write(rd.curve_file(tid), lambda tmp, t=points_of: pq.write_table(t, tmp))
         atomic_write(rd.trial_file(tid), lambda tmp, t=one: pq.write_table(t, tmp))
         at += len(c)
+    return table, ctable
+
+
+def _compact_bulk(rd: object, table: object, ctable: object, ids: list[str], lengths: list[int]) -> None:
+    """compact/ exactly as `rd.compact()` leaves it, without reading back the files `_write_bulk` just cut
+    from `table` / `ctable` (at 100,000 trials that read is 200,000 files): per directory, every row in
+    file-name order with its file's stamp from one scandir (`Reader.listing`), a file not cut from the
+    tables (the one `ResultsDir.write` wrote) read with the store's `read_file`, then the store's
+    `stamped` and `write_compacted`. The row files stay: a compacted row counts only while its file is
+    there with that stamp, so the fixture is the directory a user has after `harness compact`.
+    tests/test_bookkeeping.py checks it against `rd.compact()` of the same files."""
+    import numpy as np
+    import pyarrow as pa
+
+    from harness.rowfiles import ROW_SUFFIX, Reader, read_file, stamped
+    from harness.store import write_compacted
+
+    ends = np.cumsum(lengths)
+    for directory, dest, bulk, spans in (
+        (rd.trials, rd.compacted_trials, table, {tid: (i, i + 1) for i, tid in enumerate(ids)}),
+        (rd.curves, rd.compacted_curves, ctable, {tid: (e - k, e) for tid, e, k in zip(ids, ends, lengths)}),
+    ):
+        listing = Reader([], directory, dest, None, bool).listing()
+        pieces, run, names, stamps = [], [], [], []
+        for name in sorted(listing):
+            span = spans.get(name[: -len(ROW_SUFFIX)])
+            other = None if span else read_file(directory / name)
+            if span:
+                run.append(np.arange(*span))
+            elif run:
+                pieces.append(bulk.take(np.concatenate(run)))
+                run = []
+            if other is not None:
+                pieces.append(other)
+            n = span[1] - span[0] if span else other.num_rows
+            names += [name] * n
+            stamps += [listing[name]] * n
+        if run:
+            pieces.append(bulk.take(np.concatenate(run)))
+        rows = pa.concat_tables(pieces, promote_options="permissive") if len(pieces) > 1 else pieces[0]
+        write_compacted(dest, stamped(rows, names, stamps))
 
 
 def _row(tr: object, study_hash: str, rng: random.Random, flops: object) -> dict:
@@ -202,13 +254,13 @@ def _curve(tr: object, rng: random.Random) -> list[dict]:
     ]
 
 
-def timed(call: str, setup: str) -> tuple[float, float]:
-    """(wall seconds of a fresh process that imports `setup` and runs `call`, seconds of `call` alone).
-    The difference is start-up: imports (torch, today, for every verb; issue 13 item 5 removes it)."""
+def timed(call: str, setup: str) -> tuple[float, float, str]:
+    """(wall seconds of a fresh process that imports `setup` and runs `call`, seconds of `call` alone,
+    what the call printed). The difference of the two times is start-up: imports."""
     code = (
-        f"import time, contextlib, io\n{setup}\nt0 = time.perf_counter()\n"
-        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-        f"    {call}\nprint('WORK', time.perf_counter() - t0)"
+        f"import time, contextlib, io\n{setup}\nt0 = time.perf_counter()\nout = io.StringIO()\n"
+        f"with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):\n"
+        f"    {call}\nprint('WORK', time.perf_counter() - t0)\nprint(out.getvalue())"
     )
     t0 = time.perf_counter()
     p = subprocess.run(
@@ -217,30 +269,29 @@ def timed(call: str, setup: str) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if p.returncode != 0 or "WORK" not in p.stdout:
         raise SystemExit(f"{call} failed ({p.returncode}):\n{p.stderr[-2000:]}")
-    return wall, float(p.stdout.split("WORK")[-1])
+    work, printed = p.stdout.split("WORK", 1)[1].split("\n", 1)
+    return wall, float(work), printed
 
 
-def floor(rd: object) -> tuple[float, float]:
-    """pyarrow alone, every column: the per-trial files as one dataset, and the compacted file."""
+def floor(rd: object, row_files: bool = True) -> tuple[float, float]:
+    """pyarrow alone, every column: the per-trial files as one dataset (NaN unless row_files), and the compacted file."""
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    t0 = time.perf_counter()
-    ds.dataset(rd.trials, format="parquet").to_table()
-    files = time.perf_counter() - t0
+    files = math.nan
+    if row_files:
+        t0 = time.perf_counter()
+        ds.dataset(rd.trials, format="parquet").to_table()
+        files = time.perf_counter() - t0
     t0 = time.perf_counter()
     pq.read_table(rd.compacted_trials)
     return files, time.perf_counter() - t0
 
 
-def bench(n: int) -> list[tuple[str, float, float, float, float]]:
-    """(what, wall before, work before, wall after, work after) per verb; before = row files only."""
-    from harness.store import ResultsDir
-
-    study_path, results = make(n)
-    rd = ResultsDir(results / f"book{n}")
-    d, s, r = str(rd.path), str(study_path), str(results)
-    verbs = {  # label: (setup, call): what the CLI verb runs
+def verbs(n: int, study_path: Path, results: Path) -> dict[str, tuple[str, str]]:
+    """label: (setup, call): the function each CLI verb calls."""
+    d, s, r = str(results / f"book{n}"), str(study_path), str(results)
+    return {
         "status": ("from harness.runner import status", f"status({d!r})"),
         "table": ("from harness.analysis.tables import table_path", f"table_path({d!r})"),
         "fit --by family": (
@@ -249,32 +300,50 @@ def bench(n: int) -> list[tuple[str, float, float, float, float]]:
         ),
         "run, all done (skip check)": (
             "from harness.runner import run_study",
-            f"run_study({s!r}, backend='local', results={r!r}, report=False)",
+            f"assert run_study({s!r}, backend='local', results={r!r}, report=False) == 0",
         ),
         "run --dry-run": (
             "from harness.runner import run_study",
-            f"run_study({s!r}, backend='local', results={r!r}, dry_run=True)",
+            f"assert run_study({s!r}, backend='local', results={r!r}, dry_run=True) == 0",
         ),
     }
+
+
+def bench(n: int, row_files: bool = True) -> list[tuple[str, float, float, float, float]]:
+    """(what, wall before, work before, wall after, work after) per verb; before = row files only
+    (NaN when not row_files: then only the compacted directory make() leaves is timed)."""
+    from harness.rowfiles import Reader
+    from harness.store import ResultsDir
+
+    study_path, results = make(n)
+    rd = ResultsDir(results / f"book{n}")
     out = []
-    for label, (setup, call) in verbs.items():
-        shutil.rmtree(rd.compact_dir, ignore_errors=True)  # before: the row files only
-        before = timed(call, setup)
+    for label, (setup, call) in verbs(n, study_path, results).items():
+        before = (math.nan, math.nan)
+        if row_files:
+            shutil.rmtree(rd.compact_dir, ignore_errors=True)  # before: the row files only
+            before = timed(call, setup)[:2]
+            rd.compact()
+        listed = Reader([], rd.trials, rd.compacted_trials, None, bool).listing()
+        wall, work, printed = timed(call, setup)
+        if label.startswith("run, all done") and (
+            f"{n} trials, {n} already done, 0 to run" not in " ".join(printed.split())  # rich wraps at 80
+            or Reader([], rd.trials, rd.compacted_trials, None, bool).listing() != listed
+        ):
+            raise SystemExit(f"the skip check ran something or rewrote a row:\n{printed[-2000:]}")
+        out.append((label, *before, wall, work))
+        was = "" if math.isnan(before[0]) else f"{before[0]:.2f} / {before[1]:.2f} s -> "
+        print(f"  {n}: {label}: {was}{wall:.2f} / {work:.2f} s (wall / work)", file=sys.stderr)
+    first = math.nan
+    if row_files:
+        shutil.rmtree(rd.compact_dir, ignore_errors=True)
+        t0 = time.perf_counter()
         rd.compact()
-        after = timed(call, setup)
-        out.append((label, *before, *after))
-        print(
-            f"  {n}: {label}: wall {before[0]:.2f} s (work {before[1]:.2f} s) -> wall {after[0]:.2f} s (work {after[1]:.2f} s)",
-            file=sys.stderr,
-        )
-    shutil.rmtree(rd.compact_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    rd.compact()
-    first = time.perf_counter() - t0
+        first = time.perf_counter() - t0
     t0 = time.perf_counter()
     rd.compact()  # nothing new: reuses every compacted row
     out.append(("compact (first / again)", math.nan, first, math.nan, time.perf_counter() - t0))
-    files, compacted = floor(rd)
+    files, compacted = floor(rd, row_files)
     out.append(("floor: pyarrow reads every row", math.nan, files, math.nan, compacted))
     return out
 
@@ -320,8 +389,13 @@ def growth(n: int, big: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000], help="trials in each results directory (default 1000)")
+    ap.add_argument(
+        "--compacted-only",
+        action="store_true",
+        help="time the compacted directory only (no row-files column, no first compaction, no row-files floor)",
+    )
     ap.add_argument(
         "--growth", type=int, nargs=2, metavar=("N", "BIG"), help="fit and expansion at N and BIG rows (e.g. 10000 100000)"
     )
@@ -329,7 +403,7 @@ def main() -> None:
     if args.growth:
         growth(*args.growth)
         return
-    results = {n: bench(n) for n in args.sizes}
+    results = {n: bench(n, row_files=not args.compacted_only) for n in args.sizes}
     print("seconds; wall = a fresh process (imports included), work = the verb's call alone\n")
     print("| rows | what | row files: wall | row files: work | compacted: wall | compacted: work |")
     print("|---:|---|---:|---:|---:|---:|")

@@ -149,8 +149,6 @@ class Reader:
             ]
 
     def _read_one(self, name: str) -> object:
-        import pyarrow as pa
-
         stamp: list = []
         table = read_file(self.dir / name, columns=self.columns, stamp=stamp)
         if table is None:
@@ -159,10 +157,18 @@ class Reader:
             self.skipped.append(self.dir / name)
             return None
         n = table.num_rows
-        size, mtime, ino = stamp
-        return (
-            table.append_column("_file", pa.array([name] * n, pa.string()))
-            .append_column("_size", pa.array([size] * n, pa.int64()))
-            .append_column("_mtime_ns", pa.array([mtime] * n, pa.int64()))
-            .append_column("_ino", pa.array([ino] * n, pa.int64()))
-        )
+        return stamped(table, [name] * n, [tuple(stamp)] * n)
+
+
+def stamped(table: object, names: list[str], stamps: list[tuple[int, int, int]]) -> object:
+    """`table` with the manifest columns (STAMP) a compacted file carries: per row, the name of the
+    file it came from and that file's (size, mtime_ns, inode)."""
+    import pyarrow as pa
+
+    sizes, mtimes, inos = zip(*stamps) if stamps else ((), (), ())
+    return (
+        table.append_column("_file", pa.array(names, pa.string()))
+        .append_column("_size", pa.array(sizes, pa.int64()))
+        .append_column("_mtime_ns", pa.array(mtimes, pa.int64()))
+        .append_column("_ino", pa.array(inos, pa.int64()))
+    )

@@ -41,10 +41,11 @@ def prepare(path: str | Path, *, smoke: bool = False, overrides: Sequence[str] =
     """`overrides`: command-line `key=value` applied to the file before validation (harness/spec/overrides.py)."""
     from harness import spec
 
-    study = spec.load_study(path, overrides)
+    study, trials = spec.load_expanded(path, overrides)  # loading expanded it to check every cell: once, not twice
     if smoke:
         study = spec.smoke(study)
-    return study, spec.expand(study)
+        trials = spec.expand(study)
+    return study, trials
 
 
 def trial_compute(study: Study, trials: list[Trial]) -> list[dict]:

@@ -453,11 +453,17 @@ class ResultsDir:
                 Path(dest).unlink(missing_ok=True)
                 n.append(0)
                 continue
-            import pyarrow.parquet as pq
-
-            atomic_write(dest, lambda tmp, t=table: pq.write_table(t, tmp, row_group_size=4096))
+            write_compacted(dest, table)
             n.append(table.num_rows)
         return n[0], n[1]
+
+
+def write_compacted(dest: Path, table: object) -> Path:
+    """compact/trials.parquet or curves.parquet: `table` holds every row in file-name order with its
+    file's stamp (rowfiles.stamped), as `Reader(..., keep_stamp=True).table()` returns them."""
+    import pyarrow.parquet as pq
+
+    return atomic_write(dest, lambda tmp: pq.write_table(table, tmp, row_group_size=4096))
 
 
 # ----------------------------------------------------------------------------- module-level API (thin wrappers)

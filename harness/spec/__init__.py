@@ -29,7 +29,7 @@ from harness.spec.reading import read_study_mapping, read_yaml
 from harness.spec.sections import NAME_MAX, SMOKE_KEYS, TOP_KEYS, TRACKING_KEYS
 from harness.spec.simclr import OBJECTIVES, SIMCLR_DEFAULTS, require_probes, views_per_sample
 from harness.spec.smoke import SMOKE_DATA_DIVISOR, SMOKE_STEPS, SMOKE_VAL_SIZE, smoke, smoke_sizes
-from harness.spec.study import check_run_memory, load_study, parse_study
+from harness.spec.study import check_run_memory, load_expanded, load_study, parse_study
 from harness.spec.train_keys import BUDGET_KEYS, CHOICES, EARLY_STOP_KEYS, TRAIN_DEFAULTS, decay_start, min_steps, total_steps
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "config_hash",
     "decay_start",
     "expand",
+    "load_expanded",
     "load_study",
     "min_steps",
     "parse_study",
