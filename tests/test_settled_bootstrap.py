@@ -126,3 +126,27 @@ def test_m4_newton_root_is_the_bisection_root(gamma: float) -> None:
     assert np.all(np.isclose(u[~inside], 2.0**-33, rtol=1e-6) | np.isclose(one_minus_u[~inside], 2.0**-33, rtol=1e-6))
     assert np.all(np.abs(u[~inside] - want[~inside]) <= 2.0**-32)
     assert math.isclose(float(np.max(np.abs(u + one_minus_u - 1))), 0.0, abs_tol=1e-15)
+
+
+def test_a_settled_group_says_so_in_its_notes_and_json() -> None:
+    """The summary line says multi-start refits; a settled group's note says how many were not."""
+    import pandas as pd
+
+    from harness.analysis.fits import fit_results
+
+    x, y = _data(40)
+    rows = pd.DataFrame(
+        {"status": "ok", "data_size": x, "test_acc": 1 - y, "family": "vit", "seed": np.tile(np.arange(40), len(SIZES))}
+    )
+    xs, ys = _data(2, seed=1)  # 2 seeds a point: not settled
+    sparse = pd.DataFrame(
+        {"status": "ok", "data_size": xs, "test_acc": 1 - ys, "family": "mlp", "seed": np.tile([0, 1], len(SIZES))}
+    )
+    rep = fit_results(pd.concat([rows, sparse]), "test_acc", ["data_size"], by="family", bootstrap=30, form="power")
+    fits = {f.group: f for f in rep.fits}
+    assert fits["vit"].law.warm_refits == 30 - lawfit.PILOT and fits["mlp"].law.warm_refits == 0
+    assert any(
+        n.startswith(f"{30 - lawfit.PILOT} of 30 resamples were refitted from the full-data optimum") for n in fits["vit"].notes
+    )
+    assert not any("full-data optimum alone" in n for n in fits["mlp"].notes)
+    assert fits["vit"].to_json()["warm_refits"] == 20

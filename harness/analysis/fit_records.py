@@ -59,6 +59,7 @@ class GroupFit:
                 "ci95": {k: list(v) for k, v in law.ci95.items()} if law else None,
                 "se": law.se if law else None,
                 "n_boot": law.n_boot if law else 0,
+                "warm_refits": law.warm_refits if law else 0,  # of n_boot: refitted from the optimum alone (settled)
                 "rmse_log": law.rmse_log if law else None,
                 "x_range": self.x_range,
                 "holdout": self.holdout,

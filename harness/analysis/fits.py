@@ -23,8 +23,8 @@ from harness.analysis.fit_records import FitReport, GroupFit, PairFilter
 from harness.analysis.fmt import fmt_x
 from harness.analysis.forms import FORMS
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
-from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, LawFit, best_form, compare_forms, fit_arrays, holdout_check
-from harness.analysis.laws import EXP_BOUNDS, MIN_DISTINCT_X, on_bound
+from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, PILOT, LawFit, best_form, compare_forms, fit_arrays, holdout_check
+from harness.analysis.laws import EXP_BOUNDS, MIN_DISTINCT_X, MIN_ROWS_SETTLED, on_bound
 from harness.analysis.tables import FAMILY_ORDER
 from harness.errors import StudyError
 
@@ -213,6 +213,12 @@ def _fit_group(
     fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
     if bootstrap:
         _check_bootstrap(fit.law, bootstrap, fit.notes)
+    if fit.law.warm_refits:
+        fit.notes.append(
+            f"{fit.law.warm_refits} of {fit.law.n_boot} resamples were refitted from the full-data optimum alone: "
+            f"settled (>= {MIN_ROWS_SETTLED} rows at every x, one optimum, no plateau) and in the first {PILOT} "
+            "refits from every start the optimum was never beaten (benchmarks/README.md, issue 27 round 5)"
+        )
     if form == "broken" and fit.law.ci95:
         fit.notes.append(BROKEN_CI_NOTE)
     if len(x) == 1:

@@ -52,6 +52,7 @@ class LawFit:
     n_boot: int  # resamples that could be fitted (degenerate ones are skipped)
     boot: list[dict[str, float]] = field(default_factory=list, repr=False)
     form: str = "power"
+    warm_refits: int = 0  # resamples refitted from the full-data optimum alone (a settled fit, after the pilot)
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
@@ -106,7 +107,8 @@ def _fit_arrays(
         p = refit.params(refit(logx[idx], ys, theta, warm_only=len(boot) >= PILOT))
         boot.append(p | derived(p))
     ci, se = _intervals(boot)
-    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form)
+    warm = max(0, len(boot) - PILOT) if refit.settled else 0
+    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form, warm)
 
 
 class _refitter:
