@@ -107,8 +107,7 @@ def _fit_arrays(
         p = refit.params(refit(logx[idx], ys, theta, warm_only=len(boot) >= PILOT))
         boot.append(p | derived(p))
     ci, se = _intervals(boot)
-    warm = max(0, len(boot) - PILOT) if refit.settled else 0
-    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form, warm)
+    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form, refit.warm_refits)
 
 
 class _refitter:
@@ -121,6 +120,7 @@ class _refitter:
         self.form, self.delta = form, delta
         self.shift = float(logx[:, 0].mean())
         self.settled = False
+        self.warm_refits = 0  # refits from the warm start alone
         if form == "power":
             self.starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
         elif logx.shape[1] != 1:
@@ -140,6 +140,7 @@ class _refitter:
     def __call__(self, logx: np.ndarray, logy: np.ndarray, warm: np.ndarray, warm_only: bool = False) -> np.ndarray:
         if self.form == "power":
             if warm_only and self.settled:
+                self.warm_refits += 1
                 return minimise(logx, logy, warm[None, :], self.delta)[0]
             extra = self.starts[: N_BOOT_STARTS if logx.shape[1] == 1 else 0]
             thetas, losses = local_optima(logx, logy, np.vstack([warm, extra]), self.delta)

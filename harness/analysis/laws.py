@@ -185,12 +185,11 @@ _PLATEAU = 0.01  # a term that is under this share of the prediction at every po
 def settled(logx: np.ndarray, theta: np.ndarray, others: np.ndarray) -> bool:
     """Whether the power fit `theta` on (log x (n, 1), ...) is settled (see MIN_ROWS_SETTLED); `others`
     are the optima the best grid starts reached on the same data."""
-    if np.bincount(np.unique(logx[:, 0], return_inverse=True)[1].ravel()).min() < MIN_ROWS_SETTLED:
+    xs, rows = np.unique(logx[:, 0], return_counts=True)
+    if rows.min() < MIN_ROWS_SETTLED or any(np.max(np.abs(t - theta)) > _SAME_OPTIMUM for t in others):
         return False
-    if any(np.max(np.abs(t - theta)) > _SAME_OPTIMUM for t in others):
-        return False
-    terms = _terms(theta, np.unique(logx[:, 0])[:, None])
-    share = np.exp(terms - log_predict(theta, np.unique(logx[:, 0])[:, None])[:, None])
+    terms = _terms(theta, xs[:, None])
+    share = np.exp(terms - log_predict(theta, xs[:, None])[:, None])
     return bool(share.max(axis=0).min() >= _PLATEAU) and not on_bound(float(theta[1]))
 
 
