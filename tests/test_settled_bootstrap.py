@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.analysis import forms, lawfit, laws
+from harness.analysis import forms, lawfit, laws, newton
 from harness.analysis.forms import predict
 from harness.analysis.huber import Points
 
@@ -51,16 +51,18 @@ def _draw_losses(x: np.ndarray, y: np.ndarray, fit: lawfit.LawFit, seed: int) ->
 
 
 def test_a_settled_fit_gives_the_multi_start_bootstrap_draws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """40 seeds at each of 7 sizes: settled. After the pilot every refit starts from the warm start only,
-    and each of the 60 draws is as good a fit of its resample as the multi-start refit it replaces (forced
+    """40 seeds at each of 7 sizes: settled. After the pilot every refit starts from the warm start only
+    (newton.py, all resamples at once), and each of the 60 draws is as good a fit of its resample as the multi-start refit it replaces (forced
     by unsettling every fit): the same objective to 1e-9. Nearly all are the same point; an L1-like
     objective can be flat along a ridge, where equally good draws differ (here one, by 0.002 in alpha)."""
     x, y = _data(40)
-    starts = _Starts(monkeypatch)
+    starts, batches = _Starts(monkeypatch), []
+    real = newton.refit_power
+    monkeypatch.setattr(newton, "refit_power", lambda *a: batches.append(len(a[1])) or real(*a))
     fast = lawfit.fit_arrays(x, y, bootstrap=60, seed=3, within_points=True)
     assert starts.sizes[0] == laws.N_LOCAL_STARTS  # the full-data fit
-    assert starts.sizes[1 : 1 + lawfit.PILOT] == [1 + lawfit.N_BOOT_STARTS] * lawfit.PILOT  # the pilot
-    assert starts.sizes[1 + lawfit.PILOT :] == [1] * (60 - lawfit.PILOT)  # warm starts only
+    assert starts.sizes[1:] == [1 + lawfit.N_BOOT_STARTS] * lawfit.PILOT  # the pilot; Newton converged on every other
+    assert batches == [60 - lawfit.PILOT] and fast.warm_refits == 60 - lawfit.PILOT  # the rest: from the warm start, at once
     monkeypatch.setattr(lawfit, "settled", lambda *a: False)
     slow = lawfit.fit_arrays(x, y, bootstrap=60, seed=3, within_points=True)
     assert fast.params == slow.params and fast.n_boot == slow.n_boot == 60
@@ -95,8 +97,9 @@ def test_a_grid_start_that_beats_the_warm_start_in_the_pilot_unsettles_the_fit()
     assert refit.settled
     bad = np.array([theta[0], theta[1], -25.0])  # a warm start on the E ~ 0 plateau: it cannot leave it, a grid start can
     refit(logx, logy, bad)
-    assert not refit.settled
-    assert refit.settled is False and len(refit(logx, logy, bad, warm_only=True)) == 3  # all starts from now on
+    assert refit.settled is False  # and stays so: fit_arrays refits the rest from all starts
+    refit(logx, logy, theta)
+    assert refit.settled is False
 
 
 def _bisection_root(c: np.ndarray, gamma: float) -> np.ndarray:

@@ -64,27 +64,37 @@ class Points:
         """Summed Huber(r)/delta over the rows at predictions p (..., G), and its derivative by each p.
 
         The loss is summed over the last axis (a scalar for p of shape (G,))."""
-        loss, grad = self.per_point(p)
+        loss, grad, _ = self.curved(p)
         return loss.sum(axis=-1), grad
 
     def per_point(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each point's summed Huber(r)/delta at its prediction p (..., G), and the derivative by p."""
+        return self.curved(p)[:2]
+
+    def curved(self, p: np.ndarray, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`per_point`, and the second derivative by p: the point's rows within ±delta of p, / delta (the loss
+        is quadratic there and linear outside; newton.py's Hessian). With `at`, p (..., len(at)) are the
+        predictions of those points only."""
         delta = self.delta
-        q = p - self.centre
-        s, e = self.start, self.end
+        centre, s, e, lo_offset, hi_offset, s1_start, s1_end = (
+            (self.centre, self.start, self.end, self.lo_offset, self.hi_offset, self.s1_start, self.s1_end)
+            if at is None
+            else (a[at] for a in (self.centre, self.start, self.end, self.lo_offset, self.hi_offset, self.s1_start, self.s1_end))
+        )
+        q = p - centre
         # first row with r <= delta, first with r < -delta; a prediction beyond a point's rows would land
         # among its neighbour's, hence the clamp to the point's own range
-        lo = np.minimum(np.maximum(self.key.searchsorted(q + self.lo_offset, side="left"), s), e)
-        hi = np.minimum(np.maximum(self.key.searchsorted(q + self.hi_offset, side="right"), s), e)
+        lo = np.minimum(np.maximum(self.key.searchsorted(q + lo_offset, side="left"), s), e)
+        hi = np.minimum(np.maximum(self.key.searchsorted(q + hi_offset, side="right"), s), e)
         n_below, n_in, n_above = lo - s, hi - lo, e - hi
         s1_lo, s1_hi = self.s1[lo], self.s1[hi]
         sum_in = s1_hi - s1_lo
         loss = (
             n_below * (q - 0.5 * delta)
-            - (s1_lo - self.s1_start)
+            - (s1_lo - s1_start)
             + (n_in * q * q - 2.0 * q * sum_in + (self.s2[hi] - self.s2[lo])) * (0.5 / delta)
-            + (self.s1_end - s1_hi)
+            + (s1_end - s1_hi)
             - n_above * (q + 0.5 * delta)
         )
         grad = (n_below - n_above) + (n_in * q - sum_in) * (1.0 / delta)
-        return loss, grad
+        return loss, grad, n_in * (1.0 / delta)

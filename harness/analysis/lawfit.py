@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis import forms
+from harness.analysis import forms, newton
 from harness.analysis.laws import (
     HUBER_DELTA,
     MIN_DISTINCT_X,
     N_LOCAL_STARTS,
+    POWER_BOUNDS,
     best_starts,
     derived,
     local_optima,
@@ -99,13 +100,17 @@ def _fit_arrays(
     rmse = float(np.sqrt(np.mean((np.log(predict(params, np.exp(logx))) - logy) ** 2)))
     rng = np.random.default_rng(seed)
     points = _points(logx)
-    boot = []
+    boot, warm_draws = [], []
     for _ in range(bootstrap):
         idx, ys = _resample(points, logy, rng, within_points)
         if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
             continue
-        p = refit.params(refit(logx[idx], ys, theta, warm_only=len(boot) >= PILOT))
+        if len(boot) >= PILOT and refit.settled:  # after the pilot: refitted together from the warm start below
+            warm_draws.append((idx, ys))
+            continue
+        p = refit.params(refit(logx[idx], ys, theta))
         boot.append(p | derived(p))
+    boot += [p | derived(p) for p in map(refit.params, refit.warm_batch(logx, warm_draws, theta))]
     ci, se = _intervals(boot)
     return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form, refit.warm_refits)
 
@@ -113,14 +118,16 @@ def _fit_arrays(
 class _refitter:
     """Fits one form to (log x, log y), from the data's own best starts plus a warm start.
 
-    A power fit whose full-data optimum is `settled` (laws.py) refits resamples from the warm start alone
-    (`warm_only`) as long as every refit from all starts so far (the pilot) ended where the warm start did."""
+    A power fit whose full-data optimum is `settled` (laws.py) stays so as long as every refit from all starts so
+    far (the pilot) ended where the warm start did; `_fit_arrays` then refits the rest from the warm start alone
+    (`warm_batch`)."""
 
     def __init__(self, form: str, logx: np.ndarray, logy: np.ndarray, delta: float) -> None:
         self.form, self.delta = form, delta
         self.shift = float(logx[:, 0].mean())
         self.settled = False
         self.warm_refits = 0  # refits from the warm start alone
+        self.bounds = np.array(POWER_BOUNDS)
         if form == "power":
             self.starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
         elif logx.shape[1] != 1:
@@ -137,11 +144,8 @@ class _refitter:
         self.settled = logx.shape[1] == 1 and settled(logx, thetas[best], thetas[:N_BOOT_STARTS])
         return thetas[best]
 
-    def __call__(self, logx: np.ndarray, logy: np.ndarray, warm: np.ndarray, warm_only: bool = False) -> np.ndarray:
+    def __call__(self, logx: np.ndarray, logy: np.ndarray, warm: np.ndarray) -> np.ndarray:
         if self.form == "power":
-            if warm_only and self.settled:
-                self.warm_refits += 1
-                return minimise(logx, logy, warm[None, :], self.delta)[0]
             extra = self.starts[: N_BOOT_STARTS if logx.shape[1] == 1 else 0]
             thetas, losses = local_optima(logx, logy, np.vstack([warm, extra]), self.delta)
             best = int(np.argmin(losses))
@@ -150,6 +154,19 @@ class _refitter:
             return thetas[best]
         # one grid start besides the warm one: finite-difference refits cost ~10x an analytic one
         return forms.fit_form(self.form, logx[:, 0] - self.shift, logy, np.vstack([warm, self.starts[:1]]))
+
+    def warm_batch(self, logx: np.ndarray, draws: list[tuple[np.ndarray, np.ndarray]], warm: np.ndarray) -> list[np.ndarray]:
+        """A settled power fit's resamples (row indices into logx (n, 1), their log y) refitted from the warm start
+        alone, all at once by newton.py; one that Newton leaves unconverged or on a bound is refitted by L-BFGS-B."""
+        if not draws:
+            return []
+        self.warm_refits += len(draws)
+        xs, point = np.unique(logx[:, 0], return_inverse=True)
+        thetas, ok = newton.refit_power(xs, [point[idx] for idx, _ in draws], [ys for _, ys in draws], warm, self.bounds, self.delta)
+        for i in np.flatnonzero(~ok):
+            idx, ys = draws[i]
+            thetas[i] = minimise(logx[idx], ys, np.vstack([warm, thetas[i]]), self.delta)[0]
+        return list(thetas)
 
     def params(self, theta: np.ndarray) -> dict[str, float]:
         return theta_to_params(theta) if self.form == "power" else forms.to_params(self.form, theta, self.shift)

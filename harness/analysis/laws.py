@@ -40,6 +40,7 @@ MIN_DISTINCT_X = 3  # a 3-parameter curve through 2 distinct x values is not ide
 EXP_BOUNDS = (0.0, 5.0)
 _LOGCOEF_BOUNDS = (-30.0, 30.0)
 _LOGE_BOUNDS = (-25.0, 10.0)
+POWER_BOUNDS = (_LOGCOEF_BOUNDS, EXP_BOUNDS, _LOGE_BOUNDS)  # of [log A, alpha, log E], one x
 
 
 # ----------------------------------------------------------------------------- the law
