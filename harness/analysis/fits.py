@@ -23,7 +23,7 @@ from harness.analysis.fit_records import FitReport, GroupFit, PairFilter
 from harness.analysis.fmt import fmt_x
 from harness.analysis.forms import FORMS
 from harness.analysis.io import as_fraction, is_accuracy, load_results, require_columns
-from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, PILOT, LawFit, best_form, compare_forms, fit_arrays, holdout_check
+from harness.analysis.lawfit import DEFAULT_BOOTSTRAP, PILOT, LawFit, auto_fit, fit_arrays, holdout_check
 from harness.analysis.laws import EXP_BOUNDS, MIN_DISTINCT_X, MIN_ROWS_SETTLED, on_bound
 from harness.analysis.tables import FAMILY_ORDER
 from harness.errors import StudyError
@@ -207,9 +207,10 @@ def _fit_group(
         fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit (add seeds or x values)")
         bootstrap = 0
     if form == "auto":
-        fit.forms = compare_forms(X, Y)
-        form = best_form(fit.forms)
-    fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True, form=form)  # points, then seeds
+        fit.forms, fit.law = auto_fit(X, Y, bootstrap=bootstrap, seed=seed)
+        form = fit.law.form
+    else:
+        fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True, form=form)  # points, then seeds
     fit.notes += _bound_notes(fit.law.params, x, float(Y.min()))
     if bootstrap:
         _check_bootstrap(fit.law, bootstrap, fit.notes)

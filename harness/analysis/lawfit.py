@@ -86,33 +86,44 @@ def fit_arrays(
     The bootstrap resamples rows, or with `within_points` and repeated x (seeds) hierarchically:
     points, then the seeds within each drawn point (see `_resample`)."""
     with _one_blas_thread():
-        return _fit_arrays(x, y, bootstrap, seed, delta, within_points, form)
+        return _Full.of(x, y, delta, form).law(bootstrap, seed, within_points)
 
 
-def _fit_arrays(
-    x: np.ndarray, y: np.ndarray, bootstrap: int, seed: int, delta: float, within_points: bool = False, form: str = "power"
-) -> LawFit:
-    logx = np.log(np.asarray(x, dtype=float).reshape(len(y), -1))
-    logy = np.log(np.asarray(y, dtype=float))
-    refit = _refitter(form, logx, logy, delta)
-    theta = refit.first(logx, logy)
-    params = refit.params(theta)
-    rmse = float(np.sqrt(np.mean((np.log(predict(params, np.exp(logx))) - logy) ** 2)))
-    rng = np.random.default_rng(seed)
-    points = _points(logx)
-    boot, warm_draws = [], []
-    for _ in range(bootstrap):
-        idx, ys = _resample(points, logy, rng, within_points)
-        if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
-            continue
-        if len(boot) >= PILOT and refit.settled:  # after the pilot: refitted together from the warm start below
-            warm_draws.append((idx, ys))
-            continue
-        p = refit.params(refit(logx[idx], ys, theta))
-        boot.append(p | derived(p))
-    boot += [p | derived(p) for p in map(refit.params, refit.warm_batch(logx, warm_draws, theta))]
-    ci, se = _intervals(boot)
-    return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, form, refit.warm_refits)
+@dataclass
+class _Full:
+    """One form's full-data fit, before its bootstrap (`compare_forms` keeps them: `auto_fit` bootstraps the winner's)."""
+
+    refit: _refitter
+    theta: np.ndarray
+    logx: np.ndarray
+    logy: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, delta: float, form: str) -> _Full:
+        logx = np.log(np.asarray(x, dtype=float).reshape(len(y), -1))
+        logy = np.log(np.asarray(y, dtype=float))
+        refit = _refitter(form, logx, logy, delta)
+        return cls(refit, refit.first(logx, logy), logx, logy)
+
+    def law(self, bootstrap: int, seed: int, within_points: bool) -> LawFit:
+        refit, theta, logx, logy = self.refit, self.theta, self.logx, self.logy
+        params = refit.params(theta)
+        rmse = float(np.sqrt(np.mean((np.log(predict(params, np.exp(logx))) - logy) ** 2)))
+        rng = np.random.default_rng(seed)
+        points = _points(logx)
+        boot, warm_draws = [], []
+        for _ in range(bootstrap):
+            idx, ys = _resample(points, logy, rng, within_points)
+            if any(len(np.unique(logx[idx, j])) < MIN_DISTINCT_X for j in range(logx.shape[1])):
+                continue
+            if len(boot) >= PILOT and refit.settled:  # after the pilot: refitted together from the warm start below
+                warm_draws.append((idx, ys))
+                continue
+            p = refit.params(refit(logx[idx], ys, theta))
+            boot.append(p | derived(p))
+        boot += [p | derived(p) for p in map(refit.params, refit.warm_batch(logx, warm_draws, theta))]
+        ci, se = _intervals(boot)
+        return LawFit(params, ci, se, len(logy), rmse, len(boot), boot, refit.form, refit.warm_refits)
 
 
 class _refitter:
@@ -162,7 +173,9 @@ class _refitter:
             return []
         self.warm_refits += len(draws)
         xs, point = np.unique(logx[:, 0], return_inverse=True)
-        thetas, ok = newton.refit_power(xs, [point[idx] for idx, _ in draws], [ys for _, ys in draws], warm, self.bounds, self.delta)
+        thetas, ok = newton.refit_power(
+            xs, [point[idx] for idx, _ in draws], [ys for _, ys in draws], warm, self.bounds, self.delta
+        )
         for i in np.flatnonzero(~ok):
             idx, ys = draws[i]
             thetas[i] = minimise(logx[idx], ys, np.vstack([warm, thetas[i]]), self.delta)[0]
@@ -267,19 +280,32 @@ def compare_forms(X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...] = fo
     """Each form fitted without the largest x values (2 of >= 6 distinct, else 1) and scored by its
     mean relative error on the held-out seed means (`extrapolation_error`), then refitted on all rows
     (`params`). A form with more parameters than training x values is not scored (None)."""
+    with _one_blas_thread():
+        return _compare(X, Y, candidates)[0]
+
+
+def auto_fit(X: np.ndarray, Y: np.ndarray, *, bootstrap: int, seed: int) -> tuple[list[dict[str, Any]], LawFit]:
+    """`compare_forms`, and the `best_form` bootstrapped (hierarchically: points, then seeds), its full-data fit reused."""
+    with _one_blas_thread():
+        table, full = _compare(X, Y, forms.FORMS)
+        return table, full[best_form(table)].law(bootstrap, seed, within_points=True)
+
+
+def _compare(X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, _Full]]:
     x = X[:, 0]
     values = np.unique(x)
     n_hold = 2 if len(values) >= 6 else 1
     train = x < values[-n_hold]
-    out = []
+    out, full = [], {}
     for form in candidates:
-        row: dict[str, Any] = {"form": form, "params": fit_arrays(X, Y, form=form).params, "extrapolation_error": None}
+        full[form] = _Full.of(X, Y, HUBER_DELTA, form)
+        row: dict[str, Any] = {"form": form, "params": full[form].refit.params(full[form].theta), "extrapolation_error": None}
         if len(values) - n_hold >= max(MIN_DISTINCT_X, forms.n_params(form)):
-            law = fit_arrays(X[train], Y[train], form=form)
+            law = _Full.of(X[train], Y[train], HUBER_DELTA, form).law(0, 0, False)
             errs = [abs(float(predict(law.params, np.array([v]))[0]) / float(Y[x == v].mean()) - 1) for v in values[-n_hold:]]
             row["extrapolation_error"] = float(np.mean(errs))
         out.append(row)
-    return out
+    return out, full
 
 
 # Extrapolation errors within this much (relative error, 1 point) of the best are a tie, and the simplest
