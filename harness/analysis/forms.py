@@ -68,7 +68,7 @@ def _sat(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _broken(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     log_a, alpha, alpha2, log_xb, log_f, log_e = t
-    f = math.exp(log_f)
+    f = math.exp(log_f) if np.ndim(log_f) == 0 else np.exp(log_f)  # arrays: a whole start grid at once
     z = (lx - log_xb) / f
     sp, sg = np.logaddexp(0.0, z), _sigmoid(z)  # (1 + (x/xb)^(1/f))^(-alpha2·f) in logs: −alpha2·f·softplus(z)
     out, w, we = _lse_w(log_a - alpha * lx - alpha2 * f * sp, log_e)
@@ -84,16 +84,25 @@ def _m4_root(c: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     (h' = (1 − u) + gamma·u > 0) and concave for gamma < 1, convex above, linear at 1; on such a function
     every Newton step after the first approaches the root from one side, so it converges from any
     start. Bisection on u took 32 steps to 2e-10 (~60% of an m4 fit's time); this takes ~5-10 to rounding."""
-    s = np.clip(np.where(c < 0, c, c / max(gamma, 1.0)), -_M4_LOGIT, _M4_LOGIT)  # the root of the asymptote on c's side
+    s = np.clip(np.where(c < 0, c, c / np.maximum(gamma, 1.0)), -_M4_LOGIT, _M4_LOGIT)
+    # many thetas (c: (P, G), the start grid): each row steps until it is done, as if alone (the same root, bit for
+    # bit); a row without a root to find (NaN: E0 <= E) does not step
+    live = None if c.ndim == 1 else np.isfinite(c).all(axis=-1, keepdims=True)
     for _ in range(_NEWTON_STEPS):
         h = -np.logaddexp(0.0, -s) + gamma * np.logaddexp(0.0, s) - c
         u = _sigmoid(s)
         # clipped to what bisection reached: with no root (gamma ~0, y above E0) u stops at 1 − 2^-33, as before
         nxt = np.clip(s - h / ((1.0 - u) + gamma * u), -_M4_LOGIT, _M4_LOGIT)
-        done = np.all(np.abs(nxt - s) <= 1e-13 * np.maximum(1.0, np.abs(s)))
-        s = nxt
-        if done:
-            break
+        done = np.abs(nxt - s) <= 1e-13 * np.maximum(1.0, np.abs(s))
+        if live is None:
+            s = nxt
+            if np.all(done):
+                break
+        else:
+            s = np.where(live, nxt, s)
+            live &= ~done.all(axis=-1, keepdims=True)
+            if not live.any():
+                break
     return _sigmoid(s), _sigmoid(-s)
 
 
@@ -112,6 +121,19 @@ def _m4(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     g_y = 1 / below + gamma / above
     g_theta = np.stack([-np.ones_like(lx), lx, -np.log(above), -e / below, -gamma * e0 / above], axis=1)
     return np.log(y), -g_theta / (g_y * y)[:, None]
+
+
+def _m4_grid(t: np.ndarray, lx: np.ndarray) -> tuple[np.ndarray, None]:
+    """`_m4`'s log y for many thetas at once (t: (5, P, 1)), NaN where E0 <= E; no Jacobian (grid scores)."""
+    log_a, alpha, gamma, log_e, log_e0 = t
+
+    def each(f: Callable[[float], float], v: np.ndarray) -> np.ndarray:  # math's, as `_m4` (numpy's may differ by an ulp)
+        return np.array([f(a) if a == a else math.nan for a in v.ravel().tolist()]).reshape(v.shape)
+
+    e, e0 = each(math.exp, log_e), each(math.exp, log_e0)
+    span = np.where(e0 > e, e0 - e, np.nan)
+    u, _ = _m4_root(log_a - alpha * lx - (1.0 - gamma) * each(math.log, span), gamma)
+    return np.log(e + u * span), None
 
 
 _FORMS = {
@@ -145,21 +167,27 @@ def _grid(form: str, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
     return np.array(list(itertools.product(*axes)), dtype=float)
 
 
+_OFF_DOMAIN = 1e12  # the loss of a theta whose prediction is not finite
+
+
 def _loss(theta: np.ndarray, form: str, points: Points) -> tuple[float, np.ndarray]:
     """Summed Huber/delta of the log residuals (as laws.py, per distinct x: huber.py) and its analytic gradient."""
     with np.errstate(all="ignore"):  # a trial step off the law's domain: non-finite, refused below
         pred, jac = _FORMS[form].log_predict(theta, points.x[:, 0])
     if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
-        return 1e12, np.zeros_like(theta)
+        return _OFF_DOMAIN, np.zeros_like(theta)
     loss, dp = points.huber(pred)
     return float(loss), jac.T @ dp
 
 
 def grid_starts(form: str, logx: np.ndarray, logy: np.ndarray, n: int = N_STARTS) -> np.ndarray:
-    """The `n` best points of the form's start grid on (centred) log x."""
+    """The `n` best points of the form's start grid on (centred) log x, all scored at once."""
     grid = _grid(form, logx, logy)
     points = Points.of(logx, logy, laws.HUBER_DELTA)
-    scores = np.array([_loss(t, form, points)[0] for t in grid])
+    with np.errstate(all="ignore"):  # grid points off the law's domain score as _loss scores them
+        pred = (_m4_grid if form == "m4" else _FORMS[form].log_predict)(grid.T[:, :, None], points.x[:, 0])[0]
+        scores = points.huber(pred)[0]
+    scores[~np.isfinite(pred).all(axis=1)] = _OFF_DOMAIN
     return grid[np.argsort(scores)[:n]]
 
 
