@@ -176,3 +176,33 @@ def test_auto_prefers_the_simpler_form_when_extrapolation_errors_tie() -> None:
     table[0]["extrapolation_error"] = 0.15  # power misses by 15%: saturating (0.1%) wins over broken's tie
     assert lawfit.best_form(table) == "saturating"
     assert lawfit.best_form([{"form": "power", "params": {}, "extrapolation_error": None}]) == "power"
+
+
+def test_the_summary_skips_full_data_fits_of_the_forms_not_chosen_and_json_keeps_them(capsys: pytest.CaptureFixture) -> None:
+    """`harness fit` without --json prints each form's extrapolation error only, so the forms not chosen are not
+    refitted on all rows (form_params=False, issue 27); the chosen law and the printed text are the same."""
+    x, y = _rows(TRUTH["saturating"], 0.01, n=7)
+    df = pd.DataFrame({"status": "ok", "family": "vit", "data_size": x, "test_acc": 1 - y})
+    full = fit_results(df, "test_acc", ["data_size"], by="family", bootstrap=20, form="auto")
+    lean = fit_results(df, "test_acc", ["data_size"], by="family", bootstrap=20, form="auto", form_params=False)
+    assert lean.summary() == full.summary()
+    (f_full,), (f_lean,) = full.fits, lean.fits
+    assert f_lean.law.params == f_full.law.params and f_lean.law.ci95 == f_full.law.ci95
+    chosen = f_full.form
+    for a, b in zip(f_full.forms, f_lean.forms):
+        assert a["extrapolation_error"] == b["extrapolation_error"] and a["params"] is not None
+        assert b["params"] == (a["params"] if a["form"] == chosen else None)
+
+
+def test_fit_json_carries_every_forms_full_data_params(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from harness.cli import main
+
+    x, y = _rows(TRUTH["saturating"], 0.01, n=7)
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"status": "ok", "family": "vit", "data_size": x, "test_acc": 1 - y}).to_csv(rows, index=False)
+    assert main(["fit", str(rows), "--by", "family", "--bootstrap", "0", "--json"]) == 0
+    (fit,) = json.loads(capsys.readouterr().out)["fits"]
+    assert [f["form"] for f in fit["forms"]] == ["power", "saturating", "m4", "broken"]
+    assert all(f["params"] for f in fit["forms"])

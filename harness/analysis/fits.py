@@ -51,11 +51,14 @@ def fit_results(
     seed: int = 0,
     pairs: PairFilter | None = None,
     form: str = "power",
+    form_params: bool = True,
 ) -> FitReport:
     """Fit `y` against one or two `x` columns, per `by` group; see the module docstring and `laws.py`.
 
     `pairs` limits which groups are compared for crossovers (default: every pair); `form` is a law
     shape of forms.py, or `auto` (chosen per group by extrapolation to the largest x, one x only).
+    `form_params` False: under `auto`, the forms not chosen are fitted without the largest x only (their
+    extrapolation errors), not again on all rows (their `params` in `forms`, which only --json prints, are None).
     """
     _check_request(df, y, x, by, holdout, bootstrap)
     _check_form(form, x)
@@ -70,7 +73,8 @@ def fit_results(
     )
     dropped_by_group = _dropped_per_group(df, data, by)
     fits = [
-        _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0), form) for name, g in groups
+        _fit_group(name, g, y, target, x, by, holdout, bootstrap, seed, dropped_by_group.get(name, 0), form, form_params)
+        for name, g in groups
     ]
     if by is not None:  # groups whose rows were all dropped still get a line saying so
         fitted_names = {name for name, _ in groups}
@@ -192,6 +196,7 @@ def _fit_group(
     seed: int,
     n_dropped: int,
     form: str = "power",
+    form_params: bool = True,
 ) -> GroupFit:
     X = g[[f"_x{i}" for i in range(len(x))]].to_numpy(dtype=float)
     Y = g["_y"].to_numpy(dtype=float)
@@ -207,7 +212,7 @@ def _fit_group(
         fit.notes.append(f"no intervals: {len(Y)} trials for {n_params} parameters is an exact fit (add seeds or x values)")
         bootstrap = 0
     if form == "auto":
-        fit.forms, fit.law = auto_fit(X, Y, bootstrap=bootstrap, seed=seed)
+        fit.forms, fit.law = auto_fit(X, Y, bootstrap=bootstrap, seed=seed, form_params=form_params)
         form = fit.law.form
     else:
         fit.law = fit_arrays(X, Y, bootstrap=bootstrap, seed=seed, within_points=True, form=form)  # points, then seeds
@@ -386,10 +391,13 @@ def fit_path(
     include_all: bool = False,
     tune: list[str] | None = None,
     form: str = "auto",
+    form_params: bool = True,
 ) -> FitReport:
     """`harness fit`: load a results path and fit (`tune`: first the best-val envelope over those keys)."""
     df, _ = load_results(path, include_all=include_all, curves=False)  # the rows only: curves are 10x as many
-    return tuned_fit(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, tune=tune, form=form)
+    return tuned_fit(
+        df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, tune=tune, form=form, form_params=form_params
+    )
 
 
 def tuned_fit(
@@ -403,6 +411,7 @@ def tuned_fit(
     seed: int = 0,
     tune: list[str] | None = None,
     form: str = "auto",
+    form_params: bool = True,
 ) -> FitReport:
     """`fit_results`, of the best-val envelope over `tune` first (`harness fit` and `harness.fit` both come here).
     `form` "auto" chooses each group's law by extrapolation when there is one x; two x are fitted as `power`."""
@@ -414,7 +423,7 @@ def tuned_fit(
 
         env = envelope(df, tune)
         df = env.rows
-    report = fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, form=form)
+    report = fit_results(df, y, x, by=by, holdout=holdout, bootstrap=bootstrap, seed=seed, form=form, form_params=form_params)
     if env is not None:
         report.notes = env.lines() + report.notes
     return report

@@ -57,17 +57,16 @@ def asymptotic(X: np.ndarray, Y: np.ndarray, floor: float, seed: int = 0) -> dic
         ly = np.log(np.maximum(m - e, 1e-12))
         return -((ly - ly.mean(axis=-1, keepdims=True)) @ lx) / (lx @ lx)
 
-    draws = slope(np.array([[_widened_mean(r, rng) for r in rows] for _ in range(_ASYM_BOOT)]))
+    seeds = [(r, float(r.mean()), math.sqrt(len(r) / (len(r) - 1)) if len(r) > 1 else 1.0) for r in rows]
+    draws = slope(np.array([_widened_means(seeds, rng) for _ in range(_ASYM_BOOT)]))
     ci = (float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5)))
     return {"alpha": float(slope(means[-k:])), "ci95": list(ci), "x_range": [float(top[0]), float(top[-1])], "floor": e}
 
 
-def _widened_mean(r: np.ndarray, rng: np.random.Generator) -> float:
-    """Mean of a resample of one point's seeds, deviations widened as in lawfit._resample."""
-    if len(r) < 2:
-        return float(r.mean())
-    take = r[rng.integers(0, len(r), len(r))]
-    return float(r.mean() + math.sqrt(len(r) / (len(r) - 1)) * (take.mean() - r.mean()))
+def _widened_means(rows: list[tuple[np.ndarray, float, float]], rng: np.random.Generator) -> list[float]:
+    """The mean of a resample of each point's seeds (rows: the seeds, their mean and the widening
+    sqrt(k/(k−1))), deviations widened as in lawfit._resample."""
+    return [m if len(r) < 2 else m + w * (float(r[rng.integers(0, len(r), len(r))].sum()) / len(r) - m) for r, m, w in rows]
 
 
 def pre_asymptotic(law: LawFit, X: np.ndarray, Y: np.ndarray, x_name: str) -> tuple[dict[str, str] | None, dict | None]:

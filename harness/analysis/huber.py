@@ -29,8 +29,10 @@ class Points:
         group = np.asarray(group, dtype=np.int64)
         logy = np.asarray(logy, dtype=float)
         self.delta = delta
-        order = np.lexsort((logy, group))  # by point, then by log y within it
-        group, ly = group[order], logy[order]
+        if len(group) > 1 and not _sorted(group, logy):
+            order = np.lexsort((logy, group))  # by point, then by log y within it
+            group, logy = group[order], logy[order]
+        ly = logy
         self.counts = np.bincount(group, minlength=n_points)
         self.start = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
         self.end = self.start + self.counts
@@ -98,3 +100,9 @@ class Points:
         )
         grad = (n_below - n_above) + (n_in * q - sum_in) * (1.0 / delta)
         return loss, grad, n_in * (1.0 / delta)
+
+
+def _sorted(group: np.ndarray, logy: np.ndarray) -> bool:
+    """Whether rows are already in order of point, then log y (the hierarchical bootstrap draws them so)."""
+    step = np.diff(group)
+    return bool(np.all(step >= 0) and np.all((step > 0) | (logy[1:] >= logy[:-1])))

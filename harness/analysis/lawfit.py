@@ -284,27 +284,37 @@ def compare_forms(X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...] = fo
         return _compare(X, Y, candidates)[0]
 
 
-def auto_fit(X: np.ndarray, Y: np.ndarray, *, bootstrap: int, seed: int) -> tuple[list[dict[str, Any]], LawFit]:
-    """`compare_forms`, and the `best_form` bootstrapped (hierarchically: points, then seeds), its full-data fit reused."""
+def auto_fit(
+    X: np.ndarray, Y: np.ndarray, *, bootstrap: int, seed: int, form_params: bool = True
+) -> tuple[list[dict[str, Any]], LawFit]:
+    """`compare_forms`, and the `best_form` bootstrapped (hierarchically: points, then seeds), its full-data fit
+    reused; without `form_params` the forms not chosen are not refitted on all rows (their `params` None)."""
     with _one_blas_thread():
-        table, full = _compare(X, Y, forms.FORMS)
+        table, full = _compare(X, Y, forms.FORMS, form_params)
         return table, full[best_form(table)].law(bootstrap, seed, within_points=True)
 
 
-def _compare(X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, _Full]]:
+def _compare(
+    X: np.ndarray, Y: np.ndarray, candidates: tuple[str, ...], form_params: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, _Full]]:
+    """The rows of `compare_forms`, and the full-data fits made for them (every form's, or the best one's)."""
     x = X[:, 0]
     values = np.unique(x)
     n_hold = 2 if len(values) >= 6 else 1
     train = x < values[-n_hold]
-    out, full = [], {}
+    out = []
     for form in candidates:
-        full[form] = _Full.of(X, Y, HUBER_DELTA, form)
-        row: dict[str, Any] = {"form": form, "params": full[form].refit.params(full[form].theta), "extrapolation_error": None}
+        row: dict[str, Any] = {"form": form, "params": None, "extrapolation_error": None}
         if len(values) - n_hold >= max(MIN_DISTINCT_X, forms.n_params(form)):
             law = _Full.of(X[train], Y[train], HUBER_DELTA, form).law(0, 0, False)
             errs = [abs(float(predict(law.params, np.array([v]))[0]) / float(Y[x == v].mean()) - 1) for v in values[-n_hold:]]
             row["extrapolation_error"] = float(np.mean(errs))
         out.append(row)
+    chosen = best_form(out)
+    full = {r["form"]: _Full.of(X, Y, HUBER_DELTA, r["form"]) for r in out if form_params or r["form"] == chosen}
+    for r in out:
+        if r["form"] in full:
+            r["params"] = full[r["form"]].refit.params(full[r["form"]].theta)
     return out, full
 
 

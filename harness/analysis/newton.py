@@ -44,8 +44,11 @@ def refit_power(
     `logys[r]`; `bounds` (3, 2). Returns the optima (R, 3) and whether each converged inside the bounds (R,)."""
     n_res, n_pts = len(rows), len(xs)
     shift = float(xs.mean())  # optimise around the centre: log A' = log A − alpha·shift
-    group = np.concatenate([r * n_pts + np.asarray(pts) for r, pts in enumerate(rows)])
-    problem = _Problem(xs - shift, Points(group, n_res * n_pts, np.concatenate(logys), delta), shift, np.asarray(bounds))
+    # each resample's rows in order of point, then log y (one small sort each: a sort of all of them costs 5x more)
+    order = [np.lexsort((ly, pts)) for pts, ly in zip(rows, logys)]
+    group = np.concatenate([r * n_pts + np.asarray(pts)[o] for r, (pts, o) in enumerate(zip(rows, order))])
+    logy = np.concatenate([ly[o] for ly, o in zip(logys, order)])
+    problem = _Problem(xs - shift, Points(group, n_res * n_pts, logy, delta), shift, np.asarray(bounds))
     theta = np.tile([warm[0] - warm[1] * shift, warm[1], warm[2]], (n_res, 1)).astype(float)
     converged = np.zeros(n_res, dtype=bool)
     active = np.arange(n_res)

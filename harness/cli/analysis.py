@@ -158,6 +158,7 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         include_all=args.include_all,
         form=args.form,
+        form_params=args.json,  # each form's full-data params: --json prints them, the summary does not
         **_given(bootstrap=args.bootstrap, tune=args.tune),
     )
     if args.json:
