@@ -294,9 +294,13 @@ def verbs(n: int, study_path: Path, results: Path) -> dict[str, tuple[str, str]]
     return {
         "status": ("from harness.runner import status", f"status({d!r})"),
         "table": ("from harness.analysis.tables import table_path", f"table_path({d!r})"),
-        "fit --by family": (
+        "fit --by family": (  # the summary: the forms auto did not choose are not refitted on all rows
             "from harness.analysis.fits import fit_path",
-            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family')",
+            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family', form_params=False)",
+        ),
+        "fit --by family --json": (
+            "from harness.analysis.fits import fit_path",
+            f"fit_path({d!r}, 'test_acc', ['data_size'], by='family', form_params=True)",
         ),
         "run, all done (skip check)": (
             "from harness.runner import run_study",

@@ -105,4 +105,4 @@ class Points:
 def _sorted(group: np.ndarray, logy: np.ndarray) -> bool:
     """Whether rows are already in order of point, then log y (the hierarchical bootstrap draws them so)."""
     step = np.diff(group)
-    return bool(np.all(step >= 0) and np.all((step > 0) | (logy[1:] >= logy[:-1])))
+    return bool((step >= 0).all() and ((step > 0) | (logy[1:] >= logy[:-1])).all())
