@@ -71,3 +71,17 @@ def test_warm_batch_falls_back_to_lbfgsb_where_newton_stops_short(monkeypatch: p
     assert len(fallbacks) == len(draws) and refit.warm_refits == len(draws)
     for (idx, ys), theta in zip(draws, thetas):
         assert _loss(logx, idx, ys, theta) <= laws.minimise(logx[idx], ys, warm[None, :])[1] * (1 + 1e-9)
+
+
+def test_warm_batch_in_several_batches_gives_the_same_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    logx, refit, warm, draws = _setup(draws=9)
+    whole = refit.warm_batch(logx, draws, warm)
+    monkeypatch.setattr(lawfit, "NEWTON_ROWS", 2 * len(logx))  # two resamples a batch: five batches
+    calls = []
+    real = newton.refit_power
+    monkeypatch.setattr(newton, "refit_power", lambda *a: calls.append(len(a[1])) or real(*a))
+    parts = refit.warm_batch(logx, draws, warm)
+    assert calls == [2, 2, 2, 2, 1]
+    # the same optima; a batch's arrays (its points side by side on one axis) round differently, and Newton
+    # stops where its steps reach rounding: ~1e-8 apart, far inside any interval
+    np.testing.assert_allclose(np.array(parts), np.array(whole), rtol=0, atol=1e-6)

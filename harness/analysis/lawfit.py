@@ -39,6 +39,7 @@ DEFAULT_BOOTSTRAP = 200  # resamples; ~2-3 s per one-x group on one core
 # the warm start alone once the first PILOT resamples showed the grid starts never beat it (issue 27: 8x fewer
 # objective evaluations; on 10,000 rows the same draws to 1e-6 in alpha, benchmarks/README.md).
 PILOT = 10
+NEWTON_ROWS = 2_000_000  # rows of resamples refitted together by newton.py (~100 MB of its arrays)
 
 
 @dataclass
@@ -173,9 +174,12 @@ class _refitter:
             return []
         self.warm_refits += len(draws)
         xs, point = np.unique(logx[:, 0], return_inverse=True)
-        thetas, ok = newton.refit_power(
-            xs, [point[idx] for idx, _ in draws], [ys for _, ys in draws], warm, self.bounds, self.delta
-        )
+        per = max(1, NEWTON_ROWS // len(logx))
+        batches = [draws[i : i + per] for i in range(0, len(draws), per)]
+        fitted = [
+            newton.refit_power(xs, [point[i] for i, _ in b], [y for _, y in b], warm, self.bounds, self.delta) for b in batches
+        ]
+        thetas, ok = np.vstack([t for t, _ in fitted]), np.concatenate([o for _, o in fitted])
         for i in np.flatnonzero(~ok):
             idx, ys = draws[i]
             thetas[i] = minimise(logx[idx], ys, np.vstack([warm, thetas[i]]), self.delta)[0]
