@@ -374,9 +374,11 @@ def growth(n: int, big: int) -> None:
         ignore_index=True,
     )
     for rows, frame in ((n, df), (len(many), many)):
-        t0 = time.perf_counter()
-        fit_results(frame, "test_acc", ["data_size"], by="family", form="auto")
-        print(f"| {rows:,} | fit_results --by family (auto, 200 resamples), in memory | {time.perf_counter() - t0:.2f} |")
+        for form_params, what in ((False, "summary"), (True, "--json")):
+            t0 = time.perf_counter()
+            fit_results(frame, "test_acc", ["data_size"], by="family", form="auto", form_params=form_params)
+            took = time.perf_counter() - t0
+            print(f"| {rows:,} | fit_results --by family (auto, 200 resamples; {what}), in memory | {took:.2f} |")
     for trials in (n, big):
         seeds = trials // (len(MODELS) * len(DATA_SIZES))
         path = CACHE / f"expand{trials}.yaml"
