@@ -131,7 +131,7 @@ class _refitter:
     """Fits one form to (log x, log y), from the data's own best starts plus a warm start.
 
     A power fit whose full-data optimum is `settled` (laws.py) stays so as long as every refit from all starts so
-    far (the pilot) ended where the warm start did; `_fit_arrays` then refits the rest from the warm start alone
+    far (the pilot) ended where the warm start did; `_Full.law` then refits the rest from the warm start alone
     (`warm_batch`)."""
 
     def __init__(self, form: str, logx: np.ndarray, logy: np.ndarray, delta: float) -> None:
@@ -139,7 +139,7 @@ class _refitter:
         self.shift = float(logx[:, 0].mean())
         self.settled = False
         self.warm_refits = 0  # refits from the warm start alone
-        self.bounds = np.array(POWER_BOUNDS)
+        self.bounds = np.array(POWER_BOUNDS)  # warm_batch's (power only)
         if form == "power":
             self.starts = best_starts(logx, logy, N_LOCAL_STARTS, delta)
         elif logx.shape[1] != 1:
