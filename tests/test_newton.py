@@ -85,3 +85,22 @@ def test_warm_batch_in_several_batches_gives_the_same_draws(monkeypatch: pytest.
     # the same optima; a batch's arrays (its points side by side on one axis) round differently, and Newton
     # stops where its steps reach rounding: ~1e-8 apart, far inside any interval
     np.testing.assert_allclose(np.array(parts), np.array(whole), rtol=0, atol=1e-6)
+
+
+def test_a_resample_newton_cannot_evaluate_is_left_to_lbfgsb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-finite loss, gradient or Hessian at the start (none occurs inside the bounds; guarded all the same)
+    takes no Newton step and is reported unconverged, the others unaffected."""
+    logx, refit, warm, draws = _setup(draws=3)
+    real = newton._Problem.terms
+
+    def poisoned(self, theta, which):  # noqa: ANN001, ANN202
+        f, g, h = real(self, theta, which)
+        h[which == 1] = np.nan
+        return f, g, h
+
+    monkeypatch.setattr(newton._Problem, "terms", poisoned)
+    thetas, ok = _newton(logx, draws, warm, refit.bounds)
+    assert ok.tolist() == [True, False, True]
+    monkeypatch.setattr(newton._Problem, "terms", real)
+    good, _ = _newton(logx, draws, warm, refit.bounds)
+    np.testing.assert_allclose(thetas[[0, 2]], good[[0, 2]], atol=1e-6)

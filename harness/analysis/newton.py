@@ -53,7 +53,11 @@ def refit_power(
     converged = np.zeros(n_res, dtype=bool)
     active = np.arange(n_res)
     f, g, h = problem.terms(theta, active)
+    finite = np.isfinite(f) & np.isfinite(g).all(axis=1) & np.isfinite(h).all(axis=(1, 2))
+    active, f, g, h = active[finite], f[finite], g[finite], h[finite]  # the rest: unconverged, to L-BFGS-B
     for _ in range(MAX_STEPS):
+        if not len(active):
+            break
         step, f_new, better, stuck = problem.search(theta[active], active, f, g, h)
         gain = f - f_new
         moved = active[better]
@@ -68,8 +72,6 @@ def refit_power(
         flat = np.abs(g).max(axis=1) <= _GCONV * np.maximum(1.0, np.abs(f))
         converged[active[done & ~stuck & flat]] = True
         active, f, g, h = active[~done], f[~done], g[~done], h[~done]
-        if not len(active):
-            break
     out = theta.copy()
     out[:, 0] = theta[:, 0] + theta[:, 1] * shift
     return out, converged & problem.inside(theta, margin=_BOUND_MARGIN)
@@ -147,6 +149,7 @@ def _capped(d: np.ndarray) -> np.ndarray:
 
 def _newton_direction(g: np.ndarray, h: np.ndarray) -> np.ndarray:
     """−H⁻¹g per resample, H shifted to be positive definite where it is not (Levenberg)."""
+    h = np.where(np.isfinite(h).all(axis=(1, 2))[:, None, None], h, np.eye(3))  # eigvalsh raises on NaN; no step there
     eig = np.linalg.eigvalsh(h)
     scale = np.abs(eig).max(axis=1) + 1e-300
     shift = np.maximum(0.0, 1e-10 * scale - eig[:, 0])
