@@ -103,6 +103,6 @@ class Points:
 
 
 def _sorted(group: np.ndarray, logy: np.ndarray) -> bool:
-    """Whether rows are already in order of point, then log y (the hierarchical bootstrap draws them so)."""
+    """Whether rows are already in order of point, then log y (newton.py sorts each resample so: no second sort)."""
     step = np.diff(group)
     return bool((step >= 0).all() and ((step > 0) | (logy[1:] >= logy[:-1])).all())
